@@ -1,0 +1,25 @@
+//! What every MCP process in this workspace shares, written once.
+//!
+//! # Layout
+//! - [`args`]: the command-line flags common to every server (transport, security, logs, faults).
+//! - [`serve`]: runs an rmcp `ServerHandler` over stdio or streamable HTTP, with the HTTP security
+//!   checks (Origin, bearer token, body limit) and graceful shutdown.
+//! - [`call`]: the one wrapper every `tools/call` goes through (span, trace continuation, faults,
+//!   in-flight accounting).
+//! - [`telemetry`]: tracing to stderr, OTLP export, trace-context extraction from `_meta`.
+//! - [`faults`]: deterministic latency and failure injection for demos and tests.
+//! - [`tool_error`]: the error convention (`errorKind`, `retryable`, `retryAfterMs` in `_meta`).
+//! - [`in_flight`]: counts running calls so shutdown can wait for them.
+
+pub mod args;
+pub mod call;
+pub mod faults;
+pub mod in_flight;
+pub mod serve;
+pub mod telemetry;
+pub mod tool_error;
+
+pub use args::CommonArgs;
+pub use call::ServerKit;
+pub use faults::{FaultArgs, Faults};
+pub use tool_error::{ErrorKind, ToolError, ToolFailure};

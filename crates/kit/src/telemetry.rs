@@ -1,0 +1,205 @@
+//! Logs to stderr, spans to an OTLP collector, and trace continuation from a request's `_meta`.
+//!
+//! Stdout belongs to the stdio transport, so every log line goes to stderr. Export is opt-in by the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable and never blocks a call: spans are batched on
+//! the Tokio runtime and a dead collector only produces warnings.
+
+use std::collections::HashMap;
+
+use opentelemetry::{
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::TracerProvider as _,
+};
+use opentelemetry_sdk::{
+    Resource, propagation::TraceContextPropagator, runtime, trace::SdkTracerProvider,
+    trace::span_processor_with_async_runtime::BatchSpanProcessor,
+};
+use rmcp::model::MetaObject;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields.
+    Json,
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built from the `OTEL_*` settings.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+    /// A global subscriber was already installed.
+    #[error("cannot install the log subscriber: {0}")]
+    Subscriber(String),
+}
+
+/// Keeps the exporter alive; call [`TelemetryGuard::shutdown`] before exit to flush spans.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flushes and stops the exporter; waits at most a few seconds for a slow collector.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let flush = tokio::task::spawn_blocking(move || provider.shutdown());
+            match tokio::time::timeout(std::time::Duration::from_secs(5), flush).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "span export did not flush"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "span export flush task failed"),
+                Err(_) => tracing::warn!("span export flush timed out"),
+            }
+        }
+    }
+
+    /// Whether spans are being exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+/// Installs the global subscriber: fmt to stderr (filtered by `RUST_LOG`, default `info`) and, when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OpenTelemetry layer exporting over OTLP/HTTP.
+///
+/// `service_name` is used unless `OTEL_SERVICE_NAME` says otherwise. Must run inside a Tokio
+/// runtime (the batch exporter runs on it).
+pub fn init(service_name: &str, format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    // The filter sits on the fmt layer only: `RUST_LOG=warn` must quiet the logs without
+    // silencing the spans that carry trace ids across processes.
+    let env_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+    let fmt_layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    }
+    .with_filter(env_filter);
+
+    let endpoint_set = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .map(|v| !v.trim().is_empty())
+        .unwrap_or(false)
+        || std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .map(|v| !v.trim().is_empty())
+            .unwrap_or(false);
+
+    let provider = if endpoint_set {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let processor = BatchSpanProcessor::builder(exporter, runtime::Tokio).build();
+        let resource = if std::env::var("OTEL_SERVICE_NAME").is_ok() {
+            Resource::builder().build()
+        } else {
+            Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build()
+        };
+        Some(
+            SdkTracerProvider::builder()
+                .with_span_processor(processor)
+                .with_resource(resource)
+                .build(),
+        )
+    } else {
+        None
+    };
+
+    let otel_layer = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service_name.to_owned()))
+            .with_filter(LevelFilter::INFO)
+            // rmcp's own per-message spans would double every span we export.
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                !meta.target().starts_with("rmcp")
+            }))
+    });
+
+    tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+
+    if let Some(p) = &provider {
+        opentelemetry::global::set_tracer_provider(p.clone());
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+/// Reads W3C trace headers out of an MCP `_meta` object.
+struct MetaExtractor<'a>(&'a MetaObject);
+
+impl Extractor for MetaExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// Makes `span` a child of the trace named by `traceparent`/`tracestate` in `meta`, if present.
+///
+/// Returns whether a remote parent was found, so callers can log an orphan call.
+pub fn continue_trace_from_meta(span: &tracing::Span, meta: &MetaObject) -> bool {
+    if meta.get_traceparent().is_none() {
+        return false;
+    }
+    let cx = TraceContextPropagator::new().extract(&MetaExtractor(meta));
+    span.set_parent(cx).is_ok()
+}
+
+/// The W3C headers (`traceparent`, `tracestate`) naming `span`, for an outgoing request.
+///
+/// Empty when the span is not recorded by an OpenTelemetry layer (export is off).
+pub fn trace_headers(span: &tracing::Span) -> HashMap<String, String> {
+    struct MapInjector<'a>(&'a mut HashMap<String, String>);
+    impl Injector for MapInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.insert(key.to_owned(), value);
+        }
+    }
+    let mut headers = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut MapInjector(&mut headers));
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extractor_reads_traceparent_from_meta() {
+        let mut meta = MetaObject::new();
+        meta.set_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let cx = TraceContextPropagator::new().extract(&MetaExtractor(&meta));
+        use opentelemetry::trace::TraceContextExt;
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_valid());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(sc.is_remote());
+    }
+}

@@ -1,0 +1,226 @@
+//! Shared helpers for the end-to-end tests: find the workspace's binaries, start them over stdio or
+//! HTTP, and connect an rmcp client.
+//!
+//! Binaries are found next to the test executable (`target/<profile>/`); `cargo nextest run
+//! --workspace` and `cargo test --workspace` build them before the tests run. If one is missing
+//! (a single test run with `-p e2e`), it is built once with `cargo build --bin`.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Mutex,
+    time::Duration,
+};
+
+use anyhow::{Context, anyhow, bail};
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{CallToolRequestParams, CallToolResult},
+    service::RunningService,
+    transport::{
+        ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess,
+        streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A connected MCP client.
+pub type Client = RunningService<RoleClient, ()>;
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Path of a workspace binary, building it if the test run did not.
+pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
+    let path = profile_dir.join(name);
+    if path.exists() {
+        return Ok(path);
+    }
+    let _lock = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--bin", name])
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build --bin {name} failed");
+        }
+    }
+    Ok(path)
+}
+
+/// A fresh temporary directory for a server's data, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/mcp-e2e-<label>-<pid>-<n>`.
+    pub fn new(label: &str) -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-e2e-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The directory as a string argument.
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `bin args...` as a stdio MCP server and connects to it (protocol 2025-11-25).
+pub async fn connect_stdio(bin: &str, args: &[String]) -> anyhow::Result<Client> {
+    let path = bin_path(bin)?;
+    let transport = TokioChildProcess::new(Command::new(path).configure(|c| {
+        c.args(args).env("RUST_LOG", "warn");
+    }))?;
+    let client = ()
+        .serve(transport)
+        .await
+        .with_context(|| format!("connecting to {bin} over stdio"))?;
+    Ok(client)
+}
+
+/// A server process serving streamable HTTP; killed on drop.
+#[derive(Debug)]
+pub struct HttpServer {
+    /// The child process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+}
+
+impl HttpServer {
+    /// Starts `bin --http 127.0.0.1:0 args...` and waits for the line naming its URL.
+    pub async fn start(bin: &str, args: &[String]) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, args, &HashMap::new()).await
+    }
+
+    /// Like [`HttpServer::start`] with extra environment variables.
+    pub async fn start_with_env(
+        bin: &str,
+        args: &[String],
+        env: &HashMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        let path = bin_path(bin)?;
+        let mut child = Command::new(path)
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .envs(env)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {bin}"))?;
+        let stderr = child.stderr.take().context("stderr piped")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(start) = line.find("http://127.0.0.1:") {
+                    let rest = &line[start..];
+                    let end = rest
+                        .find(|c: char| c.is_whitespace() || c == '"')
+                        .unwrap_or(rest.len());
+                    return Ok::<_, anyhow::Error>(rest[..end].to_owned());
+                }
+            }
+            bail!("{bin} exited before listening")
+        })
+        .await
+        .context("waiting for the server to listen")??;
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, url })
+    }
+
+    /// Connects an rmcp client (protocol 2025-11-25), with a bearer token if given.
+    pub async fn connect(&self, token: Option<&str>) -> anyhow::Result<Client> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
+        if let Some(t) = token {
+            config = config.auth_header(t.to_owned());
+        }
+        let transport = StreamableHttpClientTransport::from_config(config);
+        Ok(().serve(transport).await?)
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .context("server did not exit after SIGTERM")??;
+        Ok(())
+    }
+}
+
+/// Calls a tool with JSON arguments.
+pub async fn call(client: &Client, tool: &str, args: Value) -> anyhow::Result<CallToolResult> {
+    let mut params = CallToolRequestParams::new(tool.to_owned());
+    if let Value::Object(map) = args {
+        params = params.with_arguments(map);
+    }
+    Ok(client.call_tool(params).await?)
+}
+
+/// Calls a tool and returns its structured content, failing on a tool error.
+pub async fn call_ok(client: &Client, tool: &str, args: Value) -> anyhow::Result<Value> {
+    let result = call(client, tool, args).await?;
+    if result.is_error == Some(true) {
+        bail!("{tool} failed: {}", text_of(&result));
+    }
+    result.structured_content.clone().ok_or_else(|| {
+        anyhow!(
+            "{tool} returned no structured content: {}",
+            text_of(&result)
+        )
+    })
+}
+
+/// The text content of a result, joined.
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `_meta.errorKind` of a failed result.
+pub fn error_kind(result: &CallToolResult) -> Option<String> {
+    kit::ToolError::from_call_tool_result(result).map(|e| e.kind.as_str().to_owned())
+}
