@@ -8,7 +8,7 @@
 use std::{future::Future, sync::Arc};
 
 use rmcp::{
-    ErrorData, RoleServer,
+    ErrorData, RoleServer, ServerHandler,
     handler::server::tool::IntoCallToolResult,
     model::{CallToolRequestParams, CallToolResponse},
     service::RequestContext,
@@ -39,13 +39,18 @@ impl ServerKit {
     }
 
     /// Runs one tool call through the shared path; `run` is the server's own dispatch.
-    pub async fn call_tool<F, Fut>(
+    ///
+    /// `handler` is asked for the tool's definition only when the arguments fail to deserialize,
+    /// to name the offending argument from the input schema.
+    pub async fn call_tool<H, F, Fut>(
         &self,
+        handler: &H,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
         run: F,
     ) -> Result<CallToolResponse, ErrorData>
     where
+        H: ServerHandler,
         F: FnOnce(CallToolRequestParams, RequestContext<RoleServer>) -> Fut,
         Fut: Future<Output = Result<CallToolResponse, ErrorData>>,
     {
@@ -62,13 +67,21 @@ impl ServerKit {
         telemetry::continue_trace_from_meta(&span, &context.meta);
         let _guard = self.in_flight.enter();
         async move {
-            let outcome = match self.faults.inject(&request.name, &context.ct).await {
+            let name = request.name.clone();
+            let arguments = request.arguments.clone();
+            let mut outcome = match self.faults.inject(&name, &context.ct).await {
                 Err(injected) => {
-                    tracing::info!(tool = %request.name, error = %injected, "injected fault");
+                    tracing::info!(tool = %name, error = %injected, "injected fault");
                     injected.into_call_tool_result()
                 }
                 Ok(()) => run(request, context).await,
             };
+            if let Ok(CallToolResponse::Complete(result)) = &mut outcome
+                && result.is_error == Some(true)
+            {
+                let schema = handler.get_tool(&name).map(|t| t.input_schema);
+                ToolError::normalize_argument_error(result, schema.as_deref(), arguments.as_ref());
+            }
             record_outcome(&outcome);
             outcome
         }

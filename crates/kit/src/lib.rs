@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`args`]: the command-line flags common to every server (transport, security, logs, faults).
+//! - [`arguments`]: names the argument that broke a tool's input schema.
 //! - [`serve`]: runs an rmcp `ServerHandler` over stdio or streamable HTTP, with the HTTP security
 //!   checks (Origin, bearer token, body limit) and graceful shutdown.
 //! - [`call`]: the one wrapper every `tools/call` goes through (span, trace continuation, faults,
@@ -12,6 +13,7 @@
 //! - [`in_flight`]: counts running calls so shutdown can wait for them.
 
 pub mod args;
+pub mod arguments;
 pub mod call;
 pub mod faults;
 pub mod in_flight;

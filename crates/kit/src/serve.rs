@@ -269,23 +269,37 @@ where
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!(
-            in_flight = in_flight.count(),
-            "shutdown signal: finishing in-flight calls"
-        );
-        if tokio::time::timeout(grace, in_flight.idle()).await.is_err() {
-            tracing::warn!(in_flight = in_flight.count(), "grace period over");
+    // On a signal: stop accepting at once (axum's graceful shutdown), let running calls finish,
+    // give their responses a moment to be written, then end the sessions, whose open SSE streams
+    // would otherwise hold their connections (and so the shutdown) open forever.
+    let stop_accepting = CancellationToken::new();
+    let drain = tokio::spawn({
+        let stop_accepting = stop_accepting.clone();
+        async move {
+            shutdown_signal().await;
+            stop_accepting.cancel();
+            tracing::info!(
+                in_flight = in_flight.count(),
+                "shutdown signal: finishing in-flight calls"
+            );
+            if tokio::time::timeout(grace, in_flight.idle()).await.is_err() {
+                tracing::warn!(in_flight = in_flight.count(), "grace period over");
+            }
+            tokio::time::sleep(RESPONSE_FLUSH_MARGIN).await;
+            sessions_ct.cancel();
         }
-        // Ends open SSE streams and sessions, which would otherwise hold their connections open.
-        sessions_ct.cancel();
-    };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    });
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(stop_accepting.cancelled_owned())
         .await
-        .map_err(ServeError::Http)
+        .map_err(ServeError::Http);
+    drain.abort();
+    served
 }
+
+/// Time between the last call finishing and the transport being torn down, so that call's
+/// response is written out first.
+const RESPONSE_FLUSH_MARGIN: Duration = Duration::from_millis(250);
 
 /// Rejects requests without the configured bearer token; compares in constant time.
 async fn require_bearer(

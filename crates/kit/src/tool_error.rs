@@ -216,8 +216,12 @@ impl IntoCallToolResult for ToolError {
     }
 }
 
-/// What a tool function returns on failure: a tool error, or arguments that break the tool's
-/// input schema (a JSON-RPC invalid-params error naming the field).
+/// What a tool function returns on failure: a tool error, or an argument that breaks the tool's
+/// input schema.
+///
+/// Both become tool results with `isError: true` (the MCP specification, since 2025-11-25, asks for
+/// input validation errors as tool errors so that a model can correct its call); an argument error
+/// is `invalid`, not retryable, and names the argument in its message and in `_meta.field`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ToolFailure {
     /// A tool-level failure under the error convention.
@@ -247,11 +251,73 @@ impl IntoCallToolResult for ToolFailure {
     fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
         match self {
             ToolFailure::Tool(e) => e.into_call_tool_result(),
-            ToolFailure::InvalidParams { field, message } => Err(ErrorData::invalid_params(
-                format!("invalid argument `{field}`: {message}"),
-                Some(serde_json::json!({ "field": field })),
-            )),
+            ToolFailure::InvalidParams { field, message } => {
+                ToolError::invalid_argument(&field, &message).into_call_tool_result()
+            }
         }
+    }
+}
+
+/// `_meta` key naming the offending argument of an `invalid` error, when one is known.
+pub const META_FIELD: &str = "field";
+
+/// How rmcp words a tool argument that does not deserialize (it reports it as a tool error, as
+/// the MCP specification asks since 2025-11-25, so a model can correct itself).
+const RMCP_ARGUMENT_ERROR_PREFIX: &str = "failed to deserialize parameters:";
+
+impl ToolError {
+    /// An argument that breaks the tool's input schema: `invalid`, not retryable, with the
+    /// argument's name in the message and in `_meta.field`.
+    pub fn invalid_argument(field: &str, message: &str) -> Self {
+        Self::invalid(format!("invalid argument `{field}`: {message}"))
+            .with_meta(META_FIELD, Value::from(field))
+    }
+
+    /// Gives rmcp's own argument-deserialization errors the convention's `_meta` and names the
+    /// argument: from the tool's input schema when it is known (exact location), else from
+    /// serde's wording (which names only missing and unknown fields).
+    pub fn normalize_argument_error(
+        result: &mut CallToolResult,
+        input_schema: Option<&JsonObject>,
+        arguments: Option<&JsonObject>,
+    ) {
+        if result.is_error != Some(true)
+            || result
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.contains_key(META_ERROR_KIND))
+        {
+            return;
+        }
+        let Some(text) = result
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.clone())
+        else {
+            return;
+        };
+        let Some(detail) = text.strip_prefix(RMCP_ARGUMENT_ERROR_PREFIX) else {
+            return;
+        };
+        let detail = detail.trim();
+        let from_schema = input_schema.and_then(|schema| {
+            let args = Value::Object(arguments.cloned().unwrap_or_default());
+            crate::arguments::first_violation(schema, &args)
+        });
+        let serde_field = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|p| detail.split_once(p))
+            .and_then(|(_, rest)| rest.split('`').next())
+            .filter(|f| !f.is_empty());
+        let mut err = match (from_schema, serde_field) {
+            (Some((field, message)), _) => ToolError::invalid_argument(&field, &message),
+            (None, Some(field)) => ToolError::invalid_argument(field, detail),
+            (None, None) => ToolError::invalid(format!("invalid arguments: {detail}")),
+        };
+        err.extra_meta
+            .extend(result.meta.take().map(|m| m.0).unwrap_or_default());
+        *result = err.to_call_tool_result();
     }
 }
 
@@ -278,6 +344,35 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Internal);
         assert!(!err.retryable);
         assert_eq!(err.message, "boom");
+    }
+
+    #[test]
+    fn rmcp_argument_errors_get_the_convention() {
+        let mut result = CallToolResult::error(vec![ContentBlock::text(
+            "failed to deserialize parameters: missing field `customerId`",
+        )]);
+        ToolError::normalize_argument_error(&mut result, None, None);
+        let err = ToolError::from_call_tool_result(&result).expect("error");
+        assert_eq!(err.kind, ErrorKind::Invalid);
+        assert!(!err.retryable);
+        assert!(err.message.contains("customerId"));
+        assert_eq!(
+            err.extra_meta.get(META_FIELD),
+            Some(&Value::from("customerId"))
+        );
+    }
+
+    #[test]
+    fn invalid_params_failures_are_invalid_tool_errors_naming_the_field() {
+        let response = ToolFailure::invalid_params("limit", "must be 1-200")
+            .into_call_tool_result()
+            .expect("a tool result, not a protocol error");
+        let CallToolResponse::Complete(result) = response else {
+            panic!("complete result expected");
+        };
+        let err = ToolError::from_call_tool_result(&result).expect("error");
+        assert_eq!(err.kind, ErrorKind::Invalid);
+        assert_eq!(err.extra_meta.get(META_FIELD), Some(&Value::from("limit")));
     }
 
     #[test]

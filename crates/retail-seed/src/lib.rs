@@ -219,8 +219,8 @@ fn generate() -> Dataset {
                     first.to_lowercase(),
                     last.to_lowercase()
                 ),
-                region: *REGIONS.choose(&mut rng).unwrap_or(&REGIONS[0]),
-                segment: *SEGMENTS.choose(&mut rng).unwrap_or(&SEGMENTS[0]),
+                region: REGIONS.choose(&mut rng).unwrap_or(&REGIONS[0]),
+                segment: SEGMENTS.choose(&mut rng).unwrap_or(&SEGMENTS[0]),
                 created_at: timestamp(start - Duration::days(days_before)),
             }
         })

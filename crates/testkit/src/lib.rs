@@ -15,8 +15,8 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 use rmcp::{
-    RoleClient, ServiceExt,
-    model::{CallToolRequestParams, CallToolResult},
+    ClientLifecycleMode, ClientServiceExt, RoleClient,
+    model::{CallToolRequestParams, CallToolResult, ProtocolVersion},
     service::RunningService,
     transport::{
         ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess,
@@ -95,14 +95,43 @@ impl Drop for TempDir {
     }
 }
 
+/// Which protocol lifecycle a test client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// 2025-11-25: `initialize` handshake, then a session.
+    Initialize,
+    /// 2026-07-28: `server/discover`, then self-contained (stateless) requests.
+    Stateless,
+}
+
+impl Lifecycle {
+    fn mode(self) -> ClientLifecycleMode {
+        match self {
+            Lifecycle::Initialize => ClientLifecycleMode::Initialize,
+            Lifecycle::Stateless => ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        }
+    }
+}
+
 /// Starts `bin args...` as a stdio MCP server and connects to it (protocol 2025-11-25).
 pub async fn connect_stdio(bin: &str, args: &[String]) -> anyhow::Result<Client> {
+    connect_stdio_with(bin, args, Lifecycle::Initialize).await
+}
+
+/// Starts `bin args...` as a stdio MCP server and connects with the given lifecycle.
+pub async fn connect_stdio_with(
+    bin: &str,
+    args: &[String],
+    lifecycle: Lifecycle,
+) -> anyhow::Result<Client> {
     let path = bin_path(bin)?;
     let transport = TokioChildProcess::new(Command::new(path).configure(|c| {
         c.args(args).env("RUST_LOG", "warn");
     }))?;
     let client = ()
-        .serve(transport)
+        .serve_with_lifecycle(transport, lifecycle.mode())
         .await
         .with_context(|| format!("connecting to {bin} over stdio"))?;
     Ok(client)
@@ -146,8 +175,9 @@ impl HttpServer {
         let mut lines = BufReader::new(stderr).lines();
         let url = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(start) = line.find("http://127.0.0.1:") {
-                    let rest = &line[start..];
+                // kit's serve logs exactly one "listening on http://ADDR/mcp" line.
+                if let Some(start) = line.find("listening on http://") {
+                    let rest = &line[start + "listening on ".len()..];
                     let end = rest
                         .find(|c: char| c.is_whitespace() || c == '"')
                         .unwrap_or(rest.len());
@@ -165,12 +195,21 @@ impl HttpServer {
 
     /// Connects an rmcp client (protocol 2025-11-25), with a bearer token if given.
     pub async fn connect(&self, token: Option<&str>) -> anyhow::Result<Client> {
+        self.connect_with(token, Lifecycle::Initialize).await
+    }
+
+    /// Connects an rmcp client with the given lifecycle.
+    pub async fn connect_with(
+        &self,
+        token: Option<&str>,
+        lifecycle: Lifecycle,
+    ) -> anyhow::Result<Client> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
         if let Some(t) = token {
             config = config.auth_header(t.to_owned());
         }
         let transport = StreamableHttpClientTransport::from_config(config);
-        Ok(().serve(transport).await?)
+        Ok(().serve_with_lifecycle(transport, lifecycle.mode()).await?)
     }
 
     /// Stops the server with SIGTERM and waits for it to exit.

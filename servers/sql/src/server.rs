@@ -310,7 +310,7 @@ impl ServerHandler for SqlServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.kit
-            .call_tool(request, context, |request, context| {
+            .call_tool(self, request, context, |request, context| {
                 self.tool_router
                     .call(ToolCallContext::new(self, request, context))
             })

@@ -1,0 +1,291 @@
+//! The API's endpoints and its JSON error answers.
+//!
+//! Ids are checked for shape before lookup, so a caller learns the difference between a malformed
+//! id (400, fix the request) and a well-formed one that does not exist (404).
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use super::ApiState;
+use crate::model::{
+    ApiErrorBody, ApiErrorDetail, Health, Inventory, LowStock, Product, ProductInventory,
+    ProductList, Shipment, WarehouseList,
+};
+
+/// An error answer of the API.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the id does not have the shape of an id of its kind.
+    #[error("`{id}` is not a valid {what} id (expected {expected})")]
+    InvalidId {
+        /// `product` or `order`.
+        what: &'static str,
+        /// The id as received.
+        id: String,
+        /// The expected shape.
+        expected: &'static str,
+    },
+    /// 404: a well-formed id that does not exist.
+    #[error("{what} `{id}` does not exist")]
+    NotFound {
+        /// `product` or `order`.
+        what: &'static str,
+        /// The id as received.
+        id: String,
+    },
+    /// 404: no such endpoint.
+    #[error("no endpoint at `{0}`")]
+    NoRoute(String),
+    /// 405: the endpoint exists but not with this method.
+    #[error("method not allowed; this API is read-only (GET)")]
+    MethodNotAllowed,
+    /// 429 with `Retry-After`.
+    #[error("too many requests: {reason}; retry after {retry_after_secs} s")]
+    Throttled {
+        /// Seconds the client is asked to wait.
+        retry_after_secs: u64,
+        /// Why.
+        reason: String,
+    },
+    /// 503.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidId { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable code in the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidId { .. } => "invalid_id",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::NoRoute(_) => "no_route",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Throttled { .. } => "throttled",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ApiErrorBody {
+            error: ApiErrorDetail {
+                status: status.as_u16(),
+                code: self.code().to_owned(),
+                message: self.to_string(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Throttled {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+/// `PROD-` and three digits.
+pub fn is_product_id(id: &str) -> bool {
+    id.strip_prefix("PROD-")
+        .is_some_and(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `ORD-` and five digits.
+pub fn is_order_id(id: &str) -> bool {
+    id.strip_prefix("ORD-")
+        .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn check_product_id(id: &str) -> Result<(), ApiError> {
+    if is_product_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidId {
+            what: "product",
+            id: id.to_owned(),
+            expected: "PROD-NNN",
+        })
+    }
+}
+
+/// The data endpoints (the debug endpoint is mounted by [`super::router`] when enabled).
+pub(crate) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/products", get(products))
+        .route("/products/{product_id}", get(product))
+        .route("/warehouses", get(warehouses))
+        .route("/inventory", get(inventory))
+        .route("/inventory/{product_id}", get(product_inventory))
+        .route("/stock/low", get(low_stock))
+        .route("/shipments/{order_id}", get(shipment))
+}
+
+/// Answers unknown paths with the API's JSON error shape.
+pub(crate) async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+/// Answers a wrong method with the API's JSON error shape.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        products: state.products.len(),
+        warehouses: state.stock.warehouses().len(),
+        orders: state.shipping.len(),
+    })
+}
+
+async fn products(State(state): State<Arc<ApiState>>) -> Json<ProductList> {
+    let items: Vec<Product> = state.products.values().cloned().collect();
+    Json(ProductList {
+        count: items.len(),
+        items,
+    })
+}
+
+async fn product(
+    State(state): State<Arc<ApiState>>,
+    Path(product_id): Path<String>,
+) -> Result<Json<Product>, ApiError> {
+    check_product_id(&product_id)?;
+    state
+        .products
+        .get(&product_id)
+        .cloned()
+        .map(Json)
+        .ok_or(ApiError::NotFound {
+            what: "product",
+            id: product_id,
+        })
+}
+
+async fn warehouses(State(state): State<Arc<ApiState>>) -> Json<WarehouseList> {
+    Json(WarehouseList {
+        items: state.stock.warehouses().to_vec(),
+    })
+}
+
+async fn inventory(State(state): State<Arc<ApiState>>) -> Json<Inventory> {
+    Json(state.stock.inventory())
+}
+
+async fn product_inventory(
+    State(state): State<Arc<ApiState>>,
+    Path(product_id): Path<String>,
+) -> Result<Json<ProductInventory>, ApiError> {
+    check_product_id(&product_id)?;
+    state
+        .stock
+        .product(&product_id)
+        .cloned()
+        .map(Json)
+        .ok_or(ApiError::NotFound {
+            what: "product",
+            id: product_id,
+        })
+}
+
+async fn low_stock(State(state): State<Arc<ApiState>>) -> Json<LowStock> {
+    Json(state.stock.low_stock())
+}
+
+async fn shipment(
+    State(state): State<Arc<ApiState>>,
+    Path(order_id): Path<String>,
+) -> Result<Json<Shipment>, ApiError> {
+    if !is_order_id(&order_id) {
+        return Err(ApiError::InvalidId {
+            what: "order",
+            id: order_id,
+            expected: "ORD-NNNNN",
+        });
+    }
+    state
+        .shipping
+        .get(&order_id)
+        .cloned()
+        .map(Json)
+        .ok_or(ApiError::NotFound {
+            what: "order",
+            id: order_id,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_shapes() {
+        assert!(is_product_id("PROD-001"));
+        assert!(is_product_id("PROD-999"));
+        assert!(!is_product_id("PROD-01"));
+        assert!(!is_product_id("prod-001"));
+        assert!(!is_product_id("PROD-00a"));
+        assert!(!is_product_id("../health"));
+        assert!(is_order_id("ORD-00042"));
+        assert!(!is_order_id("ORD-42"));
+        assert!(!is_order_id("ORD-0004２"));
+    }
+
+    #[test]
+    fn errors_carry_their_status_and_retry_after() {
+        let r = ApiError::Throttled {
+            retry_after_secs: 7,
+            reason: "test".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            r.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("7"))
+        );
+        let r = ApiError::InvalidId {
+            what: "product",
+            id: "x".into(),
+            expected: "PROD-NNN",
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ApiError::NotFound {
+                what: "order",
+                id: "ORD-09999".into()
+            }
+            .status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ApiError::Unavailable("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

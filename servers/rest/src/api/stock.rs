@@ -1,0 +1,211 @@
+//! Warehouses and stock levels, generated once from a fixed seed so every run and machine agrees.
+//!
+//! Every seeded product (`retail_seed`) is stocked in every warehouse, with a reorder level per
+//! product and warehouse. A share of the pairs is generated below its level, so `check_stock`
+//! always has something to report, and always the same thing.
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::{
+    Inventory, LowStock, LowStockItem, ProductInventory, Warehouse, WarehouseStock,
+};
+
+/// The warehouses: id, name, region (one of `retail_seed::REGIONS`).
+pub const WAREHOUSES: [(&str, &str, &str); 3] = [
+    ("WH-CENTRAL", "Central Distribution Center", "central"),
+    ("WH-EAST", "East Coast Fulfillment", "east"),
+    ("WH-WEST", "West Coast Fulfillment", "west"),
+];
+
+/// The seed of the stock levels; ChaCha8's output is fixed by its specification, so this pins
+/// the numbers on every platform.
+const STOCK_SEED: u64 = 0x5EED_2025_0570;
+
+/// Share of product-and-warehouse pairs generated below their reorder level.
+const LOW_STOCK_SHARE: f64 = 0.12;
+
+/// Lowest and highest reorder level drawn.
+const REORDER_LEVELS: std::ops::RangeInclusive<u32> = 10..=40;
+
+/// Well-stocked pairs hold between one and this many times their reorder level.
+const MAX_COVER: u32 = 6;
+
+/// Stock of every product in every warehouse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StockBook {
+    warehouses: Vec<Warehouse>,
+    /// Keyed by product id, so listing is in id order without sorting on each request.
+    products: BTreeMap<String, ProductInventory>,
+}
+
+impl StockBook {
+    /// Generates the stock of `products` (the seeded catalogue) deterministically.
+    pub fn generate(products: &[retail_seed::Product]) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(STOCK_SEED);
+        let warehouses = WAREHOUSES
+            .iter()
+            .map(|(id, name, region)| Warehouse {
+                warehouse_id: (*id).to_owned(),
+                name: (*name).to_owned(),
+                region: (*region).to_owned(),
+            })
+            .collect::<Vec<_>>();
+        let products = products
+            .iter()
+            .map(|p| {
+                let stock: Vec<WarehouseStock> = warehouses
+                    .iter()
+                    .map(|w| {
+                        let reorder_level = rng.random_range(REORDER_LEVELS);
+                        let low = rng.random::<f64>() < LOW_STOCK_SHARE;
+                        let quantity = if low {
+                            rng.random_range(0..reorder_level)
+                        } else {
+                            rng.random_range(reorder_level..=reorder_level * MAX_COVER)
+                        };
+                        WarehouseStock {
+                            warehouse_id: w.warehouse_id.clone(),
+                            quantity,
+                            reorder_level,
+                            below_reorder_level: quantity < reorder_level,
+                        }
+                    })
+                    .collect();
+                let inventory = ProductInventory {
+                    product_id: p.id.clone(),
+                    name: p.name.clone(),
+                    total_quantity: stock.iter().map(|s| s.quantity).sum(),
+                    below_reorder_level: stock.iter().any(|s| s.below_reorder_level),
+                    warehouses: stock,
+                };
+                (p.id.clone(), inventory)
+            })
+            .collect();
+        Self {
+            warehouses,
+            products,
+        }
+    }
+
+    /// The warehouses, in id order.
+    pub fn warehouses(&self) -> &[Warehouse] {
+        &self.warehouses
+    }
+
+    /// Stock of one product; `None` for an unknown id.
+    pub fn product(&self, product_id: &str) -> Option<&ProductInventory> {
+        self.products.get(product_id)
+    }
+
+    /// Stock of every product, in id order.
+    pub fn inventory(&self) -> Inventory {
+        let items: Vec<ProductInventory> = self.products.values().cloned().collect();
+        Inventory {
+            product_count: items.len(),
+            items,
+        }
+    }
+
+    /// Every product-and-warehouse pair below its reorder level, largest shortfall first.
+    pub fn low_stock(&self) -> LowStock {
+        let mut items: Vec<LowStockItem> = self
+            .products
+            .values()
+            .flat_map(|p| {
+                p.warehouses
+                    .iter()
+                    .filter(|s| s.below_reorder_level)
+                    .map(|s| LowStockItem {
+                        product_id: p.product_id.clone(),
+                        name: p.name.clone(),
+                        warehouse_id: s.warehouse_id.clone(),
+                        quantity: s.quantity,
+                        reorder_level: s.reorder_level,
+                        shortfall: s.reorder_level.saturating_sub(s.quantity),
+                    })
+            })
+            .collect();
+        // Stable sort: equal shortfalls keep product, then warehouse, id order.
+        items.sort_by_key(|i| std::cmp::Reverse(i.shortfall));
+        let mut distinct: Vec<&str> = items.iter().map(|i| i.product_id.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        LowStock {
+            count: items.len(),
+            product_count: distinct.len(),
+            items,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book() -> StockBook {
+        StockBook::generate(&retail_seed::dataset().products)
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        assert_eq!(book(), book());
+    }
+
+    #[test]
+    fn every_seeded_product_is_stocked_in_every_warehouse() {
+        let book = book();
+        let inventory = book.inventory();
+        assert_eq!(inventory.product_count, retail_seed::PRODUCT_COUNT);
+        for (item, seeded) in inventory.items.iter().zip(&retail_seed::dataset().products) {
+            assert_eq!(item.product_id, seeded.id);
+            assert_eq!(item.name, seeded.name);
+            assert_eq!(item.warehouses.len(), WAREHOUSES.len());
+            assert_eq!(
+                item.total_quantity,
+                item.warehouses.iter().map(|w| w.quantity).sum::<u32>()
+            );
+            for w in &item.warehouses {
+                assert!(REORDER_LEVELS.contains(&w.reorder_level));
+                assert_eq!(w.below_reorder_level, w.quantity < w.reorder_level);
+            }
+        }
+        assert!(book.product("PROD-051").is_none());
+    }
+
+    #[test]
+    fn some_but_not_all_stock_is_below_its_reorder_level() {
+        let book = book();
+        let low = book.low_stock();
+        let pairs = retail_seed::PRODUCT_COUNT * WAREHOUSES.len();
+        assert!(low.count > 0, "check_stock must have answers");
+        assert!(
+            low.count < pairs / 2,
+            "{} of {pairs} pairs are low",
+            low.count
+        );
+        assert_eq!(low.count, low.items.len());
+        for item in &low.items {
+            assert!(item.quantity < item.reorder_level);
+            assert_eq!(item.shortfall, item.reorder_level - item.quantity);
+            let product = book
+                .product(&item.product_id)
+                .expect("listed product exists");
+            assert!(product.below_reorder_level);
+        }
+        assert!(
+            low.items
+                .windows(2)
+                .all(|w| w[0].shortfall >= w[1].shortfall)
+        );
+        let flagged = book
+            .inventory()
+            .items
+            .iter()
+            .filter(|p| p.below_reorder_level)
+            .count();
+        assert_eq!(low.product_count, flagged);
+    }
+}

@@ -1,0 +1,222 @@
+//! The retail API's resources and the tools' arguments, with the JSON Schemas agents see.
+//!
+//! One set of types serves three readers: the bundled API serializes them, the HTTP client
+//! deserializes them from whichever deployment `--base-url` names, and the tools return them as
+//! structured content (camelCase on the wire, as every server in this workspace).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+// ---- tool arguments ----------------------------------------------------------------------------
+
+/// Stock of one product, or of all of them.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InventoryArgs {
+    /// Product id, e.g. `PROD-007`; omit it to list every product.
+    pub product_id: Option<String>,
+}
+
+/// One product.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductIdArgs {
+    /// Product id, e.g. `PROD-007`.
+    pub product_id: String,
+}
+
+/// One order.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderIdArgs {
+    /// Order id, e.g. `ORD-00042`.
+    pub order_id: String,
+}
+
+// ---- resources ---------------------------------------------------------------------------------
+
+/// A product of the catalogue, the same ids and prices as the SQL server's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    /// `PROD-001` .. `PROD-050`.
+    pub product_id: String,
+    /// Display name.
+    pub name: String,
+    /// Category, e.g. `electronics`.
+    pub category: String,
+    /// Unit price.
+    pub price: f64,
+    /// ISO 4217 currency of `price`.
+    pub currency: String,
+}
+
+/// Every product of the catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductList {
+    /// Products in id order.
+    pub items: Vec<Product>,
+    /// Number of items.
+    pub count: usize,
+}
+
+/// A warehouse that holds stock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Warehouse {
+    /// e.g. `WH-EAST`.
+    pub warehouse_id: String,
+    /// Display name.
+    pub name: String,
+    /// The sales region it serves (the regions of the SQL and document servers).
+    pub region: String,
+}
+
+/// Every warehouse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarehouseList {
+    /// Warehouses in id order.
+    pub items: Vec<Warehouse>,
+}
+
+/// Stock of one product in one warehouse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarehouseStock {
+    /// The warehouse.
+    pub warehouse_id: String,
+    /// Units on hand.
+    pub quantity: u32,
+    /// Below this many units the product should be reordered for this warehouse.
+    pub reorder_level: u32,
+    /// `quantity < reorderLevel`.
+    pub below_reorder_level: bool,
+}
+
+/// Stock of one product across warehouses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductInventory {
+    /// The product.
+    pub product_id: String,
+    /// Its display name, so a reader needs no second call.
+    pub name: String,
+    /// Units on hand over all warehouses.
+    pub total_quantity: u32,
+    /// Whether any warehouse is below its reorder level for this product.
+    pub below_reorder_level: bool,
+    /// Stock per warehouse, in warehouse id order.
+    pub warehouses: Vec<WarehouseStock>,
+}
+
+/// Stock of several products.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    /// One entry per product, in product id order.
+    pub items: Vec<ProductInventory>,
+    /// Number of items.
+    pub product_count: usize,
+}
+
+/// One product in one warehouse below its reorder level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LowStockItem {
+    /// The product.
+    pub product_id: String,
+    /// Its display name.
+    pub name: String,
+    /// Where stock is low.
+    pub warehouse_id: String,
+    /// Units on hand.
+    pub quantity: u32,
+    /// The warehouse's reorder level for the product.
+    pub reorder_level: u32,
+    /// `reorderLevel - quantity`: units missing to reach the level.
+    pub shortfall: u32,
+}
+
+/// Every product-and-warehouse pair below its reorder level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LowStock {
+    /// Largest shortfall first; ties in product, then warehouse, id order.
+    pub items: Vec<LowStockItem>,
+    /// Number of items.
+    pub count: usize,
+    /// Number of distinct products among the items.
+    pub product_count: usize,
+}
+
+/// Where a parcel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipmentStatus {
+    /// The order is being prepared; a carrier is planned but nothing has left.
+    AwaitingShipment,
+    /// Handed to the carrier.
+    InTransit,
+    /// Received by the customer.
+    Delivered,
+    /// The order was cancelled; nothing ships.
+    Cancelled,
+}
+
+/// The shipping status of one order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Shipment {
+    /// The order, e.g. `ORD-00042`.
+    pub order_id: String,
+    /// The order's own status (`processing`, `shipped`, `delivered`, `cancelled`), as in SQL.
+    pub order_status: String,
+    /// Where the parcel is.
+    pub status: ShipmentStatus,
+    /// The carrier; planned while awaiting shipment, absent when cancelled.
+    pub carrier: Option<String>,
+    /// The carrier's tracking number, once the parcel has been handed over.
+    pub tracking_number: Option<String>,
+    /// When the carrier took the parcel (RFC 3339, UTC).
+    pub shipped_at: Option<String>,
+    /// When the customer received it (RFC 3339, UTC).
+    pub delivered_at: Option<String>,
+    /// The promised delivery day (`YYYY-MM-DD`); absent when cancelled.
+    pub estimated_delivery: Option<String>,
+}
+
+/// The API's liveness answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always `ok` when the API answers at all.
+    pub status: String,
+    /// Products served.
+    pub products: usize,
+    /// Warehouses served.
+    pub warehouses: usize,
+    /// Orders with a shipping status.
+    pub orders: usize,
+}
+
+/// The body of every API error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiErrorBody {
+    /// What went wrong.
+    pub error: ApiErrorDetail,
+}
+
+/// The detail of an API error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiErrorDetail {
+    /// The HTTP status, repeated so a logged body stands alone.
+    pub status: u16,
+    /// A stable machine-readable code: `invalid_id`, `not_found`, `throttled`, `unavailable`, ...
+    pub code: String,
+    /// For a human; names the offending id.
+    pub message: String,
+}
