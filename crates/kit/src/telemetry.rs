@@ -73,15 +73,25 @@ impl TelemetryGuard {
 /// `service_name` is used unless `OTEL_SERVICE_NAME` says otherwise. Must run inside a Tokio
 /// runtime (the batch exporter runs on it).
 pub fn init(service_name: &str, format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
+    init_with_default(service_name, format, "info,rmcp=warn")
+}
+
+/// Like [`init`], with the log filter used when `RUST_LOG` is unset.
+pub fn init_with_default(
+    service_name: &str,
+    format: LogFormat,
+    default_filter: &str,
+) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     // The filter sits on the fmt layer only: `RUST_LOG=warn` must quiet the logs without
     // silencing the spans that carry trace ids across processes.
     let env_filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -1,0 +1,209 @@
+//! Every upstream's tools, prompts and resources under one namespace, and the route back.
+//!
+//! Tools and prompts are exposed as `<prefix><separator><name>` (`sql__get_customer`), with
+//! everything else the upstream said about them passed through unchanged. Names must stay within
+//! what agent APIs accept (`^[a-zA-Z0-9_-]{1,64}$`): a tool whose exposed name would not is left
+//! out and reported, never silently renamed. Resource URIs become `<server>+<uri>`, which is
+//! reversible because server names cannot hold `+`.
+
+use std::{collections::HashMap, sync::Arc};
+
+use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, MAX_TOOL_NAME},
+    error::CallError,
+    upstream::Upstream,
+};
+
+/// Where an exposed name leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Index of the upstream in the orchestrator's list.
+    pub server: usize,
+    /// The name the upstream knows it by.
+    pub name: String,
+}
+
+/// A name that could not be exposed, for status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogProblem {
+    /// The upstream.
+    pub server: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// One consistent view of what the orchestrator offers.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Exposed tools, in server then upstream order.
+    pub tools: Vec<Tool>,
+    /// Exposed prompts.
+    pub prompts: Vec<Prompt>,
+    /// Exposed resources (URIs mapped).
+    pub resources: Vec<Resource>,
+    /// Exposed resource templates (URI templates mapped).
+    pub templates: Vec<ResourceTemplate>,
+    /// Names left out and why.
+    pub problems: Vec<CatalogProblem>,
+    tool_routes: HashMap<String, Route>,
+    prompt_routes: HashMap<String, Route>,
+    server_index: HashMap<String, usize>,
+}
+
+/// Whether `name` is a tool name common agent APIs accept.
+pub fn is_portable_name(name: &str) -> bool {
+    (1..=MAX_TOOL_NAME).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The exposed form of a resource URI.
+pub fn expose_uri(server: &str, uri: &str) -> String {
+    format!("{server}+{uri}")
+}
+
+impl Catalog {
+    /// Builds the view from each upstream's current offer.
+    pub fn build(config: &Config, upstreams: &[Arc<Upstream>]) -> Self {
+        let mut c = Catalog::default();
+        for (index, upstream) in upstreams.iter().enumerate() {
+            let spec = &upstream.spec;
+            c.server_index.insert(spec.name.clone(), index);
+            let offer = upstream.offer();
+            let exposed = |name: &str| {
+                if spec.prefix.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{}{}{name}", spec.prefix, config.separator)
+                }
+            };
+            for tool in &offer.tools {
+                if !spec.filter.keeps(&tool.name) {
+                    continue;
+                }
+                let name = exposed(&tool.name);
+                if !config.filter.keeps(&name) {
+                    continue;
+                }
+                if !is_portable_name(&name) {
+                    c.problems.push(CatalogProblem {
+                        server: spec.name.clone(),
+                        message: format!(
+                            "tool `{}` left out: exposed name `{name}` is not 1-{MAX_TOOL_NAME} characters of A-Z a-z 0-9 _ -",
+                            tool.name
+                        ),
+                    });
+                    continue;
+                }
+                if c.tool_routes.contains_key(&name) {
+                    c.problems.push(CatalogProblem {
+                        server: spec.name.clone(),
+                        message: format!(
+                            "tool `{}` left out: `{name}` is already exposed",
+                            tool.name
+                        ),
+                    });
+                    continue;
+                }
+                let mut t = tool.clone();
+                t.name = name.clone().into();
+                c.tools.push(t);
+                c.tool_routes.insert(
+                    name,
+                    Route {
+                        server: index,
+                        name: tool.name.to_string(),
+                    },
+                );
+            }
+            for prompt in &offer.prompts {
+                let name = exposed(&prompt.name);
+                if c.prompt_routes.contains_key(&name) {
+                    continue;
+                }
+                let mut p = prompt.clone();
+                p.name = name.clone();
+                c.prompts.push(p);
+                c.prompt_routes.insert(
+                    name,
+                    Route {
+                        server: index,
+                        name: prompt.name.clone(),
+                    },
+                );
+            }
+            for resource in &offer.resources {
+                let mut r = resource.clone();
+                r.uri = expose_uri(&spec.name, &resource.uri);
+                c.resources.push(r);
+            }
+            for template in &offer.templates {
+                let mut t = template.clone();
+                t.uri_template = expose_uri(&spec.name, &template.uri_template);
+                c.templates.push(t);
+            }
+        }
+        c
+    }
+
+    /// The route of an exposed tool name.
+    pub fn tool(&self, name: &str) -> Result<&Route, CallError> {
+        self.tool_routes
+            .get(name)
+            .ok_or_else(|| CallError::Unknown {
+                what: "tool",
+                name: name.to_owned(),
+            })
+    }
+
+    /// The route of an exposed prompt name.
+    pub fn prompt(&self, name: &str) -> Result<&Route, CallError> {
+        self.prompt_routes
+            .get(name)
+            .ok_or_else(|| CallError::Unknown {
+                what: "prompt",
+                name: name.to_owned(),
+            })
+    }
+
+    /// The upstream and its own URI for an exposed resource URI.
+    pub fn resource(&self, uri: &str) -> Result<Route, CallError> {
+        uri.split_once('+')
+            .and_then(|(server, inner)| {
+                self.server_index.get(server).map(|&i| Route {
+                    server: i,
+                    name: inner.to_owned(),
+                })
+            })
+            .ok_or_else(|| CallError::Unknown {
+                what: "resource",
+                name: uri.to_owned(),
+            })
+    }
+
+    /// Exposed tool names with their server, for listings.
+    pub fn tool_servers(&self) -> impl Iterator<Item = (&Tool, usize)> {
+        self.tools
+            .iter()
+            .filter_map(|t| self.tool_routes.get(t.name.as_ref()).map(|r| (t, r.server)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_names() {
+        assert!(is_portable_name("sql__get_customer"));
+        assert!(!is_portable_name(""));
+        assert!(!is_portable_name("a.b"));
+        assert!(!is_portable_name(&"x".repeat(65)));
+        assert!(is_portable_name(&"x".repeat(64)));
+    }
+}

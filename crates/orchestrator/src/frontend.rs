@@ -1,0 +1,304 @@
+//! The MCP server agents connect to: the catalog's tools, resources and prompts, each request
+//! routed to the upstream that owns it.
+
+use std::sync::Arc;
+
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
+        GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
+        ResourceContents, ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool,
+        UnsubscribeRequestParams,
+    },
+    service::{NotificationContext, RequestContext},
+};
+
+use crate::{
+    error::CallError,
+    gateway::Gateway,
+    status::{STATUS_URI, StatusReport},
+    upstream::CallContext,
+};
+
+/// One agent session's handler; all sessions share the gateway.
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    gateway: Arc<Gateway>,
+}
+
+/// `_meta` keys that belong to one hop of the protocol and must not travel upstream.
+fn is_per_hop_key(key: &str) -> bool {
+    key == "progressToken" || key.starts_with("io.modelcontextprotocol/")
+}
+
+/// What an upstream request carries from the agent's request.
+pub fn call_context(context: &RequestContext<RoleServer>) -> CallContext {
+    let mut meta = context.meta.clone();
+    meta.0.retain(|k, _| !is_per_hop_key(k));
+    CallContext {
+        meta: (!meta.0.is_empty()).then_some(meta),
+        progress: context
+            .meta
+            .get_progress_token()
+            .map(|token| (context.peer.clone(), token)),
+        ct: context.ct.clone(),
+    }
+}
+
+impl Frontend {
+    /// A handler over the running gateway.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+
+    fn status_resource() -> Resource {
+        Resource::new(STATUS_URI, "status")
+            .with_title("Orchestrator status")
+            .with_description("Per server: connection, tools, calls, errors, latency")
+            .with_mime_type("application/json")
+    }
+}
+
+impl ServerHandler for Frontend {
+    // `enable_logging` is deprecated from 2026-07-28 on; 2025-11-25 agents still use setLevel.
+    #[allow(deprecated)]
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_resources()
+                .enable_resources_list_changed()
+                .enable_resources_subscribe()
+                .enable_prompts()
+                .enable_prompts_list_changed()
+                .enable_logging()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "mcp-orchestrator",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "One server in front of many: tools are named <server>__<tool>. \
+             Read orchestrator://status for the state of every upstream.",
+        )
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.gateway.relay.add_agent(context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            self.gateway.catalog().tools.clone(),
+        ))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.gateway
+            .catalog()
+            .tools
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let cx = call_context(&context);
+        let span = tracing::info_span!(
+            "tools/call",
+            otel.kind = "server",
+            mcp.method.name = "tools/call",
+            gen_ai.tool.name = %request.name,
+        );
+        kit::telemetry::continue_trace_from_meta(&span, &context.meta);
+        let outcome = tracing::Instrument::instrument(
+            self.gateway
+                .call_tool(&request.name, request.arguments, &cx),
+            span,
+        )
+        .await;
+        match outcome {
+            Ok(result) => Ok(result.into()),
+            Err(e) => e.into_tool_answer().map(Into::into),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let mut resources = vec![Self::status_resource()];
+        resources.extend(self.gateway.catalog().resources.iter().cloned());
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.gateway.catalog().templates.clone(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri == STATUS_URI {
+            let json = serde_json::to_string_pretty(&StatusReport::of(&self.gateway))
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            let mut contents = ResourceContents::text(json, STATUS_URI);
+            if let ResourceContents::TextResourceContents { mime_type, .. } = &mut contents {
+                *mime_type = Some("application/json".into());
+            }
+            return Ok(ReadResourceResult::new(vec![contents]).into());
+        }
+        let catalog = self.gateway.catalog();
+        let route = catalog
+            .resource(&request.uri)
+            .map_err(CallError::into_error_data)?;
+        let upstream = &self.gateway.upstreams[route.server];
+        let mut result = upstream
+            .read_resource(&route.name, &call_context(&context))
+            .await
+            .map_err(CallError::into_error_data)?;
+        // Contents name the URI the agent asked for, not the upstream's own.
+        for c in &mut result.contents {
+            match c {
+                ResourceContents::TextResourceContents { uri, .. }
+                | ResourceContents::BlobResourceContents { uri, .. } => {
+                    *uri = crate::catalog::expose_uri(upstream.name(), uri);
+                }
+                _ => {}
+            }
+        }
+        Ok(result.into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if request.uri == STATUS_URI {
+            return Ok(());
+        }
+        let route = self
+            .gateway
+            .catalog()
+            .resource(&request.uri)
+            .map_err(CallError::into_error_data)?;
+        self.gateway.upstreams[route.server]
+            .subscribe(&route.name, true, &call_context(&context))
+            .await
+            .map_err(CallError::into_error_data)?;
+        self.gateway
+            .relay
+            .subscribe(&request.uri, context.peer.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.gateway.relay.unsubscribe(&request.uri, &context.peer);
+        if let Ok(route) = self.gateway.catalog().resource(&request.uri) {
+            let _ = self.gateway.upstreams[route.server]
+                .subscribe(&route.name, false, &call_context(&context))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(
+            self.gateway.catalog().prompts.clone(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let catalog = self.gateway.catalog();
+        let route = catalog
+            .prompt(&request.name)
+            .map_err(CallError::into_error_data)?;
+        let name = route.name.clone();
+        self.gateway.upstreams[route.server]
+            .get_prompt(request, &name, &call_context(&context))
+            .await
+            .map(Into::into)
+            .map_err(CallError::into_error_data)
+    }
+
+    async fn complete(
+        &self,
+        mut request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let catalog = self.gateway.catalog();
+        let server = match &mut request.r#ref {
+            Reference::Prompt(p) => {
+                let route = catalog
+                    .prompt(&p.name)
+                    .map_err(CallError::into_error_data)?;
+                p.name = route.name.clone();
+                route.server
+            }
+            Reference::Resource(r) => {
+                let route = catalog
+                    .resource(&r.uri)
+                    .map_err(CallError::into_error_data)?;
+                r.uri = route.name.clone();
+                route.server
+            }
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    "completion reference must be ref/prompt or ref/resource",
+                    None,
+                ));
+            }
+        };
+        self.gateway.upstreams[server]
+            .complete(request, &call_context(&context))
+            .await
+            .map_err(CallError::into_error_data)
+    }
+
+    // Logging is deprecated from 2026-07-28 on, but 2025-11-25 agents still send setLevel.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tracing::info!(level = ?request.level, "agent set the log level");
+        Ok(())
+    }
+}

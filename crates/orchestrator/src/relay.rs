@@ -1,0 +1,169 @@
+//! Carries notifications between upstreams and agents: progress by token, list changes, resource
+//! updates.
+//!
+//! Each upstream request gets a progress token of rmcp's choosing; the relay remembers which
+//! agent (and which of the agent's tokens) it stands for, so an upstream's progress reaches the
+//! agent that asked, under the agent's own token.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use rmcp::{
+    Peer, RoleServer,
+    model::{ProgressNotificationParam, ProgressToken},
+};
+
+/// Where one upstream progress token leads.
+#[derive(Debug, Clone)]
+struct ProgressRoute {
+    agent: Peer<RoleServer>,
+    token: ProgressToken,
+}
+
+/// Shared by the frontend and every upstream's client handler.
+#[derive(Debug, Default)]
+pub struct Relay {
+    progress: Mutex<HashMap<(String, ProgressToken), ProgressRoute>>,
+    agents: Mutex<Vec<Peer<RoleServer>>>,
+    /// Exposed resource URI → agents subscribed to it.
+    subscriptions: Mutex<HashMap<String, Vec<Peer<RoleServer>>>>,
+}
+
+/// Removes a progress route when the call it belongs to ends, however it ends.
+#[derive(Debug)]
+pub struct ProgressRegistration {
+    relay: Arc<Relay>,
+    key: (String, ProgressToken),
+}
+
+impl Drop for ProgressRegistration {
+    fn drop(&mut self) {
+        self.relay
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+impl Relay {
+    /// Routes `server`'s progress under `upstream_token` to `agent` as `agent_token`.
+    pub fn register_progress(
+        self: &Arc<Self>,
+        server: &str,
+        upstream_token: ProgressToken,
+        agent: Peer<RoleServer>,
+        agent_token: ProgressToken,
+    ) -> ProgressRegistration {
+        let key = (server.to_owned(), upstream_token);
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.clone(),
+                ProgressRoute {
+                    agent,
+                    token: agent_token,
+                },
+            );
+        ProgressRegistration {
+            relay: self.clone(),
+            key,
+        }
+    }
+
+    /// Passes an upstream's progress notification to the agent waiting for it, if any.
+    pub async fn forward_progress(&self, server: &str, mut params: ProgressNotificationParam) {
+        let route = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(server.to_owned(), params.progress_token.clone()))
+            .cloned();
+        if let Some(route) = route {
+            params.progress_token = route.token;
+            if let Err(e) = route.agent.notify_progress(params).await {
+                tracing::debug!(server, error = %e, "agent gone before progress could be passed on");
+            }
+        }
+    }
+
+    /// Remembers an agent so it hears about catalog changes.
+    pub fn add_agent(&self, agent: Peer<RoleServer>) {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents.retain(|a| !a.is_transport_closed());
+        agents.push(agent);
+    }
+
+    /// Tells every connected agent that the tool list changed.
+    pub async fn tools_changed(&self) {
+        for agent in self.live_agents() {
+            if let Err(e) = agent.notify_tool_list_changed().await {
+                tracing::debug!(error = %e, "could not tell an agent that tools changed");
+            }
+        }
+    }
+
+    /// Tells every connected agent that the resource list changed.
+    pub async fn resources_changed(&self) {
+        for agent in self.live_agents() {
+            let _ = agent.notify_resource_list_changed().await;
+        }
+    }
+
+    /// Tells every connected agent that the prompt list changed.
+    pub async fn prompts_changed(&self) {
+        for agent in self.live_agents() {
+            let _ = agent.notify_prompt_list_changed().await;
+        }
+    }
+
+    /// Remembers that `agent` wants updates of the exposed `uri`.
+    pub fn subscribe(&self, uri: &str, agent: Peer<RoleServer>) {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uri.to_owned())
+            .or_default()
+            .push(agent);
+    }
+
+    /// Forgets `agent`'s subscription to `uri`.
+    pub fn unsubscribe(&self, uri: &str, agent: &Peer<RoleServer>) {
+        if let Some(list) = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(uri)
+        {
+            list.retain(|a| !a.is_transport_closed() && a.peer_info() != agent.peer_info());
+        }
+    }
+
+    /// Passes an upstream's resource update to the agents subscribed to it.
+    pub async fn resource_updated(&self, server: &str, uri: &str) {
+        let exposed = crate::catalog::expose_uri(server, uri);
+        let agents = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&exposed)
+            .cloned()
+            .unwrap_or_default();
+        for agent in agents {
+            let _ = agent
+                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                    exposed.clone(),
+                ))
+                .await;
+        }
+    }
+
+    fn live_agents(&self) -> Vec<Peer<RoleServer>> {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents.retain(|a| !a.is_transport_closed());
+        agents.clone()
+    }
+}

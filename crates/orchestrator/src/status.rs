@@ -1,0 +1,126 @@
+//! `orchestrator://status`: what each upstream is doing, as JSON for agents and a table for people.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{catalog::CatalogProblem, gateway::Gateway};
+
+/// URI of the status resource.
+pub const STATUS_URI: &str = "orchestrator://status";
+
+/// One upstream's status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    /// Its name in mcp.json.
+    pub name: String,
+    /// `stdio` or `http`.
+    pub transport: String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Since when (RFC 3339).
+    pub connected_since: Option<String>,
+    /// Tools it offers (before filters).
+    pub tool_count: usize,
+    /// Calls routed to it.
+    pub calls: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Last error, if any.
+    pub last_error: Option<String>,
+    /// When (RFC 3339).
+    pub last_error_at: Option<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// When the orchestrator started (RFC 3339).
+    pub started_at: String,
+    /// One entry per enabled upstream.
+    pub servers: Vec<ServerStatus>,
+    /// Entries marked `disabled`.
+    pub disabled: Vec<String>,
+    /// Tools exposed in all.
+    pub exposed_tools: usize,
+    /// Names that could not be exposed.
+    pub catalog_problems: Vec<CatalogProblem>,
+}
+
+impl StatusReport {
+    /// Reads the figures now; secrets are redacted from error texts.
+    pub fn of(gw: &Gateway) -> Self {
+        let catalog = gw.catalog();
+        Self {
+            started_at: gw.started().to_rfc3339(),
+            servers: gw
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let s = u.stats.snapshot();
+                    ServerStatus {
+                        name: u.name().to_owned(),
+                        transport: u.spec.transport.kind().to_owned(),
+                        connected: u.connected_since().is_some(),
+                        connected_since: u.connected_since().map(|t| t.to_rfc3339()),
+                        tool_count: u.offer().tools.len(),
+                        calls: s.calls,
+                        errors: s.errors,
+                        p50_ms: s.p50_ms,
+                        p99_ms: s.p99_ms,
+                        last_error: s.last_error.map(|e| gw.config.redact(&e)),
+                        last_error_at: s.last_error_at,
+                    }
+                })
+                .collect(),
+            disabled: gw.config.disabled.clone(),
+            exposed_tools: catalog.tools.len(),
+            catalog_problems: catalog.problems.clone(),
+        }
+    }
+
+    /// A table for terminals.
+    pub fn table(&self) -> comfy_table::Table {
+        let mut t = comfy_table::Table::new();
+        t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+        t.set_header([
+            "server",
+            "transport",
+            "connected",
+            "tools",
+            "calls",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "last error",
+        ]);
+        for s in &self.servers {
+            t.add_row([
+                s.name.clone(),
+                s.transport.clone(),
+                if s.connected {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                },
+                s.tool_count.to_string(),
+                s.calls.to_string(),
+                s.errors.to_string(),
+                format!("{:.2}", s.p50_ms),
+                format!("{:.2}", s.p99_ms),
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!("{} ({})", e, s.last_error_at.as_deref().unwrap_or("")))
+                    .unwrap_or_default(),
+            ]);
+        }
+        for d in &self.disabled {
+            t.add_row([d.clone(), "-".into(), "disabled".into()]);
+        }
+        t
+    }
+}
