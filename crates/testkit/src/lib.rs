@@ -158,10 +158,20 @@ impl HttpServer {
         args: &[String],
         env: &HashMap<String, String>,
     ) -> anyhow::Result<Self> {
+        let mut full = vec!["--http".to_owned(), "127.0.0.1:0".to_owned()];
+        full.extend(args.iter().cloned());
+        Self::spawn(bin, &full, env).await
+    }
+
+    /// Starts `bin` with exactly `args` (which must make it serve HTTP on 127.0.0.1, port 0 is
+    /// fine) and waits for the line naming its URL.
+    pub async fn spawn(
+        bin: &str,
+        args: &[String],
+        env: &HashMap<String, String>,
+    ) -> anyhow::Result<Self> {
         let path = bin_path(bin)?;
         let mut child = Command::new(path)
-            .arg("--http")
-            .arg("127.0.0.1:0")
             .args(args)
             .envs(env)
             .env("RUST_LOG", "info")
@@ -226,17 +236,43 @@ impl HttpServer {
     }
 }
 
+/// Anything that can call tools: a connected client of any handler type, or its peer.
+pub trait ToolCaller {
+    /// The peer to send requests through.
+    fn peer(&self) -> &rmcp::Peer<RoleClient>;
+}
+
+impl<H: rmcp::ClientHandler> ToolCaller for RunningService<RoleClient, H> {
+    fn peer(&self) -> &rmcp::Peer<RoleClient> {
+        RunningService::peer(self)
+    }
+}
+
+/// A bare peer, cloneable into tasks.
+#[derive(Debug, Clone)]
+pub struct PeerClient(pub rmcp::Peer<RoleClient>);
+
+impl ToolCaller for PeerClient {
+    fn peer(&self) -> &rmcp::Peer<RoleClient> {
+        &self.0
+    }
+}
+
 /// Calls a tool with JSON arguments.
-pub async fn call(client: &Client, tool: &str, args: Value) -> anyhow::Result<CallToolResult> {
+pub async fn call(
+    client: &impl ToolCaller,
+    tool: &str,
+    args: Value,
+) -> anyhow::Result<CallToolResult> {
     let mut params = CallToolRequestParams::new(tool.to_owned());
     if let Value::Object(map) = args {
         params = params.with_arguments(map);
     }
-    Ok(client.call_tool(params).await?)
+    Ok(client.peer().call_tool(params).await?)
 }
 
 /// Calls a tool and returns its structured content, failing on a tool error.
-pub async fn call_ok(client: &Client, tool: &str, args: Value) -> anyhow::Result<Value> {
+pub async fn call_ok(client: &impl ToolCaller, tool: &str, args: Value) -> anyhow::Result<Value> {
     let result = call(client, tool, args).await?;
     if result.is_error == Some(true) {
         bail!("{tool} failed: {}", text_of(&result));

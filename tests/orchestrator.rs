@@ -1,0 +1,486 @@
+//! The orchestrator in front of the real servers (and an in-test HTTP fixture): catalog,
+//! routing, progress, cancellation, list changes, failed and dying upstreams.
+
+mod fixture;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rmcp::{
+    ClientHandler, RoleClient, ServiceExt,
+    model::{
+        CallToolRequest, CallToolRequestParams, ClientRequest, ProgressNotificationParam,
+        ReadResourceRequestParams, RequestMetaObject, ResourceContents,
+    },
+    service::{NotificationContext, PeerRequestOptions, RunningService},
+    transport::{ConfigureCommandExt, TokioChildProcess},
+};
+use serde_json::{Value, json};
+use testkit::{TempDir, bin_path, call, call_ok, connect_stdio, error_kind, text_of};
+
+/// Records what the orchestrator sends the agent unasked.
+#[derive(Debug, Clone, Default)]
+struct Recorder {
+    progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    tools_changed: Arc<AtomicUsize>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().expect("lock").push(params);
+    }
+
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.tools_changed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type Agent = RunningService<RoleClient, Recorder>;
+
+/// Writes a config with the three bundled servers (data under `dir`) plus `extra` entries.
+fn write_config(
+    dir: &TempDir,
+    extra: Value,
+    sql_args: &[&str],
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut sql = vec![
+        "--data-dir".to_owned(),
+        dir.path().join("sql").display().to_string(),
+    ];
+    sql.extend(sql_args.iter().map(|s| s.to_string()));
+    let mut servers = json!({
+        "sql": { "command": bin_path("sql-mcp-server")?, "args": sql },
+        "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": ["--data-dir", ":memory:"] },
+        "rest": { "command": bin_path("rest-mcp-server")?, "args": [] }
+    });
+    if let (Value::Object(s), Value::Object(e)) = (&mut servers, extra) {
+        s.extend(e);
+    }
+    let path = dir.path().join("mcp.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json!({ "mcpServers": servers }))?,
+    )?;
+    Ok(path)
+}
+
+async fn start_orchestrator(config: &Path) -> anyhow::Result<(Agent, Recorder)> {
+    let recorder = Recorder::default();
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
+            c.arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "warn");
+        }),
+    )?;
+    let agent = recorder.clone().serve(transport).await?;
+    Ok((agent, recorder))
+}
+
+/// Polls `f` every 50 ms until it holds, at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn status(agent: &Agent) -> anyhow::Result<Value> {
+    let r = agent
+        .read_resource(ReadResourceRequestParams::new("orchestrator://status"))
+        .await?;
+    let text = r
+        .contents
+        .into_iter()
+        .find_map(|c| match c {
+            ResourceContents::TextResourceContents { text, .. } => Some(text),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(serde_json::from_str(&text)?)
+}
+
+async fn tool_names(agent: &Agent) -> anyhow::Result<Vec<String>> {
+    Ok(agent
+        .list_all_tools()
+        .await?
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect())
+}
+
+async fn wait_for_tools(agent: &Agent, names: &[&str]) -> anyhow::Result<()> {
+    let ok = eventually(Duration::from_secs(30), || async {
+        let have = tool_names(agent).await.unwrap_or_default();
+        names.iter().all(|n| have.iter().any(|h| h == n))
+    })
+    .await;
+    anyhow::ensure!(
+        ok,
+        "tools {names:?} did not all appear: {:?}",
+        tool_names(agent).await?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_catalog_holds_every_server_and_calls_return_the_upstream_result_unchanged()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("orch-catalog")?;
+    let fixture = fixture::start().await?;
+    let config = write_config(
+        &dir,
+        json!({ "fixture": { "type": "http", "url": fixture.url } }),
+        &[],
+    )?;
+    let (agent, _) = start_orchestrator(&config).await?;
+    wait_for_tools(
+        &agent,
+        &[
+            "sql__get_customer",
+            "cosmos__get_user_behavior",
+            "rest__get_product",
+            "fixture__slow_steps",
+        ],
+    )
+    .await?;
+
+    // Every tool of the SQL server is there under its prefix, described exactly as upstream.
+    let direct = connect_stdio("sql-mcp-server", &["--data-dir".into(), ":memory:".into()]).await?;
+    let upstream_tools = direct.list_all_tools().await?;
+    let exposed = agent.list_all_tools().await?;
+    for tool in &upstream_tools {
+        let name = format!("sql__{}", tool.name);
+        let mine = exposed
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} exposed"));
+        assert_eq!(mine.description, tool.description);
+        assert_eq!(mine.input_schema, tool.input_schema);
+        assert_eq!(mine.output_schema, tool.output_schema);
+        assert_eq!(mine.annotations, tool.annotations);
+        assert_eq!(mine.title, tool.title);
+    }
+    let count = |p: &str| exposed.iter().filter(|t| t.name.starts_with(p)).count();
+    assert_eq!(count("sql__"), upstream_tools.len());
+    assert_eq!(count("cosmos__"), 7);
+    assert_eq!(count("rest__"), 4);
+
+    // Routed calls return what the upstream returns.
+    let args = json!({ "orderId": "ORD-00123" });
+    let via = call(
+        &agent_as_client(&agent),
+        "sql__get_order_details",
+        args.clone(),
+    )
+    .await?;
+    let straight = call(&direct, "get_order_details", args).await?;
+    assert_eq!(via.structured_content, straight.structured_content);
+    assert_eq!(via.content, straight.content);
+    let failed = call(
+        &agent_as_client(&agent),
+        "sql__get_customer",
+        json!({ "customerId": "CUST-4242" }),
+    )
+    .await?;
+    assert_eq!(
+        error_kind(&failed).as_deref(),
+        Some("not_found"),
+        "upstream tool errors pass through"
+    );
+    let unknown = call(&agent_as_client(&agent), "sql__no_such_tool", json!({})).await;
+    assert!(
+        format!("{unknown:?}").contains("unknown tool"),
+        "{unknown:?}"
+    );
+
+    // Resources are aggregated with reversible URIs.
+    let schema = agent
+        .read_resource(ReadResourceRequestParams::new("sql+sql://schema"))
+        .await?;
+    assert!(format!("{:?}", schema.contents).contains("CREATE TABLE"));
+
+    let report = status(&agent).await?;
+    let servers = report["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 4);
+    assert!(servers.iter().all(|s| s["connected"] == true), "{report}");
+    let sql = servers.iter().find(|s| s["name"] == "sql").expect("sql");
+    assert!(sql["calls"].as_u64() >= Some(2));
+    assert!(sql["errors"].as_u64() >= Some(1));
+    direct.cancel().await?;
+    agent.cancel().await?;
+    Ok(())
+}
+
+/// The agent's peer as the plain client type testkit's helpers take.
+fn agent_as_client(agent: &Agent) -> testkit::PeerClient {
+    testkit::PeerClient(agent.peer().clone())
+}
+
+#[tokio::test]
+async fn progress_trace_context_and_cancellation_pass_through() -> anyhow::Result<()> {
+    let dir = TempDir::new("orch-progress")?;
+    let fixture = fixture::start().await?;
+    let config = write_config(
+        &dir,
+        json!({ "fixture": { "type": "http", "url": fixture.url } }),
+        &[],
+    )?;
+    let (agent, recorder) = start_orchestrator(&config).await?;
+    wait_for_tools(&agent, &["fixture__slow_steps"]).await?;
+
+    // Progress: the upstream's notifications reach the agent under the agent's own token.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut meta = RequestMetaObject::new();
+    meta.set_traceparent(traceparent);
+    let params = CallToolRequestParams::new("fixture__slow_steps").with_arguments(
+        json!({ "steps": 4 })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let handle = agent
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options().with_meta(meta),
+        )
+        .await?;
+    let token = handle.progress_token.clone();
+    handle.await_response().await?;
+    let progress = recorder.progress.lock().expect("lock").clone();
+    let mine: Vec<_> = progress
+        .iter()
+        .filter(|p| p.progress_token == token)
+        .collect();
+    assert_eq!(mine.len(), 4, "every step's progress arrived: {progress:?}");
+    assert_eq!(mine.last().map(|p| p.progress), Some(4.0));
+    assert_eq!(mine.last().and_then(|p| p.total), Some(4.0));
+    let seen_meta = fixture
+        .seen
+        .last_meta
+        .lock()
+        .expect("lock")
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        seen_meta["traceparent"], traceparent,
+        "the agent's _meta travels on: {seen_meta}"
+    );
+
+    // Cancellation: the agent cancels, the upstream's handler is cancelled too.
+    let params = CallToolRequestParams::new("fixture__slow_steps").with_arguments(
+        json!({ "steps": 100 })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let handle = agent
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    handle.cancel(Some("test cancels".into())).await?;
+    let cancelled = eventually(Duration::from_secs(5), || async {
+        fixture.seen.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(cancelled, "the upstream call was cancelled");
+    assert_eq!(
+        fixture.seen.finished.load(Ordering::SeqCst),
+        1,
+        "only the first call finished"
+    );
+    agent.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_upstream_list_change_reaches_the_agent() -> anyhow::Result<()> {
+    let dir = TempDir::new("orch-list-changed")?;
+    let fixture = fixture::start().await?;
+    let config = write_config(
+        &dir,
+        json!({ "fixture": { "type": "http", "url": fixture.url } }),
+        &[],
+    )?;
+    let (agent, recorder) = start_orchestrator(&config).await?;
+    wait_for_tools(&agent, &["fixture__add_tool"]).await?;
+    let before = recorder.tools_changed.load(Ordering::SeqCst);
+    call_ok_text(&agent, "fixture__add_tool", json!({ "name": "zeta" })).await?;
+    let notified = eventually(Duration::from_secs(10), || async {
+        recorder.tools_changed.load(Ordering::SeqCst) > before
+    })
+    .await;
+    assert!(notified, "the agent heard tools/list_changed");
+    assert!(
+        tool_names(&agent)
+            .await?
+            .contains(&"fixture__zeta".to_owned())
+    );
+    agent.cancel().await?;
+    Ok(())
+}
+
+async fn call_ok_text(agent: &Agent, tool: &str, args: Value) -> anyhow::Result<String> {
+    let r = call(&agent_as_client(agent), tool, args).await?;
+    anyhow::ensure!(r.is_error != Some(true), "{tool} failed: {}", text_of(&r));
+    Ok(text_of(&r))
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_start_does_not_stop_the_others() -> anyhow::Result<()> {
+    let dir = TempDir::new("orch-ghost")?;
+    let config = write_config(
+        &dir,
+        json!({ "ghost": { "command": "/nonexistent/ghost-mcp-server" } }),
+        &[],
+    )?;
+    let (agent, _) = start_orchestrator(&config).await?;
+    wait_for_tools(
+        &agent,
+        &[
+            "sql__get_customer",
+            "cosmos__read_item",
+            "rest__check_stock",
+        ],
+    )
+    .await?;
+    let customer = call_ok(
+        &agent_as_client(&agent),
+        "sql__get_customer",
+        json!({ "customerId": "CUST-0005" }),
+    )
+    .await?;
+    assert_eq!(customer["customerId"], "CUST-0005");
+    let report = status(&agent).await?;
+    let ghost = report["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "ghost"))
+        .cloned()
+        .expect("ghost in status");
+    assert_eq!(ghost["connected"], false);
+    assert!(
+        ghost["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot start")),
+        "{ghost}"
+    );
+    assert!(ghost["lastErrorAt"].is_string());
+    agent.cancel().await?;
+    Ok(())
+}
+
+/// Pids of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            // Zombies have an empty command line and are not running.
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn a_killed_child_fails_its_calls_clearly_comes_back_and_leaves_no_orphan()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("orch-kill")?;
+    let marker = dir.path().join("sql").display().to_string();
+    let config = write_config(&dir, json!({}), &["--latency-ms", "1500"])?;
+    let (agent, _) = start_orchestrator(&config).await?;
+    wait_for_tools(&agent, &["sql__get_customer"]).await?;
+    let client = agent_as_client(&agent);
+
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            call(
+                &client,
+                "sql__get_customer",
+                json!({ "customerId": "CUST-0001" }),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pids = processes_with(&marker);
+    assert_eq!(pids.len(), 1, "one sql child: {pids:?}");
+    std::process::Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()?;
+
+    let failed = in_flight.await??;
+    assert_eq!(
+        error_kind(&failed).as_deref(),
+        Some("unavailable"),
+        "{}",
+        text_of(&failed)
+    );
+    assert!(
+        text_of(&failed).contains("`sql`"),
+        "names the server: {}",
+        text_of(&failed)
+    );
+    assert_eq!(
+        failed.meta.as_ref().and_then(|m| m.get("retryable")),
+        Some(&json!(true))
+    );
+
+    let back = eventually(Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            call(
+                &client,
+                "sql__get_customer",
+                json!({ "customerId": "CUST-0001" }),
+            )
+            .await
+            .is_ok_and(|r| r.is_error != Some(true))
+        }
+    })
+    .await;
+    assert!(back, "calls succeed again after the restart");
+    let restarted = processes_with(&marker);
+    assert_eq!(restarted.len(), 1);
+    assert_ne!(restarted[0], pids[0], "a new child");
+
+    agent.cancel().await?;
+    let gone = eventually(Duration::from_secs(10), || async {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    assert!(gone, "no orphan sql process: {:?}", processes_with(&marker));
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The `mcp-orchestrator` command: check, call, tools, the HTTP front with both protocol
+//! versions, status, and children that never outlive it.
+
+use std::{
+    collections::HashMap,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use testkit::{HttpServer, Lifecycle, TempDir, bin_path, call_ok};
+
+fn config(dir: &TempDir) -> anyhow::Result<String> {
+    let path = dir.path().join("mcp.json");
+    let cfg = json!({ "mcpServers": {
+        "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql")] },
+        "rest": { "command": bin_path("rest-mcp-server")?, "args": [] }
+    } });
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
+    Ok(path.display().to_string())
+}
+
+fn orchestrator(args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new(bin_path("mcp-orchestrator")?)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()?)
+}
+
+#[test]
+fn check_accepts_a_good_config_and_names_the_path_of_a_bad_one() -> anyhow::Result<()> {
+    let dir = TempDir::new("cli-check")?;
+    let good = config(&dir)?;
+    let out = orchestrator(&["check", "--config", &good])?;
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("valid") && stdout.contains("sql") && stdout.contains("sql__"),
+        "{stdout}"
+    );
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{ "mcpServers": { "sql": { "command": "x", "args": ["--ok", 7] } } }"#,
+    )?;
+    let out = orchestrator(&["check", "--config", &bad.display().to_string()])?;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mcpServers.sql.args[1]") && stderr.contains("expected a string"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn call_prints_the_result_and_exits_non_zero_on_a_tool_error() -> anyhow::Result<()> {
+    let dir = TempDir::new("cli-call")?;
+    let cfg = config(&dir)?;
+    let ok = orchestrator(&[
+        "call",
+        "sql__get_customer",
+        "--args",
+        r#"{"customerId":"CUST-0003"}"#,
+        "--config",
+        &cfg,
+    ])?;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&ok.stdout)?;
+    assert_eq!(printed["customerId"], "CUST-0003");
+
+    let tool_error = orchestrator(&[
+        "call",
+        "sql__get_customer",
+        "--args",
+        r#"{"customerId":"NOPE"}"#,
+        "--config",
+        &cfg,
+    ])?;
+    assert_eq!(tool_error.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&tool_error.stdout).contains("NOPE"));
+
+    let unknown = orchestrator(&["call", "sql__nope", "--config", &cfg])?;
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown tool"));
+
+    let bad_args = orchestrator(&[
+        "call",
+        "sql__get_customer",
+        "--args",
+        "[1]",
+        "--config",
+        &cfg,
+    ])?;
+    assert!(!bad_args.status.success());
+    assert!(String::from_utf8_lossy(&bad_args.stderr).contains("JSON object"));
+
+    let tools = orchestrator(&["tools", "--config", &cfg])?;
+    let listing = String::from_utf8_lossy(&tools.stdout);
+    assert!(
+        listing.contains("sql__create_order") && listing.contains("rest__check_stock"),
+        "{listing}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_http_front_serves_both_protocol_versions_and_status() -> anyhow::Result<()> {
+    let dir = TempDir::new("cli-http")?;
+    let cfg = config(&dir)?;
+    let args: Vec<String> = [
+        "serve",
+        "--config",
+        &cfg,
+        "--http",
+        "127.0.0.1:0",
+        "--token",
+        "t-123",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let server = HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await?;
+
+    for lifecycle in [Lifecycle::Initialize, Lifecycle::Stateless] {
+        let client = server.connect_with(Some("t-123"), lifecycle).await?;
+        let mut found = false;
+        for _ in 0..100 {
+            if let Ok(v) = call_ok(
+                &client,
+                "sql__get_order_details",
+                json!({ "orderId": "ORD-00007" }),
+            )
+            .await
+            {
+                assert_eq!(v["orderId"], "ORD-00007");
+                found = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(found, "{lifecycle:?}: the call went through");
+        client.cancel().await?;
+    }
+    assert!(server.connect(None).await.is_err(), "no token, no session");
+
+    let out = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
+        .args(["status", "--url", &server.url, "--token", "t-123"])
+        .output()
+        .await?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("sql") && table.contains("rest") && table.contains("yes"),
+        "{table}"
+    );
+    server.stop().await
+}
+
+fn children_of(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_until(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn children_do_not_outlive_the_orchestrator_on_sigterm_or_sigkill() -> anyhow::Result<()> {
+    for signal in ["-TERM", "-KILL"] {
+        let dir = TempDir::new("cli-children")?;
+        let cfg = config(&dir)?;
+        let marker = dir.path().join("sql").display().to_string();
+        let mut orch = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
+            .args(["serve", "--config", &cfg])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        assert!(
+            wait_until(Duration::from_secs(20), || children_of(&marker) == 1).await,
+            "sql child started"
+        );
+        let pid = orch.id().expect("pid").to_string();
+        std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()?;
+        tokio::time::timeout(Duration::from_secs(15), orch.wait()).await??;
+        // Keep our end of its stdin open until now: the children must go because the
+        // orchestrator ended, not because a pipe closed first.
+        drop(orch.stdin.take());
+        assert!(
+            wait_until(Duration::from_secs(10), || children_of(&marker) == 0).await,
+            "{signal}: the sql child is gone"
+        );
+    }
+    Ok(())
+}
