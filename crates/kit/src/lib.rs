@@ -6,9 +6,10 @@
 //! - [`serve`]: runs an rmcp `ServerHandler` over stdio or streamable HTTP, with the HTTP security
 //!   checks (Origin, bearer token, body limit) and graceful shutdown.
 //! - [`call`]: the one wrapper every `tools/call` goes through (span, trace continuation, faults,
-//!   in-flight accounting).
+//!   in-flight accounting, one access log line per call).
 //! - [`telemetry`]: tracing to stderr, OTLP export, trace-context extraction from `_meta`.
-//! - [`faults`]: deterministic latency and failure injection for demos and tests.
+//! - [`faults`]: deterministic latency and failure injection (before or after the tool runs) for
+//!   demos and tests, paused and resumed at run time by SIGUSR1/SIGUSR2.
 //! - [`tool_error`]: the error convention (`errorKind`, `retryable`, `retryAfterMs` in `_meta`).
 //! - [`in_flight`]: counts running calls so shutdown can wait for them.
 
@@ -23,5 +24,5 @@ pub mod tool_error;
 
 pub use args::CommonArgs;
 pub use call::ServerKit;
-pub use faults::{FaultArgs, Faults};
+pub use faults::{FaultArgs, Faults, Injection};
 pub use tool_error::{ErrorKind, ToolError, ToolFailure};

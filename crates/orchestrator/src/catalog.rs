@@ -50,6 +50,8 @@ pub struct Catalog {
     /// Names left out and why.
     pub problems: Vec<CatalogProblem>,
     tool_routes: HashMap<String, Route>,
+    /// Exposed name → index in `tools`, so a call finds its tool's annotations in O(1).
+    tool_positions: HashMap<String, usize>,
     prompt_routes: HashMap<String, Route>,
     server_index: HashMap<String, usize>,
 }
@@ -112,6 +114,7 @@ impl Catalog {
                 }
                 let mut t = tool.clone();
                 t.name = name.clone().into();
+                c.tool_positions.insert(name.clone(), c.tools.len());
                 c.tools.push(t);
                 c.tool_routes.insert(
                     name,
@@ -159,6 +162,13 @@ impl Catalog {
                 what: "tool",
                 name: name.to_owned(),
             })
+    }
+
+    /// The exposed definition of a tool.
+    pub fn tool_definition(&self, name: &str) -> Option<&Tool> {
+        self.tool_positions
+            .get(name)
+            .and_then(|&i| self.tools.get(i))
     }
 
     /// The route of an exposed prompt name.

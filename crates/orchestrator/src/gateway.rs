@@ -14,6 +14,7 @@ use crate::{
     catalog::Catalog,
     config::Config,
     error::CallError,
+    policy::CallReport,
     relay::Relay,
     upstream::{CallContext, Upstream},
 };
@@ -34,6 +35,14 @@ pub struct Gateway {
     shutdown: CancellationToken,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     started: chrono::DateTime<chrono::Utc>,
+}
+
+/// Whether the arguments carry a non-empty `idempotencyKey`, which makes repeating a write safe.
+fn carries_idempotency_key(arguments: Option<&JsonObject>) -> bool {
+    arguments
+        .and_then(|a| a.get("idempotencyKey"))
+        .and_then(|k| k.as_str())
+        .is_some_and(|k| !k.trim().is_empty())
 }
 
 impl Gateway {
@@ -149,16 +158,55 @@ impl Gateway {
         self.upstreams.iter().all(|u| u.connected_since().is_some())
     }
 
-    /// Routes one `tools/call` by its exposed name.
+    /// Routes one `tools/call` by its exposed name, through the owning server's policy stack.
     pub async fn call_tool(
         &self,
         name: &str,
         arguments: Option<JsonObject>,
         cx: &CallContext,
     ) -> Result<CallToolResult, CallError> {
-        let route = self.catalog().tool(name)?.clone();
+        self.call_tool_with_report(name, arguments, cx).await.0
+    }
+
+    /// Like [`Gateway::call_tool`], with the attempts and retry delays it took.
+    pub async fn call_tool_with_report(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+        cx: &CallContext,
+    ) -> (Result<CallToolResult, CallError>, CallReport) {
+        let catalog = self.catalog();
+        let (route, tool) = match catalog.tool(name) {
+            Ok(route) => (route.clone(), catalog.tool_definition(name)),
+            Err(e) => return (Err(e), CallReport::default()),
+        };
         let upstream = &self.upstreams[route.server];
-        upstream.call_tool(&route.name, arguments, cx).await
+        let annotations = tool.and_then(|t| t.annotations.as_ref());
+        let read_only = annotations.and_then(|a| a.read_only_hint).unwrap_or(false);
+        let idempotent = annotations.and_then(|a| a.idempotent_hint).unwrap_or(false);
+        let policy = upstream.policy.policy.for_tool(&route.name, read_only);
+        let safe = read_only
+            || idempotent
+            || policy.retry_safe
+            || carries_idempotency_key(arguments.as_ref());
+        let started = std::time::Instant::now();
+        let (outcome, report) = upstream
+            .policy
+            .call(&route.name, &policy, safe, || {
+                upstream.call_tool(&route.name, arguments.clone(), cx)
+            })
+            .await;
+        let failure = match &outcome {
+            Ok(r) if r.is_error == Some(true) => Some(
+                kit::ToolError::from_call_tool_result(r)
+                    .map(|e| format!("{}: {}", route.name, e.message))
+                    .unwrap_or_default(),
+            ),
+            Ok(_) | Err(CallError::Cancelled) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        upstream.stats.record(started.elapsed(), failure.as_deref());
+        (outcome, report)
     }
 
     /// Closes every upstream (stdio children get SIGTERM, then SIGKILL after a grace period)

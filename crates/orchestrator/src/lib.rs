@@ -5,20 +5,24 @@
 //! - [`upstream`]: one connected server each, supervised and reconnected.
 //! - [`catalog`]: namespaced names → routes, with filters.
 //! - [`relay`]: progress, list changes and agents.
-//! - [`error`]: call failures, classified once.
+//! - [`policy`]: the per-server policy stack (deadline, retry, breaker, bulkhead, timeout).
+//! - [`error`]: call failures.
 //! - [`stats`]: per-server figures for status.
 //! - [`gateway`]: the running parts wired together, and the one call path.
 //! - [`frontend`]: the MCP server agents connect to.
 //! - [`status`]: the `orchestrator://status` report.
 //! - [`cli`]: the `mcp-orchestrator` command.
 
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod frontend;
 pub mod gateway;
+pub mod policy;
 pub mod relay;
 pub mod stats;
 pub mod status;
 pub mod upstream;
+pub mod workflow;

@@ -33,6 +33,8 @@ pub struct ServerStatus {
     pub last_error: Option<String>,
     /// When (RFC 3339).
     pub last_error_at: Option<String>,
+    /// Attempts, retries, timeouts, breaker state and bulkhead occupancy.
+    pub policy: crate::policy::PolicySnapshot,
 }
 
 /// The whole report.
@@ -74,6 +76,7 @@ impl StatusReport {
                         p99_ms: s.p99_ms,
                         last_error: s.last_error.map(|e| gw.config.redact(&e)),
                         last_error_at: s.last_error_at,
+                        policy: u.policy.snapshot(),
                     }
                 })
                 .collect(),
@@ -112,6 +115,15 @@ impl StatusReport {
                 s.errors.to_string(),
                 format!("{:.2}", s.p50_ms),
                 format!("{:.2}", s.p99_ms),
+                s.policy.retries.to_string(),
+                s.policy.breaker["state"].as_str().unwrap_or("?").to_owned(),
+                format!(
+                    "{}/{} running, {} queued, {} rejected",
+                    s.policy.bulkhead["running"],
+                    s.policy.bulkhead["maxConcurrent"],
+                    s.policy.bulkhead["queued"],
+                    s.policy.bulkhead["rejected"]
+                ),
                 s.last_error
                     .as_deref()
                     .map(|e| format!("{} ({})", e, s.last_error_at.as_deref().unwrap_or("")))

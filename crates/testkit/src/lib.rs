@@ -9,7 +9,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -144,6 +144,8 @@ pub struct HttpServer {
     pub child: Child,
     /// `http://127.0.0.1:PORT/mcp`.
     pub url: String,
+    /// Every stderr line so far, for tests that count what the server logged.
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpServer {
@@ -198,9 +200,15 @@ impl HttpServer {
         })
         .await
         .context("waiting for the server to listen")??;
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, url })
+        // Keep draining stderr so the child never blocks on a full pipe, and keep the lines.
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Ok(Self { child, url, stderr })
     }
 
     /// Connects an rmcp client (protocol 2025-11-25), with a bearer token if given.
@@ -220,6 +228,26 @@ impl HttpServer {
         }
         let transport = StreamableHttpClientTransport::from_config(config);
         Ok(().serve_with_lifecycle(transport, lifecycle.mode()).await?)
+    }
+
+    /// Stderr lines so far that contain every one of `needles`.
+    pub fn count_lines(&self, needles: &[&str]) -> usize {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Sends a signal (`"USR1"`, `"TERM"`, ...) to the server.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("server already exited")?;
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+        Ok(())
     }
 
     /// Stops the server with SIGTERM and waits for it to exit.

@@ -6,6 +6,7 @@
 //! is edited by hand and a vague error costs the user a search.
 
 pub mod env;
+pub mod policy;
 
 use std::{
     collections::BTreeMap,
@@ -118,6 +119,9 @@ pub struct OrchestratorSection {
     /// Exposed tool names to hide; globs; applied after `allowTools`.
     #[serde(default)]
     pub deny_tools: Vec<String>,
+    /// Resilience settings for every server (timeouts, retry, breaker, bulkhead).
+    #[serde(default)]
+    pub defaults: policy::PolicyDefaults,
 }
 
 impl Default for OrchestratorSection {
@@ -128,6 +132,7 @@ impl Default for OrchestratorSection {
             servers: BTreeMap::new(),
             allow_tools: Vec::new(),
             deny_tools: Vec::new(),
+            defaults: policy::PolicyDefaults::default(),
         }
     }
 }
@@ -153,6 +158,45 @@ pub struct ServerOptions {
     /// Upstream tool names to hide; globs.
     #[serde(default)]
     pub deny_tools: Vec<String>,
+    /// Per-attempt timeout for this server's tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Whole-call deadline for this server's tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Kind of operation of this server's tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<policy::Operation>,
+    /// This server's tools are safe to repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_safe: Option<bool>,
+    /// Retry settings for this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<policy::RetryConfig>,
+    /// Breaker settings for this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<policy::BreakerConfig>,
+    /// Bulkhead settings for this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulkhead: Option<policy::BulkheadConfig>,
+    /// Per-tool overrides (timeouts, retry, `retrySafe`), by the upstream's own tool name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, policy::CallPolicyConfig>,
+}
+
+impl ServerOptions {
+    /// The policy fields, as one layer.
+    pub fn policy(&self) -> policy::PolicyDefaults {
+        policy::PolicyDefaults {
+            timeout_ms: self.timeout_ms,
+            deadline_ms: self.deadline_ms,
+            operation: self.operation,
+            retry_safe: self.retry_safe,
+            retry: self.retry.clone(),
+            circuit_breaker: self.circuit_breaker.clone(),
+            bulkhead: self.bulkhead.clone(),
+        }
+    }
 }
 
 // ---- the validated form ----------------------------------------------------------------------
@@ -246,6 +290,8 @@ pub struct ServerSpec {
     pub transport: Transport,
     /// Which of its tools to expose.
     pub filter: ToolFilter,
+    /// Timeouts, retry, breaker and bulkhead.
+    pub policy: policy::ServerPolicy,
 }
 
 /// The whole configuration, validated.
@@ -401,6 +447,12 @@ impl Config {
                 prefix,
                 transport,
                 filter: ToolFilter::new(&options.allow_tools, &options.deny_tools, &opt_path)?,
+                policy: policy::resolve_server(
+                    &o.defaults,
+                    &options.policy(),
+                    &options.tools,
+                    &opt_path,
+                )?,
             });
         }
         Ok(Self {

@@ -26,7 +26,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{RefreshRequests, UpstreamClient};
-use crate::{config::ServerSpec, error::CallError, relay::Relay, stats::ServerStats};
+use crate::{
+    config::ServerSpec, error::CallError, policy::PolicyStack, relay::Relay, stats::ServerStats,
+};
 
 /// What an upstream offered when last listed.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +69,8 @@ pub struct Upstream {
     pub spec: ServerSpec,
     /// Its call figures.
     pub stats: ServerStats,
+    /// Timeouts, retry, breaker and bulkhead: every call to it goes through this.
+    pub policy: PolicyStack,
     relay: Arc<Relay>,
     link: RwLock<Option<Link>>,
     refresh: Arc<RefreshRequests>,
@@ -100,6 +104,7 @@ impl Upstream {
     /// A disconnected upstream; [`Upstream::supervise`] connects it.
     pub fn new(spec: ServerSpec, relay: Arc<Relay>, changed: watch::Sender<u64>) -> Self {
         Self {
+            policy: PolicyStack::new(&spec.name, spec.policy.clone()),
             spec,
             stats: ServerStats::default(),
             relay,
@@ -234,27 +239,16 @@ impl Upstream {
         self.set_link(None);
     }
 
-    /// Calls one of the upstream's tools by its own name.
+    /// Sends one `tools/call` to the upstream, by its own tool name: one attempt, no policy.
+    /// Callers go through [`crate::gateway::Gateway::call_tool`], which wraps this in the
+    /// server's policy stack.
     pub async fn call_tool(
         &self,
         tool: &str,
         arguments: Option<JsonObject>,
         cx: &CallContext,
     ) -> Result<CallToolResult, CallError> {
-        let started = Instant::now();
-        let result = self.call_tool_inner(tool, arguments, cx).await;
-        let failure = match &result {
-            Ok(r) if r.is_error == Some(true) => Some(
-                kit::ToolError::from_call_tool_result(r)
-                    .map(|e| format!("{tool}: {}", e.message))
-                    .unwrap_or_default(),
-            ),
-            Ok(_) => None,
-            Err(CallError::Cancelled) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        self.stats.record(started.elapsed(), failure.as_deref());
-        result
+        self.call_tool_inner(tool, arguments, cx).await
     }
 
     async fn call_tool_inner(

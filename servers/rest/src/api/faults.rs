@@ -212,6 +212,7 @@ impl HttpFaults {
             failure_rate: args.failure_rate,
             fail_tools: args.fail_routes.clone(),
             seed: args.seed,
+            ..kit::FaultArgs::default()
         });
         let throttle_rng = match args.seed {
             // A different stream than the kit's, from the same seed.

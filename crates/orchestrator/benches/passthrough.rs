@@ -1,0 +1,377 @@
+//! Pass-through overhead of the orchestrator: the same cheap read tool called directly on
+//! `sql-mcp-server` and through `mcp-orchestrator` (stdio front, stdio upstream).
+//!
+//! Run with `cargo bench -p mcp-orchestrator --bench passthrough`. Both release binaries are
+//! used from `target/release/`; `sql-mcp-server` is built there first if it is missing (cargo
+//! builds `mcp-orchestrator` itself for a bench of its package).
+//!
+//! Phases, each run for the direct and the proxied path in alternating rounds so both see the same
+//! machine conditions: warm-up, sequential calls (one in flight: p50/p99 latency), and a
+//! throughput phase with a fixed number of calls kept 32 in flight (calls/s, the median round).
+//!
+//! Knobs (environment): `PASSTHROUGH_WARMUP` (default 500), `PASSTHROUGH_SEQ` calls per
+//! sequential round (2000), `PASSTHROUGH_TPUT` calls per throughput round (16000),
+//! `PASSTHROUGH_ROUNDS` (3). Without `--bench` (`cargo test --benches`) it runs one tiny smoke
+//! round instead.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, stream};
+use hdrhistogram::Histogram;
+use rmcp::model::CallToolRequestParams;
+use serde_json::json;
+use testkit::Client;
+
+const SQL_BIN: &str = "sql-mcp-server";
+const ORCH_BIN: &str = "mcp-orchestrator";
+const IN_FLIGHT: usize = 32;
+const AIM_ADDED_P50_US: f64 = 50.0;
+const AIM_RATIO: f64 = 0.5;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// `target/release` when run by `cargo bench` (the bench is `target/release/deps/passthrough-*`).
+fn profile_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .with_context(|| format!("unexpected bench location {}", exe.display()))
+}
+
+/// Makes sure both binaries exist next to the bench (where `testkit` looks for them).
+fn ensure_binaries() -> anyhow::Result<PathBuf> {
+    let dir = profile_dir()?;
+    let missing = [SQL_BIN, ORCH_BIN].iter().any(|b| !dir.join(b).exists());
+    if missing {
+        eprintln!(
+            "building {SQL_BIN} and {ORCH_BIN} into {} ...",
+            dir.display()
+        );
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--bins", "-p", SQL_BIN, "-p", ORCH_BIN]);
+        // Build the profile the bench itself was built with (`release` under `cargo bench`).
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build of {SQL_BIN} and {ORCH_BIN} failed");
+        }
+    }
+    for b in [SQL_BIN, ORCH_BIN] {
+        if !dir.join(b).exists() {
+            bail!("{} not found after building", dir.join(b).display());
+        }
+    }
+    Ok(dir)
+}
+
+/// A temporary `mcp.json` naming only the SQL server; removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(sql: &Path) -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("mcp-passthrough-{}.json", std::process::id()));
+        let config = json!({
+            "mcpServers": {
+                "sql": {
+                    "command": sql.display().to_string(),
+                    "args": ["--data-dir", ":memory:"],
+                    "env": { "RUST_LOG": "warn" }
+                }
+            }
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One way of reaching the tool.
+struct Target {
+    label: &'static str,
+    client: Client,
+    params: CallToolRequestParams,
+}
+
+impl Target {
+    fn new(label: &'static str, client: Client, tool: &str) -> Self {
+        let args = json!({ "customerId": "CUST-0001" });
+        let params = CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().cloned().unwrap_or_default());
+        Self {
+            label,
+            client,
+            params,
+        }
+    }
+
+    async fn call(&self) -> anyhow::Result<rmcp::model::CallToolResult> {
+        Ok(self.client.call_tool(self.params.clone()).await?)
+    }
+
+    /// One call whose answer is checked, so the figures are of successful calls.
+    async fn check(&self) -> anyhow::Result<serde_json::Value> {
+        let r = self.call().await?;
+        if r.is_error == Some(true) {
+            bail!("{}: tool error: {}", self.label, testkit::text_of(&r));
+        }
+        let v = r
+            .structured_content
+            .with_context(|| format!("{}: no structured content", self.label))?;
+        if v.get("customerId").and_then(|c| c.as_str()) != Some("CUST-0001") {
+            bail!("{}: unexpected answer {v}", self.label);
+        }
+        Ok(v)
+    }
+
+    async fn warm_up(&self, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            self.call().await?;
+        }
+        self.throughput(n * 4).await?;
+        Ok(())
+    }
+
+    async fn sequential(&self, n: usize, hist: &mut Histogram<u64>) -> anyhow::Result<()> {
+        for _ in 0..n {
+            let started = Instant::now();
+            let r = self.call().await?;
+            let micros = started.elapsed().as_micros() as u64;
+            if r.is_error == Some(true) {
+                bail!("{}: tool error during the run", self.label);
+            }
+            hist.saturating_record(micros.max(1));
+        }
+        Ok(())
+    }
+
+    /// `n` calls, `IN_FLIGHT` at a time; calls per second.
+    async fn throughput(&self, n: usize) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut calls = stream::iter(0..n)
+            .map(|_| self.call())
+            .buffer_unordered(IN_FLIGHT);
+        let mut errors = 0usize;
+        while let Some(r) = calls.next().await {
+            if r?.is_error == Some(true) {
+                errors += 1;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        if errors > 0 {
+            bail!(
+                "{}: {errors} tool errors in the throughput phase",
+                self.label
+            );
+        }
+        Ok(n as f64 / secs)
+    }
+}
+
+struct Figures {
+    hist: Histogram<u64>,
+    rates: Vec<f64>,
+}
+
+impl Figures {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            rates: Vec::new(),
+        })
+    }
+
+    fn p(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64
+    }
+
+    fn median_rate(&self) -> f64 {
+        let mut r = self.rates.clone();
+        r.sort_by(f64::total_cmp);
+        r.get(r.len() / 2).copied().unwrap_or(0.0)
+    }
+}
+
+/// How much to measure.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    warmup: usize,
+    seq: usize,
+    tput: usize,
+    rounds: usize,
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        warmup,
+        seq,
+        tput,
+        rounds,
+    } = settings;
+
+    let dir = ensure_binaries()?;
+    let config = TempConfig::new(&dir.join(SQL_BIN))?;
+    let began = Instant::now();
+
+    let direct = testkit::connect_stdio(SQL_BIN, &["--data-dir".into(), ":memory:".into()])
+        .await
+        .context("starting sql-mcp-server")?;
+    let proxied = testkit::connect_stdio(
+        ORCH_BIN,
+        &[
+            "serve".into(),
+            "--config".into(),
+            config.0.display().to_string(),
+        ],
+    )
+    .await
+    .context("starting mcp-orchestrator")?;
+
+    let direct = Target::new("direct", direct, "get_customer");
+    let proxied = Target::new("proxied", proxied, "sql__get_customer");
+
+    // The orchestrator answers before its upstream is connected; wait for the route.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match proxied.check().await {
+            Ok(_) => break,
+            Err(e) if Instant::now() >= deadline => return Err(e.context("upstream never ready")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let (a, b) = (direct.check().await?, proxied.check().await?);
+    if a != b {
+        bail!("direct and proxied answers differ:\n{a}\n{b}");
+    }
+
+    direct.warm_up(warmup).await?;
+    proxied.warm_up(warmup).await?;
+
+    let mut fd = Figures::new()?;
+    let mut fp = Figures::new()?;
+    for round in 0..rounds {
+        // Alternate which path goes first, so neither always runs on a warmer machine.
+        let order: [(&Target, usize); 2] = if round % 2 == 0 {
+            [(&direct, 0), (&proxied, 1)]
+        } else {
+            [(&proxied, 1), (&direct, 0)]
+        };
+        for (target, i) in order {
+            let f = if i == 0 { &mut fd } else { &mut fp };
+            target.sequential(seq, &mut f.hist).await?;
+        }
+        for (target, i) in order {
+            let rate = target.throughput(tput).await?;
+            let f = if i == 0 { &mut fd } else { &mut fp };
+            f.rates.push(rate);
+        }
+    }
+
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "path",
+        "seq calls",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "max µs",
+        &format!("calls/s @{IN_FLIGHT} (median of {rounds})"),
+    ]);
+    for (label, f) in [(direct.label, &fd), (proxied.label, &fp)] {
+        table.add_row([
+            label.to_owned(),
+            f.hist.len().to_string(),
+            format!("{:.0}", f.p(0.5)),
+            format!("{:.0}", f.p(0.9)),
+            format!("{:.0}", f.p(0.99)),
+            f.hist.max().to_string(),
+            format!(
+                "{:.0}  [{}]",
+                f.median_rate(),
+                f.rates
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ]);
+    }
+    println!();
+    println!(
+        "pass-through overhead: get_customer direct vs sql__get_customer via mcp-orchestrator \
+         (stdio front, stdio upstream, {} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{table}");
+
+    let added_p50 = fp.p(0.5) - fd.p(0.5);
+    let added_p99 = fp.p(0.99) - fd.p(0.99);
+    let ratio = fp.median_rate() / fd.median_rate();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "added p50: {added_p50:.0} µs (aim < {AIM_ADDED_P50_US:.0}) {}",
+        verdict(added_p50 < AIM_ADDED_P50_US)
+    );
+    println!("added p99: {added_p99:.0} µs");
+    println!(
+        "throughput ratio proxied/direct: {ratio:.2} (aim >= {AIM_RATIO}) {}",
+        verdict(ratio >= AIM_RATIO)
+    );
+    println!("measured in {:.1} s", began.elapsed().as_secs_f64());
+
+    let _ = proxied.client.cancel().await;
+    let _ = direct.client.cancel().await;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // A filter argument that names something else skips the run.
+    if let Some(filter) = args.iter().find(|a| !a.starts_with('-'))
+        && !"passthrough".contains(filter.as_str())
+    {
+        return Ok(());
+    }
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) one short smoke round
+    // only shows that the bench still works.
+    let settings = if args.iter().any(|a| a == "--bench") {
+        Settings {
+            warmup: env_usize("PASSTHROUGH_WARMUP", 500),
+            seq: env_usize("PASSTHROUGH_SEQ", 2000),
+            tput: env_usize("PASSTHROUGH_TPUT", 16000),
+            rounds: env_usize("PASSTHROUGH_ROUNDS", 3),
+        }
+    } else {
+        Settings {
+            warmup: 10,
+            seq: 20,
+            tput: 64,
+            rounds: 1,
+        }
+    };
+    // The client runs on one thread: the machine's cores belong to the processes under test.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(settings))
+}

@@ -1,0 +1,811 @@
+//! The result cache: successful upstream tool results, shared by identical calls, with TTL tiers,
+//! single-flight loads and tag invalidation.
+//!
+//! One [`ResultCache`] serves every upstream server. An entry is keyed by server, tool and
+//! *canonical* arguments ([`ResultCache::key`]), lives for the TTL its caller chose (a
+//! [`Tier`] or an explicit duration, resolved by [`CacheSettings::ttl`]), and carries tags so a
+//! write can drop every result it made stale ([`ResultCache::invalidate_tags`]).
+//!
+//! What is stored: only `Ok(result)` whose `is_error` is not `Some(true)`. Transport or policy
+//! errors and tool-error results reach every caller waiting on the load, and the next call asks
+//! the upstream again: caching a failure would turn one bad second into a bad TTL.
+//!
+//! The storage is [`moka::future::Cache`]: `try_get_with` gives single-flight (concurrent
+//! identical misses run one load), an [`Expiry`] gives each entry its own TTL, and
+//! `invalidate_entries_if` drops entries by predicate without blocking the caller.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use rmcp::model::{CallToolResult, JsonObject};
+use serde_json::Value;
+
+/// A named TTL, so `mcp.json` says how fresh a result must be, not a number of milliseconds
+/// repeated at every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Data that changes often (stock levels): default 60 s.
+    Short,
+    /// Data that changes during the day (customer behaviour): default 15 min.
+    Medium,
+    /// Data that rarely changes (product catalogue): default 1 h.
+    Long,
+}
+
+/// How long one tool's or step's results are cached, as written in `mcp.json`:
+/// `"cache": "short"` or `"cache": {"ttlMs": 30000}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(
+    untagged,
+    deny_unknown_fields,
+    expecting = "a cache tier (\"short\", \"medium\" or \"long\") or {\"ttlMs\": <milliseconds>}"
+)]
+pub enum CacheSpec {
+    /// One of the configured tiers; the duration comes from [`CacheSettings`].
+    Tier(Tier),
+    /// An explicit TTL. `0` means "do not cache" (every call goes upstream).
+    Ttl {
+        /// Time to live in milliseconds.
+        #[serde(rename = "ttlMs")]
+        ttl_ms: u64,
+    },
+}
+
+/// Cache-wide settings: what each tier means, and how many entries fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// TTL of [`Tier::Short`].
+    pub short: Duration,
+    /// TTL of [`Tier::Medium`].
+    pub medium: Duration,
+    /// TTL of [`Tier::Long`].
+    pub long: Duration,
+    /// Upper bound on stored results, so a burst of distinct arguments cannot grow memory without
+    /// limit; past it the least valuable entries are evicted (moka's TinyLFU).
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            short: Duration::from_secs(60),
+            medium: Duration::from_secs(15 * 60),
+            long: Duration::from_secs(60 * 60),
+            max_entries: 10_000,
+        }
+    }
+}
+
+impl CacheSettings {
+    /// The TTL a spec stands for under these settings.
+    pub fn ttl(&self, spec: &CacheSpec) -> Duration {
+        match spec {
+            CacheSpec::Tier(Tier::Short) => self.short,
+            CacheSpec::Tier(Tier::Medium) => self.medium,
+            CacheSpec::Tier(Tier::Long) => self.long,
+            CacheSpec::Ttl { ttl_ms } => Duration::from_millis(*ttl_ms),
+        }
+    }
+}
+
+/// Whether a call was answered from a stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A stored, unexpired entry answered without waiting for any upstream call.
+    Hit,
+    /// Nothing was stored: this caller either ran the load or shared a concurrent caller's load.
+    Miss,
+}
+
+/// The cache's figures for the status report. Counters are totals since the cache was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSnapshot {
+    /// Entries stored now (approximate until pending maintenance has run, see
+    /// [`ResultCache::run_pending_tasks`]).
+    pub entries: u64,
+    /// Calls answered from a stored entry.
+    pub hits: u64,
+    /// Calls that found nothing stored. `misses - loads` is how many shared another caller's load.
+    pub misses: u64,
+    /// Upstream calls the cache made (one per single-flight group, stored or not).
+    pub loads: u64,
+    /// Entries removed by the cache itself: TTL expired or size bound reached.
+    pub evictions: u64,
+    /// Entries removed on request: tags, server/tool or all.
+    pub invalidations: u64,
+}
+
+/// One stored result and what the cache needs to manage it.
+#[derive(Debug)]
+struct Entry {
+    /// Shared so a hit costs a reference count, not a deep copy of the content.
+    result: Arc<CallToolResult>,
+    /// Read by [`EntryTtl`]: each entry expires after the TTL its caller chose.
+    ttl: Duration,
+    /// Matched by [`ResultCache::invalidate_tags`].
+    tags: Box<[String]>,
+    /// Tells the eviction listener whether a replaced entry had expired or been invalidated.
+    stored_at: Instant,
+}
+
+/// Gives each entry the TTL recorded in it, so one cache holds several tiers.
+struct EntryTtl;
+
+impl Expiry<String, Arc<Entry>> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<Entry>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        // A replaced value starts a fresh TTL: it is a fresh upstream answer.
+        Some(value.ttl)
+    }
+}
+
+/// Why a load's outcome was not stored. It travels through moka's error path so every caller
+/// waiting on the load receives it, and is mapped back in [`ResultCache::get_or_load`].
+enum Uncached<E> {
+    /// The tool answered with `is_error: true`: a valid answer for the callers, not one to keep.
+    ToolError(Arc<CallToolResult>),
+    /// The upstream call failed.
+    Err(E),
+}
+
+/// Counters shared by the cache handle and moka's eviction listener.
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    loads: AtomicU64,
+    evictions: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Cached upstream tool results. Cloning is cheap and shares the same entries and figures.
+#[derive(Clone)]
+pub struct ResultCache {
+    /// Key → entry; see the module doc for why moka.
+    cache: Cache<String, Arc<Entry>>,
+    /// Shared with the eviction listener, which counts removals moka performs in the background.
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for ResultCache {
+    // Not derived: moka's `Debug` prints every entry.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResultCache")
+            .field("snapshot", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResultCache {
+    /// An empty cache bounded by `settings.max_entries`.
+    pub fn new(settings: CacheSettings) -> Self {
+        let counters = Arc::new(Counters::default());
+        let listener_counters = Arc::clone(&counters);
+        let cache = Cache::builder()
+            .max_capacity(settings.max_entries)
+            .expire_after(EntryTtl)
+            .support_invalidation_closures()
+            .eviction_listener(move |_key, entry: Arc<Entry>, cause| {
+                let counter = match cause {
+                    RemovalCause::Expired | RemovalCause::Size => &listener_counters.evictions,
+                    RemovalCause::Explicit => &listener_counters.invalidations,
+                    // A load stored a new value over one that was still present: moka reports
+                    // this instead of `Expired` or `Explicit` when the old entry had expired, or
+                    // had been invalidated, but maintenance had not removed it yet (a load never
+                    // replaces a live entry, single-flight answers from it).
+                    RemovalCause::Replaced if entry.stored_at.elapsed() >= entry.ttl => {
+                        &listener_counters.evictions
+                    }
+                    RemovalCause::Replaced => &listener_counters.invalidations,
+                };
+                Counters::bump(counter);
+            })
+            .build();
+        Self { cache, counters }
+    }
+
+    /// The cache key of one call: server, tool and arguments with object keys sorted at every
+    /// depth, so argument order does not split entries. No arguments and `{}` are the same call.
+    ///
+    /// The key is a JSON array `["server","tool",{..}]`: unambiguous whatever characters the
+    /// names hold, and [`ResultCache::invalidate_server_tool`] matches its prefix.
+    pub fn key(server: &str, tool: &str, arguments: Option<&JsonObject>) -> String {
+        let mut key = server_tool_prefix(server, tool);
+        match arguments {
+            Some(arguments) => write_canonical_object(arguments, &mut key),
+            None => key.push_str("{}"),
+        }
+        key.push(']');
+        key
+    }
+
+    /// Returns the cached result or runs `load` once for all concurrent callers of the same key.
+    ///
+    /// `load` returns the upstream outcome; only `Ok(result)` with `is_error != Some(true)` is
+    /// stored, for `ttl`, with `tags`. A tool-error result reaches every waiter as `Ok(result)`
+    /// and an error as `Err(e)` (cloned per waiter); neither is stored, so the next call loads
+    /// again. If the caller running the load is dropped, a waiting caller runs its own `load`.
+    /// A zero `ttl` bypasses the cache (the call still counts as a miss and a load).
+    pub async fn get_or_load<F, E>(
+        &self,
+        key: String,
+        ttl: Duration,
+        tags: Vec<String>,
+        load: F,
+    ) -> (Result<Arc<CallToolResult>, E>, Lookup)
+    where
+        F: Future<Output = Result<CallToolResult, E>> + Send,
+        E: Clone + Send + Sync + 'static,
+    {
+        // Looked up first, apart from the load, so a caller that waited on a concurrent load is
+        // reported as a miss: `Hit` promises an answer that cost no upstream wait.
+        if let Some(entry) = self.cache.get(&key).await {
+            Counters::bump(&self.counters.hits);
+            return (Ok(Arc::clone(&entry.result)), Lookup::Hit);
+        }
+        Counters::bump(&self.counters.misses);
+
+        if ttl.is_zero() {
+            Counters::bump(&self.counters.loads);
+            return (load.await.map(Arc::new), Lookup::Miss);
+        }
+
+        let counters = &self.counters;
+        let init = async move {
+            Counters::bump(&counters.loads);
+            match load.await {
+                Ok(result) if result.is_error == Some(true) => {
+                    Err(Uncached::ToolError(Arc::new(result)))
+                }
+                Ok(result) => Ok(Arc::new(Entry {
+                    result: Arc::new(result),
+                    ttl,
+                    tags: tags.into_boxed_slice(),
+                    stored_at: Instant::now(),
+                })),
+                Err(e) => Err(Uncached::Err(e)),
+            }
+        };
+        let outcome = match self.cache.try_get_with(key, init).await {
+            Ok(entry) => Ok(Arc::clone(&entry.result)),
+            Err(uncached) => match &*uncached {
+                Uncached::ToolError(result) => Ok(Arc::clone(result)),
+                Uncached::Err(e) => Err(e.clone()),
+            },
+        };
+        (outcome, Lookup::Miss)
+    }
+
+    /// Drops every entry carrying any of `tags` (a write calls this with the tags of what it
+    /// changed). Returns how many stored entries matched now; removal itself happens in moka's
+    /// maintenance, but matched entries are never served again. Entries stored after this call
+    /// are not affected.
+    pub fn invalidate_tags(&self, tags: &[String]) -> usize {
+        if tags.is_empty() {
+            return 0;
+        }
+        let tags: HashSet<String> = tags.iter().cloned().collect();
+        let marked = self
+            .cache
+            .iter()
+            .filter(|(_, entry)| has_any_tag(entry, &tags))
+            .count();
+        self.invalidate_if(move |_, entry| has_any_tag(entry, &tags));
+        marked
+    }
+
+    /// Drops every entry of one tool of one server, whatever its arguments (keys made by
+    /// [`ResultCache::key`]).
+    pub fn invalidate_server_tool(&self, server: &str, tool: &str) {
+        let prefix = server_tool_prefix(server, tool);
+        self.invalidate_if(move |key, _| key.starts_with(&prefix));
+    }
+
+    /// Drops every entry.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Runs moka's pending maintenance now (expiries, evictions, invalidations), so that
+    /// [`ResultCache::snapshot`] is exact. The cache also does this on its own as it is used.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// The current figures.
+    pub fn snapshot(&self) -> CacheSnapshot {
+        let c = &self.counters;
+        CacheSnapshot {
+            entries: self.cache.entry_count(),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            loads: c.loads.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            invalidations: c.invalidations.load(Ordering::Relaxed),
+        }
+    }
+
+    fn invalidate_if(
+        &self,
+        predicate: impl Fn(&String, &Arc<Entry>) -> bool + Send + Sync + 'static,
+    ) {
+        if let Err(e) = self.cache.invalidate_entries_if(predicate) {
+            // Unreachable while `new` enables invalidation closures; should it ever happen,
+            // dropping everything is safe and serving stale results is not.
+            tracing::error!(error = %e, "cache predicate invalidation refused; invalidating all");
+            self.cache.invalidate_all();
+        }
+    }
+}
+
+fn has_any_tag(entry: &Entry, tags: &HashSet<String>) -> bool {
+    entry.tags.iter().any(|t| tags.contains(t))
+}
+
+/// `["server","tool",`: the start of every key of that tool. JSON string escaping makes the
+/// prefix of one server/tool pair never the prefix of another's keys.
+fn server_tool_prefix(server: &str, tool: &str) -> String {
+    let mut prefix = String::from("[");
+    write_json_str(server, &mut prefix);
+    prefix.push(',');
+    write_json_str(tool, &mut prefix);
+    prefix.push(',');
+    prefix
+}
+
+/// Writes `value` as compact JSON with every object's keys in sorted order.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(object) => write_canonical_object(object, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        // Scalars have one compact form; `Display` for `Value` writes it.
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+fn write_canonical_object(object: &JsonObject, out: &mut String) {
+    // Sorted here rather than trusting the map's order: serde_json keeps insertion order when any
+    // crate in the build enables its `preserve_order` feature.
+    let mut fields: Vec<(&String, &Value)> = object.iter().collect();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (name, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_str(name, out);
+        out.push(':');
+        write_canonical(value, out);
+    }
+    out.push('}');
+}
+
+fn write_json_str(s: &str, out: &mut String) {
+    out.push_str(&Value::from(s).to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::ContentBlock;
+    use serde_json::json;
+    use std::sync::atomic::AtomicUsize;
+
+    fn object(value: Value) -> JsonObject {
+        match value {
+            Value::Object(o) => o,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn ok(text: &str) -> CallToolResult {
+        CallToolResult::success(vec![ContentBlock::text(text)])
+    }
+
+    fn text_of(result: &CallToolResult) -> String {
+        serde_json::to_value(&result.content).expect("content serializes")[0]["text"]
+            .as_str()
+            .expect("text content")
+            .to_owned()
+    }
+
+    fn tags(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    /// Loads `text` through the cache under `key`, counting loader runs in `runs`.
+    async fn load(
+        cache: &ResultCache,
+        key: &str,
+        tag_names: &[&str],
+        runs: &AtomicUsize,
+        text: &str,
+    ) -> Lookup {
+        let (result, lookup) = cache
+            .get_or_load(key.to_owned(), TTL, tags(tag_names), async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(ok(text))
+            })
+            .await;
+        result.expect("loaded");
+        lookup
+    }
+
+    #[test]
+    fn key_is_canonical_whatever_the_argument_order() {
+        let a = object(json!({"a": 1, "b": {"y": [{"q": 1, "p": "x"}], "x": null}}));
+        let b = object(json!({"b": {"x": null, "y": [{"p": "x", "q": 1}]}, "a": 1}));
+        let key = ResultCache::key("sql", "get_orders", Some(&a));
+        assert_eq!(key, ResultCache::key("sql", "get_orders", Some(&b)));
+        assert_eq!(
+            key,
+            r#"["sql","get_orders",{"a":1,"b":{"x":null,"y":[{"p":"x","q":1}]}}]"#
+        );
+        // Different values, tools or servers never share a key; array order matters.
+        let c = object(json!({"a": 2, "b": {"x": null, "y": [{"p": "x", "q": 1}]}}));
+        assert_ne!(key, ResultCache::key("sql", "get_orders", Some(&c)));
+        assert_ne!(key, ResultCache::key("sql", "get_order", Some(&a)));
+        assert_ne!(key, ResultCache::key("rest", "get_orders", Some(&a)));
+        let l1 = object(json!({"l": [1, 2]}));
+        let l2 = object(json!({"l": [2, 1]}));
+        assert_ne!(
+            ResultCache::key("s", "t", Some(&l1)),
+            ResultCache::key("s", "t", Some(&l2))
+        );
+        // No arguments and empty arguments are the same call.
+        assert_eq!(
+            ResultCache::key("s", "t", None),
+            ResultCache::key("s", "t", Some(&JsonObject::new()))
+        );
+        // Names with JSON metacharacters cannot forge another pair's key.
+        assert_ne!(
+            ResultCache::key("a\",\"b", "c", None),
+            ResultCache::key("a", "b\",\"c", None)
+        );
+    }
+
+    #[test]
+    fn spec_parses_from_config_and_maps_to_ttl() {
+        let settings = CacheSettings::default();
+        let short: CacheSpec = serde_json::from_value(json!("short")).expect("tier");
+        assert_eq!(short, CacheSpec::Tier(Tier::Short));
+        assert_eq!(settings.ttl(&short), Duration::from_secs(60));
+        let medium: CacheSpec = serde_json::from_value(json!("medium")).expect("tier");
+        assert_eq!(settings.ttl(&medium), Duration::from_secs(900));
+        let long: CacheSpec = serde_json::from_value(json!("long")).expect("tier");
+        assert_eq!(settings.ttl(&long), Duration::from_secs(3600));
+        let explicit: CacheSpec = serde_json::from_value(json!({"ttlMs": 30000})).expect("ttl");
+        assert_eq!(explicit, CacheSpec::Ttl { ttl_ms: 30_000 });
+        assert_eq!(settings.ttl(&explicit), Duration::from_secs(30));
+        assert_eq!(
+            serde_json::to_value(&explicit).expect("serializes"),
+            json!({"ttlMs": 30000})
+        );
+        assert_eq!(
+            serde_json::to_value(CacheSpec::Tier(Tier::Long)).expect("serializes"),
+            json!("long")
+        );
+        for bad in [
+            json!("forever"),
+            json!({"ttl": 5}),
+            json!({"ttlMs": 5, "x": 1}),
+        ] {
+            let err = serde_json::from_value::<CacheSpec>(bad.clone())
+                .expect_err(&format!("{bad} must be rejected"));
+            assert!(err.to_string().contains("cache tier"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn second_call_is_a_hit() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        assert_eq!(load(&cache, "k", &[], &runs, "one").await, Lookup::Miss);
+        let (result, lookup) = cache
+            .get_or_load("k".into(), TTL, vec![], async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(ok("two"))
+            })
+            .await;
+        assert_eq!(lookup, Lookup::Hit);
+        assert_eq!(text_of(&result.expect("hit")), "one");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let s = cache.snapshot();
+        assert_eq!((s.hits, s.misses, s.loads), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_their_own_ttl() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        let get = |key: &'static str, ttl: Duration| {
+            let cache = cache.clone();
+            let runs = &runs;
+            async move {
+                cache
+                    .get_or_load(key.into(), ttl, vec![], async {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, String>(ok(key))
+                    })
+                    .await
+                    .1
+            }
+        };
+        assert_eq!(get("brief", Duration::from_millis(100)).await, Lookup::Miss);
+        assert_eq!(get("lasting", TTL).await, Lookup::Miss);
+        assert_eq!(get("brief", Duration::from_millis(100)).await, Lookup::Hit);
+        // moka keeps its own clock, so this waits in real time (bounded and short).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(get("brief", Duration::from_millis(100)).await, Lookup::Miss);
+        assert_eq!(get("lasting", TTL).await, Lookup::Hit);
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        cache.run_pending_tasks().await;
+        let s = cache.snapshot();
+        assert_eq!(s.evictions, 1, "{s:?}");
+        assert_eq!(s.entries, 2, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn zero_ttl_is_not_cached() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let spec = CacheSpec::Ttl { ttl_ms: 0 };
+        let ttl = CacheSettings::default().ttl(&spec);
+        let runs = AtomicUsize::new(0);
+        for _ in 0..2 {
+            let (result, lookup) = cache
+                .get_or_load("k".into(), ttl, vec![], async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>(ok("x"))
+                })
+                .await;
+            assert_eq!(lookup, Lookup::Miss);
+            assert_eq!(text_of(&result.expect("loaded")), "x");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_identical_misses_load_once() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let cache = cache.clone();
+                let runs = Arc::clone(&runs);
+                tokio::spawn(async move {
+                    cache
+                        .get_or_load("same".into(), TTL, vec![], async move {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok::<_, String>(ok("shared"))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in futures::future::join_all(tasks).await {
+            let (result, _) = task.expect("task ran");
+            assert_eq!(text_of(&result.expect("loaded")), "shared");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let s = cache.snapshot();
+        assert_eq!(s.loads, 1);
+        assert_eq!(s.hits + s.misses, 100);
+    }
+
+    #[tokio::test]
+    async fn errors_reach_every_waiter_and_are_not_cached() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        let call = || {
+            cache.get_or_load("k".into(), TTL, vec![], async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Err::<CallToolResult, _>("upstream down".to_owned())
+            })
+        };
+        let outcomes = futures::future::join_all((0..10).map(|_| call())).await;
+        for (result, lookup) in outcomes {
+            assert_eq!(result.expect_err("error shared"), "upstream down");
+            assert_eq!(lookup, Lookup::Miss);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // The next call asks the upstream again, and a success is then stored.
+        let (result, lookup) = cache
+            .get_or_load("k".into(), TTL, vec![], async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(ok("back"))
+            })
+            .await;
+        assert_eq!(
+            (text_of(&result.expect("ok")), lookup),
+            ("back".into(), Lookup::Miss)
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.snapshot().entries, 1);
+    }
+
+    #[tokio::test]
+    async fn tool_errors_are_returned_but_not_cached() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        let call = || {
+            cache.get_or_load("k".into(), TTL, vec![], async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok::<_, String>(CallToolResult::error(vec![ContentBlock::text("throttled")]))
+            })
+        };
+        let outcomes = futures::future::join_all((0..5).map(|_| call())).await;
+        for (result, _) in outcomes {
+            let result = result.expect("a tool error is an answer");
+            assert_eq!(result.is_error, Some(true));
+            assert_eq!(text_of(&result), "throttled");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let (result, lookup) = call().await;
+        assert_eq!(result.expect("answer").is_error, Some(true));
+        assert_eq!(lookup, Lookup::Miss);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.snapshot().entries, 0);
+    }
+
+    #[tokio::test]
+    async fn tag_invalidation_drops_only_tagged_entries() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        load(&cache, "a", &["orders"], &runs, "a").await;
+        load(&cache, "b", &["orders", "customer:42"], &runs, "b").await;
+        load(&cache, "c", &["inventory"], &runs, "c").await;
+        load(&cache, "d", &[], &runs, "d").await;
+
+        assert_eq!(cache.invalidate_tags(&tags(&["orders", "unknown"])), 2);
+        assert_eq!(cache.invalidate_tags(&[]), 0);
+        // Matched entries are never served again, even before maintenance removes them.
+        assert_eq!(
+            load(&cache, "a", &["orders"], &runs, "a2").await,
+            Lookup::Miss
+        );
+        assert_eq!(load(&cache, "c", &[], &runs, "c").await, Lookup::Hit);
+        assert_eq!(load(&cache, "d", &[], &runs, "d").await, Lookup::Hit);
+        cache.run_pending_tasks().await;
+        assert_eq!(load(&cache, "b", &[], &runs, "b2").await, Lookup::Miss);
+        // The re-stored "a" was added after the invalidation, so it stays.
+        assert_eq!(load(&cache, "a", &[], &runs, "a3").await, Lookup::Hit);
+
+        cache.run_pending_tasks().await;
+        let s = cache.snapshot();
+        assert_eq!(s.invalidations, 2, "{s:?}");
+        assert_eq!(s.entries, 4, "{s:?}");
+        assert_eq!(s.evictions, 0, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn server_tool_invalidation_drops_all_arguments_of_that_tool() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        let args = |id: u64| object(json!({ "customerId": id }));
+        let k1 = ResultCache::key("sql", "get_orders", Some(&args(1)));
+        let k2 = ResultCache::key("sql", "get_orders", Some(&args(2)));
+        let other_tool = ResultCache::key("sql", "get_orders_v2", Some(&args(1)));
+        let other_server = ResultCache::key("cosmos", "get_orders", Some(&args(1)));
+        for key in [&k1, &k2, &other_tool, &other_server] {
+            load(&cache, key, &[], &runs, "x").await;
+        }
+        cache.invalidate_server_tool("sql", "get_orders");
+        assert_eq!(load(&cache, &k1, &[], &runs, "x").await, Lookup::Miss);
+        assert_eq!(load(&cache, &k2, &[], &runs, "x").await, Lookup::Miss);
+        assert_eq!(
+            load(&cache, &other_tool, &[], &runs, "x").await,
+            Lookup::Hit
+        );
+        assert_eq!(
+            load(&cache, &other_server, &[], &runs, "x").await,
+            Lookup::Hit
+        );
+
+        cache.invalidate_all();
+        assert_eq!(
+            load(&cache, &other_server, &[], &runs, "x").await,
+            Lookup::Miss
+        );
+        cache.run_pending_tasks().await;
+        let s = cache.snapshot();
+        assert_eq!(s.entries, 1, "{s:?}");
+        assert_eq!(s.invalidations, 6, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn size_bound_evicts_and_counts() {
+        let settings = CacheSettings {
+            max_entries: 10,
+            ..CacheSettings::default()
+        };
+        let cache = ResultCache::new(settings);
+        let runs = AtomicUsize::new(0);
+        for i in 0..50 {
+            load(&cache, &format!("k{i}"), &[], &runs, "x").await;
+        }
+        cache.run_pending_tasks().await;
+        let s = cache.snapshot();
+        assert!(s.entries <= 10, "{s:?}");
+        assert_eq!(s.evictions + s.entries, 50, "{s:?}");
+        assert_eq!(s.invalidations, 0, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn snapshot_figures_add_up() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        for round in 0..3 {
+            for key in ["a", "b", "c", "d"] {
+                let expected = if round == 0 {
+                    Lookup::Miss
+                } else {
+                    Lookup::Hit
+                };
+                assert_eq!(load(&cache, key, &[], &runs, key).await, expected);
+            }
+        }
+        cache.run_pending_tasks().await;
+        let s = cache.snapshot();
+        assert_eq!(
+            s,
+            CacheSnapshot {
+                entries: 4,
+                hits: 8,
+                misses: 4,
+                loads: 4,
+                evictions: 0,
+                invalidations: 0,
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(s).expect("serializes"),
+            json!({"entries": 4, "hits": 8, "misses": 4, "loads": 4, "evictions": 0, "invalidations": 0})
+        );
+        assert!(format!("{cache:?}").contains("hits: 8"));
+    }
+}

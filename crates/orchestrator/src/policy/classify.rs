@@ -1,0 +1,149 @@
+//! What an attempt's outcome means for the breaker and for retry: decided here, and only here.
+
+use std::time::Duration;
+
+use kit::{ErrorKind, ToolError};
+use rmcp::{model::CallToolResult, model::ErrorCode};
+
+use crate::error::CallError;
+
+/// The verdict on one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// How the breaker should count it.
+    pub health: Health,
+    /// Whether the same call may succeed if repeated (safety is decided separately).
+    pub retryable: bool,
+    /// Whether the request never reached the upstream, so repeating cannot duplicate anything.
+    pub not_sent: bool,
+    /// The upstream's wait hint.
+    pub retry_after: Option<Duration>,
+}
+
+/// How an outcome reflects on the upstream's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The server answered as a healthy server does (including "not found", "invalid").
+    Healthy,
+    /// The server failed (transport, timeout, 5xx-class tool errors).
+    Failing,
+    /// Says nothing about the server (cancelled by the caller, refused by our own policy).
+    Neutral,
+}
+
+const FINAL_HEALTHY: Verdict = Verdict {
+    health: Health::Healthy,
+    retryable: false,
+    not_sent: false,
+    retry_after: None,
+};
+
+/// Classifies one attempt's outcome.
+pub fn classify(outcome: &Result<CallToolResult, CallError>) -> Verdict {
+    match outcome {
+        Ok(result) => match ToolError::from_call_tool_result(result) {
+            None => FINAL_HEALTHY,
+            Some(e) => match e.kind {
+                // The server did its job; the call itself was wrong or conflicting.
+                ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Conflict => FINAL_HEALTHY,
+                ErrorKind::Throttled | ErrorKind::Unavailable | ErrorKind::Internal => Verdict {
+                    health: Health::Failing,
+                    retryable: e.retryable,
+                    not_sent: false,
+                    retry_after: e.retry_after_ms.map(Duration::from_millis),
+                },
+            },
+        },
+        Err(e) => match e {
+            CallError::NotConnected { .. } => Verdict {
+                health: Health::Failing,
+                retryable: true,
+                not_sent: true,
+                retry_after: None,
+            },
+            CallError::ConnectionLost { .. } | CallError::Timeout { .. } => Verdict {
+                health: Health::Failing,
+                retryable: true,
+                not_sent: false,
+                retry_after: None,
+            },
+            CallError::Protocol { error, .. } => {
+                // A JSON-RPC error: the request was malformed for this server (its fault is
+                // ours) unless it is an internal error.
+                if error.code == ErrorCode::INTERNAL_ERROR {
+                    Verdict {
+                        health: Health::Failing,
+                        retryable: false,
+                        not_sent: false,
+                        retry_after: None,
+                    }
+                } else {
+                    FINAL_HEALTHY
+                }
+            }
+            CallError::Unknown { .. }
+            | CallError::Cancelled
+            | CallError::CircuitOpen(_)
+            | CallError::BulkheadFull(_)
+            | CallError::Deadline { .. } => Verdict {
+                health: Health::Neutral,
+                retryable: false,
+                not_sent: true,
+                retry_after: None,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool_error(e: ToolError) -> Result<CallToolResult, CallError> {
+        Ok(e.to_call_tool_result())
+    }
+
+    #[test]
+    fn client_faults_are_final_and_healthy() {
+        for e in [
+            ToolError::invalid("x"),
+            ToolError::not_found("x"),
+            ToolError::conflict("x"),
+        ] {
+            let v = classify(&tool_error(e));
+            assert_eq!(v.health, Health::Healthy);
+            assert!(!v.retryable);
+        }
+    }
+
+    #[test]
+    fn upstream_faults_are_retryable_and_failing() {
+        let v = classify(&tool_error(ToolError::throttled("slow down", 250)));
+        assert_eq!(v.health, Health::Failing);
+        assert!(v.retryable);
+        assert_eq!(v.retry_after, Some(Duration::from_millis(250)));
+        let v = classify(&Err(CallError::NotConnected {
+            server: "s".into(),
+            last_error: None,
+        }));
+        assert!(v.retryable && v.not_sent);
+        let v = classify(&Err(CallError::Timeout {
+            server: "s".into(),
+            tool: "t".into(),
+            after: Duration::from_millis(5),
+        }));
+        assert!(v.retryable && !v.not_sent);
+        assert!(!classify(&tool_error(ToolError::internal("bug"))).retryable);
+    }
+
+    #[test]
+    fn policy_refusals_are_never_retried_and_neutral() {
+        let open = CallError::CircuitOpen(crate::policy::breaker::BreakerOpen {
+            server: "s".into(),
+            retry_in: Duration::from_secs(1),
+        });
+        let v = classify(&Err(open));
+        assert!(!v.retryable);
+        assert_eq!(v.health, Health::Neutral);
+    }
+}
