@@ -634,6 +634,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiter_loads_itself_when_the_loading_caller_is_dropped() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let first = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_load("k".into(), TTL, vec![], async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Ok::<_, String>(ok("never"))
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let waiter = cache.get_or_load("k".into(), TTL, vec![], async {
+            Ok::<_, String>(ok("waiter"))
+        });
+        let abort = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            first.abort();
+        };
+        let started = Instant::now();
+        let ((result, lookup), ()) = tokio::join!(waiter, abort);
+        // It waited on the first caller's load until that was dropped, then ran its own.
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert_eq!(text_of(&result.expect("loaded")), "waiter");
+        assert_eq!(lookup, Lookup::Miss);
+        assert_eq!(cache.snapshot().loads, 2);
+    }
+
+    #[tokio::test]
     async fn errors_reach_every_waiter_and_are_not_cached() {
         let cache = ResultCache::new(CacheSettings::default());
         let runs = AtomicUsize::new(0);

@@ -32,13 +32,15 @@
 //! [`Template::references`] and rejects roots that name nothing.
 //!
 //! ## Strings
-//! - A string that is **exactly one reference** evaluates to the referenced value, whatever its type:
-//!   `"${input.limit}"` is the number `5`, `"${orders}"` is the whole object.
+//! - A string that is **exactly one reference** (nothing before or after it, not even a space)
+//!   evaluates to the referenced value, whatever its type: `"${input.limit}"` is the number `5` when
+//!   `limit` is `5`, `"${orders}"` is the whole object.
 //! - A string with references **embedded in text** interpolates them as text: strings bare, every
 //!   other value as compact JSON (`null` included): `"Customer ${input.customerId}"` is
 //!   `"Customer C-042"`, `"ids: ${x.ids}"` is `"ids: [1,2]"`.
 //! - `$${` writes a literal `${`: `"$${input}"` is the text `${input}`. A `$` not followed by `{` is
-//!   just a `$`.
+//!   just a `$` (`"$5"`, `"$$"`). As in Terraform, a `$` right before a reference cannot be written:
+//!   `$${` is always the escape.
 //!
 //! ## Arrays and objects
 //! Arrays and objects are templates element by element and field by field; their keys are taken as
@@ -446,7 +448,8 @@ fn compile_node(value: &Value, at: &str) -> Result<Node, TemplateError> {
             Ok(fold_array(nodes))
         }
         Value::Object(map) => {
-            let helpers: Vec<&String> = map.keys().filter(|k| is_helper_key(k)).collect();
+            let helpers: Vec<(&String, &Value)> =
+                map.iter().filter(|(k, _)| is_helper_key(k)).collect();
             match helpers.as_slice() {
                 [] => {
                     let fields = map
@@ -459,8 +462,8 @@ fn compile_node(value: &Value, at: &str) -> Result<Node, TemplateError> {
                         .collect::<Result<Vec<_>, TemplateError>>()?;
                     Ok(fold_object(fields))
                 }
-                [helper] if map.len() == 1 => compile_helper(helper, &map[helper.as_str()], at),
-                [helper] => {
+                [(helper, value)] if map.len() == 1 => compile_helper(helper, value, at),
+                [(helper, _)] => {
                     let others: Vec<String> = map
                         .keys()
                         .filter(|k| k != helper)
@@ -476,7 +479,8 @@ fn compile_node(value: &Value, at: &str) -> Result<Node, TemplateError> {
                     ))
                 }
                 several => {
-                    let names: Vec<String> = several.iter().map(|k| format!("`{k}`")).collect();
+                    let names: Vec<String> =
+                        several.iter().map(|(k, _)| format!("`{k}`")).collect();
                     Err(syntax(
                         at,
                         format!(
