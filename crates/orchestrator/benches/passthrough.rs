@@ -2,12 +2,15 @@
 //! `sql-mcp-server` and through `mcp-orchestrator` (stdio front, stdio upstream).
 //!
 //! Run with `cargo bench -p mcp-orchestrator --bench passthrough`. Both release binaries are
-//! used from `target/release/`; `sql-mcp-server` is built there first if it is missing (cargo
-//! builds `mcp-orchestrator` itself for a bench of its package).
+//! used from `target/release/`; the bench runs `cargo build --release --bins -p sql-mcp-server
+//! -p mcp-orchestrator` first (a no-op when they are current; `PASSTHROUGH_NO_BUILD=1` skips it).
 //!
 //! Phases, each run for the direct and the proxied path in alternating rounds so both see the same
 //! machine conditions: warm-up, sequential calls (one in flight: p50/p99 latency), and a
 //! throughput phase with a fixed number of calls kept 32 in flight (calls/s, the median round).
+//!
+//! It also prints the CPU time each server process spent per sequential call (Linux `/proc`), which
+//! says where the added latency goes and is less sensitive than latency to a busy machine.
 //!
 //! Knobs (environment): `PASSTHROUGH_WARMUP` (default 500), `PASSTHROUGH_SEQ` calls per
 //! sequential round (2000), `PASSTHROUGH_TPUT` calls per throughput round (16000),
@@ -49,24 +52,27 @@ fn profile_dir() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("unexpected bench location {}", exe.display()))
 }
 
-/// Makes sure both binaries exist next to the bench (where `testkit` looks for them).
+/// Makes sure both binaries are built and current next to the bench (where `testkit` looks for
+/// them). `cargo bench` builds `mcp-orchestrator` but not `sql-mcp-server`, so this runs `cargo
+/// build` for both (a no-op when they are fresh) unless `PASSTHROUGH_NO_BUILD` is set.
 fn ensure_binaries() -> anyhow::Result<PathBuf> {
     let dir = profile_dir()?;
-    let missing = [SQL_BIN, ORCH_BIN].iter().any(|b| !dir.join(b).exists());
-    if missing {
-        eprintln!(
-            "building {SQL_BIN} and {ORCH_BIN} into {} ...",
-            dir.display()
-        );
+    let present = || [SQL_BIN, ORCH_BIN].iter().all(|b| dir.join(b).exists());
+    if std::env::var_os("PASSTHROUGH_NO_BUILD").is_none() || !present() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
         let mut build = std::process::Command::new(cargo);
         build.args(["build", "--bins", "-p", SQL_BIN, "-p", ORCH_BIN]);
-        // Build the profile the bench itself was built with (`release` under `cargo bench`).
+        // The profile the bench itself was built with (`release` under `cargo bench`).
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
-        let status = build.status().context("running cargo build")?;
-        if !status.success() {
+        let built = build.status().context("running cargo build")?.success();
+        if !built && present() {
+            eprintln!(
+                "warning: cargo build failed; measuring the binaries already in {}",
+                dir.display()
+            );
+        } else if !built {
             bail!("cargo build of {SQL_BIN} and {ORCH_BIN} failed");
         }
     }
@@ -105,11 +111,38 @@ impl Drop for TempConfig {
     }
 }
 
+/// CPU time used so far by a process, all its threads included (Linux `/proc`; `None` elsewhere).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // utime + stime in clock ticks; USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The pid of a child of `parent` whose executable is `name`, found through `/proc`.
+fn child_pid(parent: u32, name: &str) -> Option<u32> {
+    // The kernel keeps the first 15 bytes of the name.
+    let comm = &name[..name.len().min(15)];
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            let ppid: u32 = stat.get(close + 2..)?.split(' ').nth(1)?.parse().ok()?;
+            (ppid == parent && stat.get(open + 1..close)? == comm).then_some(pid)
+        })
+}
+
 /// One way of reaching the tool.
 struct Target {
     label: &'static str,
     client: Client,
     params: CallToolRequestParams,
+    /// The server processes on this path, for CPU per call.
+    procs: Vec<(&'static str, u32)>,
 }
 
 impl Target {
@@ -121,6 +154,7 @@ impl Target {
             label,
             client,
             params,
+            procs: Vec::new(),
         }
     }
 
@@ -151,7 +185,12 @@ impl Target {
         Ok(())
     }
 
-    async fn sequential(&self, n: usize, hist: &mut Histogram<u64>) -> anyhow::Result<()> {
+    fn cpu(&self) -> Option<Vec<Duration>> {
+        self.procs.iter().map(|&(_, pid)| cpu_time(pid)).collect()
+    }
+
+    async fn sequential(&self, n: usize, f: &mut Figures) -> anyhow::Result<()> {
+        let cpu_before = self.cpu();
         for _ in 0..n {
             let started = Instant::now();
             let r = self.call().await?;
@@ -159,7 +198,13 @@ impl Target {
             if r.is_error == Some(true) {
                 bail!("{}: tool error during the run", self.label);
             }
-            hist.saturating_record(micros.max(1));
+            f.hist.saturating_record(micros.max(1));
+        }
+        if let (Some(before), Some(after)) = (cpu_before, self.cpu()) {
+            f.cpu.resize(before.len(), Duration::ZERO);
+            for (total, (b, a)) in f.cpu.iter_mut().zip(before.iter().zip(&after)) {
+                *total += a.saturating_sub(*b);
+            }
         }
         Ok(())
     }
@@ -190,6 +235,8 @@ impl Target {
 struct Figures {
     hist: Histogram<u64>,
     rates: Vec<f64>,
+    /// CPU used by each of the path's server processes during the sequential calls.
+    cpu: Vec<Duration>,
 }
 
 impl Figures {
@@ -197,6 +244,7 @@ impl Figures {
         Ok(Self {
             hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             rates: Vec::new(),
+            cpu: Vec::new(),
         })
     }
 
@@ -246,16 +294,31 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     .await
     .context("starting mcp-orchestrator")?;
 
-    let direct = Target::new("direct", direct, "get_customer");
-    let proxied = Target::new("proxied", proxied, "sql__get_customer");
+    let mut direct = Target::new("direct", direct, "get_customer");
+    let mut proxied = Target::new("proxied", proxied, "sql__get_customer");
 
-    // The orchestrator answers before its upstream is connected; wait for the route.
+    // The orchestrator answers before its upstream is connected; wait for the tool to be listed.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match proxied.check().await {
-            Ok(_) => break,
-            Err(e) if Instant::now() >= deadline => return Err(e.context("upstream never ready")),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    while !proxied
+        .client
+        .list_all_tools()
+        .await?
+        .iter()
+        .any(|t| t.name == proxied.params.name)
+    {
+        if Instant::now() >= deadline {
+            bail!("the orchestrator never listed {}", proxied.params.name);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let me = std::process::id();
+    if let Some(sql) = child_pid(me, SQL_BIN) {
+        direct.procs.push((SQL_BIN, sql));
+    }
+    if let Some(orch) = child_pid(me, ORCH_BIN) {
+        proxied.procs.push((ORCH_BIN, orch));
+        if let Some(sql) = child_pid(orch, SQL_BIN) {
+            proxied.procs.push((SQL_BIN, sql));
         }
     }
     let (a, b) = (direct.check().await?, proxied.check().await?);
@@ -277,7 +340,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         };
         for (target, i) in order {
             let f = if i == 0 { &mut fd } else { &mut fp };
-            target.sequential(seq, &mut f.hist).await?;
+            target.sequential(seq, f).await?;
         }
         for (target, i) in order {
             let rate = target.throughput(tput).await?;
@@ -323,6 +386,24 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("{table}");
+
+    // Where the time goes: CPU each server process spent per sequential call.
+    let per_call = |t: &Target, f: &Figures| {
+        let calls = f.hist.len().max(1) as f64;
+        t.procs
+            .iter()
+            .zip(&f.cpu)
+            .map(|(&(name, _), cpu)| format!("{name} {:.0} µs", cpu.as_secs_f64() * 1e6 / calls))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    if !fd.cpu.is_empty() && !fp.cpu.is_empty() {
+        println!(
+            "CPU per sequential call: direct: {} | proxied: {}",
+            per_call(&direct, &fd),
+            per_call(&proxied, &fp)
+        );
+    }
 
     let added_p50 = fp.p(0.5) - fd.p(0.5);
     let added_p99 = fp.p(0.99) - fd.p(0.99);

@@ -54,6 +54,8 @@ pub struct Catalog {
     tool_positions: HashMap<String, usize>,
     prompt_routes: HashMap<String, Route>,
     server_index: HashMap<String, usize>,
+    composite_routes: HashMap<String, usize>,
+    invalidate_tool: String,
 }
 
 /// Whether `name` is a tool name common agent APIs accept.
@@ -151,7 +153,107 @@ impl Catalog {
                 c.templates.push(t);
             }
         }
+        c.add_composites(config, upstreams);
         c
+    }
+
+    /// Composite tools and the built-in cache invalidation tool join the same list.
+    fn add_composites(&mut self, config: &Config, upstreams: &[Arc<Upstream>]) {
+        for (index, workflow) in config.workflows.iter().enumerate() {
+            if self.tool_routes.contains_key(&workflow.name) {
+                self.problems.push(CatalogProblem {
+                    server: "composites".into(),
+                    message: format!(
+                        "composite `{}` left out: an upstream tool has that name",
+                        workflow.name
+                    ),
+                });
+                continue;
+            }
+            // Read-only when every step's tool is listed and annotated read-only.
+            let mut read_only = true;
+            for step in &workflow.steps {
+                let listed = upstreams
+                    .iter()
+                    .find(|u| u.name() == step.server)
+                    .and_then(|u| {
+                        let offer = u.offer();
+                        let connected = u.connected_since().is_some();
+                        let found = offer.tools.iter().find(|t| t.name == step.tool).map(|t| {
+                            t.annotations
+                                .as_ref()
+                                .and_then(|a| a.read_only_hint)
+                                .unwrap_or(false)
+                        });
+                        if connected && found.is_none() {
+                            self.problems.push(CatalogProblem {
+                                server: step.server.clone(),
+                                message: format!(
+                                    "composite `{}` step `{}`: server `{}` does not list tool `{}`",
+                                    workflow.name, step.name, step.server, step.tool
+                                ),
+                            });
+                        }
+                        found
+                    });
+                read_only &= listed.unwrap_or(false);
+            }
+            let schema = match &workflow.config.input {
+                serde_json::Value::Object(o) => o.clone(),
+                _ => Default::default(),
+            };
+            let mut tool = Tool::new(
+                workflow.name.clone(),
+                workflow.config.description.clone(),
+                Arc::new(schema),
+            );
+            tool.title = workflow.config.title.clone();
+            let mut annotations = rmcp::model::ToolAnnotations::new();
+            annotations.read_only_hint = Some(read_only);
+            annotations.open_world_hint = Some(false);
+            tool.annotations = Some(annotations);
+            self.tool_positions
+                .insert(workflow.name.clone(), self.tools.len());
+            self.tools.push(tool);
+            self.composite_routes.insert(workflow.name.clone(), index);
+        }
+        let name = format!("orchestrator{}invalidate_cache", config.separator);
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "tags": { "type": "array", "items": { "type": "string" }, "description": "Drop entries carrying any of these tags (e.g. `sales`)" },
+                "server": { "type": "string", "description": "With `tool`: drop that tool's entries" },
+                "tool": { "type": "string", "description": "The server's own tool name" },
+                "all": { "type": "boolean", "description": "Drop every entry" }
+            }
+        });
+        let schema = match schema {
+            serde_json::Value::Object(o) => o,
+            _ => Default::default(),
+        };
+        let mut tool = Tool::new(
+            name.clone(),
+            "Operators: drop cached results by tag, by server and tool, or all of them.",
+            Arc::new(schema),
+        );
+        let mut annotations = rmcp::model::ToolAnnotations::new();
+        annotations.read_only_hint = Some(false);
+        annotations.idempotent_hint = Some(true);
+        annotations.destructive_hint = Some(false);
+        tool.annotations = Some(annotations);
+        self.tool_positions.insert(name.clone(), self.tools.len());
+        self.tools.push(tool);
+        self.invalidate_tool = name;
+    }
+
+    /// The composite an exposed name stands for, by index in `config.workflows`.
+    pub fn composite(&self, name: &str) -> Option<usize> {
+        self.composite_routes.get(name).copied()
+    }
+
+    /// Whether `name` is the built-in cache invalidation tool.
+    pub fn is_invalidate_tool(&self, name: &str) -> bool {
+        !self.invalidate_tool.is_empty() && name == self.invalidate_tool
     }
 
     /// The route of an exposed tool name.

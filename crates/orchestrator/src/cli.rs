@@ -96,6 +96,14 @@ pub enum Command {
     },
 }
 
+/// Prints a line to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// How long `tools` and `call` wait for the upstreams to connect.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,7 +139,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    println!("{}: valid", path.display());
+    out!("{}: valid", path.display());
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(["server", "transport", "tool prefix", "target"]);
@@ -152,8 +160,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<i32> {
     for d in &config.disabled {
         t.add_row([d.clone(), "disabled".into(), String::new(), String::new()]);
     }
-    println!("{t}");
-    println!("HTTP front: {}", config.listen);
+    out!("{t}");
+    out!("HTTP front: {}", config.listen);
     Ok(0)
 }
 
@@ -201,7 +209,7 @@ async fn tools(path: &std::path::Path, json: bool) -> anyhow::Result<i32> {
     let gateway = start(path).await?;
     let catalog = gateway.catalog();
     if json {
-        println!("{}", serde_json::to_string_pretty(&catalog.tools)?);
+        out!("{}", serde_json::to_string_pretty(&catalog.tools)?);
     } else {
         let mut t = comfy_table::Table::new();
         t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -228,14 +236,14 @@ async fn tools(path: &std::path::Path, json: bool) -> anyhow::Result<i32> {
                 description,
             ]);
         }
-        println!("{t}");
-        println!(
+        out!("{t}");
+        out!(
             "{} tools from {} servers",
             catalog.tools.len(),
             gateway.upstreams.len()
         );
         for p in &catalog.problems {
-            println!("note: {}: {}", p.server, p.message);
+            out!("note: {}: {}", p.server, p.message);
         }
     }
     gateway.shutdown().await;
@@ -255,7 +263,7 @@ async fn call(path: &std::path::Path, tool: &str, args: &str) -> anyhow::Result<
     gateway.shutdown().await;
     match outcome {
         Ok(result) => {
-            println!("{}", render(&result));
+            out!("{}", render(&result));
             Ok(if result.is_error == Some(true) { 1 } else { 0 })
         }
         Err(e) => {
@@ -317,14 +325,15 @@ async fn status(
         })
         .context("status resource had no text")?;
     if json {
-        println!("{text}");
+        out!("{text}");
     } else {
         let report: StatusReport =
             serde_json::from_str(&text).context("status is not a status report")?;
-        println!("{}", report.table());
-        println!(
+        out!("{}", report.table());
+        out!(
             "{} tools exposed; started {}",
-            report.exposed_tools, report.started_at
+            report.exposed_tools,
+            report.started_at
         );
     }
     Ok(0)

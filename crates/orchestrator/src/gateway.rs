@@ -10,13 +10,17 @@ use rmcp::model::{CallToolResult, JsonObject};
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use serde_json::Value;
+
 use crate::{
+    cache::{CacheSpec, Lookup, ResultCache},
     catalog::Catalog,
     config::Config,
     error::CallError,
     policy::CallReport,
     relay::Relay,
     upstream::{CallContext, Upstream},
+    workflow::{Workflow, executor},
 };
 
 /// The orchestrator's moving parts, wired together.
@@ -35,6 +39,9 @@ pub struct Gateway {
     shutdown: CancellationToken,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     started: chrono::DateTime<chrono::Utc>,
+    cache: ResultCache,
+    /// One compiled input schema per composite, in `config.workflows` order.
+    input_validators: Vec<jsonschema::Validator>,
 }
 
 /// Whether the arguments carry a non-empty `idempotencyKey`, which makes repeating a write safe.
@@ -57,6 +64,13 @@ impl Gateway {
             .iter()
             .map(|spec| Arc::new(Upstream::new(spec.clone(), relay.clone(), changed.clone())))
             .collect();
+        let cache = ResultCache::new(config.cache.settings.clone());
+        // Schemas were checked at load, so every composite has its validator, in order.
+        let input_validators = config
+            .workflows
+            .iter()
+            .filter_map(|w| jsonschema::validator_for(&w.config.input).ok())
+            .collect();
         let gateway = Arc::new(Self {
             catalog: RwLock::new((0, Arc::new(Catalog::build(&config, &upstreams)))),
             config,
@@ -66,6 +80,8 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
             started: chrono::Utc::now(),
+            cache,
+            input_validators,
         });
         let mut tasks = JoinSet::new();
         for upstream in &gateway.upstreams {
@@ -158,7 +174,8 @@ impl Gateway {
         self.upstreams.iter().all(|u| u.connected_since().is_some())
     }
 
-    /// Routes one `tools/call` by its exposed name, through the owning server's policy stack.
+    /// Routes one `tools/call` by its exposed name: an upstream tool (through the cache when
+    /// configured, then the server's policy stack), a composite, or a built-in.
     pub async fn call_tool(
         &self,
         name: &str,
@@ -168,7 +185,7 @@ impl Gateway {
         self.call_tool_with_report(name, arguments, cx).await.0
     }
 
-    /// Like [`Gateway::call_tool`], with the attempts and retry delays it took.
+    /// Like [`Gateway::call_tool`], with the attempts and retry delays an upstream call took.
     pub async fn call_tool_with_report(
         &self,
         name: &str,
@@ -176,37 +193,297 @@ impl Gateway {
         cx: &CallContext,
     ) -> (Result<CallToolResult, CallError>, CallReport) {
         let catalog = self.catalog();
-        let (route, tool) = match catalog.tool(name) {
-            Ok(route) => (route.clone(), catalog.tool_definition(name)),
+        if let Some(index) = catalog.composite(name) {
+            return (
+                Ok(self.run_composite(index, arguments, cx).await),
+                CallReport::default(),
+            );
+        }
+        if catalog.is_invalidate_tool(name) {
+            return (
+                Ok(self.invalidate(arguments.as_ref())),
+                CallReport::default(),
+            );
+        }
+        let route = match catalog.tool(name) {
+            Ok(route) => route.clone(),
             Err(e) => return (Err(e), CallReport::default()),
         };
-        let upstream = &self.upstreams[route.server];
-        let annotations = tool.and_then(|t| t.annotations.as_ref());
+        let (outcome, report, _) = self
+            .call_upstream(route.server, &route.name, arguments, None, cx)
+            .await;
+        (outcome, report)
+    }
+
+    /// One upstream call by server index and the upstream's own tool name: cache (when the tool
+    /// or `cache` asks for it), then the server's policy stack. Returns whether the cache
+    /// answered.
+    pub async fn call_upstream(
+        &self,
+        server: usize,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        cache: Option<&CacheSpec>,
+        cx: &CallContext,
+    ) -> (Result<CallToolResult, CallError>, CallReport, bool) {
+        let upstream = &self.upstreams[server];
+        let offer = upstream.offer();
+        let definition = offer.tools.iter().find(|t| t.name == tool);
+        if definition.is_none() && upstream.connected_since().is_some() {
+            return (
+                Err(CallError::Unknown {
+                    what: "tool",
+                    name: format!("{}.{tool} (the server does not list it)", upstream.name()),
+                }),
+                CallReport::default(),
+                false,
+            );
+        }
+        let annotations = definition.and_then(|t| t.annotations.as_ref());
         let read_only = annotations.and_then(|a| a.read_only_hint).unwrap_or(false);
         let idempotent = annotations.and_then(|a| a.idempotent_hint).unwrap_or(false);
-        let policy = upstream.policy.policy.for_tool(&route.name, read_only);
+        let policy = upstream.policy.policy.for_tool(tool, read_only);
         let safe = read_only
             || idempotent
             || policy.retry_safe
             || carries_idempotency_key(arguments.as_ref());
+        let call_name = format!("{}.{tool}", upstream.name());
+        let configured = self.config.cache.tools.get(&call_name);
+        // Only read-only tools are cached, unless the cache section names the tool explicitly.
+        let spec = match (cache, configured) {
+            (_, Some(c)) => Some(c),
+            (Some(c), None) if read_only => Some(c),
+            _ => None,
+        };
+        let args_value = Value::Object(arguments.clone().unwrap_or_default());
         let started = std::time::Instant::now();
-        let (outcome, report) = upstream
-            .policy
-            .call(&route.name, &policy, safe, || {
-                upstream.call_tool(&route.name, arguments.clone(), cx)
+        let run = || async {
+            upstream
+                .policy
+                .call(tool, &policy, safe, || {
+                    upstream.call_tool(tool, arguments.clone(), cx)
+                })
+                .await
+        };
+        let (outcome, report, cached) = match spec {
+            Some(spec) => {
+                let slot = std::sync::Mutex::new(CallReport::default());
+                let mut tags = self.config.cache.tags_for(&call_name, &args_value);
+                tags.push(format!("server:{}", upstream.name()));
+                let key = ResultCache::key(upstream.name(), tool, arguments.as_ref());
+                let ttl = self.config.cache.settings.ttl(spec);
+                let (result, lookup) = self
+                    .cache
+                    .get_or_load(key, ttl, tags, async {
+                        let (r, rep) = run().await;
+                        if let Ok(mut s) = slot.lock() {
+                            *s = rep;
+                        }
+                        r
+                    })
+                    .await;
+                let report = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+                (result.map(|r| (*r).clone()), report, lookup == Lookup::Hit)
+            }
+            None => {
+                let (r, rep) = run().await;
+                (r, rep, false)
+            }
+        };
+        if !cached {
+            let failure = match &outcome {
+                Ok(r) if r.is_error == Some(true) => Some(
+                    kit::ToolError::from_call_tool_result(r)
+                        .map(|e| format!("{tool}: {}", e.message))
+                        .unwrap_or_default(),
+                ),
+                Ok(_) | Err(CallError::Cancelled) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            upstream.stats.record(started.elapsed(), failure.as_deref());
+        }
+        if outcome.as_ref().is_ok_and(|r| r.is_error != Some(true)) {
+            let stale = self.config.cache.invalidations_for(&call_name, &args_value);
+            if !stale.is_empty() {
+                let n = self.cache.invalidate_tags(&stale);
+                tracing::info!(call = %call_name, tags = ?stale, entries = n, "cache invalidated by a write");
+            }
+        }
+        (outcome, report, cached)
+    }
+
+    /// Runs composite `index`: validates the input, then the plan, within its deadline;
+    /// the whole result is cached when the composite asks for it.
+    async fn run_composite(
+        &self,
+        index: usize,
+        arguments: Option<JsonObject>,
+        cx: &CallContext,
+    ) -> CallToolResult {
+        let workflow = &self.config.workflows[index];
+        let input = Value::Object(arguments.clone().unwrap_or_default());
+        if let Some(validator) = self.input_validators.get(index)
+            && let Some(error) = validator.iter_errors(&input).next()
+        {
+            let schema = match &workflow.config.input {
+                Value::Object(o) => o.clone(),
+                _ => JsonObject::new(),
+            };
+            let (field, message) = crate::arguments_violation(&schema, &input)
+                .unwrap_or_else(|| ("arguments".into(), error.to_string()));
+            return kit::ToolError::invalid_argument(&field, &message).to_call_tool_result();
+        }
+        let Some(spec) = &workflow.config.cache else {
+            return self.execute_composite(workflow, &input, cx).await;
+        };
+        let mut tags: Vec<String> = workflow
+            .steps
+            .iter()
+            .flat_map(|s| {
+                self.config
+                    .cache
+                    .tags_for(&format!("{}.{}", s.server, s.tool), &Value::Null)
+            })
+            .collect();
+        tags.push(format!("composite:{}", workflow.name));
+        let key = ResultCache::key("composite", &workflow.name, arguments.as_ref());
+        let ttl = self.config.cache.settings.ttl(spec);
+        let (result, lookup) = self
+            .cache
+            .get_or_load(key, ttl, tags, async {
+                Ok::<_, CallError>(self.execute_composite(workflow, &input, cx).await)
             })
             .await;
-        let failure = match &outcome {
-            Ok(r) if r.is_error == Some(true) => Some(
-                kit::ToolError::from_call_tool_result(r)
-                    .map(|e| format!("{}: {}", route.name, e.message))
-                    .unwrap_or_default(),
-            ),
-            Ok(_) | Err(CallError::Cancelled) => None,
-            Err(e) => Some(e.to_string()),
+        match result {
+            Ok(r) => {
+                let mut r = (*r).clone();
+                if lookup == Lookup::Hit
+                    && let Some(meta) = r.meta.as_mut()
+                {
+                    meta.insert("cached".into(), Value::Bool(true));
+                }
+                r
+            }
+            Err(e) => kit::ToolError::internal(e.to_string()).to_call_tool_result(),
+        }
+    }
+
+    async fn execute_composite(
+        &self,
+        workflow: &Workflow,
+        input: &Value,
+        cx: &CallContext,
+    ) -> CallToolResult {
+        let started = std::time::Instant::now();
+        // Progress goes out in order through one task; the executor only enqueues.
+        let (progress_tx, mut progress_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(usize, usize)>();
+        let forwarder = cx.progress.clone().map(|(agent, token)| {
+            tokio::spawn(async move {
+                while let Some((done, total)) = progress_rx.recv().await {
+                    let _ = agent
+                        .notify_progress(
+                            rmcp::model::ProgressNotificationParam::new(token.clone(), done as f64)
+                                .with_total(total as f64)
+                                .with_message(format!("{done} of {total} steps done")),
+                        )
+                        .await;
+                }
+            })
+        });
+        let on_progress = move |done: usize, total: usize| {
+            let _ = progress_tx.send((done, total));
         };
-        upstream.stats.record(started.elapsed(), failure.as_deref());
-        (outcome, report)
+        let run = tokio::time::timeout(
+            workflow.deadline,
+            executor::execute(workflow, input, self, cx, &on_progress),
+        )
+        .await;
+        drop(on_progress);
+        if let Some(f) = forwarder {
+            let _ = f.await;
+        }
+        let elapsed_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+        let Ok(run) = run else {
+            return kit::ToolError::unavailable(format!(
+                "composite `{}` ran past its deadline of {} ms",
+                workflow.name,
+                workflow.deadline.as_millis()
+            ))
+            .with_meta("reason", "deadline".into())
+            .to_call_tool_result();
+        };
+        let sources = serde_json::to_value(&run.sources).unwrap_or_default();
+        match run.result {
+            Ok(output) => {
+                let mut result = CallToolResult::structured(output);
+                let mut meta = rmcp::model::MetaObject::new();
+                meta.insert("composite".into(), Value::from(workflow.name.clone()));
+                meta.insert("sources".into(), sources);
+                meta.insert("elapsedMs".into(), Value::from(elapsed_ms));
+                result.meta = Some(meta);
+                result
+            }
+            Err(failure) => {
+                let kind =
+                    kit::ErrorKind::parse(&failure.kind).unwrap_or(match failure.kind.as_str() {
+                        "bulkhead_full" => kit::ErrorKind::Throttled,
+                        "unknown" => kit::ErrorKind::Invalid,
+                        _ => kit::ErrorKind::Unavailable,
+                    });
+                kit::ToolError::new(
+                    kind,
+                    format!(
+                        "composite `{}` failed: critical step `{}` ({}) failed: {}",
+                        workflow.name, failure.step, failure.call, failure.message
+                    ),
+                )
+                .with_meta("failedStep", Value::from(failure.step))
+                .with_meta("sources", sources)
+                .with_meta("elapsedMs", Value::from(elapsed_ms))
+                .to_call_tool_result()
+            }
+        }
+    }
+
+    /// The built-in `invalidate_cache` tool: by tags, by server and tool, or everything.
+    fn invalidate(&self, arguments: Option<&JsonObject>) -> CallToolResult {
+        let args = arguments.cloned().unwrap_or_default();
+        let tags: Vec<String> = args
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let server = args.get("server").and_then(Value::as_str);
+        let tool = args.get("tool").and_then(Value::as_str);
+        let all = args.get("all").and_then(Value::as_bool).unwrap_or(false);
+        let what = if all {
+            self.cache.invalidate_all();
+            "all entries".to_owned()
+        } else if let (Some(server), Some(tool)) = (server, tool) {
+            self.cache.invalidate_server_tool(server, tool);
+            format!("entries of {server}.{tool}")
+        } else if !tags.is_empty() {
+            let n = self.cache.invalidate_tags(&tags);
+            format!("{n} entries tagged {tags:?}")
+        } else {
+            return kit::ToolError::invalid_argument(
+                "arguments",
+                "give `tags`, `server` and `tool`, or `all: true`",
+            )
+            .to_call_tool_result();
+        };
+        tracing::info!(%what, "cache invalidated by an operator");
+        CallToolResult::structured(serde_json::json!({ "invalidated": what }))
+    }
+
+    /// The result cache, for status and tests.
+    pub fn cache(&self) -> &ResultCache {
+        &self.cache
     }
 
     /// Closes every upstream (stdio children get SIGTERM, then SIGKILL after a grace period)
@@ -219,5 +496,30 @@ impl Gateway {
         })
         .await;
         tasks.abort_all();
+    }
+}
+
+impl executor::StepRunner for Gateway {
+    fn call<'a>(
+        &'a self,
+        step: &'a crate::workflow::definition::Step,
+        args: JsonObject,
+        cx: &'a CallContext,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = executor::StepCall> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(server) = self.upstreams.iter().position(|u| u.name() == step.server) else {
+                return executor::StepCall {
+                    outcome: Err(CallError::NotConnected {
+                        server: step.server.clone(),
+                        last_error: None,
+                    }),
+                    cached: false,
+                };
+            };
+            let (outcome, _, cached) = self
+                .call_upstream(server, &step.tool, Some(args), step.cache.as_ref(), cx)
+                .await;
+            executor::StepCall { outcome, cached }
+        })
     }
 }

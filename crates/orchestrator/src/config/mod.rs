@@ -5,6 +5,7 @@
 //! (`mcpServers.sql.args[1]: invalid type: integer `1`, expected a string`), because a config file
 //! is edited by hand and a vague error costs the user a search.
 
+pub mod cache;
 pub mod env;
 pub mod policy;
 
@@ -122,6 +123,12 @@ pub struct OrchestratorSection {
     /// Resilience settings for every server (timeouts, retry, breaker, bulkhead).
     #[serde(default)]
     pub defaults: policy::PolicyDefaults,
+    /// Composite tools, by name.
+    #[serde(default)]
+    pub composites: BTreeMap<String, crate::workflow::CompositeConfig>,
+    /// Result cache rules.
+    #[serde(default)]
+    pub cache: cache::CacheConfig,
 }
 
 impl Default for OrchestratorSection {
@@ -133,6 +140,8 @@ impl Default for OrchestratorSection {
             allow_tools: Vec::new(),
             deny_tools: Vec::new(),
             defaults: policy::PolicyDefaults::default(),
+            composites: BTreeMap::new(),
+            cache: cache::CacheConfig::default(),
         }
     }
 }
@@ -311,6 +320,10 @@ pub struct Config {
     pub filter: ToolFilter,
     /// Values substituted from `${env:..}`, never to be shown.
     pub secrets: Vec<String>,
+    /// Composite tools, checked.
+    pub workflows: Vec<crate::workflow::Workflow>,
+    /// Cache rules.
+    pub cache: cache::CacheRules,
 }
 
 fn valid_name_chars(s: &str) -> bool {
@@ -455,7 +468,17 @@ impl Config {
                 )?,
             });
         }
+        let enabled: std::collections::BTreeSet<String> =
+            servers.iter().map(|s| s.name.clone()).collect();
+        let workflows = o
+            .composites
+            .iter()
+            .map(|(name, c)| crate::workflow::Workflow::compile(name, c, &enabled))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache = cache::CacheRules::from_config(&o.cache, &enabled)?;
         Ok(Self {
+            workflows,
+            cache,
             base_dir: base_dir.to_path_buf(),
             servers,
             disabled,
