@@ -53,6 +53,16 @@ fn write_config(
     extra: Value,
     sql_args: &[&str],
 ) -> anyhow::Result<std::path::PathBuf> {
+    write_config_with(dir, extra, sql_args, json!({}))
+}
+
+/// Like [`write_config`], with an `orchestrator` section.
+fn write_config_with(
+    dir: &TempDir,
+    extra: Value,
+    sql_args: &[&str],
+    orchestrator: Value,
+) -> anyhow::Result<std::path::PathBuf> {
     let mut sql = vec![
         "--data-dir".to_owned(),
         dir.path().join("sql").display().to_string(),
@@ -69,7 +79,9 @@ fn write_config(
     let path = dir.path().join("mcp.json");
     std::fs::write(
         &path,
-        serde_json::to_string_pretty(&json!({ "mcpServers": servers }))?,
+        serde_json::to_string_pretty(
+            &json!({ "mcpServers": servers, "orchestrator": orchestrator }),
+        )?,
     )?;
     Ok(path)
 }
@@ -418,7 +430,14 @@ async fn a_killed_child_fails_its_calls_clearly_comes_back_and_leaves_no_orphan(
 -> anyhow::Result<()> {
     let dir = TempDir::new("orch-kill")?;
     let marker = dir.path().join("sql").display().to_string();
-    let config = write_config(&dir, json!({}), &["--latency-ms", "1500"])?;
+    // No retry here: this test shows what the agent sees when the call in flight is lost
+    // (tests/resilience.rs shows retries rescuing such calls).
+    let config = write_config_with(
+        &dir,
+        json!({}),
+        &["--latency-ms", "1500"],
+        json!({ "servers": { "sql": { "retry": { "maxAttempts": 1 } } } }),
+    )?;
     let (agent, _) = start_orchestrator(&config).await?;
     wait_for_tools(&agent, &["sql__get_customer"]).await?;
     let client = agent_as_client(&agent);
@@ -482,5 +501,97 @@ async fn a_killed_child_fails_its_calls_clearly_comes_back_and_leaves_no_orphan(
     })
     .await;
     assert!(gone, "no orphan sql process: {:?}", processes_with(&marker));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_composite_reports_progress_and_cancelling_it_cancels_every_running_step()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("orch-composite-cancel")?;
+    let fixture = fixture::start().await?;
+    let config = write_config_with(
+        &dir,
+        json!({ "fixture": { "type": "http", "url": fixture.url } }),
+        &[],
+        json!({ "composites": { "two_slow": {
+            "description": "Two slow steps side by side, then a customer",
+            "input": { "type": "object", "properties": { "steps": { "type": "integer" } } },
+            "steps": {
+                "left": { "call": "fixture.slow_steps", "args": { "steps": "${input.steps}" } },
+                "right": { "call": "fixture.slow_steps", "args": { "steps": "${input.steps}" } },
+                "customer": { "call": "sql.get_customer", "args": { "customerId": "CUST-0001" } }
+            },
+            "output": { "left": "${left}", "right": "${right}", "customer": "${customer.customerId}" }
+        } } }),
+    )?;
+    let (agent, recorder) = start_orchestrator(&config).await?;
+    wait_for_tools(
+        &agent,
+        &["two_slow", "fixture__slow_steps", "sql__get_customer"],
+    )
+    .await?;
+
+    // Progress: steps completed out of the total, under the agent's token.
+    let handle = agent
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(
+                CallToolRequestParams::new("two_slow").with_arguments(
+                    json!({ "steps": 2 })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+            )),
+            PeerRequestOptions::no_options(),
+        )
+        .await?;
+    let token = handle.progress_token.clone();
+    handle.await_response().await?;
+    let done: Vec<(f64, Option<f64>)> = recorder
+        .progress
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|p| p.progress_token == token)
+        .map(|p| (p.progress, p.total))
+        .collect();
+    assert_eq!(
+        done.last(),
+        Some(&(3.0, Some(3.0))),
+        "3 of 3 steps: {done:?}"
+    );
+    assert!(
+        done.windows(2).all(|w| w[0].0 < w[1].0),
+        "progress only grows: {done:?}"
+    );
+
+    // Cancellation: both running upstream steps are cancelled.
+    let handle = agent
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(
+                CallToolRequestParams::new("two_slow").with_arguments(
+                    json!({ "steps": 100 })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+            )),
+            PeerRequestOptions::no_options(),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    handle.cancel(Some("agent gave up".into())).await?;
+    let both = eventually(Duration::from_secs(5), || async {
+        fixture.seen.cancelled.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(
+        both,
+        "both running steps cancelled: {}",
+        fixture.seen.cancelled.load(Ordering::SeqCst)
+    );
+    agent.cancel().await?;
     Ok(())
 }

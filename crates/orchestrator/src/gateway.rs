@@ -394,9 +394,15 @@ impl Gateway {
         let on_progress = move |done: usize, total: usize| {
             let _ = progress_tx.send((done, total));
         };
+        // Steps report to the composite, which reports steps done to the agent: an upstream's own
+        // progress would mix two scales under one token.
+        let step_cx = CallContext {
+            progress: None,
+            ..cx.clone()
+        };
         let run = tokio::time::timeout(
             workflow.deadline,
-            executor::execute(workflow, input, self, cx, &on_progress),
+            executor::execute(workflow, input, self, &step_cx, &on_progress),
         )
         .await;
         drop(on_progress);

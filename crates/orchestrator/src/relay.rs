@@ -38,13 +38,31 @@ pub struct ProgressRegistration {
     key: (String, ProgressToken),
 }
 
+/// How long a finished call's progress route stays open. An upstream's last progress
+/// notification is sent before its result, but the two are handled concurrently here, so the
+/// result can win the race; the route must outlive it briefly for that notification to arrive.
+const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Drop for ProgressRegistration {
     fn drop(&mut self) {
-        self.relay
-            .progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        let relay = self.relay.clone();
+        let key = self.key.clone();
+        let remove = move || {
+            relay
+                .progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(PROGRESS_GRACE).await;
+                    remove();
+                });
+            }
+            Err(_) => remove(),
+        }
     }
 }
 

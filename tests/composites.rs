@@ -1,0 +1,488 @@
+//! The composite tools shipped in mcp.json, run by the orchestrator (as a library) against the
+//! real servers: parallel and sequential structure read from the recorded step intervals,
+//! fan-out bounds, partial results, single-flight caching and invalidation by writes.
+
+use std::{sync::Arc, time::Duration};
+
+use orchestrator::{config::Config, gateway::Gateway, upstream::CallContext};
+use rmcp::model::CallToolResult;
+use serde_json::{Value, json};
+use testkit::{HttpServer, TempDir, bin_path};
+
+/// The repo's mcp.json with its `mcpServers` replaced by `servers`, and extra cache tools.
+fn config_with(servers: Value, cache_tools: Value) -> anyhow::Result<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    config["mcpServers"] = servers;
+    if let (Some(tools), Value::Object(extra)) = (
+        config["orchestrator"]["cache"]["tools"].as_object_mut(),
+        cache_tools,
+    ) {
+        tools.extend(extra);
+    }
+    Ok(config)
+}
+
+fn stdio(bin: &str, args: &[&str]) -> anyhow::Result<Value> {
+    Ok(json!({ "command": bin_path(bin)?, "args": args }))
+}
+
+fn start(config: Value) -> anyhow::Result<Arc<Gateway>> {
+    let config = Config::parse(&config.to_string(), std::path::Path::new("."), &|_| None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Gateway::start(config))
+}
+
+async fn call(gw: &Gateway, tool: &str, args: Value) -> anyhow::Result<CallToolResult> {
+    gw.call_tool(tool, args.as_object().cloned(), &CallContext::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `_meta.sources` by step name: (startedMs, latencyMs, outcome).
+fn sources(r: &CallToolResult) -> std::collections::HashMap<String, (f64, f64, String)> {
+    r.meta
+        .as_ref()
+        .and_then(|m| m.get("sources"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["step"].as_str().unwrap_or_default().to_owned(),
+                        (
+                            s["startedMs"].as_f64().unwrap_or(-1.0),
+                            s["latencyMs"].as_f64().unwrap_or(-1.0),
+                            s["outcome"].as_str().unwrap_or_default().to_owned(),
+                        ),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn overlap(a: (f64, f64, String), b: (f64, f64, String)) -> bool {
+    a.0 < b.0 + b.1 && b.0 < a.0 + a.1
+}
+
+const SLOW: &str = "300";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_insights_runs_its_three_calls_at_the_same_time() -> anyhow::Result<()> {
+    let gw = start(config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:", "--latency-ms", SLOW])?,
+            "cosmos": stdio("cosmos-mcp-server", &["--data-dir", ":memory:", "--latency-ms", SLOW])?,
+            "rest": stdio("rest-mcp-server", &["--latency-ms", SLOW])?
+        }),
+        json!({}),
+    )?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let r = call(
+        &gw,
+        "customer_insights",
+        json!({ "customerId": "CUST-0002" }),
+    )
+    .await?;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    let s = sources(&r);
+    let (orders, behavior, inventory) = (
+        s["orders"].clone(),
+        s["behavior"].clone(),
+        s["inventory"].clone(),
+    );
+    assert!(
+        orders.1 >= 300.0 && behavior.1 >= 300.0 && inventory.1 >= 300.0,
+        "each call took the injected latency: {s:?}"
+    );
+    assert!(overlap(orders.clone(), behavior.clone()), "{s:?}");
+    assert!(overlap(orders.clone(), inventory.clone()), "{s:?}");
+    assert!(overlap(behavior, inventory), "{s:?}");
+    let out = r.structured_content.unwrap_or_default();
+    assert_eq!(out["customerId"], "CUST-0002");
+    assert!(
+        out["recentOrders"]
+            .as_array()
+            .is_some_and(|o| !o.is_empty())
+    );
+    // Stock is picked for exactly the products the customer bought.
+    let bought: std::collections::HashSet<&str> = out["recentOrders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|o| o["lines"].as_array().into_iter().flatten())
+        .filter_map(|l| l["productId"].as_str())
+        .collect();
+    let stocked: std::collections::HashSet<&str> = out["stock"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["productId"].as_str())
+        .collect();
+    assert_eq!(bought, stocked);
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_details_fetches_the_order_first_then_shipping_and_stock_together()
+-> anyhow::Result<()> {
+    let gw = start(config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:", "--latency-ms", SLOW])?,
+            "cosmos": stdio("cosmos-mcp-server", &["--data-dir", ":memory:"])?,
+            "rest": stdio("rest-mcp-server", &["--latency-ms", SLOW])?
+        }),
+        json!({}),
+    )?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let r = call(&gw, "order_details", json!({ "orderId": "ORD-00042" })).await?;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    let s = sources(&r);
+    let order = s["order"].clone();
+    let order_end = order.0 + order.1;
+    for step in ["shipping", "stock"] {
+        assert!(
+            s[step].0 + 0.01 >= order_end,
+            "{step} started after the order finished: {s:?}"
+        );
+    }
+    assert!(
+        overlap(s["shipping"].clone(), s["stock"].clone()),
+        "shipping and stock ran together: {s:?}"
+    );
+    let out = r.structured_content.unwrap_or_default();
+    assert_eq!(out["order"]["orderId"], "ORD-00042");
+    assert_eq!(out["shipping"]["orderId"], "ORD-00042");
+    assert_eq!(
+        out["stock"].as_array().map(Vec::len),
+        out["order"]["lines"].as_array().map(Vec::len),
+        "one stock entry per order line"
+    );
+    gw.shutdown().await;
+    Ok(())
+}
+
+/// Intervals (start, end) of `tool`'s calls from a server's access log lines.
+fn call_intervals(server: &HttpServer, tool: &str) -> Vec<(f64, f64)> {
+    server
+        .stderr
+        .lock()
+        .map(|lines| lines.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| l.contains("tool call") && l.contains(&format!("tool={tool}")))
+        .filter_map(|l| {
+            let end = chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?).ok()?;
+            let elapsed: f64 = l
+                .split("elapsed_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            let end_ms = end.timestamp_micros() as f64 / 1000.0;
+            Some((end_ms - elapsed, end_ms))
+        })
+        .collect()
+}
+
+fn max_overlap(intervals: &[(f64, f64)]) -> usize {
+    let mut events: Vec<(f64, i32)> = intervals
+        .iter()
+        .flat_map(|&(s, e)| [(s, 1), (e, -1)])
+        .collect();
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_customers_enriched_fans_out_within_its_bound_and_keeps_the_ranking()
+-> anyhow::Result<()> {
+    let cosmos = HttpServer::start(
+        "cosmos-mcp-server",
+        &[
+            "--data-dir".into(),
+            ":memory:".into(),
+            "--latency-ms".into(),
+            "100".into(),
+        ],
+    )
+    .await?;
+    let gw = start(config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])?,
+            "cosmos": { "type": "http", "url": cosmos.url },
+            "rest": stdio("rest-mcp-server", &[])?
+        }),
+        json!({}),
+    )?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let r = call(&gw, "top_customers_enriched", json!({ "limit": 25 })).await?;
+    assert_eq!(r.is_error, Some(false), "{r:?}");
+    let customers = r.structured_content.unwrap_or_default()["customers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(customers.len(), 25);
+    for (i, c) in customers.iter().enumerate() {
+        assert_eq!(c["rank"], json!(i + 1), "ranking order kept");
+        assert_eq!(
+            c["behavior"]["customerId"], c["customerId"],
+            "each customer with its own analysis"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let intervals = call_intervals(&cosmos, "analyze_user_behavior");
+    assert_eq!(intervals.len(), 25, "one upstream call per customer");
+    let peak = max_overlap(&intervals);
+    assert!(
+        peak <= 8,
+        "never more than the forEach concurrency (8) in flight: {peak}"
+    );
+    assert!(peak >= 2, "the fan-out did run in parallel: {peak}");
+    gw.shutdown().await;
+    cosmos.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_source_down_gives_a_partial_result_and_a_critical_one_fails_the_tool()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("composite-partial")?;
+    let missing = dir.path().join("no-such-server").display().to_string();
+    let gw = start(config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])?,
+            "cosmos": { "command": missing, "args": [] },
+            "rest": stdio("rest-mcp-server", &[])?
+        }),
+        json!({}),
+    )?)?;
+    gw.wait_ready(Duration::from_secs(30)).await;
+    let r = call(
+        &gw,
+        "customer_insights",
+        json!({ "customerId": "CUST-0003" }),
+    )
+    .await?;
+    assert_eq!(r.is_error, Some(false), "cosmos is optional: {r:?}");
+    let out = r.structured_content.clone().unwrap_or_default();
+    assert!(
+        out["recentOrders"]
+            .as_array()
+            .is_some_and(|o| !o.is_empty()),
+        "orders are there"
+    );
+    assert_eq!(
+        out["behavior"]["segment"], "unknown",
+        "the fallback profile"
+    );
+    let s = sources(&r);
+    assert_eq!(s["behavior"].2, "fallback");
+    assert_eq!(s["orders"].2, "ok");
+    let meta = r.meta.clone().unwrap_or_default();
+    let behavior = meta["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["step"] == "behavior")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(behavior["server"], "cosmos");
+    assert_eq!(behavior["errorKind"], "not_connected");
+    gw.shutdown().await;
+
+    let gw = start(config_with(
+        json!({
+            "sql": { "command": dir.path().join("no-sql").display().to_string(), "args": [] },
+            "cosmos": stdio("cosmos-mcp-server", &["--data-dir", ":memory:"])?,
+            "rest": stdio("rest-mcp-server", &[])?
+        }),
+        json!({}),
+    )?)?;
+    gw.wait_ready(Duration::from_secs(30)).await;
+    let r = call(
+        &gw,
+        "customer_insights",
+        json!({ "customerId": "CUST-0003" }),
+    )
+    .await?;
+    assert_eq!(r.is_error, Some(true));
+    let text = testkit::text_of(&r);
+    assert!(
+        text.contains("`orders`") && text.contains("sql.get_customer_orders"),
+        "names the critical step: {text}"
+    );
+    assert_eq!(
+        r.meta.as_ref().and_then(|m| m.get("failedStep")),
+        Some(&json!("orders"))
+    );
+
+    // Bad input is refused before any step runs, naming the field.
+    let bad = call(&gw, "customer_insights", json!({ "customerId": 42 })).await?;
+    assert_eq!(
+        kit::ToolError::from_call_tool_result(&bad).map(|e| e.kind),
+        Some(kit::ErrorKind::Invalid)
+    );
+    assert!(testkit::text_of(&bad).contains("customerId"));
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_identical_misses_make_one_upstream_call() -> anyhow::Result<()> {
+    let cosmos = HttpServer::start(
+        "cosmos-mcp-server",
+        &[
+            "--data-dir".into(),
+            ":memory:".into(),
+            "--latency-ms".into(),
+            "200".into(),
+        ],
+    )
+    .await?;
+    let gw = start(
+        config_with(
+            json!({ "cosmos": { "type": "http", "url": cosmos.url } }),
+            json!({ "cosmos.get_user_behavior": "short" }),
+        )
+        .map(|mut c| {
+            // Only cosmos here: drop composites and cache rules that name other servers.
+            c["orchestrator"]["composites"] = json!({});
+            c["orchestrator"]["servers"] = json!({});
+            c["orchestrator"]["cache"]["tags"] = json!({});
+            c["orchestrator"]["cache"]["invalidates"] = json!({});
+            c["orchestrator"]["cache"]["tools"] = json!({ "cosmos.get_user_behavior": "short" });
+            c
+        })?,
+    )?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let calls = (0..100).map(|_| {
+        call(
+            &gw,
+            "cosmos__get_user_behavior",
+            json!({ "userId": "CUST-0009" }),
+        )
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.is_error == Some(false)))
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        cosmos.count_lines(&["tool call", "tool=get_user_behavior"]),
+        1,
+        "one upstream call"
+    );
+    let again = call(
+        &gw,
+        "cosmos__get_user_behavior",
+        json!({ "userId": "CUST-0009" }),
+    )
+    .await?;
+    assert_eq!(
+        again.structured_content,
+        results[0]
+            .as_ref()
+            .ok()
+            .and_then(|r| r.structured_content.clone())
+    );
+    gw.cache().run_pending_tasks().await;
+    let snap = gw.cache().snapshot();
+    assert_eq!(snap.loads, 1);
+    assert!(snap.hits >= 1);
+    gw.shutdown().await;
+    cosmos.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_order_invalidates_the_cached_dashboard() -> anyhow::Result<()> {
+    let gw = start(config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])?,
+            "cosmos": stdio("cosmos-mcp-server", &["--data-dir", ":memory:"])?,
+            "rest": stdio("rest-mcp-server", &[])?
+        }),
+        json!({}),
+    )?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let first = call(&gw, "executive_dashboard", json!({})).await?;
+    let revenue = first.structured_content.clone().unwrap_or_default()["revenue"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    let cached = call(&gw, "executive_dashboard", json!({})).await?;
+    assert_eq!(
+        cached.meta.as_ref().and_then(|m| m.get("cached")),
+        Some(&json!(true)),
+        "the second call is a hit"
+    );
+
+    let order = call(
+        &gw,
+        "sql__create_order",
+        json!({ "customerId": "CUST-0100", "lines": [{ "productId": "PROD-001", "quantity": 2 }], "idempotencyKey": "dashboard-1" }),
+    )
+    .await?;
+    let total = order.structured_content.unwrap_or_default()["order"]["total"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(total > 0.0);
+
+    let after = call(&gw, "executive_dashboard", json!({})).await?;
+    assert_eq!(
+        after.meta.as_ref().and_then(|m| m.get("cached")),
+        None,
+        "recomputed after the write"
+    );
+    let new_revenue = after.structured_content.unwrap_or_default()["revenue"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!(
+        (new_revenue - (revenue + total)).abs() < 0.01,
+        "{revenue} + {total} = {new_revenue}"
+    );
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[test]
+fn check_refuses_a_cycle_and_a_dangling_reference_naming_the_path() -> anyhow::Result<()> {
+    let dir = TempDir::new("composite-check")?;
+    for (composite, path, what) in [
+        (
+            json!({ "description": "d", "steps": {
+                "a": { "call": "sql.get_customer", "args": { "customerId": "${b.customerId}" } },
+                "b": { "call": "sql.get_customer", "args": { "customerId": "${a.customerId}" } } }, "output": {} }),
+            "orchestrator.composites.loop.steps",
+            "cycle",
+        ),
+        (
+            json!({ "description": "d", "steps": {
+                "a": { "call": "sql.get_customer", "args": { "customerId": "${input.customerId}" } } },
+                "output": { "x": "${customr.name}" } }),
+            "orchestrator.composites.loop.output.x",
+            "unknown reference `customr`",
+        ),
+    ] {
+        let path_file = dir.path().join("bad.json");
+        std::fs::write(
+            &path_file,
+            json!({ "mcpServers": { "sql": { "command": "sql-mcp-server" } }, "orchestrator": { "composites": { "loop": composite } } }).to_string(),
+        )?;
+        let out = std::process::Command::new(bin_path("mcp-orchestrator")?)
+            .args(["check", "--config", &path_file.display().to_string()])
+            .output()?;
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(path) && stderr.contains(what), "{stderr}");
+    }
+    Ok(())
+}
