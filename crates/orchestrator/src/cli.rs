@@ -335,6 +335,11 @@ async fn status(
             report.exposed_tools,
             report.started_at
         );
+        out!("composites: {}", report.composites.join(", "));
+        out!("cache: {}", report.cache);
+        for p in &report.catalog_problems {
+            out!("note: {}: {}", p.server, p.message);
+        }
     }
     Ok(0)
 }

@@ -49,8 +49,12 @@ pub struct StatusReport {
     pub disabled: Vec<String>,
     /// Tools exposed in all.
     pub exposed_tools: usize,
-    /// Names that could not be exposed.
+    /// Names that could not be exposed, and composite steps whose tool is not listed.
     pub catalog_problems: Vec<CatalogProblem>,
+    /// Composite tools configured.
+    pub composites: Vec<String>,
+    /// Result cache figures: entries, hits, misses, loads, evictions, invalidations.
+    pub cache: serde_json::Value,
 }
 
 impl StatusReport {
@@ -83,6 +87,8 @@ impl StatusReport {
             disabled: gw.config.disabled.clone(),
             exposed_tools: catalog.tools.len(),
             catalog_problems: catalog.problems.clone(),
+            composites: gw.config.workflows.iter().map(|w| w.name.clone()).collect(),
+            cache: serde_json::to_value(gw.cache().snapshot()).unwrap_or_default(),
         }
     }
 
