@@ -11,6 +11,8 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
+
+pub mod period;
 use serde::Serialize;
 
 /// Sales regions, shared by stores (SQL) and online sales (documents).

@@ -13,7 +13,6 @@
 //! - [`token`]: opaque, validated continuation tokens.
 //! - [`ru`]: the request-unit cost model, the per-call meter and the RU/s budget.
 //! - [`behavior`]: behaviour summaries, engagement scores, churn risk and recommendations.
-//! - [`period`]: reporting periods, as the SQL server writes them.
 //! - [`model`]: tool arguments and results with their JSON Schemas.
 //! - [`server`]: the MCP handler.
 
@@ -22,7 +21,6 @@ pub mod containers;
 pub mod filter;
 pub mod item;
 pub mod model;
-pub mod period;
 pub mod ru;
 pub mod seed;
 pub mod server;

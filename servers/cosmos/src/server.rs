@@ -9,6 +9,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use kit::{ServerKit, ToolError, ToolFailure};
+use retail_seed::period::Period;
 use rmcp::{
     ErrorData, Json, RoleServer, ServerHandler,
     handler::server::{
@@ -32,7 +33,6 @@ use crate::{
     filter::{Filter, SortKey},
     item::{self, PreconditionFailed},
     model::*,
-    period::Period,
     ru::{self, Meter, RuBudget, Scope},
     store::{self, QuerySpec, Store, StoredDoc, UpsertOutcome, total_bytes},
     token,

@@ -6,14 +6,13 @@
 //! - [`readonly`]: read-only SQL for agents, enforced by the engine.
 //! - [`queries`]: the read tools' SQL.
 //! - [`orders`]: `create_order`, exactly once per idempotency key.
-//! - [`period`]: reporting periods.
+
 //! - [`model`]: tool arguments and results with their JSON Schemas.
 //! - [`server`]: the MCP handler.
 
 pub mod db;
 pub mod model;
 pub mod orders;
-pub mod period;
 pub mod queries;
 pub mod readonly;
 pub mod seed;

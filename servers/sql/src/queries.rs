@@ -4,13 +4,11 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{
-    model::{
-        Customer, CustomerOrders, MetricType, Metrics, Order, OrderLine, RankBy, RegionSales,
-        SalesByRegion, TopCustomer, TopCustomers, money,
-    },
-    period::Period,
+use crate::model::{
+    Customer, CustomerOrders, MetricType, Metrics, Order, OrderLine, RankBy, RegionSales,
+    SalesByRegion, TopCustomer, TopCustomers, money,
 };
+use retail_seed::period::Period;
 
 /// One customer with lifetime figures, or `None` if the id is unknown.
 pub fn customer(conn: &Connection, id: &str) -> rusqlite::Result<Option<Customer>> {

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use kit::{ServerKit, ToolError, ToolFailure};
+use retail_seed::period::{Period, parse_since};
 use rmcp::{
     ErrorData, Json, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::ToolCallContext, wrapper::Parameters},
@@ -20,7 +21,6 @@ use crate::{
     db::{Database, SCHEMA_SQL},
     model::*,
     orders::{self, db_failure},
-    period::{Period, parse_since},
     queries,
     readonly::QueryError,
 };

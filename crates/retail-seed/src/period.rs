@@ -1,11 +1,13 @@
-//! Reporting periods as agents write them (`2026`, `2026-03`, `2026-Q1`, a date range, `all`).
+//! Reporting periods as agents write them (`2026`, `2026-03`, `2026-Q1`, `last_N_days`, a date
+//! range, `all`), shared by every server so one composite tool can pass the same `period` to all
+//! of them and add the results up.
 
-use chrono::{Datelike, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
-/// A half-open range of order timestamps, `[from, to)`, as stored text.
+/// A half-open range of timestamps, `[from, to)`, in the stored text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Period {
-    /// The period as the caller wrote it (normalised `all` when absent).
+    /// The period as the caller wrote it (`all` when absent).
     pub label: String,
     /// First timestamp included.
     pub from: String,
@@ -17,7 +19,7 @@ pub struct Period {
 pub const PERIOD_FORMS: &str = "`all`, `YYYY`, `YYYY-MM`, `YYYY-Qn`, `last_N_days`, or `YYYY-MM-DD..YYYY-MM-DD` (end exclusive)";
 
 impl Period {
-    /// Every order.
+    /// Every timestamp.
     pub fn all() -> Self {
         Self {
             label: "all".into(),
@@ -26,8 +28,16 @@ impl Period {
         }
     }
 
-    /// Parses a period; the error says which forms are accepted.
+    /// Parses a period; the error names the input and lists the accepted forms.
+    ///
+    /// `last_N_days` counts back from the wall clock, as the SQL server does, so the same period
+    /// covers the same days on both servers.
     pub fn parse(input: Option<&str>) -> Result<Self, String> {
+        Self::parse_at(input, Utc::now())
+    }
+
+    /// Like [`Period::parse`], with `now` for `last_N_days`.
+    pub fn parse_at(input: Option<&str>, now: DateTime<Utc>) -> Result<Self, String> {
         let Some(raw) = input.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(Self::all());
         };
@@ -48,11 +58,10 @@ impl Period {
             if !(1..=3650).contains(&n) {
                 return Err(format!("`{raw}`: N must be between 1 and 3650"));
             }
-            let now = Utc::now();
             return Ok(Self {
                 label: raw.to_owned(),
-                from: retail_seed::timestamp(now - Duration::days(n)),
-                to: retail_seed::timestamp(now + Duration::seconds(1)),
+                from: crate::timestamp(now - Duration::days(n)),
+                to: crate::timestamp(now + Duration::seconds(1)),
             });
         }
         if let Some((a, b)) = raw.split_once("..") {
@@ -64,11 +73,11 @@ impl Period {
             return Ok(range(from, to));
         }
         if let Some((year, quarter)) = raw
-            .split_once(['-'])
+            .split_once('-')
             .filter(|(_, q)| q.starts_with(['Q', 'q']))
         {
             let year: i32 = year.parse().map_err(|_| bad())?;
-            let q: u32 = quarter[1..].parse().map_err(|_| bad())?;
+            let q: u32 = quarter.get(1..).unwrap_or("").parse().map_err(|_| bad())?;
             if !(1..=4).contains(&q) {
                 return Err(bad());
             }
@@ -113,9 +122,9 @@ mod tests {
 
     #[test]
     fn accepted_forms() {
-        let p = Period::parse(Some("2026-03")).expect("month");
+        let m = Period::parse(Some("2026-03")).expect("month");
         assert_eq!(
-            (p.from.as_str(), p.to.as_str()),
+            (m.from.as_str(), m.to.as_str()),
             ("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z")
         );
         let q = Period::parse(Some("2025-Q4")).expect("quarter");
@@ -128,7 +137,13 @@ mod tests {
         let r = Period::parse(Some("2026-01-15..2026-02-01")).expect("range");
         assert_eq!(r.from, "2026-01-15T00:00:00Z");
         assert_eq!(Period::parse(None).expect("none"), Period::all());
-        assert!(Period::parse(Some("last_30_days")).is_ok());
+        assert_eq!(Period::parse(Some("ALL")).expect("all"), Period::all());
+        let now = DateTime::parse_from_rfc3339("2026-06-10T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let last = Period::parse_at(Some("last_30_days"), now).expect("last days");
+        assert_eq!(last.from, "2026-05-11T12:00:00Z");
+        assert_eq!(last.to, "2026-06-10T12:00:01Z");
     }
 
     #[test]
@@ -136,9 +151,12 @@ mod tests {
         for bad in [
             "2026-13",
             "2026-Q5",
+            "2026-Q",
             "yesterday",
             "2026-02-01..2026-01-01",
+            "20x6",
             "last_0_days",
+            "last_x_days",
         ] {
             let err = Period::parse(Some(bad)).expect_err(bad);
             assert!(err.contains(bad), "{err}");
