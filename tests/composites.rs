@@ -486,3 +486,43 @@ fn check_refuses_a_cycle_and_a_dangling_reference_naming_the_path() -> anyhow::R
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_can_drop_cached_results_by_tag() -> anyhow::Result<()> {
+    let gw = start(config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])?,
+            "cosmos": stdio("cosmos-mcp-server", &["--data-dir", ":memory:"])?,
+            "rest": stdio("rest-mcp-server", &[])?
+        }),
+        json!({}),
+    )?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    call(&gw, "executive_dashboard", json!({})).await?;
+    let hit = call(&gw, "executive_dashboard", json!({})).await?;
+    assert_eq!(
+        hit.meta.as_ref().and_then(|m| m.get("cached")),
+        Some(&json!(true))
+    );
+
+    let refused = call(&gw, "orchestrator__invalidate_cache", json!({})).await?;
+    assert_eq!(refused.is_error, Some(true), "says what to give");
+    let dropped = call(
+        &gw,
+        "orchestrator__invalidate_cache",
+        json!({ "tags": ["sales"] }),
+    )
+    .await?;
+    assert_eq!(dropped.is_error, Some(false), "{dropped:?}");
+
+    let fresh = call(&gw, "executive_dashboard", json!({})).await?;
+    assert_eq!(
+        fresh.meta.as_ref().and_then(|m| m.get("cached")),
+        None,
+        "recomputed"
+    );
+    gw.cache().run_pending_tasks().await;
+    assert!(gw.cache().snapshot().invalidations >= 1);
+    gw.shutdown().await;
+    Ok(())
+}

@@ -339,18 +339,31 @@ async fn an_upstream_list_change_reaches_the_agent() -> anyhow::Result<()> {
         &[],
     )?;
     let (agent, recorder) = start_orchestrator(&config).await?;
-    wait_for_tools(&agent, &["fixture__add_tool"]).await?;
+    wait_for_tools(
+        &agent,
+        &[
+            "fixture__add_tool",
+            "sql__get_customer",
+            "cosmos__read_item",
+            "rest__get_product",
+        ],
+    )
+    .await?;
     let before = recorder.tools_changed.load(Ordering::SeqCst);
     call_ok_text(&agent, "fixture__add_tool", json!({ "name": "zeta" })).await?;
+    // Other servers may still be connecting (each connection changes the list too), so wait for
+    // a notification that comes with the new tool in the list.
     let notified = eventually(Duration::from_secs(10), || async {
         recorder.tools_changed.load(Ordering::SeqCst) > before
+            && tool_names(&agent)
+                .await
+                .unwrap_or_default()
+                .contains(&"fixture__zeta".to_owned())
     })
     .await;
-    assert!(notified, "the agent heard tools/list_changed");
     assert!(
-        tool_names(&agent)
-            .await?
-            .contains(&"fixture__zeta".to_owned())
+        notified,
+        "the agent heard tools/list_changed and sees the new tool"
     );
     agent.cancel().await?;
     Ok(())

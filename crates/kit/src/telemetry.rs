@@ -4,8 +4,12 @@
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable and never blocks a call: spans are batched on
 //! the Tokio runtime and a dead collector only produces warnings.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
+use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{
     propagation::{Extractor, Injector, TextMapPropagator},
     trace::TracerProvider as _,
@@ -17,7 +21,12 @@ use opentelemetry_sdk::{
 use rmcp::model::MetaObject;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer,
+    filter::LevelFilter,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::SubscriberExt,
+    registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 /// How log lines are written to stderr.
@@ -86,6 +95,9 @@ pub fn init_with_default(
 
     // The filter sits on the fmt layer only: `RUST_LOG=warn` must quiet the logs without
     // silencing the spans that carry trace ids across processes.
+    // Set once the subscriber is installed: the JSON formatter asks it for each line's span
+    // context (a dispatcher cannot be looked up from inside its own event dispatch).
+    let dispatch = Arc::new(OnceLock::new());
     let env_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt_layer = match format {
@@ -95,10 +107,15 @@ pub fn init_with_default(
             .with_target(false)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
+            .event_format(WithTraceIds {
+                inner: tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+                dispatch: dispatch.clone(),
+            })
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .with_writer(std::io::stderr)
-            .with_current_span(true)
-            .with_span_list(false)
             .boxed(),
     }
     .with_filter(env_filter);
@@ -148,11 +165,58 @@ pub fn init_with_default(
         .with(otel_layer)
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    tracing::dispatcher::get_default(|d| dispatch.set(d.downgrade()).ok());
 
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// A JSON event format that adds the OpenTelemetry `trace_id` and `span_id` of the event's
+/// innermost exported span to each line, so log lines can be joined to their trace.
+struct WithTraceIds<F> {
+    inner: F,
+    dispatch: Arc<OnceLock<tracing::dispatcher::WeakDispatch>>,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let ids = self
+            .dispatch
+            .get()
+            .and_then(tracing::dispatcher::WeakDispatch::upgrade)
+            .and_then(|dispatch| {
+                ctx.event_scope()?.find_map(|span| {
+                    let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+                    let sc = cx.span().span_context().clone();
+                    sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+                })
+            });
+        match (ids, line.trim_end().strip_suffix('}')) {
+            (Some((trace_id, span_id)), Some(head)) => {
+                let sep = if head.ends_with('{') { "" } else { "," };
+                writeln!(
+                    writer,
+                    "{head}{sep}\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+                )
+            }
+            _ => writer.write_str(&line),
+        }
+    }
 }
 
 /// Reads W3C trace headers out of an MCP `_meta` object.

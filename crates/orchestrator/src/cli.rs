@@ -94,6 +94,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The workshop tour: starts the bundled servers and shows each pattern with measured figures.
+    Demo {
+        /// Print every section's figures as one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Run one section: parallel, fanout, partial, breaker, retry or cache.
+        #[arg(long)]
+        section: Option<String>,
+    },
 }
 
 /// Prints a line to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
@@ -112,6 +121,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     // Commands that print results keep the terminal for them; serving logs at info.
     let default_filter = match cli.command {
         Command::Serve { .. } => "info,rmcp=warn",
+        // The demo's servers fail on purpose; their error logs would bury the tables.
+        Command::Demo { .. } => "off",
         _ => "warn",
     };
     let telemetry =
@@ -122,6 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tools { json } => tools(&cli.config, json).await,
         Command::Call { tool, args } => call(&cli.config, &tool, &args).await,
         Command::Status { url, token, json } => status(&cli.config, url, token, json).await,
+        Command::Demo { json, section } => crate::demo::run(json, section).await,
     };
     telemetry.shutdown().await;
     code

@@ -120,17 +120,26 @@ impl ServerHandler for Frontend {
         let cx = call_context(&context);
         let span = tracing::info_span!(
             "tools/call",
+            otel.name = %format!("tools/call {}", request.name),
             otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
             mcp.method.name = "tools/call",
             gen_ai.tool.name = %request.name,
+            mcp.cache.hit = tracing::field::Empty,
+            error.type = tracing::field::Empty,
         );
         kit::telemetry::continue_trace_from_meta(&span, &context.meta);
         let outcome = tracing::Instrument::instrument(
             self.gateway
                 .call_tool(&request.name, request.arguments, &cx),
-            span,
+            span.clone(),
         )
         .await;
+        let label = crate::policy::outcome_label(&outcome);
+        if label != "ok" {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", label.as_str());
+        }
         match outcome {
             Ok(result) => Ok(result.into()),
             Err(e) => e.into_tool_answer().map(Into::into),

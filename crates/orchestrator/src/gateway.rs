@@ -290,6 +290,8 @@ impl Gateway {
                 (r, rep, false)
             }
         };
+        // The pass-through call's span, or the composite step's.
+        tracing::Span::current().record("mcp.cache.hit", cached);
         if !cached {
             let failure = match &outcome {
                 Ok(r) if r.is_error == Some(true) => Some(

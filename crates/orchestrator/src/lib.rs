@@ -12,11 +12,13 @@
 //! - [`frontend`]: the MCP server agents connect to.
 //! - [`status`]: the `orchestrator://status` report.
 //! - [`cli`]: the `mcp-orchestrator` command.
+//! - [`demo`]: `mcp-orchestrator demo`, the workshop tour.
 
 pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod frontend;
 pub mod gateway;

@@ -22,6 +22,7 @@ use rmcp::model::CallToolResult;
 use serde::Serialize;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::{Instrument, field::Empty};
 
 use self::{
     breaker::Breaker,
@@ -170,9 +171,16 @@ impl PolicyStack {
             .with_min_delay(policy.base_delay)
             .with_max_delay(policy.max_delay)
             .with_max_times(policy.max_attempts.saturating_sub(1) as usize);
+        let attempts = AtomicU64::new(0);
         let one = || async {
             let started = Instant::now();
-            let outcome = self.attempt(tool, policy, &attempt).await;
+            let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let span = self.attempt_span(tool, number);
+            let outcome = self
+                .attempt(tool, policy, &attempt)
+                .instrument(span.clone())
+                .await;
+            record_attempt(&span, &outcome);
             let verdict = classify(&outcome);
             if let Ok(mut r) = report.lock() {
                 r.attempts.push(AttemptReport {
@@ -237,6 +245,24 @@ impl PolicyStack {
         (outcome, report)
     }
 
+    /// The span of one attempt: a client span whose context the upstream request carries in
+    /// its `_meta`, so the server's handler span is its child.
+    fn attempt_span(&self, tool: &str, number: u64) -> tracing::Span {
+        tracing::info_span!(
+            "upstream.attempt",
+            otel.name = %format!("tools/call {tool}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            mcp.server = %self.server,
+            mcp.method.name = "tools/call",
+            gen_ai.tool.name = %tool,
+            mcp.retry.attempt = number,
+            mcp.breaker.state = self.breaker.state().as_str(),
+            mcp.request_charge = Empty,
+            error.type = Empty,
+        )
+    }
+
     /// One attempt: breaker, bulkhead, timeout, transport.
     async fn attempt<F, Fut>(
         &self,
@@ -285,6 +311,25 @@ impl PolicyStack {
             breaker: serde_json::to_value(self.breaker.snapshot()).unwrap_or_default(),
             bulkhead: serde_json::to_value(self.bulkhead.snapshot()).unwrap_or_default(),
         }
+    }
+}
+
+/// Records an attempt's outcome on its span: the error kind when it failed, and the request
+/// charge when the upstream reported one in `_meta.requestCharge`.
+fn record_attempt(span: &tracing::Span, outcome: &Result<CallToolResult, CallError>) {
+    if let Ok(r) = outcome
+        && let Some(charge) = r
+            .meta
+            .as_ref()
+            .and_then(|m| m.get("requestCharge"))
+            .and_then(serde_json::Value::as_f64)
+    {
+        span.record("mcp.request_charge", charge);
+    }
+    let label = outcome_label(outcome);
+    if label != "ok" {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", label.as_str());
     }
 }
 

@@ -89,7 +89,10 @@ async fn connect_inner(spec: &ServerSpec, handler: UpstreamClient) -> Result<Run
                 .map_err(|e| format!("HTTP client: {e}"))?;
             let config =
                 StreamableHttpClientTransportConfig::with_uri(url.clone()).custom_headers(custom);
-            let transport = StreamableHttpClientTransport::with_client(client, config);
+            let transport = StreamableHttpClientTransport::with_client(
+                super::http::TracedClient(client),
+                config,
+            );
             handler
                 .serve(transport)
                 .await

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod connect;
+pub mod http;
 
 use std::{
     sync::{Arc, RwLock},
@@ -353,8 +354,8 @@ impl Upstream {
     ) -> Result<ServerResult, CallError> {
         let peer = self.peer()?;
         let mut options = PeerRequestOptions::no_options();
-        if let Some(meta) = &cx.meta {
-            options = options.with_meta(meta.clone());
+        if let Some(meta) = outgoing_meta(cx.meta.as_ref(), &tracing::Span::current()) {
+            options = options.with_meta(meta);
         }
         let handle = peer
             .send_request_with_option(request, options)
@@ -393,6 +394,32 @@ impl Upstream {
             },
         }
     }
+}
+
+/// The `_meta` an upstream request carries: the agent's (per-hop keys already removed), with
+/// `traceparent`/`tracestate` naming `span` (the current upstream attempt) when it is recorded,
+/// so the server's handler span is the attempt's child. With export off the span has no valid
+/// context and the agent's own trace context passes through unchanged; `baggage` always does.
+fn outgoing_meta(
+    agent: Option<&RequestMetaObject>,
+    span: &tracing::Span,
+) -> Option<RequestMetaObject> {
+    let headers = kit::telemetry::trace_headers(span);
+    let Some(traceparent) = headers.get("traceparent") else {
+        return agent.cloned();
+    };
+    let mut meta = agent.cloned().unwrap_or_default();
+    meta.0
+        .insert("traceparent".into(), traceparent.clone().into());
+    match headers.get("tracestate").filter(|s| !s.is_empty()) {
+        Some(state) => {
+            meta.0.insert("tracestate".into(), state.clone().into());
+        }
+        None => {
+            meta.0.remove("tracestate");
+        }
+    }
+    Some(meta)
 }
 
 fn new_backoff() -> impl Iterator<Item = Duration> {

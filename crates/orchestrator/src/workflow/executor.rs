@@ -10,6 +10,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use rmcp::model::{CallToolResult, JsonObject};
 use serde::Serialize;
 use serde_json::Value;
+use tracing::{Instrument, field::Empty};
 
 use super::{
     definition::{Step, Workflow},
@@ -145,6 +146,39 @@ fn ms(from: Instant, to: Instant) -> f64 {
 
 /// Runs one step (all its items for a `forEach`).
 async fn run_step(
+    index: usize,
+    step: &Step,
+    calls: Vec<JsonObject>,
+    is_for_each: bool,
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+) -> Done {
+    let span = tracing::info_span!(
+        "workflow.step",
+        otel.name = %format!("step {}", step.name),
+        otel.status_code = Empty,
+        mcp.workflow.step = %step.name,
+        mcp.server = %step.server,
+        mcp.method.name = "tools/call",
+        gen_ai.tool.name = %step.tool,
+        mcp.step.critical = step.critical,
+        mcp.cache.hit = Empty,
+        error.type = Empty,
+        error.message = Empty,
+    );
+    let done = run_step_inner(index, step, calls, is_for_each, runner, cx)
+        .instrument(span.clone())
+        .await;
+    span.record("mcp.cache.hit", done.cached);
+    if let Err((kind, message)) = &done.value {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", kind.as_str());
+        span.record("error.message", message.as_str());
+    }
+    done
+}
+
+async fn run_step_inner(
     index: usize,
     step: &Step,
     calls: Vec<JsonObject>,
