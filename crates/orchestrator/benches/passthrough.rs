@@ -262,6 +262,8 @@ impl Figures {
 /// How much to measure.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
+    /// A quick check that the bench still runs, not a measurement.
+    smoke: bool,
     warmup: usize,
     seq: usize,
     tput: usize,
@@ -270,6 +272,7 @@ struct Settings {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let Settings {
+        smoke,
         warmup,
         seq,
         tput,
@@ -419,6 +422,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         verdict(ratio >= AIM_RATIO)
     );
     println!("measured in {:.1} s", began.elapsed().as_secs_f64());
+    if smoke {
+        println!("(smoke run without --bench: a few calls only; figures are not meaningful)");
+    }
 
     let _ = proxied.client.cancel().await;
     let _ = direct.client.cancel().await;
@@ -437,6 +443,7 @@ fn main() -> anyhow::Result<()> {
     // only shows that the bench still works.
     let settings = if args.iter().any(|a| a == "--bench") {
         Settings {
+            smoke: false,
             warmup: env_usize("PASSTHROUGH_WARMUP", 500),
             seq: env_usize("PASSTHROUGH_SEQ", 2000),
             tput: env_usize("PASSTHROUGH_TPUT", 16000),
@@ -444,6 +451,7 @@ fn main() -> anyhow::Result<()> {
         }
     } else {
         Settings {
+            smoke: true,
             warmup: 10,
             seq: 20,
             tput: 64,

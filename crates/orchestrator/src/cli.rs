@@ -211,7 +211,11 @@ async fn serve_agents(
     }
     let in_flight = kit::in_flight::InFlight::default();
     let gw = gateway.clone();
-    let served = kit::serve::serve(&serve, in_flight, move || Frontend::new(gw.clone())).await;
+    let calls = in_flight.clone();
+    let served = kit::serve::serve(&serve, in_flight, move || {
+        Frontend::new(gw.clone(), calls.clone())
+    })
+    .await;
     gateway.shutdown().await;
     served?;
     Ok(0)

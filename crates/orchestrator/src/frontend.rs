@@ -27,6 +27,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Frontend {
     gateway: Arc<Gateway>,
+    /// Shared with the server loop, so a shutdown waits for the calls agents have in flight.
+    in_flight: kit::in_flight::InFlight,
 }
 
 /// `_meta` keys that belong to one hop of the protocol and must not travel upstream.
@@ -50,8 +52,8 @@ pub fn call_context(context: &RequestContext<RoleServer>) -> CallContext {
 
 impl Frontend {
     /// A handler over the running gateway.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
+    pub fn new(gateway: Arc<Gateway>, in_flight: kit::in_flight::InFlight) -> Self {
+        Self { gateway, in_flight }
     }
 
     fn status_resource() -> Resource {
@@ -117,6 +119,7 @@ impl ServerHandler for Frontend {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let _in_flight = self.in_flight.enter();
         let cx = call_context(&context);
         let span = tracing::info_span!(
             "tools/call",

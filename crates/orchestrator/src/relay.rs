@@ -6,8 +6,9 @@
 //! agent that asked, under the agent's own token.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use rmcp::{
@@ -20,22 +21,57 @@ use rmcp::{
 struct ProgressRoute {
     agent: Peer<RoleServer>,
     token: ProgressToken,
+    /// Which registration made it (a reconnected upstream starts its tokens over, so a key can
+    /// come back while the previous route with that key is still in its grace period).
+    id: u64,
+    /// When the route closes: `None` while its call runs, [`PROGRESS_GRACE`] after it ended.
+    closes: Option<Instant>,
+}
+
+type ProgressKey = (String, ProgressToken);
+
+/// Progress routes, and the routes of finished calls in the order they close.
+#[derive(Debug, Default)]
+struct ProgressRoutes {
+    routes: HashMap<ProgressKey, ProgressRoute>,
+    closing: VecDeque<(Instant, ProgressKey, u64)>,
+    next_id: u64,
+}
+
+impl ProgressRoutes {
+    /// Removes the routes whose grace period is over. Every call gets the same grace, so
+    /// `closing` is in closing order and this stops at the first route still open.
+    fn purge(&mut self, now: Instant) {
+        while self
+            .closing
+            .front()
+            .is_some_and(|(closes, ..)| *closes <= now)
+        {
+            let Some((_, key, id)) = self.closing.pop_front() else {
+                break;
+            };
+            if self.routes.get(&key).is_some_and(|r| r.id == id) {
+                self.routes.remove(&key);
+            }
+        }
+    }
 }
 
 /// Shared by the frontend and every upstream's client handler.
 #[derive(Debug, Default)]
 pub struct Relay {
-    progress: Mutex<HashMap<(String, ProgressToken), ProgressRoute>>,
+    progress: Mutex<ProgressRoutes>,
     agents: Mutex<Vec<Peer<RoleServer>>>,
     /// Exposed resource URI → agents subscribed to it.
     subscriptions: Mutex<HashMap<String, Vec<Peer<RoleServer>>>>,
 }
 
-/// Removes a progress route when the call it belongs to ends, however it ends.
+/// Closes a progress route when the call it belongs to ends, however it ends.
 #[derive(Debug)]
 pub struct ProgressRegistration {
     relay: Arc<Relay>,
-    key: (String, ProgressToken),
+    key: ProgressKey,
+    id: u64,
 }
 
 /// How long a finished call's progress route stays open. An upstream's last progress
@@ -44,24 +80,25 @@ pub struct ProgressRegistration {
 const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Drop for ProgressRegistration {
+    /// Starts the route's grace period. Closed routes are removed by later registrations, call
+    /// ends and progress lookups, and never used past their closing time: no task or timer per
+    /// call (a sleeping task per call cost the runtime about one extra wake-up per call).
     fn drop(&mut self) {
-        let relay = self.relay.clone();
-        let key = self.key.clone();
-        let remove = move || {
-            relay
-                .progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    tokio::time::sleep(PROGRESS_GRACE).await;
-                    remove();
-                });
-            }
-            Err(_) => remove(),
+        let mut progress = self
+            .relay
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        progress.purge(now);
+        let closes = now + PROGRESS_GRACE;
+        if let Some(route) = progress.routes.get_mut(&self.key)
+            && route.id == self.id
+        {
+            route.closes = Some(closes);
+            progress
+                .closing
+                .push_back((closes, self.key.clone(), self.id));
         }
     }
 }
@@ -76,30 +113,39 @@ impl Relay {
         agent_token: ProgressToken,
     ) -> ProgressRegistration {
         let key = (server.to_owned(), upstream_token);
-        self.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                key.clone(),
-                ProgressRoute {
-                    agent,
-                    token: agent_token,
-                },
-            );
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.purge(Instant::now());
+        let id = progress.next_id;
+        progress.next_id += 1;
+        progress.routes.insert(
+            key.clone(),
+            ProgressRoute {
+                agent,
+                token: agent_token,
+                id,
+                closes: None,
+            },
+        );
+        drop(progress);
         ProgressRegistration {
             relay: self.clone(),
             key,
+            id,
         }
     }
 
     /// Passes an upstream's progress notification to the agent waiting for it, if any.
     pub async fn forward_progress(&self, server: &str, mut params: ProgressNotificationParam) {
-        let route = self
-            .progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(server.to_owned(), params.progress_token.clone()))
-            .cloned();
+        let route = {
+            let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            progress.purge(now);
+            progress
+                .routes
+                .get(&(server.to_owned(), params.progress_token.clone()))
+                .filter(|r| r.closes.is_none_or(|closes| closes > now))
+                .cloned()
+        };
         if let Some(route) = route {
             params.progress_token = route.token;
             if let Err(e) = route.agent.notify_progress(params).await {
