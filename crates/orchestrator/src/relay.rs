@@ -77,7 +77,7 @@ pub struct ProgressRegistration {
 /// How long a finished call's progress route stays open. An upstream's last progress
 /// notification is sent before its result, but the two are handled concurrently here, so the
 /// result can win the race; the route must outlive it briefly for that notification to arrive.
-const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+const PROGRESS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Drop for ProgressRegistration {
     /// Starts the route's grace period. Closed routes are removed by later registrations, call
