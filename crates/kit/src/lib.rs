@@ -7,6 +7,7 @@
 //!   checks (Origin, bearer token, body limit) and graceful shutdown.
 //! - [`call`]: the one wrapper every `tools/call` goes through (span, trace continuation, faults,
 //!   in-flight accounting, one access log line per call).
+//! - [`data_dir`]: `--data-dir`, with `:memory:` as a throwaway folder.
 //! - [`telemetry`]: tracing to stderr, OTLP export, trace-context extraction from `_meta`.
 //! - [`faults`]: deterministic latency and failure injection (before or after the tool runs) for
 //!   demos and tests, paused and resumed at run time by SIGUSR1/SIGUSR2.
@@ -16,6 +17,7 @@
 pub mod args;
 pub mod arguments;
 pub mod call;
+pub mod data_dir;
 pub mod faults;
 pub mod in_flight;
 pub mod serve;

@@ -77,8 +77,8 @@ pub struct Store {
     readers: Vec<Mutex<Connection>>,
     /// Round-robin start for picking a reader, so load spreads instead of piling on the first.
     next_reader: AtomicUsize,
-    /// For `:memory:`: the private directory removed when the store is dropped.
-    temp_dir: Option<PathBuf>,
+    /// Held so a `:memory:` folder lives as long as the store (and is removed after).
+    _dir: kit::data_dir::DataDir,
 }
 
 impl Store {
@@ -88,24 +88,14 @@ impl Store {
     /// rather than in SQLite's memory mode so that it behaves like the real thing: WAL, parallel
     /// readers, read-only connections of their own.
     pub fn open(data_dir: &str) -> Result<Self, StoreError> {
-        let (dir, temp_dir) = if data_dir == ":memory:" {
-            let dir = std::env::temp_dir().join(format!(
-                "cosmos-mcp-server-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-            ));
-            (dir.clone(), Some(dir))
-        } else {
-            (PathBuf::from(data_dir), None)
-        };
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(DB_FILE);
+        let dir =
+            kit::data_dir::DataDir::resolve(data_dir, "cosmos-mcp-server").map_err(|source| {
+                StoreError::DataDir {
+                    path: data_dir.into(),
+                    source,
+                }
+            })?;
+        let path = dir.path().join(DB_FILE);
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
@@ -134,7 +124,7 @@ impl Store {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
-            temp_dir,
+            _dir: dir,
         })
     }
 
@@ -160,14 +150,6 @@ impl Store {
     /// The writer connection.
     pub fn writer(&self) -> MutexGuard<'_, Connection> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.temp_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 

@@ -57,8 +57,8 @@ pub struct Database {
     readers: Vec<Mutex<ReadOnlyConn>>,
     /// Round-robin start for picking a reader, so load spreads instead of piling on the first.
     next_reader: AtomicUsize,
-    /// For `:memory:`: the private directory removed when the database is dropped.
-    temp_dir: Option<PathBuf>,
+    /// Held so a `:memory:` folder lives as long as the database (and is removed after).
+    _dir: kit::data_dir::DataDir,
 }
 
 impl Database {
@@ -68,24 +68,14 @@ impl Database {
     /// rather than in SQLite's memory mode so that it behaves exactly like the real thing: WAL,
     /// parallel readers, and read-only connections of their own.
     pub fn open(data_dir: &str) -> Result<Self, DbError> {
-        let (dir, temp_dir) = if data_dir == ":memory:" {
-            let dir = std::env::temp_dir().join(format!(
-                "sql-mcp-server-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-            ));
-            (dir.clone(), Some(dir))
-        } else {
-            (PathBuf::from(data_dir), None)
-        };
-        std::fs::create_dir_all(&dir).map_err(|source| DbError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = dir.join(DB_FILE);
+        let dir =
+            kit::data_dir::DataDir::resolve(data_dir, "sql-mcp-server").map_err(|source| {
+                DbError::DataDir {
+                    path: data_dir.into(),
+                    source,
+                }
+            })?;
+        let path = dir.path().join(DB_FILE);
         let sqlite = |source| DbError::Sqlite {
             path: path.clone(),
             source,
@@ -115,7 +105,7 @@ impl Database {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
-            temp_dir,
+            _dir: dir,
         })
     }
 
@@ -141,14 +131,6 @@ impl Database {
     /// The writer connection.
     pub fn writer(&self) -> MutexGuard<'_, Connection> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.temp_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 
