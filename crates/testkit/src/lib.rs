@@ -1,9 +1,10 @@
 //! Shared helpers for the end-to-end tests: find the workspace's binaries, start them over stdio or
 //! HTTP, and connect an rmcp client.
 //!
-//! Binaries are found next to the test executable (`target/<profile>/`); `cargo nextest run
-//! --workspace` and `cargo test --workspace` build them before the tests run. If one is missing
-//! (a single test run with `-p e2e`), it is built once with `cargo build --bin`.
+//! Binaries are found next to the test executable (`target/<profile>/`). Cargo builds a package's
+//! own binaries for its integration tests but not those of other packages, so when one is missing
+//! (a fresh clone running `cargo nextest run --workspace`), every workspace binary is built once
+//! with `cargo build --workspace --bins`; concurrent test processes wait on cargo's own lock.
 
 use std::{
     collections::HashMap,
@@ -48,12 +49,18 @@ pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     }
     let _lock = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !path.exists() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--bin", name])
+            .args(["build", "--workspace", "--bins", "--manifest-path"])
+            .arg(&manifest)
+            .args(profile_dir.ends_with("release").then_some("--release"))
             .status()
             .context("running cargo build")?;
         if !status.success() {
-            bail!("cargo build --bin {name} failed");
+            bail!("cargo build --workspace --bins failed");
+        }
+        if !path.exists() {
+            bail!("{} is not a binary of this workspace", path.display());
         }
     }
     Ok(path)
