@@ -167,10 +167,25 @@ where
     H: ServerHandler,
     F: Fn() -> H + Send + Sync + 'static,
 {
+    serve_with_routes(args, in_flight, factory, Router::new()).await
+}
+
+/// [`serve`], with `routes` mounted beside `/mcp` on the HTTP front (behind the same bearer
+/// token), for endpoints that are not MCP, such as `/metrics`. Ignored over stdio.
+pub async fn serve_with_routes<H, F>(
+    args: &ServeArgs,
+    in_flight: InFlight,
+    factory: F,
+    routes: Router,
+) -> Result<(), ServeError>
+where
+    H: ServerHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     match args.http {
         None => serve_stdio(factory(), in_flight, grace).await,
-        Some(addr) => serve_http(addr, args, in_flight, grace, factory).await,
+        Some(addr) => serve_http(addr, args, in_flight, grace, factory, routes).await,
     }
 }
 
@@ -218,6 +233,7 @@ async fn serve_http<H, F>(
     in_flight: InFlight,
     grace: Duration,
     factory: F,
+    routes: Router,
 ) -> Result<(), ServeError>
 where
     H: ServerHandler,
@@ -248,7 +264,7 @@ where
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let mut router = Router::new().nest_service(MCP_PATH, service);
+    let mut router = routes.nest_service(MCP_PATH, service);
     if let Some(token) = &args.token {
         router = router.layer(middleware::from_fn_with_state(
             Arc::new(token.clone()),
