@@ -11,8 +11,9 @@ fn the_demo_runs_every_section_and_its_figures_make_sense() -> anyhow::Result<()
     for server in ["sql-mcp-server", "cosmos-mcp-server", "rest-mcp-server"] {
         bin_path(server)?;
     }
+    let orchestrator = bin_path("mcp-orchestrator")?;
     let started = std::time::Instant::now();
-    let out = std::process::Command::new(bin_path("mcp-orchestrator")?)
+    let out = std::process::Command::new(orchestrator)
         .args(["demo", "--json"])
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
