@@ -15,6 +15,11 @@ use serde_json::Value;
 pub fn first_violation(schema: &JsonObject, arguments: &Value) -> Option<(String, String)> {
     let schema = Value::Object(schema.clone());
     let validator = jsonschema::validator_for(&schema).ok()?;
+    violation(&validator, arguments)
+}
+
+/// [`first_violation`] with a schema compiled once (for callers that check every call).
+pub fn violation(validator: &jsonschema::Validator, arguments: &Value) -> Option<(String, String)> {
     let error = validator.iter_errors(arguments).next()?;
     let mut field = dotted(error.instance_path().as_str());
     let child = match error.kind() {

@@ -1,8 +1,10 @@
 //! The one wrapper every `tools/call` of a server goes through.
 //!
-//! It opens the server span (continuing the caller's trace from `_meta`), counts the call as in
-//! flight so shutdown can wait for it, applies injected faults, records the outcome on the span,
-//! and writes one access log line per call (`tool call tool=NAME outcome=... elapsed_ms=N`).
+//! It opens the server span (continuing the caller's trace from `_meta`, and naming the call's
+//! correlation id, which every log line inside it repeats), counts the call as in flight so
+//! shutdown can wait for it, applies injected faults, records the outcome on the span, writes one
+//! access log line per call (`tool call tool=NAME outcome=... elapsed_ms=N`), and returns the
+//! correlation id in the result's `_meta.correlationId`.
 //! Servers call [`ServerKit::call_tool`] from their `ServerHandler::call_tool` and pass their tool
 //! router as `run`.
 
@@ -17,6 +19,7 @@ use rmcp::{
 use tracing::{Instrument, field::Empty};
 
 use crate::{
+    correlation,
     faults::{Faults, Injection},
     in_flight::InFlight,
     telemetry,
@@ -65,6 +68,7 @@ impl ServerKit {
         F: FnOnce(CallToolRequestParams, RequestContext<RoleServer>) -> Fut,
         Fut: Future<Output = Result<CallToolResponse, ErrorData>>,
     {
+        let correlation = correlation::of_request(&context);
         let span = tracing::info_span!(
             "tools/call",
             otel.name = format!("tools/call {}", request.name),
@@ -74,6 +78,7 @@ impl ServerKit {
             mcp.method.name = "tools/call",
             gen_ai.tool.name = %request.name,
             error.type = Empty,
+            correlation_id = %correlation,
         );
         telemetry::continue_trace_from_meta(&span, &context.meta);
         let _guard = self.in_flight.enter();
@@ -110,6 +115,9 @@ impl ServerKit {
             }
             record_outcome(&outcome);
             access.finish(&outcome, injected);
+            if let Ok(CallToolResponse::Complete(result)) = &mut outcome {
+                correlation::set_in_meta(&mut result.meta, &correlation);
+            }
             outcome
         }
         .instrument(span)
@@ -340,6 +348,62 @@ mod tests {
         Ok(())
     }
 
+    /// Calls `tool` with `meta` as the request's `_meta`.
+    async fn call_with_meta(
+        client: &RunningService<rmcp::RoleClient, ()>,
+        tool: &str,
+        meta: rmcp::model::RequestMetaObject,
+    ) -> TestResult<CallToolResult> {
+        let request = rmcp::model::ClientRequest::CallToolRequest(
+            rmcp::model::CallToolRequest::new(CallToolRequestParams::new(tool.to_owned())),
+        );
+        let response = client
+            .send_request_with_option(
+                request,
+                rmcp::service::PeerRequestOptions::no_options().with_meta(meta),
+            )
+            .await?
+            .await_response()
+            .await?;
+        match response {
+            rmcp::model::ServerResult::CallToolResult(r) => Ok(r),
+            other => Err(format!("unexpected {other:?}").into()),
+        }
+    }
+
+    fn correlation_of(result: &CallToolResult) -> Option<String> {
+        result
+            .meta
+            .as_ref()?
+            .get(crate::correlation::META_KEY)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn results_name_the_correlation_id_from_meta_or_a_generated_one() -> TestResult {
+        let (client, _probe) = start(FaultArgs {
+            fail_tools: vec!["broken".into()],
+            ..FaultArgs::default()
+        })
+        .await?;
+        let mut meta = rmcp::model::RequestMetaObject::new();
+        meta.insert("correlationId".into(), json!("corr-from-meta"));
+        let result = call_with_meta(&client, "fine", meta.clone()).await?;
+        assert_eq!(correlation_of(&result).as_deref(), Some("corr-from-meta"));
+        // Tool errors (injected ones too) carry it beside the error convention's keys.
+        let result = call_with_meta(&client, "broken", meta).await?;
+        assert_eq!(correlation_of(&result).as_deref(), Some("corr-from-meta"));
+        assert!(ToolError::from_call_tool_result(&result).is_some());
+
+        let generated = correlation_of(&call(&client, "fine").await?).unwrap_or_default();
+        assert_eq!(generated.len(), 32, "{generated}");
+        let again = correlation_of(&call(&client, "fine").await?).unwrap_or_default();
+        assert_ne!(generated, again, "one id per call");
+        client.cancel().await?;
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_failure_before_the_call_does_not_run_the_tool() -> TestResult {
         let (client, probe) = start(FaultArgs {
@@ -439,6 +503,8 @@ mod tests {
             assert!(line.contains(outcome), "{line} has {outcome}");
             assert!(line.contains("elapsed_ms="), "{line}");
             assert!(line.contains(" INFO "), "{line}");
+            // The call span's fields prefix the line: its correlation id among them.
+            assert!(line.contains("correlation_id="), "{line}");
         }
         for tool in ["fine", "missing", "protocol", "broken", "lost"] {
             let needle = format!("tool={tool} ");

@@ -3,10 +3,14 @@
 //! # Layout
 //! - [`args`]: the command-line flags common to every server (transport, security, logs, faults).
 //! - [`arguments`]: names the argument that broke a tool's input schema.
+//! - [`framing`]: checks each incoming message (a stdio line, an HTTP body) and answers a
+//!   malformed one with the JSON-RPC error the spec prescribes.
 //! - [`serve`]: runs an rmcp `ServerHandler` over stdio or streamable HTTP, with the HTTP security
 //!   checks (Origin, bearer token, body limit) and graceful shutdown.
 //! - [`call`]: the one wrapper every `tools/call` goes through (span, trace continuation, faults,
 //!   in-flight accounting, one access log line per call).
+//! - [`correlation`]: the correlation id of a call (from the caller or generated), its HTTP
+//!   middleware and the one precedence rule servers and the orchestrator share.
 //! - [`data_dir`]: `--data-dir`, with `:memory:` as a throwaway folder.
 //! - [`telemetry`]: tracing to stderr, OTLP export, trace-context extraction from `_meta`.
 //! - [`faults`]: deterministic latency and failure injection (before or after the tool runs) for
@@ -17,8 +21,10 @@
 pub mod args;
 pub mod arguments;
 pub mod call;
+pub mod correlation;
 pub mod data_dir;
 pub mod faults;
+pub mod framing;
 pub mod in_flight;
 pub mod serve;
 pub mod telemetry;

@@ -3,8 +3,9 @@
 //! HTTP gets the checks a local server needs against browsers and neighbours: a present Origin
 //! must be on the allow-list (else 403), a configured bearer token must be presented (else 401),
 //! bodies are capped (413), and binding a non-loopback address needs a token unless explicitly
-//! allowed. Both transports shut down gracefully: SIGINT/SIGTERM (and, for stdio, stdin EOF) stop
-//! new work and let in-flight calls finish within a grace period.
+//! allowed. Every HTTP request gets a correlation id ([`crate::correlation`]), echoed in the
+//! response's `X-Correlation-ID` header. Both transports shut down gracefully: SIGINT/SIGTERM
+//! (and, for stdio, stdin EOF) stop new work and let in-flight calls finish within a grace period.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -99,7 +100,8 @@ pub struct ServeArgs {
     /// Host names accepted in the Host header besides the loopback names (for a proxy in front).
     #[arg(long, value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
-    /// Largest accepted HTTP request body, in bytes (larger → 413).
+    /// Largest accepted request, in bytes: an HTTP body (larger → 413) or a stdio line (larger →
+    /// JSON-RPC -32600, and the line is skipped).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Serve HTTP without sessions: each POST stands alone and answers with JSON.
@@ -184,7 +186,7 @@ where
 {
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     match args.http {
-        None => serve_stdio(factory(), in_flight, grace).await,
+        None => serve_stdio(factory(), in_flight, grace, args.max_body_bytes).await,
         Some(addr) => serve_http(addr, args, in_flight, grace, factory, routes).await,
     }
 }
@@ -193,8 +195,12 @@ async fn serve_stdio<H: ServerHandler>(
     handler: H,
     in_flight: InFlight,
     grace: Duration,
+    max_message_bytes: usize,
 ) -> Result<(), ServeError> {
-    let running = match handler.serve(rmcp::transport::stdio_pipes()).await {
+    let running = match handler
+        .serve(crate::framing::stdio(max_message_bytes))
+        .await
+    {
         Ok(running) => running,
         Err(e) => {
             // A client that connects and leaves before initializing is not a server failure.
@@ -264,13 +270,21 @@ where
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let mut router = routes.nest_service(MCP_PATH, service);
+    // Innermost: only requests that passed the token check are buffered and checked.
+    let mut router = routes
+        .nest_service(MCP_PATH, service)
+        .layer(middleware::from_fn_with_state(
+            args.max_body_bytes,
+            crate::framing::reject_malformed,
+        ));
     if let Some(token) = &args.token {
         router = router.layer(middleware::from_fn_with_state(
             Arc::new(token.clone()),
             require_bearer,
         ));
     }
+    // Outermost, so every response (a 401 from the bearer check too) echoes the request's id.
+    router = router.layer(middleware::from_fn(crate::correlation::correlate));
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await

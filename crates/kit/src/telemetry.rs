@@ -1,4 +1,5 @@
-//! Logs to stderr, spans to an OTLP collector, and trace continuation from a request's `_meta`.
+//! Logs to stderr, spans (and a metric reader) for an OTLP collector, and trace continuation
+//! from a request's `_meta`.
 //!
 //! Stdout belongs to the stdio transport, so every log line goes to stderr. Export is opt-in by the
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable and never blocks a call: spans are batched on
@@ -15,7 +16,8 @@ use opentelemetry::{
     trace::TracerProvider as _,
 };
 use opentelemetry_sdk::{
-    Resource, propagation::TraceContextPropagator, runtime, trace::SdkTracerProvider,
+    Resource, metrics::periodic_reader_with_async_runtime::PeriodicReader,
+    propagation::TraceContextPropagator, runtime, trace::SdkTracerProvider,
     trace::span_processor_with_async_runtime::BatchSpanProcessor,
 };
 use rmcp::model::MetaObject;
@@ -23,7 +25,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::LevelFilter,
-    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, format::Writer},
     layer::SubscriberExt,
     registry::LookupSpan,
     util::SubscriberInitExt,
@@ -133,17 +135,10 @@ pub fn init_with_default(
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         let processor = BatchSpanProcessor::builder(exporter, runtime::Tokio).build();
-        let resource = if std::env::var("OTEL_SERVICE_NAME").is_ok() {
-            Resource::builder().build()
-        } else {
-            Resource::builder()
-                .with_service_name(service_name.to_owned())
-                .build()
-        };
         Some(
             SdkTracerProvider::builder()
                 .with_span_processor(processor)
-                .with_resource(resource)
+                .with_resource(resource(service_name))
                 .build(),
         )
     } else {
@@ -173,8 +168,49 @@ pub fn init_with_default(
     Ok(TelemetryGuard { provider })
 }
 
+/// The resource every exporter of this process reports: `service.name` is `service_name` unless
+/// `OTEL_SERVICE_NAME` names the process (the SDK reads that variable itself).
+pub fn resource(service_name: &str) -> Resource {
+    if std::env::var("OTEL_SERVICE_NAME").is_ok() {
+        Resource::builder().build()
+    } else {
+        Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build()
+    }
+}
+
+/// The metric reader [`otlp_metric_reader`] builds.
+pub type OtlpMetricReader = PeriodicReader<opentelemetry_otlp::MetricExporter>;
+
+/// A reader that pushes metrics over OTLP/HTTP, when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` is set; `None` otherwise.
+///
+/// The exporter reads the same `OTEL_EXPORTER_OTLP_*` variables as the span exporter (endpoint,
+/// headers, timeout), so one setting sends both signals to one collector; it posts to
+/// `/v1/metrics` every `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60 s). Export runs on its own
+/// Tokio task and never blocks a call: a slow collector is cut off after
+/// `OTEL_METRIC_EXPORT_TIMEOUT` ms and a failed export is dropped. The reader starts once given to
+/// a meter provider, which must happen inside a Tokio runtime; shut that provider down off the
+/// runtime's worker threads (its shutdown waits for a last export).
+pub fn otlp_metric_reader() -> Result<Option<OtlpMetricReader>, TelemetryError> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    Ok(Some(
+        PeriodicReader::builder(exporter, runtime::Tokio).build(),
+    ))
+}
+
 /// A JSON event format that adds the OpenTelemetry `trace_id` and `span_id` of the event's
-/// innermost exported span to each line, so log lines can be joined to their trace.
+/// innermost exported span to each line, so log lines can be joined to their trace, and the
+/// `correlation_id` of the innermost span in scope that names one (a call's span), so every line
+/// of a call names its call even when export is off.
 struct WithTraceIds<F> {
     inner: F,
     dispatch: Arc<OnceLock<tracing::dispatcher::WeakDispatch>>,
@@ -206,13 +242,32 @@ where
                     sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
                 })
             });
-        match (ids, line.trim_end().strip_suffix('}')) {
-            (Some((trace_id, span_id)), Some(head)) => {
+        // The JSON format prints only the innermost span's fields; a call's correlation id sits
+        // on its outer span, so it is looked up through the whole scope.
+        let correlation = ctx.event_scope().and_then(|mut scope| {
+            scope.find_map(|span| {
+                let extensions = span.extensions();
+                let fields = extensions.get::<FormattedFields<N>>()?;
+                crate::correlation::from_json_fields(&fields.fields)
+            })
+        });
+        let mut extra = Vec::new();
+        if let Some((trace_id, span_id)) = ids {
+            extra.push(format!(
+                "\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            ));
+        }
+        if let Some(id) = correlation {
+            extra.push(format!(
+                "\"{}\":{}",
+                crate::correlation::SPAN_FIELD,
+                serde_json::Value::String(id)
+            ));
+        }
+        match line.trim_end().strip_suffix('}') {
+            Some(head) if !extra.is_empty() => {
                 let sep = if head.ends_with('{') { "" } else { "," };
-                writeln!(
-                    writer,
-                    "{head}{sep}\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
-                )
+                writeln!(writer, "{head}{sep}{}}}", extra.join(","))
             }
             _ => writer.write_str(&line),
         }
@@ -275,5 +330,73 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert!(sc.is_remote());
+    }
+
+    /// Collects what a fmt layer writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_name_the_correlation_id_and_trace_of_every_enclosing_span() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let dispatch = Arc::new(OnceLock::new());
+        let fmt_layer = tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds {
+                inner: tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+                dispatch: dispatch.clone(),
+            })
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .with_writer(move || writer.clone());
+        // A provider without exporters still gives spans valid ids.
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt_layer)
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::dispatcher::get_default(|d| dispatch.set(d.downgrade()).ok());
+            let call = tracing::info_span!("call", correlation_id = "c-1\"q");
+            let attempt = tracing::info_span!(parent: &call, "attempt", n = 1);
+            attempt.in_scope(|| tracing::info!("inside the attempt"));
+            call.in_scope(|| tracing::info!("in the call"));
+            tracing::info!("outside");
+        });
+
+        let bytes = captured.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        let (inside, in_call, outside) = (&lines[0], &lines[1], &lines[2]);
+        assert_eq!(inside["span"]["name"], "attempt", "{inside}");
+        for line in [inside, in_call] {
+            assert_eq!(line["correlation_id"], "c-1\"q", "{line}");
+            assert_eq!(line["trace_id"].as_str().map(str::len), Some(32), "{line}");
+            assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+        }
+        assert_eq!(inside["trace_id"], in_call["trace_id"]);
+        assert_ne!(inside["span_id"], in_call["span_id"]);
+        assert_eq!(outside["fields"]["message"], "outside");
+        for key in ["correlation_id", "trace_id", "span_id"] {
+            assert!(outside.get(key).is_none(), "{outside}");
+        }
     }
 }

@@ -197,28 +197,63 @@ async fn start(path: &std::path::Path) -> anyhow::Result<Arc<Gateway>> {
     Ok(gateway)
 }
 
+/// How long `serve` waits for the upstreams before it answers agents.
+const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve_agents(
     path: &std::path::Path,
     transport: Option<FrontTransport>,
     mut serve: kit::serve::ServeArgs,
 ) -> anyhow::Result<i32> {
-    let gateway = Gateway::start(load(path)?);
+    let metrics = Arc::new(crate::metrics::Metrics::from_env("mcp-orchestrator")?);
+    let gateway = Gateway::start_with_metrics(load(path)?, metrics.clone());
     let http = transport == Some(FrontTransport::Http) || serve.http.is_some();
     if transport == Some(FrontTransport::Stdio) {
         serve.http = None;
     } else if http && serve.http.is_none() {
         serve.http = Some(gateway.config.listen);
     }
+    // Agents list tools right after `initialize` and rarely list again: answering before the
+    // upstreams are connected would show them a partial catalog. Wait until each one has
+    // connected or failed once, bounded so that a hung server cannot hold the front back.
+    if !gateway.wait_ready(STARTUP_WAIT).await {
+        tracing::warn!("serving without every upstream connected; see orchestrator://status");
+    }
     let in_flight = kit::in_flight::InFlight::default();
     let gw = gateway.clone();
     let calls = in_flight.clone();
-    let served = kit::serve::serve(&serve, in_flight, move || {
-        Frontend::new(gw.clone(), calls.clone())
-    })
+    let served = kit::serve::serve_with_routes(
+        &serve,
+        in_flight,
+        move || Frontend::new(gw.clone(), calls.clone()),
+        metrics_route(metrics.clone()),
+    )
     .await;
     gateway.shutdown().await;
+    metrics.shutdown().await;
     served?;
     Ok(0)
+}
+
+/// `GET /metrics` on the HTTP front (behind its bearer token): every metric in the Prometheus
+/// text format, for operators without an OpenTelemetry collector. Stdio has no such endpoint.
+fn metrics_route(metrics: Arc<crate::metrics::Metrics>) -> axum::Router {
+    use axum::{http::StatusCode, http::header::CONTENT_TYPE, response::IntoResponse};
+    let render = move || {
+        let metrics = metrics.clone();
+        async move {
+            match metrics.render_prometheus() {
+                Ok(text) => (
+                    StatusCode::OK,
+                    [(CONTENT_TYPE, crate::metrics::prometheus::CONTENT_TYPE)],
+                    text,
+                )
+                    .into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+            }
+        }
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(render))
 }
 
 async fn tools(path: &std::path::Path, json: bool) -> anyhow::Result<i32> {

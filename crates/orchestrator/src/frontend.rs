@@ -1,7 +1,13 @@
 //! The MCP server agents connect to: the catalog's tools, resources and prompts, each request
 //! routed to the upstream that owns it.
+//!
+//! Each `tools/call` runs in one span naming its correlation id (the agent's, or generated; see
+//! [`kit::correlation`]), which every upstream request carries in `_meta.correlationId` and the
+//! result returns in its `_meta`; one `agent call` line per call logs its outcome.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
+
+use kit::correlation::CorrelationId;
 
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
@@ -10,8 +16,8 @@ use rmcp::{
         GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
         ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
-        ResourceContents, ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool,
-        UnsubscribeRequestParams,
+        ResourceContents, ResultType, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+        Tool, UnsubscribeRequestParams,
     },
     service::{NotificationContext, RequestContext},
 };
@@ -36,12 +42,27 @@ fn is_per_hop_key(key: &str) -> bool {
     key == "progressToken" || key.starts_with("io.modelcontextprotocol/")
 }
 
-/// What an upstream request carries from the agent's request.
+/// What an upstream request carries from the agent's request, with the request's correlation id
+/// ([`kit::correlation::of_request`]).
 pub fn call_context(context: &RequestContext<RoleServer>) -> CallContext {
+    call_context_for(context, &kit::correlation::of_request(context))
+}
+
+/// What an upstream request carries from the agent's request: its `_meta` without the per-hop
+/// keys, with `correlationId` set to `correlation` so every upstream logs the call under the
+/// agent's id.
+pub fn call_context_for(
+    context: &RequestContext<RoleServer>,
+    correlation: &CorrelationId,
+) -> CallContext {
     let mut meta = context.meta.clone();
     meta.0.retain(|k, _| !is_per_hop_key(k));
+    meta.0.insert(
+        kit::correlation::META_KEY.to_owned(),
+        correlation.as_str().into(),
+    );
     CallContext {
-        meta: (!meta.0.is_empty()).then_some(meta),
+        meta: Some(meta),
         progress: context
             .meta
             .get_progress_token()
@@ -120,7 +141,9 @@ impl ServerHandler for Frontend {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let _in_flight = self.in_flight.enter();
-        let cx = call_context(&context);
+        let started = Instant::now();
+        let correlation = kit::correlation::of_request(&context);
+        let cx = call_context_for(&context, &correlation);
         let span = tracing::info_span!(
             "tools/call",
             otel.name = %format!("tools/call {}", request.name),
@@ -130,6 +153,7 @@ impl ServerHandler for Frontend {
             gen_ai.tool.name = %request.name,
             mcp.cache.hit = tracing::field::Empty,
             error.type = tracing::field::Empty,
+            correlation_id = %correlation,
         );
         kit::telemetry::continue_trace_from_meta(&span, &context.meta);
         let outcome = tracing::Instrument::instrument(
@@ -143,10 +167,19 @@ impl ServerHandler for Frontend {
             span.record("otel.status_code", "ERROR");
             span.record("error.type", label.as_str());
         }
-        match outcome {
-            Ok(result) => Ok(result.into()),
-            Err(e) => e.into_tool_answer().map(Into::into),
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        span.in_scope(|| tracing::info!(outcome = %label, elapsed_ms, "agent call"));
+        let mut answer = match outcome {
+            Ok(result) => Ok(result),
+            Err(e) => e.into_tool_answer(),
+        };
+        // A pass-through result is the upstream's own, which already names this id (unless it
+        // came from the cache, or the upstream ignores `_meta`): set it either way.
+        if let Ok(result) = &mut answer {
+            kit::correlation::set_in_meta(&mut result.meta, &correlation);
+            mark_complete(&mut result.result_type);
         }
+        answer.map(Into::into)
     }
 
     async fn list_resources(
@@ -202,6 +235,7 @@ impl ServerHandler for Frontend {
                 _ => {}
             }
         }
+        mark_complete(&mut result.result_type);
         Ok(result.into())
     }
 
@@ -262,11 +296,12 @@ impl ServerHandler for Frontend {
             .prompt(&request.name)
             .map_err(CallError::into_error_data)?;
         let name = route.name.clone();
-        self.gateway.upstreams[route.server]
+        let mut result = self.gateway.upstreams[route.server]
             .get_prompt(request, &name, &call_context(&context))
             .await
-            .map(Into::into)
-            .map_err(CallError::into_error_data)
+            .map_err(CallError::into_error_data)?;
+        mark_complete(&mut result.result_type);
+        Ok(result.into())
     }
 
     async fn complete(
@@ -297,10 +332,12 @@ impl ServerHandler for Frontend {
                 ));
             }
         };
-        self.gateway.upstreams[server]
+        let mut result = self.gateway.upstreams[server]
             .complete(request, &call_context(&context))
             .await
-            .map_err(CallError::into_error_data)
+            .map_err(CallError::into_error_data)?;
+        mark_complete(&mut result.result_type);
+        Ok(result)
     }
 
     // Logging is deprecated from 2026-07-28 on, but 2025-11-25 agents still send setLevel.
@@ -313,4 +350,10 @@ impl ServerHandler for Frontend {
         tracing::info!(level = ?request.level, "agent set the log level");
         Ok(())
     }
+}
+
+/// Results relayed from an upstream that speaks an older protocol carry no `resultType`, which
+/// 2026-07-28 agents require on every result; rmcp strips `complete` again for older agents.
+fn mark_complete(result_type: &mut Option<ResultType>) {
+    result_type.get_or_insert(ResultType::COMPLETE);
 }

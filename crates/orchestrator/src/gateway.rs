@@ -17,6 +17,7 @@ use crate::{
     catalog::Catalog,
     config::Config,
     error::CallError,
+    metrics::Metrics,
     policy::CallReport,
     relay::Relay,
     upstream::{CallContext, Upstream},
@@ -42,6 +43,8 @@ pub struct Gateway {
     cache: ResultCache,
     /// One compiled input schema per composite, in `config.workflows` order.
     input_validators: Vec<jsonschema::Validator>,
+    /// Instruments recorded on the call path; also observes each upstream's policy figures.
+    metrics: Arc<Metrics>,
 }
 
 /// Whether the arguments carry a non-empty `idempotencyKey`, which makes repeating a write safe.
@@ -54,16 +57,26 @@ fn carries_idempotency_key(arguments: Option<&JsonObject>) -> bool {
 
 impl Gateway {
     /// Starts supervising every upstream (all connect concurrently) and keeping the catalog
-    /// current. Returns at once: upstreams connect in the background.
+    /// current. Returns at once: upstreams connect in the background. Its metrics are read
+    /// through [`Gateway::metrics`] only (no export).
     pub fn start(config: Config) -> Arc<Self> {
+        Self::start_with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// [`Gateway::start`], recording into `metrics` (which may export).
+    pub fn start_with_metrics(config: Config, metrics: Arc<Metrics>) -> Arc<Self> {
         let config = Arc::new(config);
         let relay = Arc::new(Relay::default());
         let (changed, changes) = watch::channel(0u64);
         let upstreams: Vec<Arc<Upstream>> = config
             .servers
             .iter()
-            .map(|spec| Arc::new(Upstream::new(spec.clone(), relay.clone(), changed.clone())))
+            .map(|spec| {
+                let upstream = Upstream::new(spec.clone(), relay.clone(), changed.clone());
+                Arc::new(upstream.with_secrets(config.secrets.clone()))
+            })
             .collect();
+        metrics.observe(&upstreams);
         let cache = ResultCache::new(config.cache.settings.clone());
         // Schemas were checked at load, so every composite has its validator, in order.
         let input_validators = config
@@ -82,6 +95,7 @@ impl Gateway {
             started: chrono::Utc::now(),
             cache,
             input_validators,
+            metrics,
         });
         let mut tasks = JoinSet::new();
         for upstream in &gateway.upstreams {
@@ -256,6 +270,19 @@ impl Gateway {
             _ => None,
         };
         let args_value = Value::Object(arguments.clone().unwrap_or_default());
+        // Arguments that break the tool's schema never leave: the agent learns which field is
+        // wrong without a round trip, and the upstream (and its breaker) never sees them.
+        if let Some((field, message)) = offer
+            .validators
+            .get(tool)
+            .and_then(|v| kit::arguments::violation(v, &args_value))
+        {
+            return (
+                Ok(kit::ToolError::invalid_argument(&field, &message).to_call_tool_result()),
+                CallReport::default(),
+                false,
+            );
+        }
         let started = std::time::Instant::now();
         let run = || async {
             upstream
@@ -283,6 +310,7 @@ impl Gateway {
                     })
                     .await;
                 let report = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+                self.metrics.cache_lookup(&call_name, lookup);
                 (result.map(|r| (*r).clone()), report, lookup == Lookup::Hit)
             }
             None => {
@@ -302,7 +330,10 @@ impl Gateway {
                 Ok(_) | Err(CallError::Cancelled) => None,
                 Err(e) => Some(e.to_string()),
             };
-            upstream.stats.record(started.elapsed(), failure.as_deref());
+            let elapsed = started.elapsed();
+            upstream.stats.record(elapsed, failure.as_deref());
+            self.metrics
+                .upstream_call(upstream.name(), tool, elapsed, &outcome);
         }
         if outcome.as_ref().is_ok_and(|r| r.is_error != Some(true)) {
             let stale = self.config.cache.invalidations_for(&call_name, &args_value);
@@ -356,6 +387,7 @@ impl Gateway {
                 Ok::<_, CallError>(self.execute_composite(workflow, &input, cx).await)
             })
             .await;
+        self.metrics.cache_lookup(&workflow.name, lookup);
         match result {
             Ok(r) => {
                 let mut r = (*r).clone();
@@ -411,8 +443,11 @@ impl Gateway {
         if let Some(f) = forwarder {
             let _ = f.await;
         }
-        let elapsed_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
+        let elapsed = started.elapsed();
+        let elapsed_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
         let Ok(run) = run else {
+            self.metrics
+                .composite_run(&workflow.name, elapsed, "deadline", &[]);
             return kit::ToolError::unavailable(format!(
                 "composite `{}` ran past its deadline of {} ms",
                 workflow.name,
@@ -421,6 +456,9 @@ impl Gateway {
             .with_meta("reason", "deadline".into())
             .to_call_tool_result();
         };
+        let outcome = if run.result.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .composite_run(&workflow.name, elapsed, outcome, &run.sources);
         let sources = serde_json::to_value(&run.sources).unwrap_or_default();
         match run.result {
             Ok(output) => {
@@ -492,6 +530,11 @@ impl Gateway {
     /// The result cache, for status and tests.
     pub fn cache(&self) -> &ResultCache {
         &self.cache
+    }
+
+    /// The metrics, for `/metrics` and tests.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Closes every upstream (stdio children get SIGTERM, then SIGKILL after a grace period)

@@ -8,6 +8,7 @@
 //! - [`policy`]: the per-server policy stack (deadline, retry, breaker, bulkhead, timeout).
 //! - [`error`]: call failures.
 //! - [`stats`]: per-server figures for status.
+//! - [`metrics`]: OpenTelemetry metrics, exported over OTLP and served as Prometheus text.
 //! - [`gateway`]: the running parts wired together, and the one call path.
 //! - [`frontend`]: the MCP server agents connect to.
 //! - [`status`]: the `orchestrator://status` report.
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod error;
 pub mod frontend;
 pub mod gateway;
+pub mod metrics;
 pub mod policy;
 pub mod relay;
 pub mod stats;

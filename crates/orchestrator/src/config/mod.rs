@@ -491,14 +491,20 @@ impl Config {
 
     /// Replaces every secret value in `text` with `***`.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in &self.secrets {
-            if s.len() >= 3 {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
+        redact(&self.secrets, text)
     }
+}
+
+/// Replaces each of `secrets` in `text` with `***` (values under 3 characters are left: masking
+/// them would garble the text and hide nothing).
+pub fn redact(secrets: &[String], text: &str) -> String {
+    let mut out = text.to_owned();
+    for s in secrets {
+        if s.len() >= 3 {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
 }
 
 fn transport_of(

@@ -187,6 +187,8 @@ struct Inner {
     window: Window,
     opens: u64,
     transitions: u64,
+    /// Transitions into each state, indexed by `BreakerState as usize`, for metrics.
+    entered: [u64; 3],
     /// The last [`TRANSITION_HISTORY`] transitions, oldest first (allocated once, at creation).
     history: VecDeque<Transition>,
 }
@@ -232,6 +234,7 @@ impl Breaker {
                 window,
                 opens: 0,
                 transitions: 0,
+                entered: [0; 3],
                 history: VecDeque::with_capacity(TRANSITION_HISTORY),
             }),
         }
@@ -308,6 +311,11 @@ impl Breaker {
             transitions: inner.transitions,
             next_probe_in_ms,
         }
+    }
+
+    /// Transitions into `state` since creation.
+    pub fn transitions_into(&self, state: BreakerState) -> u64 {
+        self.lock().entered[state as usize]
     }
 
     /// The last [`TRANSITION_HISTORY`] transitions, oldest first.
@@ -403,6 +411,7 @@ impl Breaker {
         inner.phase = to;
         inner.generation = inner.generation.wrapping_add(1);
         inner.transitions += 1;
+        inner.entered[to.state() as usize] += 1;
         match to {
             Phase::Open { .. } => inner.opens += 1,
             Phase::Closed => {

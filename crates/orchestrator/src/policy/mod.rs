@@ -138,6 +138,11 @@ impl PolicyStack {
         &self.breaker
     }
 
+    /// The bulkhead, for metrics.
+    pub fn bulkhead(&self) -> &Bulkhead {
+        &self.bulkhead
+    }
+
     /// Runs one call through the stack. Outermost first:
     ///
     /// 1. **deadline**: bounds the whole call, attempts, queueing and retry delays included;

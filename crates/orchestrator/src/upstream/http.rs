@@ -22,7 +22,8 @@ const TRACE_KEYS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
 #[derive(Debug, Clone)]
 pub struct TracedClient(pub reqwest::Client);
 
-/// Adds the message's trace context to `headers` (headers configured for the server win).
+/// Adds the message's trace context and correlation id to `headers` (headers configured for the
+/// server win).
 fn add_trace_headers(
     message: &ClientJsonRpcMessage,
     headers: &mut HashMap<HeaderName, HeaderValue>,
@@ -39,6 +40,27 @@ fn add_trace_headers(
             headers.entry(HeaderName::from_static(key)).or_insert(value);
         }
     }
+    // The call's correlation id, for the upstream's HTTP front (and any proxy) to log.
+    if let Some(value) = meta
+        .get(kit::correlation::META_KEY)
+        .and_then(|v| v.as_str())
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers
+            .entry(kit::correlation::CORRELATION_ID_HEADER)
+            .or_insert(value);
+    }
+}
+
+/// Drops the request URL from a reqwest error. An upstream's URL may carry an `${env:..}` secret
+/// (`?apiKey=...`), and rmcp logs transport errors itself, where the orchestrator cannot mask it.
+fn without_url<T>(
+    result: Result<T, StreamableHttpError<reqwest::Error>>,
+) -> Result<T, StreamableHttpError<reqwest::Error>> {
+    result.map_err(|e| match e {
+        StreamableHttpError::Client(e) => StreamableHttpError::Client(e.without_url()),
+        other => other,
+    })
 }
 
 impl StreamableHttpClient for TracedClient {
@@ -55,8 +77,10 @@ impl StreamableHttpClient for TracedClient {
     + Send
     + '_ {
         add_trace_headers(&message, &mut custom_headers);
-        self.0
-            .post_message(uri, message, session_id, auth_header, custom_headers)
+        let sent = self
+            .0
+            .post_message(uri, message, session_id, auth_header, custom_headers);
+        async move { without_url(sent.await) }
     }
 
     fn post_message_with_max_sse_event_size(
@@ -71,14 +95,15 @@ impl StreamableHttpClient for TracedClient {
     + Send
     + '_ {
         add_trace_headers(&message, &mut custom_headers);
-        self.0.post_message_with_max_sse_event_size(
+        let sent = self.0.post_message_with_max_sse_event_size(
             uri,
             message,
             session_id,
             auth_header,
             custom_headers,
             max_sse_event_size,
-        )
+        );
+        async move { without_url(sent.await) }
     }
 
     fn post_message_with_response_limits(
@@ -93,14 +118,15 @@ impl StreamableHttpClient for TracedClient {
     + Send
     + '_ {
         add_trace_headers(&message, &mut custom_headers);
-        self.0.post_message_with_response_limits(
+        let sent = self.0.post_message_with_response_limits(
             uri,
             message,
             session_id,
             auth_header,
             custom_headers,
             limits,
-        )
+        );
+        async move { without_url(sent.await) }
     }
 
     fn delete_session(
@@ -110,8 +136,10 @@ impl StreamableHttpClient for TracedClient {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> impl Future<Output = Result<(), StreamableHttpError<Self::Error>>> + Send + '_ {
-        self.0
-            .delete_session(uri, session_id, auth_header, custom_headers)
+        let sent = self
+            .0
+            .delete_session(uri, session_id, auth_header, custom_headers);
+        async move { without_url(sent.await) }
     }
 
     fn get_stream(
@@ -128,8 +156,10 @@ impl StreamableHttpClient for TracedClient {
         >,
     > + Send
     + '_ {
-        self.0
-            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+        let sent = self
+            .0
+            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers);
+        async move { without_url(sent.await) }
     }
 
     fn get_stream_with_max_sse_event_size(
@@ -147,14 +177,15 @@ impl StreamableHttpClient for TracedClient {
         >,
     > + Send
     + '_ {
-        self.0.get_stream_with_max_sse_event_size(
+        let sent = self.0.get_stream_with_max_sse_event_size(
             uri,
             session_id,
             last_event_id,
             auth_header,
             custom_headers,
             max_sse_event_size,
-        )
+        );
+        async move { without_url(sent.await) }
     }
 }
 
@@ -202,6 +233,21 @@ mod tests {
         assert_eq!(header("baggage"), Some("tenant=acme"));
         assert_eq!(header("tracestate"), Some("configured=1"));
         assert_eq!(headers.len(), 3, "only trace keys become headers");
+    }
+
+    #[test]
+    fn the_correlation_id_in_meta_becomes_the_x_correlation_id_header() {
+        let mut meta = RequestMetaObject::new();
+        meta.insert("correlationId".into(), "corr-7".into());
+        let mut headers = HashMap::new();
+        add_trace_headers(&call_with(meta), &mut headers);
+        assert_eq!(
+            headers
+                .get(&HeaderName::from_static("x-correlation-id"))
+                .and_then(|v| v.to_str().ok()),
+            Some("corr-7")
+        );
+        assert_eq!(headers.len(), 1);
     }
 
     #[test]

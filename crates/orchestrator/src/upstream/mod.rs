@@ -6,6 +6,7 @@ pub mod connect;
 pub mod http;
 
 use std::{
+    collections::HashMap,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -42,6 +43,9 @@ pub struct Offer {
     pub templates: Vec<ResourceTemplate>,
     /// Its prompts.
     pub prompts: Vec<Prompt>,
+    /// Each tool's input schema, compiled once per listing: arguments are checked against it
+    /// before a call leaves the orchestrator. A tool whose schema does not compile has none.
+    pub validators: HashMap<String, Arc<jsonschema::Validator>>,
 }
 
 /// The live side of an upstream.
@@ -77,6 +81,9 @@ pub struct Upstream {
     refresh: Arc<RefreshRequests>,
     /// Bumped whenever the offer or the connection changes, so the catalog can rebuild.
     changed: watch::Sender<u64>,
+    /// Values from `${env:..}`, masked in every error text before it is logged or kept (a
+    /// connection error quotes the server's URL or command, which may hold one).
+    secrets: Vec<String>,
 }
 
 /// A notification (sent on drop) that tells the upstream a request was abandoned.
@@ -112,7 +119,14 @@ impl Upstream {
             link: RwLock::new(None),
             refresh: Arc::new(RefreshRequests::default()),
             changed,
+            secrets: Vec::new(),
         }
+    }
+
+    /// Masks `secrets` (the configuration's `${env:..}` values) in its error texts.
+    pub fn with_secrets(mut self, secrets: Vec<String>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// The upstream's name.
@@ -174,6 +188,7 @@ impl Upstream {
                     }
                 }
                 Err(e) => {
+                    let e = crate::config::redact(&self.secrets, &e);
                     tracing::warn!(server = %self.spec.name, error = %e, "cannot connect");
                     self.stats.set_error(&e);
                 }
@@ -203,7 +218,7 @@ impl Upstream {
                 }));
             }
             Err(e) => {
-                let e = format!("listing tools failed: {e}");
+                let e = crate::config::redact(&self.secrets, &format!("listing tools failed: {e}"));
                 tracing::warn!(server = %self.spec.name, error = %e, "connected but unusable");
                 self.stats.set_error(&e);
                 ct.cancel();
@@ -224,7 +239,11 @@ impl Upstream {
                         Ok(offer) => {
                             self.set_link(Some(Link { peer: peer.clone(), offer: Arc::new(offer), since: Utc::now() }));
                         }
-                        Err(e) => tracing::warn!(server = %self.spec.name, error = %e, "refresh failed"),
+                        Err(e) => tracing::warn!(
+                            server = %self.spec.name,
+                            error = %crate::config::redact(&self.secrets, &e.to_string()),
+                            "refresh failed"
+                        ),
                     }
                 }
                 _ = shutdown.cancelled() => {
@@ -235,6 +254,7 @@ impl Upstream {
                 }
             }
         };
+        let reason = crate::config::redact(&self.secrets, &reason);
         tracing::warn!(server = %self.spec.name, %reason, "upstream went away; reconnecting");
         self.stats.set_error(&reason);
         self.set_link(None);
@@ -454,10 +474,24 @@ async fn list_offer(peer: &Peer<RoleClient>) -> Result<Offer, ServiceError> {
     } else {
         Vec::new()
     };
+    let validators = tools
+        .iter()
+        .filter_map(|tool| {
+            let schema = serde_json::Value::Object((*tool.input_schema).clone());
+            match jsonschema::validator_for(&schema) {
+                Ok(v) => Some((tool.name.to_string(), Arc::new(v))),
+                Err(e) => {
+                    tracing::warn!(tool = %tool.name, error = %e, "input schema does not compile; arguments pass unchecked");
+                    None
+                }
+            }
+        })
+        .collect();
     Ok(Offer {
         tools,
         resources,
         templates,
         prompts,
+        validators,
     })
 }

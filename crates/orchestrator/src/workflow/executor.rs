@@ -54,6 +54,19 @@ pub enum SourceOutcome {
     Failed,
 }
 
+impl SourceOutcome {
+    /// The same name as the serialized form, for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceOutcome::Ok => "ok",
+            SourceOutcome::Cached => "cached",
+            SourceOutcome::Fallback => "fallback",
+            SourceOutcome::Skipped => "skipped",
+            SourceOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// One step's line in `_meta.sources`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,0 +1,480 @@
+//! The stdio front's framing: one JSON-RPC message per line, checked before the handler sees it,
+//! so that every malformed line gets the answer JSON-RPC 2.0 prescribes.
+//!
+//! rmcp's own stdio transport ignores a line that is not JSON, drops an over-long line, and answers
+//! a well-formed but invalid message with an "Invalid request" that carries no `id`. A client then
+//! waits forever for an answer, or cannot tell which request failed. Here:
+//!
+//! | line | answer |
+//! |---|---|
+//! | not JSON (or not UTF-8, or cut short) | `-32700` parse error, `id: null` |
+//! | a JSON array (batches were removed from MCP in 2025-06-18) | `-32600`, `id: null` |
+//! | JSON that is not a JSON-RPC message | `-32600`, with the message's `id` when it has a usable one, else `null` |
+//! | a notification of a shape or method we do not know | none: JSON-RPC never answers notifications |
+//! | longer than the limit | `-32600` naming the limit, `id: null`; the rest of the line is skipped |
+//!
+//! Valid messages take the same path as with rmcp's transport (one `serde_json` parse); only a
+//! line that fails it is parsed again to classify the failure.
+
+use std::pin::Pin;
+
+use futures::{Sink, SinkExt, Stream};
+use rmcp::{
+    RoleServer,
+    service::{RxJsonRpcMessage, TxJsonRpcMessage},
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    sync::mpsc,
+};
+use tokio_util::sync::PollSender;
+
+/// JSON-RPC 2.0: invalid JSON was received.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC 2.0: the JSON sent is not a valid request object.
+pub const INVALID_REQUEST: i64 = -32600;
+
+/// Why a message could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The writer has stopped (stdout closed).
+    #[error("the output stream is closed")]
+    Closed,
+    /// The message did not serialize (cannot happen for rmcp's own types).
+    #[error("message does not serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Messages to the peer.
+pub type FrameSink = Pin<Box<dyn Sink<TxJsonRpcMessage<RoleServer>, Error = FrameError> + Send>>;
+/// Messages from the peer that passed the checks.
+pub type FrameStream = Pin<Box<dyn Stream<Item = RxJsonRpcMessage<RoleServer>> + Send>>;
+
+/// A server transport over the process's stdin/stdout, lines at most `max_line` bytes.
+pub fn stdio(max_line: usize) -> (FrameSink, FrameStream) {
+    let (reader, writer) = rmcp::transport::stdio_pipes();
+    transport(reader, writer, max_line)
+}
+
+/// A server transport over any byte streams (tests use in-memory pipes).
+pub fn transport<R, W>(reader: R, writer: W, max_line: usize) -> (FrameSink, FrameStream)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (messages_tx, messages_rx) = mpsc::channel::<RxJsonRpcMessage<RoleServer>>(256);
+    tokio::spawn(write_frames(writer, frames_rx));
+    tokio::spawn(read_frames(
+        BufReader::new(reader),
+        max_line,
+        messages_tx,
+        frames_tx.clone(),
+    ));
+    let sink = PollSender::new(frames_tx)
+        .sink_map_err(|_| FrameError::Closed)
+        .with(|message: TxJsonRpcMessage<RoleServer>| std::future::ready(encode(&message)));
+    let stream = futures::stream::unfold(messages_rx, |mut rx| async move {
+        rx.recv().await.map(|message| (message, rx))
+    });
+    (Box::pin(sink), Box::pin(stream))
+}
+
+/// One message as one line.
+fn encode(message: &TxJsonRpcMessage<RoleServer>) -> Result<Vec<u8>, FrameError> {
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Writes whole lines, flushing once per burst.
+async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, mut frames: mpsc::Receiver<Vec<u8>>) {
+    while let Some(frame) = frames.recv().await {
+        if writer.write_all(&frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = frames.try_recv() {
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// One line read, or why not.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A whole line (without its newline).
+    Full,
+    /// Longer than the limit; skipped to its end.
+    Oversized,
+    /// End of input (an unterminated last line is dropped: it cannot be a complete message).
+    Eof,
+}
+
+/// Reads one line into `buf` (cleared first), never holding more than `max` bytes.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut oversized = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if !oversized {
+            if buf.len() + chunk.len() > max {
+                oversized = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let consumed = done.unwrap_or(available.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            return Ok(if oversized {
+                Line::Oversized
+            } else {
+                Line::Full
+            });
+        }
+    }
+}
+
+async fn read_frames<R: AsyncBufRead + Unpin>(
+    mut reader: R,
+    max_line: usize,
+    messages: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
+    frames: mpsc::Sender<Vec<u8>>,
+) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let line = match read_line(&mut reader, &mut buf, max_line).await {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading stdin failed; closing the session");
+                return;
+            }
+        };
+        let answer = match line {
+            Line::Eof => return,
+            Line::Oversized => Some(error_frame(
+                &Value::Null,
+                INVALID_REQUEST,
+                &format!("message exceeds the limit of {max_line} bytes"),
+            )),
+            Line::Full => match check(&buf) {
+                Checked::Message(message) => {
+                    if messages.send(*message).await.is_err() {
+                        return;
+                    }
+                    None
+                }
+                Checked::Skip => None,
+                Checked::Answer(frame) => Some(frame),
+            },
+        };
+        if let Some(frame) = answer
+            && frames.send(frame).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// What to do with one line.
+#[derive(Debug)]
+enum Checked {
+    Message(Box<RxJsonRpcMessage<RoleServer>>),
+    /// Blank line, or a notification we cannot use.
+    Skip,
+    /// The error response to write.
+    Answer(Vec<u8>),
+}
+
+fn check(line: &[u8]) -> Checked {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Checked::Skip;
+    }
+    let invalid = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
+        Ok(message) => return Checked::Message(Box::new(message)),
+        Err(e) => e,
+    };
+    let value = match serde_json::from_slice::<Value>(line) {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::debug!(error = %e, "a line that is not JSON");
+            return Checked::Answer(error_frame(
+                &Value::Null,
+                PARSE_ERROR,
+                &format!("Parse error: {e}"),
+            ));
+        }
+    };
+    let Value::Object(object) = &value else {
+        let message = if value.is_array() {
+            "Invalid request: batches are not supported"
+        } else {
+            "Invalid request: a message is a JSON object"
+        };
+        return Checked::Answer(error_frame(&Value::Null, INVALID_REQUEST, message));
+    };
+    if !object.contains_key("id") && object.get("method").is_some_and(Value::is_string) {
+        tracing::debug!(error = %invalid, method = ?object.get("method"), "ignoring a notification we cannot use");
+        return Checked::Skip;
+    }
+    // An id the peer can match: a string or an integer (JSON-RPC ids are never fractions,
+    // objects or arrays).
+    let id = match object.get("id") {
+        Some(id @ Value::String(_)) => id.clone(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Value::Number(n.clone()),
+        _ => Value::Null,
+    };
+    tracing::debug!(error = %invalid, "an invalid JSON-RPC message");
+    let reason = if object.get("jsonrpc") != Some(&json!("2.0")) {
+        r#""jsonrpc" must be "2.0""#.to_owned()
+    } else if !matches!(
+        object.get("id"),
+        None | Some(Value::String(_) | Value::Number(_))
+    ) || id.is_null() && object.contains_key("id")
+    {
+        r#""id" must be a string or an integer"#.to_owned()
+    } else if let Some(method) = object.get("method")
+        && !method.is_string()
+    {
+        r#""method" must be a string"#.to_owned()
+    } else {
+        invalid.to_string()
+    };
+    Checked::Answer(error_frame(
+        &id,
+        INVALID_REQUEST,
+        &format!("Invalid request: {reason}"),
+    ))
+}
+
+fn error_frame(id: &Value, code: i64, message: &str) -> Vec<u8> {
+    let mut frame = serde_json::to_vec(&error_response(id, code, message)).unwrap_or_default();
+    frame.push(b'\n');
+    frame
+}
+
+fn error_response(id: &Value, code: i64, message: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    })
+}
+
+/// The JSON-RPC error response for an HTTP request body that is not one valid message (the
+/// HTTP front sends it with status 400), or `None` when the body is a valid message.
+pub fn diagnose(body: &[u8]) -> Option<Value> {
+    match check(body) {
+        Checked::Message(_) => None,
+        Checked::Answer(frame) => serde_json::from_slice(&frame).ok(),
+        Checked::Skip if body.iter().all(u8::is_ascii_whitespace) => Some(error_response(
+            &Value::Null,
+            PARSE_ERROR,
+            "Parse error: the request body is empty",
+        )),
+        Checked::Skip => Some(error_response(
+            &Value::Null,
+            INVALID_REQUEST,
+            "Invalid request: not a message this server understands",
+        )),
+    }
+}
+
+/// HTTP front middleware: a POST whose body is not one valid JSON-RPC message gets 400 with the
+/// JSON-RPC error as its body (rmcp answers such a body with 415 and a line of text, which says
+/// the media type was wrong when it was not). A body over `max_bytes` gets 413 here, before it is
+/// held in memory whole.
+pub async fn reject_malformed(
+    axum::extract::State(max_bytes): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::{
+        body::Body,
+        http::{Method, StatusCode, header},
+        response::IntoResponse,
+    };
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let json_body = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, max_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds the limit of {max_bytes} bytes\n"),
+            )
+                .into_response();
+        }
+    };
+    let response = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            Body::from(bytes.clone()),
+        ))
+        .await;
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+        && json_body
+        && let Some(error) = diagnose(&bytes)
+    {
+        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, duplex};
+
+    fn answer(line: &str) -> Value {
+        match check(line.as_bytes()) {
+            Checked::Answer(frame) => serde_json::from_slice(&frame).unwrap_or(Value::Null),
+            other => panic!("expected an error answer for {line}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_kind_of_bad_line_gets_its_json_rpc_error() {
+        for (line, code, id) in [
+            ("not json", PARSE_ERROR, Value::Null),
+            (
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list""#,
+                PARSE_ERROR,
+                Value::Null,
+            ),
+            (
+                r#"[{"jsonrpc":"2.0","id":5,"method":"ping"}]"#,
+                INVALID_REQUEST,
+                Value::Null,
+            ),
+            ("[]", INVALID_REQUEST, Value::Null),
+            ("42", INVALID_REQUEST, Value::Null),
+            (r#"{"id":3,"method":"ping"}"#, INVALID_REQUEST, json!(3)),
+            (
+                r#"{"jsonrpc":"2.0","id":"a","method":7}"#,
+                INVALID_REQUEST,
+                json!("a"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+                INVALID_REQUEST,
+                Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                INVALID_REQUEST,
+                Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#,
+                INVALID_REQUEST,
+                json!(9),
+            ),
+        ] {
+            let a = answer(line);
+            assert_eq!(a["jsonrpc"], "2.0", "{line}");
+            assert_eq!(a["error"]["code"], code, "{line}: {a}");
+            assert_eq!(a["id"], id, "{line}: {a}");
+            assert!(
+                a.as_object().is_some_and(|o| o.contains_key("id")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn good_messages_pass_and_unusable_notifications_are_dropped() {
+        assert!(matches!(
+            check(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Checked::Message(_)
+        ));
+        assert!(matches!(
+            check(b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r"),
+            Checked::Message(_)
+        ));
+        assert!(matches!(check(b"   "), Checked::Skip));
+        assert!(matches!(
+            check(br#"{"jsonrpc":"2.0","method":"$/lsp-thing","params":[1]}"#),
+            Checked::Skip
+        ));
+    }
+
+    #[test]
+    fn an_http_body_is_diagnosed_like_a_line() {
+        assert!(diagnose(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).is_none());
+        let d = diagnose(b"{").unwrap_or_default();
+        assert_eq!(d["error"]["code"], PARSE_ERROR);
+        assert_eq!(d["id"], Value::Null);
+        let d = diagnose(b"").unwrap_or_default();
+        assert_eq!(d["error"]["code"], PARSE_ERROR);
+        let d = diagnose(br#"{"jsonrpc":"2.0","id":"x","method":null}"#).unwrap_or_default();
+        assert_eq!(
+            (d["error"]["code"].clone(), d["id"].clone()),
+            (json!(INVALID_REQUEST), json!("x"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_line_is_answered_and_the_next_one_still_works()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (mut client, server) = duplex(1 << 16);
+        let (reader, writer) = tokio::io::split(server);
+        let (_sink, mut stream) = transport(reader, writer, 64);
+        let long = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+            "x".repeat(200)
+        );
+        client.write_all(long.as_bytes()).await?;
+        client.write_all(b"\n").await?;
+        client
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n")
+            .await?;
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await?;
+        assert!(
+            matches!(next, Some(RxJsonRpcMessage::<RoleServer>::Request(ref r)) if r.id.to_string() == "2"),
+            "{next:?}"
+        );
+        let mut out = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.read(&mut out))
+            .await??;
+        let answer: Value = serde_json::from_slice(&out[..n])?;
+        assert_eq!(answer["error"]["code"], INVALID_REQUEST);
+        assert_eq!(answer["id"], Value::Null);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("64 bytes")),
+            "{answer}"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,633 @@
+//! The orchestrator's metrics as OpenTelemetry instruments: read by `GET /metrics` in the
+//! Prometheus text format and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, pushed over OTLP beside
+//! the spans.
+//!
+//! Two kinds of instruments:
+//! - *recorded* on the gateway's call path: upstream calls, errors by kind, upstream latency,
+//!   cache lookups, composite latency and step outcomes;
+//! - *observed* at collection time from the figures each server's policy stack already keeps for
+//!   `orchestrator://status`: retries, breaker state and transitions, bulkhead in-flight, queued
+//!   and rejected. Nothing is counted twice, so `/metrics` and status always agree.
+//!
+//! | instrument | kind | unit | attributes |
+//! |---|---|---|---|
+//! | `mcp.orchestrator.upstream.calls` | counter | `{call}` | `server`, `tool`, `outcome` (`ok`/`error`) |
+//! | `mcp.orchestrator.upstream.errors` | counter | `{error}` | `server`, `kind` |
+//! | `mcp.orchestrator.upstream.duration` | histogram | `s` | `server` |
+//! | `mcp.orchestrator.upstream.retries` | counter (observed) | `{retry}` | `server` |
+//! | `mcp.orchestrator.breaker.state` | gauge (observed) | | `server` (0 closed, 1 open, 2 half-open) |
+//! | `mcp.orchestrator.breaker.transitions` | counter (observed) | `{transition}` | `server`, `to` |
+//! | `mcp.orchestrator.bulkhead.in_flight` | gauge (observed) | `{call}` | `server` |
+//! | `mcp.orchestrator.bulkhead.queued` | gauge (observed) | `{call}` | `server` |
+//! | `mcp.orchestrator.bulkhead.rejected` | counter (observed) | `{call}` | `server` |
+//! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
+//! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
+//! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
+//!
+//! Labels are bounded: server, tool, composite and step names come from the configuration and the
+//! upstreams' tool lists, kinds and outcomes from fixed sets; never arguments or ids.
+
+pub mod prometheus;
+
+use std::{
+    sync::{Arc, RwLock, Weak},
+    time::Duration,
+};
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter, MeterProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    metrics::{
+        InstrumentKind, ManualReader, MeterProviderBuilder, Pipeline, SdkMeterProvider,
+        Temporality, data::ResourceMetrics, reader::MetricReader,
+    },
+};
+use rmcp::model::CallToolResult;
+use serde_json::Value;
+
+use crate::{
+    cache::Lookup, error::CallError, policy::breaker::BreakerState, upstream::Upstream,
+    workflow::executor::Source,
+};
+
+/// Bucket bounds of the latency histograms, in seconds: 1 ms to 1 min, where MCP calls fall.
+/// (The SDK's default bounds, 0 to 10,000, suit milliseconds, not seconds.)
+const LATENCY_BOUNDS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The instrumentation scope of every instrument here.
+const SCOPE: &str = "mcp-orchestrator";
+
+/// The breaker states, in gauge-value order.
+const BREAKER_STATES: [BreakerState; 3] = [
+    BreakerState::Closed,
+    BreakerState::Open,
+    BreakerState::HalfOpen,
+];
+
+/// Why metrics could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The SDK refused to collect (the provider was shut down).
+    #[error("cannot collect metrics: {0}")]
+    Collect(String),
+}
+
+/// The orchestrator's instruments, their meter provider and the reader `/metrics` collects from.
+///
+/// One per gateway ([`crate::gateway::Gateway::start_with_metrics`]); cheap to record into from
+/// any task.
+pub struct Metrics {
+    /// Owns the readers; kept to shut export down cleanly.
+    provider: SdkMeterProvider,
+    /// The pull reader `/metrics` collects through.
+    pull: PullReader,
+    /// Whether an OTLP reader is attached too.
+    exporting: bool,
+    upstream_calls: Counter<u64>,
+    upstream_errors: Counter<u64>,
+    upstream_duration: Histogram<f64>,
+    cache_lookups: Counter<u64>,
+    composite_duration: Histogram<f64>,
+    composite_steps: Counter<u64>,
+    /// The upstreams whose policy figures the observed instruments report. Weak, so metrics never
+    /// keep an upstream (and its connection) alive.
+    observed: Arc<RwLock<Vec<Weak<Upstream>>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("exporting", &self.exporting)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Metrics read by `/metrics` only: nothing is exported. What tests, benches and the library
+    /// default ([`crate::gateway::Gateway::start`]) use.
+    pub fn new() -> Self {
+        Self::build(SdkMeterProvider::builder(), false)
+    }
+
+    /// Metrics read by `/metrics` and also pushed by `export` (a periodic OTLP reader, say), with
+    /// `resource` naming the process.
+    pub fn exporting(resource: Resource, export: impl MetricReader) -> Self {
+        Self::build(
+            SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(export),
+            true,
+        )
+    }
+
+    /// Metrics exported over OTLP when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is set, with the same settings and service name as
+    /// the spans ([`kit::telemetry::otlp_metric_reader`]); otherwise `/metrics` only. Must run
+    /// inside a Tokio runtime.
+    pub fn from_env(service_name: &str) -> Result<Self, kit::telemetry::TelemetryError> {
+        Ok(match kit::telemetry::otlp_metric_reader()? {
+            Some(reader) => Self::exporting(kit::telemetry::resource(service_name), reader),
+            None => Self::new(),
+        })
+    }
+
+    fn build(builder: MeterProviderBuilder, exporting: bool) -> Self {
+        let pull = PullReader(Arc::new(ManualReader::builder().build()));
+        let provider = builder.with_reader(pull.clone()).build();
+        let meter = provider.meter(SCOPE);
+        let observed = Arc::new(RwLock::new(Vec::new()));
+        observe_policies(&meter, &observed);
+        Self {
+            upstream_calls: meter
+                .u64_counter("mcp.orchestrator.upstream.calls")
+                .with_description(
+                    "Upstream tool calls (answered by the server or failed; cache hits excluded)",
+                )
+                .with_unit("{call}")
+                .build(),
+            upstream_errors: meter
+                .u64_counter("mcp.orchestrator.upstream.errors")
+                .with_description(
+                    "Failed upstream tool calls by kind: a tool error's errorKind or the call error",
+                )
+                .with_unit("{error}")
+                .build(),
+            upstream_duration: meter
+                .f64_histogram("mcp.orchestrator.upstream.duration")
+                .with_description(
+                    "Upstream tool call latency, retries and their delays included",
+                )
+                .with_unit("s")
+                .with_boundaries(LATENCY_BOUNDS.to_vec())
+                .build(),
+            cache_lookups: meter
+                .u64_counter("mcp.orchestrator.cache.lookups")
+                .with_description("Result cache lookups by result")
+                .with_unit("{lookup}")
+                .build(),
+            composite_duration: meter
+                .f64_histogram("mcp.orchestrator.composite.duration")
+                .with_description("Composite tool latency, from input check to result")
+                .with_unit("s")
+                .with_boundaries(LATENCY_BOUNDS.to_vec())
+                .build(),
+            composite_steps: meter
+                .u64_counter("mcp.orchestrator.composite.steps")
+                .with_description("Composite steps by outcome")
+                .with_unit("{step}")
+                .build(),
+            provider,
+            pull,
+            exporting,
+            observed,
+        }
+    }
+
+    /// Reports the policy figures (retries, breaker, bulkhead) of `upstreams` from now on.
+    pub fn observe(&self, upstreams: &[Arc<Upstream>]) {
+        let mut observed = self.observed.write().unwrap_or_else(|e| e.into_inner());
+        observed.extend(upstreams.iter().map(Arc::downgrade));
+    }
+
+    /// Whether an OTLP reader is attached.
+    pub fn is_exporting(&self) -> bool {
+        self.exporting
+    }
+
+    /// Records one upstream call that reached the policy stack (not a cache hit): its outcome,
+    /// error kind and latency.
+    pub fn upstream_call(
+        &self,
+        server: &str,
+        tool: &str,
+        elapsed: Duration,
+        outcome: &Result<CallToolResult, CallError>,
+    ) {
+        let server = KeyValue::new("server", server.to_owned());
+        let kind = error_kind(outcome);
+        self.upstream_calls.add(
+            1,
+            &[
+                server.clone(),
+                KeyValue::new("tool", tool.to_owned()),
+                KeyValue::new("outcome", if kind.is_some() { "error" } else { "ok" }),
+            ],
+        );
+        if let Some(kind) = kind {
+            self.upstream_errors
+                .add(1, &[server.clone(), KeyValue::new("kind", kind)]);
+        }
+        self.upstream_duration
+            .record(elapsed.as_secs_f64(), &[server]);
+    }
+
+    /// Records one cache lookup of `tool` (`server.tool`, or a composite's name).
+    pub fn cache_lookup(&self, tool: &str, lookup: Lookup) {
+        let result = match lookup {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+        };
+        self.cache_lookups.add(
+            1,
+            &[
+                KeyValue::new("tool", tool.to_owned()),
+                KeyValue::new("result", result),
+            ],
+        );
+    }
+
+    /// Records one run of `composite`: its latency and `outcome` (`ok`, `failed` or `deadline`),
+    /// and each step's outcome from its `_meta.sources`.
+    pub fn composite_run(
+        &self,
+        composite: &str,
+        elapsed: Duration,
+        outcome: &'static str,
+        sources: &[Source],
+    ) {
+        let composite = KeyValue::new("composite", composite.to_owned());
+        self.composite_duration.record(
+            elapsed.as_secs_f64(),
+            &[composite.clone(), KeyValue::new("outcome", outcome)],
+        );
+        for source in sources {
+            self.composite_steps.add(
+                1,
+                &[
+                    composite.clone(),
+                    KeyValue::new("step", source.step.clone()),
+                    KeyValue::new("outcome", source.outcome.as_str()),
+                ],
+            );
+        }
+    }
+
+    /// Every metric now, in the Prometheus text exposition format 0.0.4
+    /// ([`prometheus::CONTENT_TYPE`]).
+    pub fn render_prometheus(&self) -> Result<String, MetricsError> {
+        let mut collected = ResourceMetrics::default();
+        self.pull
+            .collect(&mut collected)
+            .map_err(|e| MetricsError::Collect(e.to_string()))?;
+        Ok(prometheus::encode(&collected))
+    }
+
+    /// Stops the provider, pushing a last export when exporting; waits at most a few seconds for
+    /// a slow collector. The SDK's shutdown blocks on the export, so it runs off the runtime's
+    /// worker threads.
+    pub async fn shutdown(&self) {
+        let provider = self.provider.clone();
+        let done = tokio::task::spawn_blocking(move || provider.shutdown());
+        match tokio::time::timeout(Duration::from_secs(5), done).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metric export did not flush"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metric shutdown task failed"),
+            Err(_) => tracing::warn!("metric export flush timed out"),
+        }
+    }
+}
+
+/// The error kind of a call's outcome, `None` when it succeeded: a tool error's `errorKind` (read
+/// as `kit::ToolError` reads it, so an unknown kind is `internal`), else the call error's label.
+fn error_kind(outcome: &Result<CallToolResult, CallError>) -> Option<&'static str> {
+    match outcome {
+        Ok(r) if r.is_error == Some(true) => Some(
+            r.meta
+                .as_ref()
+                .and_then(|m| m.get(kit::tool_error::META_ERROR_KIND))
+                .and_then(Value::as_str)
+                .and_then(kit::ErrorKind::parse)
+                .unwrap_or(kit::ErrorKind::Internal)
+                .as_str(),
+        ),
+        Ok(_) => None,
+        Err(e) => Some(e.label()),
+    }
+}
+
+/// The upstreams still alive among `observed`.
+fn live(observed: &RwLock<Vec<Weak<Upstream>>>) -> Vec<Arc<Upstream>> {
+    observed
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect()
+}
+
+fn server(upstream: &Upstream) -> KeyValue {
+    KeyValue::new("server", upstream.name().to_owned())
+}
+
+/// Registers the observed instruments: each reads the policy figures of every live upstream when
+/// a reader collects. The SDK keeps the callbacks for the provider's lifetime.
+fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) {
+    let o = observed.clone();
+    meter
+        .u64_observable_counter("mcp.orchestrator.upstream.retries")
+        .with_description("Retries of failed upstream attempts")
+        .with_unit("{retry}")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                obs.observe(u.policy.snapshot().retries, &[server(&u)]);
+            }
+        })
+        .build();
+    let o = observed.clone();
+    meter
+        .u64_observable_gauge("mcp.orchestrator.breaker.state")
+        .with_description("Circuit breaker state: 0 closed, 1 open, 2 half-open")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                obs.observe(u.policy.breaker().state() as u64, &[server(&u)]);
+            }
+        })
+        .build();
+    let o = observed.clone();
+    meter
+        .u64_observable_counter("mcp.orchestrator.breaker.transitions")
+        .with_description("Circuit breaker transitions by the state entered")
+        .with_unit("{transition}")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                let breaker = u.policy.breaker();
+                for to in BREAKER_STATES {
+                    obs.observe(
+                        breaker.transitions_into(to),
+                        &[server(&u), KeyValue::new("to", to.as_str())],
+                    );
+                }
+            }
+        })
+        .build();
+    let o = observed.clone();
+    meter
+        .u64_observable_gauge("mcp.orchestrator.bulkhead.in_flight")
+        .with_description("Calls holding a bulkhead running slot")
+        .with_unit("{call}")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                obs.observe(u.policy.bulkhead().snapshot().running as u64, &[server(&u)]);
+            }
+        })
+        .build();
+    let o = observed.clone();
+    meter
+        .u64_observable_gauge("mcp.orchestrator.bulkhead.queued")
+        .with_description("Calls waiting for a bulkhead running slot")
+        .with_unit("{call}")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                obs.observe(u.policy.bulkhead().snapshot().queued as u64, &[server(&u)]);
+            }
+        })
+        .build();
+    let o = observed.clone();
+    meter
+        .u64_observable_counter("mcp.orchestrator.bulkhead.rejected")
+        .with_description("Calls refused because the bulkhead was full")
+        .with_unit("{call}")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                obs.observe(u.policy.bulkhead().snapshot().rejected, &[server(&u)]);
+            }
+        })
+        .build();
+}
+
+/// The reader `/metrics` collects through. The provider takes ownership of its readers and
+/// `ManualReader` is not `Clone`, so both hold it through an `Arc`.
+#[derive(Debug, Clone)]
+struct PullReader(Arc<ManualReader>);
+
+impl MetricReader for PullReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::Config,
+        relay::Relay,
+        workflow::executor::{Source, SourceOutcome},
+    };
+
+    /// The value of the sample `name{labels}` in `text` (labels in any order).
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let mut found: Vec<String> = rest
+                .trim_end_matches('}')
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| p.trim_end_matches('"').to_owned())
+                .collect();
+            found.sort();
+            let mut wanted: Vec<String> =
+                labels.iter().map(|(k, v)| format!("{k}=\"{v}")).collect();
+            wanted.sort();
+            (found == wanted).then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    fn upstream(policy: serde_json::Value) -> Arc<Upstream> {
+        let text = serde_json::json!({
+            "mcpServers": { "sql": { "command": "never-started" } },
+            "orchestrator": { "servers": { "sql": policy } }
+        })
+        .to_string();
+        let mut config =
+            Config::parse(&text, std::path::Path::new("."), &|_| None).expect("valid config");
+        let (changed, _) = tokio::sync::watch::channel(0);
+        Arc::new(Upstream::new(
+            config.servers.remove(0),
+            Arc::new(Relay::default()),
+            changed,
+        ))
+    }
+
+    fn tool_error(kind: &str) -> Result<CallToolResult, CallError> {
+        let mut r = CallToolResult::error(vec![]);
+        let mut meta = rmcp::model::MetaObject::new();
+        meta.insert("errorKind".into(), kind.into());
+        r.meta = Some(meta);
+        Ok(r)
+    }
+
+    #[test]
+    fn calls_count_by_outcome_and_errors_by_kind() {
+        let m = Metrics::new();
+        let ms = Duration::from_millis;
+        m.upstream_call(
+            "sql",
+            "get_customer",
+            ms(3),
+            &Ok(CallToolResult::success(vec![])),
+        );
+        m.upstream_call("sql", "get_customer", ms(20), &tool_error("unavailable"));
+        m.upstream_call("sql", "get_customer", ms(40), &tool_error("made_up"));
+        m.upstream_call("sql", "query", ms(2_000), &Err(CallError::Cancelled));
+        let text = m.render_prometheus().expect("collected");
+        let calls = "mcp_orchestrator_upstream_calls_total";
+        let ok = [
+            ("server", "sql"),
+            ("tool", "get_customer"),
+            ("outcome", "ok"),
+        ];
+        let failed = [
+            ("server", "sql"),
+            ("tool", "get_customer"),
+            ("outcome", "error"),
+        ];
+        assert_eq!(sample(&text, calls, &ok), Some(1.0), "{text}");
+        assert_eq!(sample(&text, calls, &failed), Some(2.0), "{text}");
+        let errors = "mcp_orchestrator_upstream_errors_total";
+        for (kind, n) in [("unavailable", 1.0), ("internal", 1.0), ("cancelled", 1.0)] {
+            assert_eq!(
+                sample(&text, errors, &[("server", "sql"), ("kind", kind)]),
+                Some(n),
+                "{kind}: {text}"
+            );
+        }
+        let count = "mcp_orchestrator_upstream_duration_seconds_count";
+        assert_eq!(sample(&text, count, &[("server", "sql")]), Some(4.0));
+        let bucket = "mcp_orchestrator_upstream_duration_seconds_bucket";
+        let le = |b| [("server", "sql"), ("le", b)];
+        assert_eq!(sample(&text, bucket, &le("0.005")), Some(1.0), "{text}");
+        assert_eq!(sample(&text, bucket, &le("0.05")), Some(3.0), "{text}");
+        assert_eq!(sample(&text, bucket, &le("+Inf")), Some(4.0), "{text}");
+    }
+
+    #[test]
+    fn cache_lookups_and_composites_are_labelled_by_name() {
+        let m = Metrics::new();
+        m.cache_lookup("sql.get_customer", Lookup::Miss);
+        m.cache_lookup("sql.get_customer", Lookup::Hit);
+        m.cache_lookup("sql.get_customer", Lookup::Hit);
+        let source = |step: &str, outcome| Source {
+            step: step.into(),
+            server: "sql".into(),
+            tool: "t".into(),
+            outcome,
+            error_kind: None,
+            error: None,
+            latency_ms: 1.0,
+            items: None,
+            failed_items: None,
+            started_ms: 0.0,
+        };
+        let sources = [
+            source("orders", SourceOutcome::Ok),
+            source("behavior", SourceOutcome::Fallback),
+        ];
+        m.composite_run("insights", Duration::from_millis(30), "ok", &sources);
+        m.composite_run("insights", Duration::from_secs(9), "deadline", &[]);
+        let text = m.render_prometheus().expect("collected");
+        let lookups = "mcp_orchestrator_cache_lookups_total";
+        let tool = ("tool", "sql.get_customer");
+        assert_eq!(
+            sample(&text, lookups, &[tool, ("result", "hit")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, lookups, &[tool, ("result", "miss")]),
+            Some(1.0)
+        );
+        let steps = "mcp_orchestrator_composite_steps_total";
+        let step = |s, o| [("composite", "insights"), ("step", s), ("outcome", o)];
+        assert_eq!(sample(&text, steps, &step("orders", "ok")), Some(1.0));
+        assert_eq!(
+            sample(&text, steps, &step("behavior", "fallback")),
+            Some(1.0)
+        );
+        let count = "mcp_orchestrator_composite_duration_seconds_count";
+        for outcome in ["ok", "deadline"] {
+            let labels = [("composite", "insights"), ("outcome", outcome)];
+            assert_eq!(sample(&text, count, &labels), Some(1.0), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn breaker_and_bulkhead_figures_are_observed_at_collection() {
+        let up = upstream(serde_json::json!({
+            "circuitBreaker": { "consecutiveFailures": 2, "openMs": 60000 },
+            "bulkhead": { "maxConcurrent": 1, "maxQueue": 0 }
+        }));
+        let m = Metrics::new();
+        m.observe(std::slice::from_ref(&up));
+        let text = m.render_prometheus().expect("collected");
+        let sql = [("server", "sql")];
+        assert_eq!(
+            sample(&text, "mcp_orchestrator_breaker_state", &sql),
+            Some(0.0)
+        );
+
+        let breaker = up.policy.breaker();
+        for _ in 0..2 {
+            breaker.acquire().expect("closed").failure();
+        }
+        let slot = up.policy.bulkhead().enter().await.expect("a free slot");
+        assert!(up.policy.bulkhead().enter().await.is_err(), "full");
+        let text = m.render_prometheus().expect("collected");
+        assert_eq!(
+            sample(&text, "mcp_orchestrator_breaker_state", &sql),
+            Some(1.0)
+        );
+        let transitions = "mcp_orchestrator_breaker_transitions_total";
+        let to = |s| [("server", "sql"), ("to", s)];
+        assert_eq!(sample(&text, transitions, &to("open")), Some(1.0), "{text}");
+        assert_eq!(sample(&text, transitions, &to("closed")), Some(0.0));
+        let in_flight = "mcp_orchestrator_bulkhead_in_flight";
+        assert_eq!(sample(&text, in_flight, &sql), Some(1.0), "{text}");
+        let rejected = "mcp_orchestrator_bulkhead_rejected_total";
+        assert_eq!(sample(&text, rejected, &sql), Some(1.0), "{text}");
+        let retries = "mcp_orchestrator_upstream_retries_total";
+        assert_eq!(sample(&text, retries, &sql), Some(0.0), "{text}");
+
+        drop(slot);
+        let text = m.render_prometheus().expect("collected");
+        assert_eq!(sample(&text, in_flight, &sql), Some(0.0));
+        drop(up);
+        let text = m.render_prometheus().expect("collected");
+        assert_eq!(
+            sample(&text, in_flight, &sql),
+            None,
+            "a dropped upstream is no longer observed"
+        );
+    }
+}
