@@ -129,7 +129,8 @@ fn write_config(dir: &TempDir) -> anyhow::Result<std::path::PathBuf> {
     let config = json!({
         "mcpServers": {
             "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql").display().to_string()] },
-            "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": ["--data-dir", ":memory:"] },
+            // Cosmos fails the optional `behavior` step, whose span must carry the error.
+            "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": ["--data-dir", ":memory:", "--fail-tools", "get_user_behavior"] },
             "rest": { "command": bin_path("rest-mcp-server")?, "args": [] }
         },
         "orchestrator": { "composites": { "customer_insights": composite } }
@@ -299,6 +300,31 @@ async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result
     assert_eq!(steps.len(), 3, "three step spans:\n{}", summary());
     for step in &steps {
         assert_eq!(step.parent_id(), root.span_id(), "step under the root");
+    }
+    // The optional step that failed (and fell back) says so, with the error's kind; the others
+    // are not marked as errors.
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let status = |r: &Received| r.span.status.as_ref().map_or(0, |s| s.code);
+    let failed = steps
+        .iter()
+        .find(|r| r.attr("mcp.workflow.step").as_deref() == Some("behavior"))
+        .unwrap_or_else(|| panic!("no behavior step span:\n{}", summary()));
+    assert_eq!(
+        status(failed),
+        StatusCode::Error as i32,
+        "behavior step status"
+    );
+    assert_eq!(failed.attr("error.type").as_deref(), Some("unavailable"));
+    for ok in steps
+        .iter()
+        .filter(|r| r.attr("mcp.workflow.step").as_deref() != Some("behavior"))
+    {
+        assert_ne!(
+            status(ok),
+            StatusCode::Error as i32,
+            "{:?}",
+            ok.attr("mcp.workflow.step")
+        );
     }
     let attempts: Vec<&&Received> = in_trace
         .iter()
