@@ -16,7 +16,8 @@ use rmcp::{
     ClientHandler, RoleClient, ServiceExt,
     model::{
         CallToolRequest, CallToolRequestParams, ClientRequest, ProgressNotificationParam,
-        ReadResourceRequestParams, RequestMetaObject, ResourceContents,
+        ReadResourceRequestParams, RequestMetaObject, ResourceContents, ServerNotification,
+        SubscriptionFilter,
     },
     service::{NotificationContext, PeerRequestOptions, RunningService},
     transport::{ConfigureCommandExt, TokioChildProcess},
@@ -369,6 +370,72 @@ async fn an_upstream_list_change_reaches_the_agent() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 2026-07-28 agents have no session to be notified in: they open `subscriptions/listen`.
+#[tokio::test]
+async fn a_stateless_agent_hears_list_changes_through_listen() -> anyhow::Result<()> {
+    let dir = TempDir::new("orch-listen")?;
+    let fixture = fixture::start().await?;
+    let config = write_config(
+        &dir,
+        json!({ "fixture": { "type": "http", "url": fixture.url } }),
+        &[],
+    )?;
+    let agent = testkit::connect_stdio_with(
+        "mcp-orchestrator",
+        &[
+            "serve".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ],
+        testkit::Lifecycle::Stateless,
+    )
+    .await?;
+    let mut subscription = agent
+        .peer()
+        .listen(
+            SubscriptionFilter::builder()
+                .tools_list_changed()
+                .resource_subscriptions(vec!["orchestrator://status".to_owned()])
+                .build(),
+        )
+        .await?;
+    // Tool list changes are accepted; resource subscriptions stay with resources/subscribe.
+    assert_eq!(subscription.acknowledged().tools_list_changed, Some(true));
+    assert_eq!(subscription.acknowledged().resource_subscriptions, None);
+    let added = call(
+        &testkit::PeerClient(agent.peer().clone()),
+        "fixture__add_tool",
+        json!({ "name": "zeta" }),
+    )
+    .await?;
+    anyhow::ensure!(added.is_error != Some(true), "{}", text_of(&added));
+    // Wait for a notification that comes with the new tool in the list (a notification can
+    // also come from an earlier listing of the same change).
+    let peer = agent.peer().clone();
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match subscription.next().await {
+                Ok(Some(ServerNotification::ToolListChangedNotification(_))) => {
+                    let listed = peer.list_all_tools().await.unwrap_or_default();
+                    if listed.iter().any(|t| t.name == "fixture__zeta") {
+                        return true;
+                    }
+                }
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        heard,
+        "the listen stream carried tools/list_changed with the new tool listed"
+    );
+    agent.cancel().await?;
+    Ok(())
+}
+
 async fn call_ok_text(agent: &Agent, tool: &str, args: Value) -> anyhow::Result<String> {
     let r = call(&agent_as_client(agent), tool, args).await?;
     anyhow::ensure!(r.is_error != Some(true), "{tool} failed: {}", text_of(&r));
@@ -489,6 +556,27 @@ async fn a_killed_child_fails_its_calls_clearly_comes_back_and_leaves_no_orphan(
         failed.meta.as_ref().and_then(|m| m.get("retryable")),
         Some(&json!(true))
     );
+    // While it restarts its tools stay listed, and a call says the server is unavailable
+    // (retryable) rather than that the tool does not exist.
+    assert!(
+        tool_names(&agent)
+            .await?
+            .contains(&"sql__get_customer".to_owned())
+    );
+    let meanwhile = call(
+        &client,
+        "sql__get_customer",
+        json!({ "customerId": "CUST-0001" }),
+    )
+    .await?;
+    if meanwhile.is_error == Some(true) {
+        assert_eq!(
+            error_kind(&meanwhile).as_deref(),
+            Some("unavailable"),
+            "{}",
+            text_of(&meanwhile)
+        );
+    }
 
     let back = eventually(Duration::from_secs(20), || {
         let client = client.clone();

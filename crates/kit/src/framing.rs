@@ -10,11 +10,16 @@
 //! | not JSON (or not UTF-8, or cut short) | `-32700` parse error, `id: null` |
 //! | a JSON array (batches were removed from MCP in 2025-06-18) | `-32600`, `id: null` |
 //! | JSON that is not a JSON-RPC message | `-32600`, with the message's `id` when it has a usable one, else `null` |
+//! | a sound request whose `params` do not parse (`"params": [1]`, `"_meta": "x"`) | `-32602` for a method we serve, `-32601` for any other, with its `id` |
 //! | a notification of a shape or method we do not know | none: JSON-RPC never answers notifications |
 //! | longer than the limit | `-32600` naming the limit, `id: null`; the rest of the line is skipped |
 //!
 //! Valid messages take the same path as with rmcp's transport (one `serde_json` parse); only a
 //! line that fails it is parsed again to classify the failure.
+//!
+//! rmcp also takes a request for a method it knows, whose params do not fit that method, as a
+//! custom request, which its default handler answers "method not found" (`-32601`); a handler
+//! answers it with [`custom_request_error`] instead, which says `-32602` and why.
 
 use std::pin::Pin;
 
@@ -34,6 +39,10 @@ use tokio_util::sync::PollSender;
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC 2.0: the JSON sent is not a valid request object.
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC 2.0: the method does not exist (or is not available).
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC 2.0: invalid method parameters.
+pub const INVALID_PARAMS: i64 = -32602;
 
 /// Why a message could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +267,21 @@ fn check(line: &[u8]) -> Checked {
         && !method.is_string()
     {
         r#""method" must be a string"#.to_owned()
+    } else if id.as_number().is_some_and(|n| !n.is_i64()) {
+        r#""id" is out of range"#.to_owned()
+    } else if let Some(Value::String(method)) = object.get("method") {
+        // The envelope looks sound, so the params are what failed (rmcp takes any method with
+        // object params as a custom request): a method we serve says so, any other is unknown.
+        let (code, message) = match fit(method, object.get("params")) {
+            Fit::Misfit(e) => (
+                INVALID_PARAMS,
+                format!("Invalid params for `{method}`: {e}"),
+            ),
+            Fit::Unknown => (METHOD_NOT_FOUND, format!("Method not found: `{method}`")),
+            // Then it is something else (a duplicate key, say).
+            Fit::Fits => (INVALID_REQUEST, format!("Invalid request: {invalid}")),
+        };
+        return Checked::Answer(error_frame(&id, code, &message));
     } else {
         invalid.to_string()
     };
@@ -266,6 +290,95 @@ fn check(line: &[u8]) -> Checked {
         INVALID_REQUEST,
         &format!("Invalid request: {reason}"),
     ))
+}
+
+/// Checks a request's params against the types of a method this workspace's servers answer.
+type ParamsCheck = fn(Value) -> Result<(), serde_json::Error>;
+
+fn parses<T: serde::de::DeserializeOwned>(request: Value) -> Result<(), serde_json::Error> {
+    serde_json::from_value::<T>(request).map(|_| ())
+}
+
+/// The client-to-server methods rmcp's `ServerHandler` answers, each with its request type
+/// (subscribe, unsubscribe and setLevel are deprecated from 2026-07-28 on; older agents send them).
+#[allow(deprecated)]
+const SERVED: &[(&str, ParamsCheck)] = {
+    use rmcp::model::*;
+    &[
+        (InitializeResultMethod::VALUE, parses::<InitializeRequest>),
+        (DiscoverRequestMethod::VALUE, parses::<DiscoverRequest>),
+        (PingRequestMethod::VALUE, parses::<PingRequest>),
+        (ListToolsRequestMethod::VALUE, parses::<ListToolsRequest>),
+        (CallToolRequestMethod::VALUE, parses::<CallToolRequest>),
+        (
+            ListResourcesRequestMethod::VALUE,
+            parses::<ListResourcesRequest>,
+        ),
+        (
+            ListResourceTemplatesRequestMethod::VALUE,
+            parses::<ListResourceTemplatesRequest>,
+        ),
+        (
+            ReadResourceRequestMethod::VALUE,
+            parses::<ReadResourceRequest>,
+        ),
+        (SubscribeRequestMethod::VALUE, parses::<SubscribeRequest>),
+        (
+            UnsubscribeRequestMethod::VALUE,
+            parses::<UnsubscribeRequest>,
+        ),
+        (
+            ListPromptsRequestMethod::VALUE,
+            parses::<ListPromptsRequest>,
+        ),
+        (GetPromptRequestMethod::VALUE, parses::<GetPromptRequest>),
+        (CompleteRequestMethod::VALUE, parses::<CompleteRequest>),
+        (SetLevelRequestMethod::VALUE, parses::<SetLevelRequest>),
+    ]
+};
+
+/// How a request's params stand against the methods we serve.
+enum Fit {
+    /// Not a method we serve.
+    Unknown,
+    /// A method we serve, and the params fit it.
+    Fits,
+    /// A method we serve; the params do not fit it, for this reason.
+    Misfit(String),
+}
+
+fn fit(method: &str, params: Option<&Value>) -> Fit {
+    let Some((_, check)) = SERVED.iter().find(|(m, _)| *m == method) else {
+        return Fit::Unknown;
+    };
+    let mut request = serde_json::Map::new();
+    request.insert("method".into(), Value::String(method.to_owned()));
+    if let Some(params) = params {
+        request.insert("params".into(), params.clone());
+    }
+    match check(Value::Object(request)) {
+        Ok(()) => Fit::Fits,
+        Err(_) if params.is_none() => Fit::Misfit("params are missing".to_owned()),
+        Err(e) => Fit::Misfit(e.to_string()),
+    }
+}
+
+/// The answer to a request rmcp could not type, for `ServerHandler::on_custom_request`: a method
+/// we serve whose params do not fit gets `-32602` naming why; any other method `-32601`.
+pub fn custom_request_error(request: &rmcp::model::CustomRequest) -> rmcp::ErrorData {
+    use rmcp::model::ErrorCode;
+    match fit(&request.method, request.params.as_ref()) {
+        Fit::Misfit(reason) => rmcp::ErrorData::new(
+            ErrorCode::INVALID_PARAMS,
+            format!("Invalid params for `{}`: {reason}", request.method),
+            None,
+        ),
+        Fit::Unknown | Fit::Fits => rmcp::ErrorData::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            format!("Method not found: `{}`", request.method),
+            None,
+        ),
+    }
 }
 
 fn error_frame(id: &Value, code: i64, message: &str) -> Vec<u8> {
@@ -334,6 +447,12 @@ pub async fn reject_malformed(
                 .into_response();
         }
     };
+    // JSON may open with a byte order mark (RFC 8259 lets a parser ignore it); rmcp would call
+    // such a body the wrong media type.
+    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => bytes.slice_ref(rest),
+        None => bytes,
+    };
     let response = next
         .run(axum::extract::Request::from_parts(
             parts,
@@ -399,6 +518,31 @@ mod tests {
                 INVALID_REQUEST,
                 json!(9),
             ),
+            (
+                r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+                INVALID_REQUEST,
+                json!(u64::MAX),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":10,"method":"tools/list","params":[1]}"#,
+                INVALID_PARAMS,
+                json!(10),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":11,"method":"ping","params":{"_meta":"x"}}"#,
+                INVALID_PARAMS,
+                json!(11),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"n","method":"no/such","params":[1]}"#,
+                METHOD_NOT_FOUND,
+                json!("n"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"k1","id":"k2","method":"ping"}"#,
+                INVALID_REQUEST,
+                json!("k2"),
+            ),
         ] {
             let a = answer(line);
             assert_eq!(a["jsonrpc"], "2.0", "{line}");
@@ -426,6 +570,32 @@ mod tests {
             check(br#"{"jsonrpc":"2.0","method":"$/lsp-thing","params":[1]}"#),
             Checked::Skip
         ));
+    }
+
+    #[test]
+    fn a_custom_request_is_an_unknown_method_or_bad_params_of_a_known_one() {
+        use rmcp::model::{CustomRequest, ErrorCode};
+        let bad_name = custom_request_error(&CustomRequest::new(
+            "tools/call",
+            Some(json!({ "name": 5 })),
+        ));
+        assert_eq!(bad_name.code, ErrorCode::INVALID_PARAMS);
+        assert!(
+            bad_name.message.contains("tools/call") && bad_name.message.contains("integer"),
+            "{}",
+            bad_name.message
+        );
+        let missing = custom_request_error(&CustomRequest::new("tools/call", None));
+        assert_eq!(missing.code, ErrorCode::INVALID_PARAMS);
+        assert!(missing.message.contains("missing"), "{}", missing.message);
+        let bad_level = custom_request_error(&CustomRequest::new(
+            "logging/setLevel",
+            Some(json!({ "level": "loud" })),
+        ));
+        assert_eq!(bad_level.code, ErrorCode::INVALID_PARAMS);
+        let unknown = custom_request_error(&CustomRequest::new("no/such", Some(json!({}))));
+        assert_eq!(unknown.code, ErrorCode::METHOD_NOT_FOUND);
+        assert!(unknown.message.contains("no/such"), "{}", unknown.message);
     }
 
     #[test]

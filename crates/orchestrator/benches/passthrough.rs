@@ -91,6 +91,7 @@ impl TempConfig {
     fn new(sql: &Path) -> anyhow::Result<Self> {
         let path =
             std::env::temp_dir().join(format!("mcp-passthrough-{}.json", std::process::id()));
+        // One client keeps `IN_FLIGHT` calls in flight, over the default per-client cap.
         let config = json!({
             "mcpServers": {
                 "sql": {
@@ -98,7 +99,8 @@ impl TempConfig {
                     "args": ["--data-dir", ":memory:"],
                     "env": { "RUST_LOG": "warn" }
                 }
-            }
+            },
+            "orchestrator": { "limits": { "maxConcurrentCallsPerClient": IN_FLIGHT } }
         });
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         Ok(Self(path))

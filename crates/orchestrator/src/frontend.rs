@@ -4,6 +4,9 @@
 //! Each `tools/call` runs in one span naming its correlation id (the agent's, or generated; see
 //! [`kit::correlation`]), which every upstream request carries in `_meta.correlationId` and the
 //! result returns in its `_meta`; one `agent call` line per call logs its outcome.
+//!
+//! Two limits apply to every `tools/call` here (see [`crate::limits`]): the session's cap on calls
+//! in flight, checked before any routing, and the result size, checked on the way out.
 
 use std::{sync::Arc, time::Instant};
 
@@ -16,15 +19,18 @@ use rmcp::{
         GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
         ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
-        ResourceContents, ResultType, ServerCapabilities, ServerConfig, SubscribeRequestParams,
-        Tool, UnsubscribeRequestParams,
+        ResourceContents, ResultType, ServerCapabilities, ServerConfig, ServerNotification,
+        SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
     },
-    service::{NotificationContext, RequestContext},
+    service::{NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError},
 };
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
     error::CallError,
     gateway::Gateway,
+    limits::{client::ClientCalls, result_size},
+    relay::ListChange,
     status::{STATUS_URI, StatusReport},
     upstream::CallContext,
 };
@@ -35,6 +41,8 @@ pub struct Frontend {
     gateway: Arc<Gateway>,
     /// Shared with the server loop, so a shutdown waits for the calls agents have in flight.
     in_flight: kit::in_flight::InFlight,
+    /// This session's calls in flight, capped so that one agent cannot starve the others.
+    calls: ClientCalls,
 }
 
 /// `_meta` keys that belong to one hop of the protocol and must not travel upstream.
@@ -72,9 +80,15 @@ pub fn call_context_for(
 }
 
 impl Frontend {
-    /// A handler over the running gateway.
+    /// A handler over the running gateway: one per agent session (the front calls this once per
+    /// stdio connection or HTTP session), so each session gets its own cap on calls in flight.
     pub fn new(gateway: Arc<Gateway>, in_flight: kit::in_flight::InFlight) -> Self {
-        Self { gateway, in_flight }
+        let calls = ClientCalls::new(gateway.config.limits.max_concurrent_calls_per_client);
+        Self {
+            gateway,
+            in_flight,
+            calls,
+        }
     }
 
     fn status_resource() -> Resource {
@@ -110,6 +124,57 @@ impl ServerHandler for Frontend {
             "One server in front of many: tools are named <server>__<tool>. \
              Read orchestrator://status for the state of every upstream.",
         )
+    }
+
+    /// 2026-07-28 agents hear of list changes through `subscriptions/listen`. Resource update
+    /// subscriptions stay with the legacy `resources/subscribe` (they need an upstream
+    /// subscription per URI), so they are not accepted here.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = requested.clone();
+        accepted.resource_subscriptions = None;
+        Some(accepted)
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.gateway.relay.list_changes();
+        loop {
+            let change = tokio::select! {
+                _ = subscription.cancelled() => return Ok(()),
+                change = changes.recv() => change,
+            };
+            let sent: Vec<ListChange> = match change {
+                Ok(change) => vec![change],
+                // Fell behind: every list may have changed.
+                Err(RecvError::Lagged(_)) => {
+                    vec![
+                        ListChange::Tools,
+                        ListChange::Resources,
+                        ListChange::Prompts,
+                    ]
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            };
+            for change in sent {
+                let notification = match change {
+                    ListChange::Tools => {
+                        ServerNotification::ToolListChangedNotification(Default::default())
+                    }
+                    ListChange::Resources => {
+                        ServerNotification::ResourceListChangedNotification(Default::default())
+                    }
+                    ListChange::Prompts => {
+                        ServerNotification::PromptListChangedNotification(Default::default())
+                    }
+                };
+                match subscription.sink().send(notification).await {
+                    Ok(()) | Err(SubscriptionSendError::NotificationNotAccepted(_)) => {}
+                    Err(_) => return Ok(()),
+                }
+            }
+        }
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -156,12 +221,18 @@ impl ServerHandler for Frontend {
             correlation_id = %correlation,
         );
         kit::telemetry::continue_trace_from_meta(&span, &context.meta);
-        let outcome = tracing::Instrument::instrument(
-            self.gateway
-                .call_tool(&request.name, request.arguments, &cx),
-            span.clone(),
-        )
-        .await;
+        // Refused at once, never queued: a queue would let one agent hold the others' turn.
+        let outcome = match self.calls.try_enter() {
+            Ok(_slot) => {
+                tracing::Instrument::instrument(
+                    self.gateway
+                        .call_tool(&request.name, request.arguments, &cx),
+                    span.clone(),
+                )
+                .await
+            }
+            Err(full) => Ok(full.to_tool_error().to_call_tool_result()),
+        };
         let label = crate::policy::outcome_label(&outcome);
         if label != "ok" {
             span.record("otel.status_code", "ERROR");
@@ -178,6 +249,16 @@ impl ServerHandler for Frontend {
         if let Ok(result) = &mut answer {
             kit::correlation::set_in_meta(&mut result.meta, &correlation);
             mark_complete(&mut result.result_type);
+            let limit = self.gateway.config.limits.max_result_bytes;
+            if let Some(cut) = result_size::truncate(result, limit) {
+                span.in_scope(|| {
+                    tracing::warn!(
+                        original_bytes = cut.original_bytes,
+                        limit_bytes = cut.limit_bytes,
+                        "result truncated to orchestrator.limits.maxResultBytes"
+                    )
+                });
+            }
         }
         answer.map(Into::into)
     }
@@ -349,6 +430,16 @@ impl ServerHandler for Frontend {
     ) -> Result<(), ErrorData> {
         tracing::info!(level = ?request.level, "agent set the log level");
         Ok(())
+    }
+
+    /// rmcp hands over a request it could not type: an unknown method (`-32601`), or a method it
+    /// knows whose params do not fit (`-32602`, which rmcp's default would call unknown).
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        Err(kit::framing::custom_request_error(&request))
     }
 }
 

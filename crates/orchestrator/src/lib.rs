@@ -6,6 +6,7 @@
 //! - [`catalog`]: namespaced names → routes, with filters.
 //! - [`relay`]: progress, list changes and agents.
 //! - [`policy`]: the per-server policy stack (deadline, retry, breaker, bulkhead, timeout).
+//! - [`limits`]: caps per client, per composite, per result and on upstream stderr.
 //! - [`error`]: call failures.
 //! - [`stats`]: per-server figures for status.
 //! - [`metrics`]: OpenTelemetry metrics, exported over OTLP and served as Prometheus text.
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod error;
 pub mod frontend;
 pub mod gateway;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod relay;

@@ -64,6 +64,30 @@ pub struct Relay {
     agents: Mutex<Vec<Peer<RoleServer>>>,
     /// Exposed resource URI → agents subscribed to it.
     subscriptions: Mutex<HashMap<String, Vec<Peer<RoleServer>>>>,
+    /// List changes, for 2026-07-28 agents, who hear of them through `subscriptions/listen`
+    /// rather than as session notifications.
+    changes: ListChanges,
+}
+
+/// Which list changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListChange {
+    /// `notifications/tools/list_changed`.
+    Tools,
+    /// `notifications/resources/list_changed`.
+    Resources,
+    /// `notifications/prompts/list_changed`.
+    Prompts,
+}
+
+/// A broadcast of list changes; a listener that falls behind is told every list changed.
+#[derive(Debug)]
+struct ListChanges(tokio::sync::broadcast::Sender<ListChange>);
+
+impl Default for ListChanges {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(64).0)
+    }
 }
 
 /// Closes a progress route when the call it belongs to ends, however it ends.
@@ -163,6 +187,7 @@ impl Relay {
 
     /// Tells every connected agent that the tool list changed.
     pub async fn tools_changed(&self) {
+        let _ = self.changes.0.send(ListChange::Tools);
         for agent in self.live_agents() {
             if let Err(e) = agent.notify_tool_list_changed().await {
                 tracing::debug!(error = %e, "could not tell an agent that tools changed");
@@ -172,6 +197,7 @@ impl Relay {
 
     /// Tells every connected agent that the resource list changed.
     pub async fn resources_changed(&self) {
+        let _ = self.changes.0.send(ListChange::Resources);
         for agent in self.live_agents() {
             let _ = agent.notify_resource_list_changed().await;
         }
@@ -179,9 +205,15 @@ impl Relay {
 
     /// Tells every connected agent that the prompt list changed.
     pub async fn prompts_changed(&self) {
+        let _ = self.changes.0.send(ListChange::Prompts);
         for agent in self.live_agents() {
             let _ = agent.notify_prompt_list_changed().await;
         }
+    }
+
+    /// List changes from now on (for a `subscriptions/listen` stream).
+    pub fn list_changes(&self) -> tokio::sync::broadcast::Receiver<ListChange> {
+        self.changes.0.subscribe()
     }
 
     /// Remembers that `agent` wants updates of the exposed `uri`.

@@ -205,7 +205,7 @@ async fn only_the_exact_bearer_token_is_accepted() -> anyhow::Result<()> {
     );
 
     // The scheme is case-insensitive (RFC 7235 §2.1); the token is not.
-    for scheme in ["Bearer", "bearer"] {
+    for scheme in ["Bearer", "bearer", "BEARER"] {
         let header = format!("{scheme} {TOKEN}");
         let response = post(&server.url, &[("Authorization", &header)]).await?;
         assert_eq!(response.status(), 200, "{header}");

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod env;
+pub mod limits;
 pub mod policy;
 
 use std::{
@@ -129,6 +130,9 @@ pub struct OrchestratorSection {
     /// Result cache rules.
     #[serde(default)]
     pub cache: cache::CacheConfig,
+    /// Caps on request fan-out, result size, per-client concurrency and upstream stderr.
+    #[serde(default)]
+    pub limits: limits::LimitsConfig,
 }
 
 impl Default for OrchestratorSection {
@@ -142,6 +146,7 @@ impl Default for OrchestratorSection {
             defaults: policy::PolicyDefaults::default(),
             composites: BTreeMap::new(),
             cache: cache::CacheConfig::default(),
+            limits: limits::LimitsConfig::default(),
         }
     }
 }
@@ -301,6 +306,8 @@ pub struct ServerSpec {
     pub filter: ToolFilter,
     /// Timeouts, retry, breaker and bulkhead.
     pub policy: policy::ServerPolicy,
+    /// How much of its stderr (stdio) reaches the log.
+    pub stderr: crate::limits::StderrLimits,
 }
 
 /// The whole configuration, validated.
@@ -324,6 +331,8 @@ pub struct Config {
     pub workflows: Vec<crate::workflow::Workflow>,
     /// Cache rules.
     pub cache: cache::CacheRules,
+    /// `orchestrator.limits`, checked.
+    pub limits: crate::limits::Limits,
 }
 
 fn valid_name_chars(s: &str) -> bool {
@@ -397,6 +406,7 @@ impl Config {
                 "expected one or more of A-Z a-z 0-9 _ -",
             ));
         }
+        let limits = o.limits.resolve()?;
         for name in o.servers.keys() {
             if !file.mcp_servers.contains_key(name) {
                 return Err(ConfigError::new(
@@ -466,6 +476,7 @@ impl Config {
                     &options.tools,
                     &opt_path,
                 )?,
+                stderr: limits.stderr,
             });
         }
         let enabled: std::collections::BTreeSet<String> =
@@ -473,12 +484,20 @@ impl Config {
         let workflows = o
             .composites
             .iter()
-            .map(|(name, c)| crate::workflow::Workflow::compile(name, c, &enabled))
+            .map(|(name, c)| {
+                crate::workflow::Workflow::compile_with_limit(
+                    name,
+                    c,
+                    &enabled,
+                    limits.max_for_each_items,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let cache = cache::CacheRules::from_config(&o.cache, &enabled)?;
         Ok(Self {
             workflows,
             cache,
+            limits,
             base_dir: base_dir.to_path_buf(),
             servers,
             disabled,
@@ -698,6 +717,16 @@ mod tests {
                 "invalid glob",
             ),
             (r#"{ "mcpServers": [] }"#, "mcpServers", "expected a map"),
+            (
+                r#"{ "orchestrator": { "limits": { "maxResultBytes": 0 } } }"#,
+                "orchestrator.limits.maxResultBytes",
+                "must be 1024-",
+            ),
+            (
+                r#"{ "orchestrator": { "limits": { "maxResultByte": 9000 } } }"#,
+                "orchestrator.limits.maxResultByte",
+                "unknown field",
+            ),
         ];
         for (text, path, message) in cases {
             let err = parse(text).expect_err(text);

@@ -10,16 +10,12 @@ use rmcp::{
         streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::client::UpstreamClient;
 use crate::config::{ServerSpec, Transport};
 
 /// How long one connection attempt (spawn or connect, plus the MCP handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest upstream stderr line logged; longer lines are cut with a marker.
-const MAX_STDERR_LINE: usize = 2_000;
 
 /// A live connection.
 pub type Running = RunningService<rmcp::RoleClient, UpstreamClient>;
@@ -54,19 +50,7 @@ async fn connect_inner(spec: &ServerSpec, handler: UpstreamClient) -> Result<Run
                 .spawn()
                 .map_err(|e| format!("cannot start `{command}`: {e}"))?;
             if let Some(stderr) = stderr {
-                let server = spec.name.clone();
-                tokio::spawn(async move {
-                    let mut lines = BufReader::new(stderr).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        let line = if line.len() > MAX_STDERR_LINE {
-                            let cut = line.floor_char_boundary(MAX_STDERR_LINE);
-                            format!("{}… [{} bytes cut]", &line[..cut], line.len() - cut)
-                        } else {
-                            line
-                        };
-                        tracing::info!(target: "upstream", server = %server, "{line}");
-                    }
-                });
+                crate::limits::stderr::spawn_relay(spec.name.clone(), stderr, spec.stderr);
             }
             handler
                 .serve(transport)

@@ -78,6 +78,10 @@ pub struct Upstream {
     pub policy: PolicyStack,
     relay: Arc<Relay>,
     link: RwLock<Option<Link>>,
+    /// What it offered when last connected: kept while it is down, so its tools stay listed and
+    /// a call to one says the server is unavailable (retryable) instead of "unknown tool" (the
+    /// caller's mistake), and agents are not told the list changed twice per restart.
+    last_offer: RwLock<Arc<Offer>>,
     refresh: Arc<RefreshRequests>,
     /// Bumped whenever the offer or the connection changes, so the catalog can rebuild.
     changed: watch::Sender<u64>,
@@ -117,6 +121,7 @@ impl Upstream {
             stats: ServerStats::default(),
             relay,
             link: RwLock::new(None),
+            last_offer: RwLock::new(Arc::default()),
             refresh: Arc::new(RefreshRequests::default()),
             changed,
             secrets: Vec::new(),
@@ -134,9 +139,17 @@ impl Upstream {
         &self.spec.name
     }
 
-    /// What it offers now (empty while disconnected).
+    /// What it offers: the live listing, or while disconnected the last one (empty if it never
+    /// connected).
     pub fn offer(&self) -> Arc<Offer> {
-        self.read_link().map(|l| l.offer).unwrap_or_default()
+        match self.read_link() {
+            Some(link) => link.offer,
+            None => self
+                .last_offer
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
     }
 
     /// Whether it is connected, and since when.
@@ -149,6 +162,9 @@ impl Upstream {
     }
 
     fn set_link(&self, link: Option<Link>) {
+        if let Some(link) = &link {
+            *self.last_offer.write().unwrap_or_else(|e| e.into_inner()) = link.offer.clone();
+        }
         *self.link.write().unwrap_or_else(|e| e.into_inner()) = link;
         self.changed.send_modify(|n| *n += 1);
     }

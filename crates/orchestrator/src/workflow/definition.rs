@@ -63,6 +63,10 @@ pub struct StepConfig {
     /// Items running at once (default 4, at most 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// Most items the `forEach` may fan out over (default `orchestrator.limits.maxForEachItems`);
+    /// a longer list fails the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<usize>,
     /// Whether the step's failure fails the composite (default false: optional).
     #[serde(default)]
     pub critical: bool,
@@ -94,6 +98,8 @@ pub struct Step {
     pub for_each: Option<(Template, String)>,
     /// Bound on items running at once.
     pub concurrency: usize,
+    /// Bound on the items of a `forEach`.
+    pub max_items: ItemLimit,
     /// Failure fails the composite.
     pub critical: bool,
     /// Value on failure, for optional steps.
@@ -102,6 +108,17 @@ pub struct Step {
     pub cache: Option<CacheSpec>,
     /// Steps this one reads, by index.
     pub depends_on: Vec<usize>,
+}
+
+/// The most items a `forEach` step may fan out over, and where that was configured, so that the
+/// step's failure can say which setting to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemLimit {
+    /// Items at most.
+    pub max: usize,
+    /// The config path that set it (`orchestrator.limits.maxForEachItems`, or the step's
+    /// `maxItems`).
+    pub set_by: String,
 }
 
 /// A checked composite tool.
@@ -139,10 +156,27 @@ fn is_name(s: &str) -> bool {
 
 impl Workflow {
     /// Checks one composite; `servers` are the enabled upstream names. Errors name the path.
+    /// `forEach` steps without `maxItems` take the default `orchestrator.limits.maxForEachItems`.
     pub fn compile(
         name: &str,
         config: &CompositeConfig,
         servers: &BTreeSet<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::compile_with_limit(
+            name,
+            config,
+            servers,
+            crate::limits::DEFAULT_MAX_FOR_EACH_ITEMS,
+        )
+    }
+
+    /// [`Workflow::compile`], with `max_for_each_items` (from `orchestrator.limits`) bounding
+    /// every `forEach` step that sets no `maxItems` of its own.
+    pub fn compile_with_limit(
+        name: &str,
+        config: &CompositeConfig,
+        servers: &BTreeSet<String>,
+        max_for_each_items: usize,
     ) -> Result<Self, ConfigError> {
         let base = format!("orchestrator.composites.{name}");
         if !crate::catalog::is_portable_name(name) {
@@ -230,6 +264,32 @@ impl Workflow {
                     format!("must be 1-{MAX_CONCURRENCY}"),
                 ));
             }
+            let max_items = match s.max_items {
+                None => ItemLimit {
+                    max: max_for_each_items,
+                    set_by: "orchestrator.limits.maxForEachItems".into(),
+                },
+                Some(_) if s.for_each.is_none() => {
+                    return Err(err(
+                        format!("{path}.maxItems"),
+                        "`maxItems` bounds the items of a `forEach`",
+                    ));
+                }
+                Some(max) if crate::limits::FOR_EACH_ITEMS_RANGE.contains(&max) => ItemLimit {
+                    max,
+                    set_by: format!("{path}.maxItems"),
+                },
+                Some(max) => {
+                    return Err(err(
+                        format!("{path}.maxItems"),
+                        format!(
+                            "must be {}-{}, got {max}",
+                            crate::limits::FOR_EACH_ITEMS_RANGE.start(),
+                            crate::limits::FOR_EACH_ITEMS_RANGE.end()
+                        ),
+                    ));
+                }
+            };
             if s.critical && s.fallback.is_some() {
                 return Err(err(
                     format!("{path}.fallback"),
@@ -284,6 +344,7 @@ impl Workflow {
                 args,
                 for_each,
                 concurrency,
+                max_items,
                 critical: s.critical,
                 fallback: s.fallback.clone(),
                 cache: s.cache.clone(),
@@ -456,6 +517,19 @@ mod tests {
                 "1-64",
             ),
             (
+                json!({ "description": "d", "steps": { "a": { "call": "sql.x", "maxItems": 5 } }, "output": {} }),
+                "orchestrator.composites.demo.steps.a.maxItems",
+                "bounds the items of a `forEach`",
+            ),
+            (
+                json!({ "description": "d", "steps": {
+                    "a": { "call": "sql.x" },
+                    "b": { "call": "sql.y", "forEach": "${a.list}", "maxItems": 0 }
+                }, "output": {} }),
+                "orchestrator.composites.demo.steps.b.maxItems",
+                "must be 1-1000000, got 0",
+            ),
+            (
                 json!({ "description": "d", "steps": { "a": { "call": "sql.x", "args": { "v": "${oops" } } }, "output": {} }),
                 "orchestrator.composites.demo.steps.a.args.v",
                 "",
@@ -466,6 +540,42 @@ mod tests {
             assert_eq!(e.path, path, "{config}: {e}");
             assert!(e.message.contains(message), "{config}: {e}");
         }
+    }
+
+    #[test]
+    fn for_each_limits_come_from_the_step_or_the_global_setting() {
+        let config: CompositeConfig =
+            serde_json::from_value(json!({ "description": "d", "steps": {
+            "a": { "call": "sql.x" },
+            "b": { "call": "sql.y", "forEach": "${a.list}" },
+            "c": { "call": "sql.z", "forEach": "${a.list}", "maxItems": 7 }
+        }, "output": {} }))
+            .expect("config");
+        let w = Workflow::compile_with_limit("demo", &config, &servers(), 50).expect("valid");
+        let limit = |name: &str| {
+            w.steps
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.max_items.clone())
+                .expect("step")
+        };
+        assert_eq!(
+            limit("b"),
+            ItemLimit {
+                max: 50,
+                set_by: "orchestrator.limits.maxForEachItems".into()
+            }
+        );
+        assert_eq!(
+            limit("c"),
+            ItemLimit {
+                max: 7,
+                set_by: "orchestrator.composites.demo.steps.c.maxItems".into()
+            }
+        );
+        let default = Workflow::compile("demo", &config, &servers()).expect("valid");
+        let b = default.steps.iter().find(|s| s.name == "b").expect("b");
+        assert_eq!(b.max_items.max, crate::limits::DEFAULT_MAX_FOR_EACH_ITEMS);
     }
 
     #[test]

@@ -315,30 +315,7 @@ pub async fn execute(
                         scope.insert(&workflow.steps[d].name, v);
                     }
                 }
-                let rendered: Result<Vec<JsonObject>, String> = match &step.for_each {
-                    None => step
-                        .args
-                        .render(&scope)
-                        .map_err(|e| e.to_string())
-                        .and_then(|v| as_object(v).map(|o| vec![o])),
-                    Some((list, item)) => match list.render(&scope) {
-                        Err(e) => Err(e.to_string()),
-                        Ok(Value::Array(items)) => items
-                            .iter()
-                            .map(|it| {
-                                step.args
-                                    .render(&scope.clone().with(item, it))
-                                    .map_err(|e| e.to_string())
-                                    .and_then(as_object)
-                            })
-                            .collect(),
-                        Ok(Value::Null) => Ok(Vec::new()),
-                        Ok(other) => {
-                            Err(format!("forEach needs an array, got {}", kind_of(&other)))
-                        }
-                    },
-                };
-                match rendered {
+                match render_calls(step, &scope) {
                     Ok(calls) => {
                         running.push(Box::pin(run_step(
                             i,
@@ -355,10 +332,7 @@ pub async fn execute(
                         running.push(Box::pin(async move {
                             Done {
                                 index: i,
-                                value: Err((
-                                    "invalid".to_owned(),
-                                    format!("arguments could not be built: {message}"),
-                                )),
+                                value: Err(("invalid".to_owned(), message)),
                                 cached: false,
                                 items: None,
                                 started: now,
@@ -440,6 +414,47 @@ pub async fn execute(
     }
 }
 
+/// The arguments of each call `step` makes: one set, or one per item of its `forEach` list.
+/// A list longer than the step's item limit fails the step, naming the step, the count, the limit
+/// and the setting; the list is never cut silently.
+fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, String> {
+    let built = |e: String| format!("arguments could not be built: {e}");
+    let Some((list, item)) = &step.for_each else {
+        return step
+            .args
+            .render(scope)
+            .map_err(|e| e.to_string())
+            .and_then(|v| as_object(v).map(|o| vec![o]))
+            .map_err(built);
+    };
+    match list.render(scope) {
+        Err(e) => Err(built(e.to_string())),
+        Ok(Value::Array(items)) if items.len() > step.max_items.max => Err(format!(
+            "step `{}`: forEach has {} items, over the limit of {} ({}); \
+             ask for fewer items or raise the limit",
+            step.name,
+            items.len(),
+            step.max_items.max,
+            step.max_items.set_by
+        )),
+        Ok(Value::Array(items)) => items
+            .iter()
+            .map(|it| {
+                step.args
+                    .render(&scope.clone().with(item, it))
+                    .map_err(|e| e.to_string())
+                    .and_then(as_object)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(built),
+        Ok(Value::Null) => Ok(Vec::new()),
+        Ok(other) => Err(built(format!(
+            "forEach needs an array, got {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
 fn finish_sources(workflow: &Workflow, sources: Vec<Option<Source>>) -> Vec<Source> {
     sources
         .into_iter()
@@ -479,5 +494,105 @@ fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::workflow::CompositeConfig;
+
+    /// Answers `sql.list` with `n` items and counts every other call.
+    struct Fake {
+        n: usize,
+        item_calls: AtomicUsize,
+    }
+
+    impl StepRunner for Fake {
+        fn call<'a>(
+            &'a self,
+            step: &'a Step,
+            _args: JsonObject,
+            _cx: &'a CallContext,
+        ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>> {
+            Box::pin(async move {
+                let value = if step.tool == "list" {
+                    json!({ "items": (0..self.n).collect::<Vec<_>>() })
+                } else {
+                    self.item_calls.fetch_add(1, Ordering::SeqCst);
+                    json!({ "ok": true })
+                };
+                StepCall {
+                    outcome: Ok(CallToolResult::structured(value)),
+                    cached: false,
+                }
+            })
+        }
+    }
+
+    fn workflow(max_items: Option<usize>, global: usize) -> Workflow {
+        let mut each = json!({ "call": "sql.one", "forEach": "${list.items}", "critical": true });
+        if let Some(m) = max_items {
+            each["maxItems"] = json!(m);
+        }
+        let config: CompositeConfig = serde_json::from_value(json!({
+            "description": "d",
+            "steps": { "list": { "call": "sql.list", "critical": true }, "each": each },
+            "output": { "each": "${each}" }
+        }))
+        .expect("config");
+        let servers = ["sql".to_owned()].into_iter().collect();
+        Workflow::compile_with_limit("fan", &config, &servers, global).expect("valid")
+    }
+
+    async fn run_with(w: &Workflow, n: usize) -> (Run, usize) {
+        let fake = Fake {
+            n,
+            item_calls: AtomicUsize::new(0),
+        };
+        let run = execute(w, &json!({}), &fake, &CallContext::default(), &|_, _| {}).await;
+        (run, fake.item_calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_for_each_over_the_limit_fails_the_step_and_calls_nothing() {
+        let (run, calls) = run_with(&workflow(None, 10), 50).await;
+        let failure = run.result.expect_err("over the limit");
+        assert_eq!(failure.step, "each");
+        assert_eq!(failure.kind, "invalid");
+        assert_eq!(
+            failure.message,
+            "step `each`: forEach has 50 items, over the limit of 10 \
+             (orchestrator.limits.maxForEachItems); ask for fewer items or raise the limit"
+        );
+        assert_eq!(calls, 0, "no item was called, none was silently left out");
+        let source = run
+            .sources
+            .iter()
+            .find(|s| s.step == "each")
+            .expect("source");
+        assert_eq!(source.outcome, SourceOutcome::Failed);
+        assert_eq!(source.error_kind.as_deref(), Some("invalid"));
+    }
+
+    #[tokio::test]
+    async fn a_step_limit_overrides_the_global_one_and_the_limit_itself_passes() {
+        let (run, _) = run_with(&workflow(Some(3), 1_000), 4).await;
+        let failure = run.result.expect_err("over the step's own limit");
+        assert!(
+            failure
+                .message
+                .contains("over the limit of 3 (orchestrator.composites.fan.steps.each.maxItems)"),
+            "{}",
+            failure.message
+        );
+        let (run, calls) = run_with(&workflow(None, 10), 10).await;
+        let output = run.result.expect("exactly at the limit");
+        assert_eq!(output["each"].as_array().map(Vec::len), Some(10));
+        assert_eq!(calls, 10);
     }
 }

@@ -1,0 +1,149 @@
+//! `orchestrator.limits`: caps on what one agent, composite or upstream may cost, each with a safe
+//! default (see [`crate::limits`] for what each does when reached).
+//!
+//! A value of zero, or one so large that it is no limit at all, is a configuration error naming
+//! the field: a limit that is off by mistake should not be found in production.
+
+use std::{fmt::Display, ops::RangeInclusive};
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use crate::limits::{self, Limits, StderrLimits};
+
+/// `orchestrator.limits` as written; every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Calls one agent session may have in flight (default 16).
+    pub max_concurrent_calls_per_client: usize,
+    /// Items one `forEach` step may fan out over (default 1000); a step's `maxItems` overrides.
+    pub max_for_each_items: usize,
+    /// Serialized size of a `tools/call` result returned to an agent (default 1 MiB).
+    pub max_result_bytes: usize,
+    /// Stderr lines logged per second per stdio upstream (default 200).
+    pub upstream_stderr_lines_per_second: u32,
+    /// Longest upstream stderr line logged, in bytes (default 2000).
+    pub upstream_stderr_max_line_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = Limits::default();
+        Self {
+            max_concurrent_calls_per_client: d.max_concurrent_calls_per_client,
+            max_for_each_items: d.max_for_each_items,
+            max_result_bytes: d.max_result_bytes,
+            upstream_stderr_lines_per_second: d.stderr.lines_per_second,
+            upstream_stderr_max_line_bytes: d.stderr.max_line_bytes,
+        }
+    }
+}
+
+/// `value` if it is in `range`, else an error naming `orchestrator.limits.<field>`.
+fn within<T: PartialOrd + Display + Copy>(
+    value: T,
+    range: &RangeInclusive<T>,
+    field: &str,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            format!("orchestrator.limits.{field}"),
+            format!("must be {}-{}, got {value}", range.start(), range.end()),
+        ))
+    }
+}
+
+impl LimitsConfig {
+    /// Checks every field against its accepted range.
+    pub fn resolve(&self) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            max_concurrent_calls_per_client: within(
+                self.max_concurrent_calls_per_client,
+                &limits::CONCURRENT_CALLS_RANGE,
+                "maxConcurrentCallsPerClient",
+            )?,
+            max_for_each_items: within(
+                self.max_for_each_items,
+                &limits::FOR_EACH_ITEMS_RANGE,
+                "maxForEachItems",
+            )?,
+            max_result_bytes: within(
+                self.max_result_bytes,
+                &limits::RESULT_BYTES_RANGE,
+                "maxResultBytes",
+            )?,
+            stderr: StderrLimits {
+                lines_per_second: within(
+                    self.upstream_stderr_lines_per_second,
+                    &limits::STDERR_LINES_PER_SECOND_RANGE,
+                    "upstreamStderrLinesPerSecond",
+                )?,
+                max_line_bytes: within(
+                    self.upstream_stderr_max_line_bytes,
+                    &limits::STDERR_LINE_BYTES_RANGE,
+                    "upstreamStderrMaxLineBytes",
+                )?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<Limits, ConfigError> {
+        let config: LimitsConfig = serde_json::from_value(v)
+            .map_err(|e| ConfigError::new("orchestrator.limits", e.to_string()))?;
+        config.resolve()
+    }
+
+    #[test]
+    fn an_empty_section_gives_the_defaults() {
+        assert_eq!(parse(serde_json::json!({})), Ok(Limits::default()));
+        let d = Limits::default();
+        assert_eq!(d.max_concurrent_calls_per_client, 16);
+        assert_eq!(d.max_for_each_items, 1_000);
+        assert_eq!(d.max_result_bytes, 1024 * 1024);
+        assert_eq!(d.stderr.lines_per_second, 200);
+        assert_eq!(d.stderr.max_line_bytes, 2_000);
+    }
+
+    #[test]
+    fn fields_override_one_by_one() {
+        let l = parse(serde_json::json!({ "maxResultBytes": 4096, "maxForEachItems": 10 }))
+            .expect("valid");
+        assert_eq!(l.max_result_bytes, 4096);
+        assert_eq!(l.max_for_each_items, 10);
+        assert_eq!(
+            l.max_concurrent_calls_per_client,
+            Limits::default().max_concurrent_calls_per_client
+        );
+    }
+
+    #[test]
+    fn zero_and_absurd_values_name_the_field() {
+        let cases = [
+            (
+                "maxConcurrentCallsPerClient",
+                0u64,
+                "must be 1-10000, got 0",
+            ),
+            ("maxConcurrentCallsPerClient", 1_000_000, "got 1000000"),
+            ("maxForEachItems", 0, "must be 1-1000000"),
+            ("maxResultBytes", 0, "must be 1024-1073741824"),
+            ("maxResultBytes", 100, "got 100"),
+            ("maxResultBytes", 1 << 40, "1073741824"),
+            ("upstreamStderrLinesPerSecond", 0, "must be 1-100000"),
+            ("upstreamStderrMaxLineBytes", 10, "must be 80-1048576"),
+        ];
+        for (field, value, message) in cases {
+            let e = parse(serde_json::json!({ field: value })).expect_err(field);
+            assert_eq!(e.path, format!("orchestrator.limits.{field}"));
+            assert!(e.message.contains(message), "{field}={value}: {e}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Limits that keep one agent, one composite or one upstream from exhausting the orchestrator:
+//! configured in `orchestrator.limits` (see [`crate::config::limits`]), with safe defaults.
+//!
+//! | limit | where it applies | beyond it |
+//! |---|---|---|
+//! | request size (`serve --max-body-bytes`) | the front's transport ([`kit::serve`]) | HTTP 413, stdio JSON-RPC `-32600` |
+//! | [`Limits::max_concurrent_calls_per_client`] | [`client::ClientCalls`], per agent session | `throttled` tool error at once |
+//! | [`Limits::max_for_each_items`] | the workflow executor, per `forEach` step | the step fails, `invalid` |
+//! | [`Limits::max_result_bytes`] | [`result_size::truncate`], every `tools/call` result | truncated with a marker |
+//! | [`StderrLimits`] | [`stderr::relay`], each stdio upstream's stderr | lines cut, excess lines dropped and counted |
+//!
+//! None of them fails silently: each names itself (the config path) where it bites.
+//!
+//! - [`client`]: the per-session cap on calls in flight.
+//! - [`result_size`]: truncation of results over the size limit.
+//! - [`stderr`]: the upstream stderr relay, line length and rate capped.
+
+pub mod client;
+pub mod result_size;
+pub mod stderr;
+
+/// Default for [`Limits::max_concurrent_calls_per_client`].
+pub const DEFAULT_MAX_CONCURRENT_CALLS_PER_CLIENT: usize = 16;
+/// Default for [`Limits::max_for_each_items`].
+pub const DEFAULT_MAX_FOR_EACH_ITEMS: usize = 1_000;
+/// Default for [`Limits::max_result_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
+/// Default for [`StderrLimits::lines_per_second`].
+pub const DEFAULT_STDERR_LINES_PER_SECOND: u32 = 200;
+/// Default for [`StderrLimits::max_line_bytes`].
+pub const DEFAULT_STDERR_MAX_LINE_BYTES: usize = 2_000;
+
+/// Accepted range of [`Limits::max_concurrent_calls_per_client`].
+pub const CONCURRENT_CALLS_RANGE: std::ops::RangeInclusive<usize> = 1..=10_000;
+/// Accepted range of [`Limits::max_for_each_items`] (and of a step's `maxItems`).
+pub const FOR_EACH_ITEMS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// Accepted range of [`Limits::max_result_bytes`]: at least room for the truncation marker and
+/// the `_meta` that explains it, at most 1 GiB.
+pub const RESULT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024 * 1024;
+/// Accepted range of [`StderrLimits::lines_per_second`].
+pub const STDERR_LINES_PER_SECOND_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
+/// Accepted range of [`StderrLimits::max_line_bytes`].
+pub const STDERR_LINE_BYTES_RANGE: std::ops::RangeInclusive<usize> = 80..=1024 * 1024;
+
+/// The limits, validated (`orchestrator.limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Calls one agent session may have in flight: one agent cannot take every upstream slot
+    /// (bulkheads are per server and shared by all agents) and starve the others.
+    pub max_concurrent_calls_per_client: usize,
+    /// Items a `forEach` step may fan out over, unless the step sets its own `maxItems`: an
+    /// upstream answering with a huge list must not turn one call into thousands.
+    pub max_for_each_items: usize,
+    /// Serialized size of a `tools/call` result returned to the agent: an agent's context is
+    /// small, and one huge answer should not flood it or the transport.
+    pub max_result_bytes: usize,
+    /// How much of each stdio upstream's stderr reaches the orchestrator's log.
+    pub stderr: StderrLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls_per_client: DEFAULT_MAX_CONCURRENT_CALLS_PER_CLIENT,
+            max_for_each_items: DEFAULT_MAX_FOR_EACH_ITEMS,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            stderr: StderrLimits::default(),
+        }
+    }
+}
+
+/// How much of an upstream's stderr is relayed into the orchestrator's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StderrLimits {
+    /// Lines logged per second per upstream; the rest are dropped and counted, so a server
+    /// logging at `trace` cannot flood the orchestrator's log (or its disk).
+    pub lines_per_second: u32,
+    /// Longest line logged, in bytes; longer lines are cut with a marker. Also bounds the memory
+    /// a line without a newline can take.
+    pub max_line_bytes: usize,
+}
+
+impl Default for StderrLimits {
+    fn default() -> Self {
+        Self {
+            lines_per_second: DEFAULT_STDERR_LINES_PER_SECOND,
+            max_line_bytes: DEFAULT_STDERR_MAX_LINE_BYTES,
+        }
+    }
+}
+
+/// `n` bytes for a human: `512 bytes`, `1.5 KiB`, `3.2 MiB` (whole numbers without a decimal).
+pub fn human_bytes(n: usize) -> String {
+    const KIB: f64 = 1024.0;
+    let value = n as f64;
+    let (scaled, unit) = if n < 1024 {
+        return format!("{n} bytes");
+    } else if value < KIB * KIB {
+        (value / KIB, "KiB")
+    } else if value < KIB * KIB * KIB {
+        (value / (KIB * KIB), "MiB")
+    } else {
+        (value / (KIB * KIB * KIB), "GiB")
+    };
+    let rounded = (scaled * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0} {unit}")
+    } else {
+        format!("{rounded:.1} {unit}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_a_human_wrote_them() {
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(1023), "1023 bytes");
+        assert_eq!(human_bytes(1024), "1 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1024 * 1024), "1 MiB");
+        assert_eq!(human_bytes(3_355_443), "3.2 MiB");
+        assert_eq!(human_bytes(2 * 1024 * 1024 * 1024), "2 GiB");
+    }
+
+    #[test]
+    fn defaults_are_inside_their_ranges() {
+        let d = Limits::default();
+        assert!(CONCURRENT_CALLS_RANGE.contains(&d.max_concurrent_calls_per_client));
+        assert!(FOR_EACH_ITEMS_RANGE.contains(&d.max_for_each_items));
+        assert!(RESULT_BYTES_RANGE.contains(&d.max_result_bytes));
+        assert!(STDERR_LINES_PER_SECOND_RANGE.contains(&d.stderr.lines_per_second));
+        assert!(STDERR_LINE_BYTES_RANGE.contains(&d.stderr.max_line_bytes));
+    }
+}

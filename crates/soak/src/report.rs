@@ -1,0 +1,695 @@
+//! The figures of a run, the invariants checked on them, and their text and JSON forms.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::{
+    mix::{Kind, MIX, Outcome},
+    procs::Proc,
+    rpc::Matching,
+    setup::{FLAKY, Role},
+    watch::{Snapshot, Watch, round},
+};
+
+/// Answers of one kind of call.
+#[derive(Debug, Clone)]
+pub struct KindTally {
+    /// Calls sent.
+    pub sent: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Answers that are successes.
+    pub ok: u64,
+    /// Answers that are failures, by label.
+    pub failures: BTreeMap<String, u64>,
+    /// One message per failure label.
+    pub examples: BTreeMap<String, String>,
+    /// A composite's steps: step -> outcome -> count.
+    pub steps: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Latency from send to answer, in µs.
+    pub latency: Histogram<u64>,
+}
+
+/// Answers of every kind.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// By kind of call.
+    pub kinds: BTreeMap<Kind, KindTally>,
+    /// Latency of every call, in µs.
+    pub all: Histogram<u64>,
+}
+
+impl Tally {
+    /// An empty tally for every kind of the mix.
+    pub fn new() -> anyhow::Result<Self> {
+        let hist = || Histogram::new_with_bounds(1, 3_600_000_000, 3);
+        let mut kinds = BTreeMap::new();
+        for (kind, _) in MIX {
+            kinds.insert(
+                kind,
+                KindTally {
+                    sent: 0,
+                    answered: 0,
+                    ok: 0,
+                    failures: BTreeMap::new(),
+                    examples: BTreeMap::new(),
+                    steps: BTreeMap::new(),
+                    latency: hist()?,
+                },
+            );
+        }
+        Ok(Self {
+            kinds,
+            all: hist()?,
+        })
+    }
+
+    /// Counts one call sent.
+    pub fn sent(&mut self, kind: Kind) {
+        if let Some(k) = self.kinds.get_mut(&kind) {
+            k.sent += 1;
+        }
+    }
+
+    /// Counts one answer.
+    pub fn record(&mut self, kind: Kind, outcome: &Outcome, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.all.saturating_record(micros);
+        let Some(k) = self.kinds.get_mut(&kind) else {
+            return;
+        };
+        k.answered += 1;
+        k.latency.saturating_record(micros);
+        if outcome.is_ok() {
+            k.ok += 1;
+        } else {
+            *k.failures.entry(outcome.label.clone()).or_insert(0) += 1;
+            if let Some(d) = &outcome.detail {
+                k.examples
+                    .entry(outcome.label.clone())
+                    .or_insert_with(|| d.clone());
+            }
+        }
+        for (step, result) in &outcome.steps {
+            *k.steps
+                .entry(step.clone())
+                .or_default()
+                .entry(result.clone())
+                .or_insert(0) += 1;
+        }
+    }
+
+    /// Moves the figures out, leaving an empty tally.
+    pub fn take(&mut self) -> Self {
+        let taken = self.clone();
+        for k in self.kinds.values_mut() {
+            k.sent = 0;
+            k.answered = 0;
+            k.ok = 0;
+            k.failures.clear();
+            k.examples.clear();
+            k.steps.clear();
+            k.latency.reset();
+        }
+        self.all.reset();
+        taken
+    }
+}
+
+/// What the run was asked to do.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Calls to make.
+    pub calls: u64,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// The REST server is killed after living this long (`None`: never).
+    pub kill_every: Option<Duration>,
+    /// The flaky server's failure rate.
+    pub failure_rate: f64,
+    /// Seed of the faults and of the mix.
+    pub seed: u64,
+    /// Attempts per upstream call.
+    pub max_attempts: u32,
+    /// Calls before the baseline.
+    pub warmup_calls: u64,
+    /// Allowed RSS growth from the baseline to the end (0.10 = 10%).
+    pub max_rss_growth: f64,
+    /// Allowed growth of the open descriptors.
+    pub max_fd_growth: i64,
+    /// Where the binaries came from.
+    pub bin_dir: PathBuf,
+}
+
+/// How the orchestrator ended.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Its exit status, or why there is none.
+    pub status: String,
+    /// Whether it exited successfully after its stdin closed.
+    pub clean: bool,
+    /// Seconds from closing its stdin to its exit.
+    pub secs: f64,
+    /// Processes of the run still there afterwards.
+    pub left: Vec<Proc>,
+}
+
+/// Everything measured.
+#[derive(Debug)]
+pub struct Report {
+    /// The settings.
+    pub settings: Settings,
+    /// Each kind's role and the servers its success depends on.
+    pub roles: BTreeMap<Kind, (Role, BTreeSet<String>)>,
+    /// Calls sent.
+    pub sent: u64,
+    /// Whether sending stopped early (the window stayed full, or the orchestrator went away).
+    pub stopped_early: bool,
+    /// Matching of responses to requests.
+    pub matching: Matching,
+    /// Calls never answered, by tool.
+    pub lost: BTreeMap<&'static str, u64>,
+    /// Answers.
+    pub tally: Tally,
+    /// From the first call sent to the last answer.
+    pub elapsed: Duration,
+    /// What the watcher saw.
+    pub watch: Watch,
+    /// Whether the three servers were running (and REST listed again) before the end snapshot.
+    pub settled: bool,
+    /// The end snapshot, after the calls and the settling.
+    pub end: Snapshot,
+    /// Killed processes still present at the end (not reaped).
+    pub unreaped: Vec<u32>,
+    /// Processes of the run that are not the orchestrator's children, before shutdown.
+    pub orphans: Vec<Proc>,
+    /// The shutdown.
+    pub shutdown: Shutdown,
+    /// The orchestrator's log, when kept.
+    pub log: Option<PathBuf>,
+}
+
+/// One invariant and whether it held.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What must hold.
+    pub name: &'static str,
+    /// Whether it did.
+    pub ok: bool,
+    /// The figures behind it.
+    pub detail: String,
+}
+
+/// Answers of calls whose role is `role`: (answered, ok).
+fn by_role(r: &Report, role: Role) -> (u64, u64) {
+    r.tally
+        .kinds
+        .iter()
+        .filter(|(k, _)| r.roles.get(k).map(|(role, _)| *role) == Some(role))
+        .fold((0, 0), |(a, o), (_, t)| (a + t.answered, o + t.ok))
+}
+
+fn pct(ok: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        ok as f64 * 100.0 / of as f64
+    }
+}
+
+impl Report {
+    fn mismatched(&self) -> u64 {
+        self.tally
+            .kinds
+            .values()
+            .filter_map(|k| k.failures.get("mismatch"))
+            .sum()
+    }
+
+    fn lost_total(&self) -> u64 {
+        self.lost.values().sum()
+    }
+
+    /// Failures of the flaky server seen: its pass-through failures and composite steps on it
+    /// that fell back or failed.
+    fn flaky_failures(&self) -> u64 {
+        let mut n = 0;
+        for (kind, t) in &self.tally.kinds {
+            if kind.server() == Some(FLAKY) {
+                n += t.answered - t.ok;
+            }
+        }
+        for t in self.tally.kinds.values() {
+            for (step, outcomes) in &t.steps {
+                // Only `customer_insights.behavior` runs on the flaky server in this mix.
+                if step == "behavior" {
+                    n += outcomes.get("fallback").copied().unwrap_or(0)
+                        + outcomes.get("failed").copied().unwrap_or(0);
+                }
+            }
+        }
+        n
+    }
+
+    fn rss_ratio(&self) -> Option<f64> {
+        let base = self.watch.baseline.as_ref()?.rss_kib;
+        (base > 0).then(|| self.end.rss_kib as f64 / base as f64)
+    }
+
+    fn fd_growth(&self) -> Option<i64> {
+        let base = self.watch.baseline.as_ref()?.fd_total();
+        Some(i64::from(self.end.fd_total()) - i64::from(base))
+    }
+
+    /// The invariants, in order.
+    pub fn checks(&self) -> Vec<Check> {
+        let s = &self.settings;
+        let m = &self.matching;
+        let mut out = Vec::new();
+        out.push(Check {
+            name: "every call answered exactly once",
+            ok: self.sent == s.calls
+                && !self.stopped_early
+                && m.answered == self.sent
+                && self.lost_total() == 0
+                && m.unmatched == 0
+                && m.duplicates == 0,
+            detail: format!(
+                "sent {} of {}, answered {}, lost {}, unmatched {}, duplicates {}",
+                self.sent,
+                s.calls,
+                m.answered,
+                self.lost_total(),
+                m.unmatched,
+                m.duplicates
+            ),
+        });
+        out.push(Check {
+            name: "answers match their requests",
+            ok: self.mismatched() == 0 && m.garbage == 0,
+            detail: format!(
+                "{} successes naming another request's data, {} non-JSON-RPC lines",
+                self.mismatched(),
+                m.garbage
+            ),
+        });
+        let (h_answered, h_ok) = by_role(self, Role::Healthy);
+        out.push(Check {
+            name: "calls to healthy servers all succeed",
+            ok: h_answered > 0 && h_ok == h_answered,
+            detail: format!("{h_ok}/{h_answered} ({:.3}%)", pct(h_ok, h_answered)),
+        });
+        let mut exercised = Vec::new();
+        let mut faults_ok = true;
+        if s.kill_every.is_some() {
+            faults_ok &= self.watch.kills > 0;
+            exercised.push(format!("{} kills of rest", self.watch.kills));
+        }
+        if s.failure_rate > 0.0 {
+            faults_ok &= self.flaky_failures() > 0;
+            exercised.push(format!(
+                "{} failures or fallbacks on {FLAKY}",
+                self.flaky_failures()
+            ));
+        }
+        out.push(Check {
+            name: "the faults happened",
+            ok: faults_ok,
+            detail: exercised.join(", "),
+        });
+        out.push(Check {
+            name: "memory stays flat",
+            ok: self
+                .rss_ratio()
+                .is_some_and(|r| r <= 1.0 + s.max_rss_growth),
+            detail: match (&self.watch.baseline, self.rss_ratio()) {
+                (Some(b), Some(r)) => format!(
+                    "RSS {:.1} MiB after warm-up ({} calls), {:.1} MiB at the end: x{r:.3} (max x{:.2})",
+                    b.rss_kib as f64 / 1024.0,
+                    b.answered,
+                    self.end.rss_kib as f64 / 1024.0,
+                    1.0 + s.max_rss_growth
+                ),
+                _ => "no baseline: the three servers were never all up after warm-up".to_owned(),
+            },
+        });
+        out.push(Check {
+            name: "no file descriptor leak",
+            ok: self.fd_growth().is_some_and(|g| g <= s.max_fd_growth),
+            detail: match (&self.watch.baseline, self.fd_growth()) {
+                (Some(b), Some(g)) => format!(
+                    "{} open after warm-up, {} at the end ({g:+}, max {:+})",
+                    b.fd_total(),
+                    self.end.fd_total(),
+                    s.max_fd_growth
+                ),
+                _ => "no baseline".to_owned(),
+            },
+        });
+        out.push(Check {
+            name: "exactly the three servers at the end",
+            ok: self.settled && self.end.has_exactly_the_servers(),
+            detail: format!(
+                "children {}, zombies {}{}",
+                fmt_counts(&self.end.live),
+                self.end.zombies,
+                if self.settled {
+                    ""
+                } else {
+                    " (REST not back before the settle timeout)"
+                }
+            ),
+        });
+        out.push(Check {
+            name: "killed servers reaped, no orphans",
+            ok: self.unreaped.is_empty() && self.orphans.is_empty(),
+            detail: format!(
+                "{} killed, {} still present; {} processes of the run outside the orchestrator{}",
+                self.watch.killed.len(),
+                self.unreaped.len(),
+                self.orphans.len(),
+                fmt_procs(&self.orphans)
+            ),
+        });
+        out.push(Check {
+            name: "clean shutdown",
+            ok: self.shutdown.clean && self.shutdown.left.is_empty(),
+            detail: format!(
+                "{} {:.2} s after its stdin closed; {} processes of the run left{}",
+                self.shutdown.status,
+                self.shutdown.secs,
+                self.shutdown.left.len(),
+                fmt_procs(&self.shutdown.left)
+            ),
+        });
+        out
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> Value {
+        let s = &self.settings;
+        let checks = self.checks();
+        let ms = |h: &Histogram<u64>, q: f64| round(h.value_at_quantile(q) as f64 / 1000.0, 2);
+        let tools: Vec<Value> = self
+            .tally
+            .kinds
+            .iter()
+            .map(|(kind, t)| {
+                let (role, deps) = self
+                    .roles
+                    .get(kind)
+                    .cloned()
+                    .unwrap_or((Role::Healthy, BTreeSet::new()));
+                json!({
+                    "tool": kind.tool(),
+                    "role": role.label(),
+                    "dependsOn": deps,
+                    "sent": t.sent,
+                    "answered": t.answered,
+                    "ok": t.ok,
+                    "failures": t.failures,
+                    "examples": t.examples,
+                    "steps": t.steps,
+                    "p50Ms": ms(&t.latency, 0.5),
+                    "p99Ms": ms(&t.latency, 0.99),
+                })
+            })
+            .collect();
+        let roles: serde_json::Map<String, Value> = [Role::Healthy, Role::Flaky, Role::Killed]
+            .into_iter()
+            .map(|role| {
+                let (answered, ok) = by_role(self, role);
+                (
+                    role.label().to_owned(),
+                    json!({ "answered": answered, "ok": ok, "successRate": round(pct(ok, answered) / 100.0, 5) }),
+                )
+            })
+            .collect();
+        let secs = self.elapsed.as_secs_f64();
+        json!({
+            "ok": checks.iter().all(|c| c.ok),
+            "settings": {
+                "calls": s.calls,
+                "concurrency": s.concurrency,
+                "killEverySecs": s.kill_every.map(|d| d.as_secs_f64()),
+                "flakyServer": FLAKY,
+                "failureRate": s.failure_rate,
+                "seed": s.seed,
+                "retryMaxAttempts": s.max_attempts,
+                "warmupCalls": s.warmup_calls,
+                "maxRssGrowth": s.max_rss_growth,
+                "maxFdGrowth": s.max_fd_growth,
+                "binDir": s.bin_dir.display().to_string(),
+            },
+            "calls": {
+                "sent": self.sent,
+                "answered": self.matching.answered,
+                "lost": self.lost_total(),
+                "lostByTool": self.lost,
+                "unmatched": self.matching.unmatched,
+                "duplicates": self.matching.duplicates,
+                "mismatched": self.mismatched(),
+                "garbageLines": self.matching.garbage,
+                "examples": self.matching.examples,
+                "stoppedEarly": self.stopped_early,
+            },
+            "roles": roles,
+            "tools": tools,
+            "throughput": {
+                "elapsedSecs": round(secs, 2),
+                "callsPerSec": round(self.matching.answered as f64 / secs.max(1e-9), 1),
+                "p50Ms": ms(&self.tally.all, 0.5),
+                "p90Ms": ms(&self.tally.all, 0.9),
+                "p99Ms": ms(&self.tally.all, 0.99),
+                "maxMs": round(self.tally.all.max() as f64 / 1000.0, 2),
+            },
+            "killer": {
+                "kills": self.watch.kills,
+                "restSeen": self.watch.rest_seen.len(),
+                "restDownSecs": round(self.watch.rest_down.as_secs_f64(), 2),
+            },
+            "process": {
+                "baseline": self.watch.baseline.as_ref().map(Snapshot::to_json),
+                "end": self.end.to_json(),
+                "rssRatio": self.rss_ratio().map(|r| round(r, 4)),
+                "rssPeakKib": self.watch.rss_peak_kib,
+                "rssByTenth": self.watch.rss_by_tenth,
+                "fdGrowth": self.fd_growth(),
+                "maxLiveChildren": self.watch.max_live,
+                "lingeringZombieTicks": self.watch.lingering_zombies,
+                "settled": self.settled,
+                "unreapedKilled": self.unreaped,
+                "orphans": self.orphans.iter().map(|p| json!({"pid": p.pid, "ppid": p.ppid, "name": p.name, "state": p.state.to_string()})).collect::<Vec<_>>(),
+                "shutdown": {
+                    "status": self.shutdown.status,
+                    "clean": self.shutdown.clean,
+                    "secs": round(self.shutdown.secs, 2),
+                    "left": self.shutdown.left.iter().map(|p| json!({"pid": p.pid, "ppid": p.ppid, "name": p.name})).collect::<Vec<_>>(),
+                },
+            },
+            "notifications": self.matching.notifications,
+            "serverRequests": self.matching.server_requests,
+            "log": self.log.as_ref().map(|p| p.display().to_string()),
+            "invariants": checks.iter().map(|c| json!({ "name": c.name, "ok": c.ok, "detail": c.detail })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The report as text.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let s = &self.settings;
+        let mut o = String::new();
+        let kill = s.kill_every.map_or("never".to_owned(), |d| {
+            format!("{:.1} s after each start", d.as_secs_f64())
+        });
+        let _ = writeln!(
+            o,
+            "soak: {} calls, {} in flight, through mcp-orchestrator serve (stdio) from {}",
+            s.calls,
+            s.concurrency,
+            s.bin_dir.display()
+        );
+        let _ = writeln!(
+            o,
+            "faults: {FLAKY} --failure-rate {} --seed {} (flaky); rest killed with SIGKILL {kill}; retry maxAttempts {} (a flaky call fails when every attempt does: ≈{:.1}% expected)",
+            s.failure_rate,
+            s.seed,
+            s.max_attempts,
+            s.failure_rate.powi(s.max_attempts as i32) * 100.0
+        );
+        for (kind, (role, deps)) in &self.roles {
+            if kind.server().is_none() {
+                let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+                let _ = writeln!(
+                    o,
+                    "composite {}: critical steps (and what they read) on {{{}}} -> {}",
+                    kind.tool(),
+                    deps.join(", "),
+                    role.label()
+                );
+            }
+        }
+        let m = &self.matching;
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "calls: sent {}, answered {}, lost {}, unmatched {}, duplicates {}, mismatched {}, non-JSON lines {}",
+            self.sent,
+            m.answered,
+            self.lost_total(),
+            m.unmatched,
+            m.duplicates,
+            self.mismatched(),
+            m.garbage
+        );
+        let secs = self.elapsed.as_secs_f64();
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let _ = writeln!(
+            o,
+            "time: {secs:.1} s, {:.0} calls/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.0} ms",
+            m.answered as f64 / secs.max(1e-9),
+            ms(&self.tally.all, 0.5),
+            ms(&self.tally.all, 0.9),
+            ms(&self.tally.all, 0.99),
+            self.tally.all.max() as f64 / 1000.0
+        );
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "{:<27} {:<8} {:>7} {:>7} {:>8} {:>8}  failures",
+            "tool", "role", "calls", "ok", "p50 ms", "p99 ms"
+        );
+        for (kind, t) in &self.tally.kinds {
+            let role = self.roles.get(kind).map_or(Role::Healthy, |(r, _)| *r);
+            let _ = writeln!(
+                o,
+                "{:<27} {:<8} {:>7} {:>7} {:>8.2} {:>8.2}  {}",
+                kind.tool(),
+                role.label(),
+                t.answered,
+                t.ok,
+                ms(&t.latency, 0.5),
+                ms(&t.latency, 0.99),
+                if t.failures.is_empty() {
+                    "-".to_owned()
+                } else {
+                    fmt_counts(&t.failures)
+                }
+            );
+            for (step, outcomes) in &t.steps {
+                let _ = writeln!(o, "{:<29}step {step}: {}", "", fmt_counts(outcomes));
+            }
+        }
+        let roles: Vec<String> = [Role::Healthy, Role::Flaky, Role::Killed]
+            .into_iter()
+            .map(|role| {
+                let (a, ok) = by_role(self, role);
+                format!("{} {ok}/{a} ({:.3}%)", role.label(), pct(ok, a))
+            })
+            .collect();
+        let _ = writeln!(o, "success by role: {}", roles.join(", "));
+        let examples: BTreeMap<&String, &String> = self
+            .tally
+            .kinds
+            .values()
+            .flat_map(|t| t.examples.iter())
+            .collect();
+        for (label, text) in examples {
+            let _ = writeln!(o, "  e.g. {label}: {text}");
+        }
+        let w = &self.watch;
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "killer: rest killed {} times, {} rest processes seen, rest down {:.1} s of {secs:.1} s",
+            w.kills,
+            w.rest_seen.len(),
+            w.rest_down.as_secs_f64()
+        );
+        let tenths: Vec<String> = w
+            .rss_by_tenth
+            .iter()
+            .map(|(_, kib)| format!("{:.1}", *kib as f64 / 1024.0))
+            .collect();
+        let _ = writeln!(
+            o,
+            "RSS MiB after each tenth of the calls: {} (peak {:.1})",
+            tenths.join(" "),
+            w.rss_peak_kib as f64 / 1024.0
+        );
+        if let Some(b) = &w.baseline {
+            let _ = writeln!(o, "descriptors after warm-up: {}", fmt_counts(&b.fds));
+        }
+        let _ = writeln!(
+            o,
+            "descriptors at the end:    {}",
+            fmt_counts(&self.end.fds)
+        );
+        if !m.notifications.is_empty() || !m.server_requests.is_empty() {
+            let _ = writeln!(
+                o,
+                "from the orchestrator: notifications {}; requests {}",
+                fmt_counts(&m.notifications),
+                fmt_counts(&m.server_requests)
+            );
+        }
+        if !m.examples.is_empty() {
+            let _ = writeln!(o, "protocol anomalies: {}", m.examples.join("; "));
+        }
+        let _ = writeln!(o);
+        let checks = self.checks();
+        for c in &checks {
+            let _ = writeln!(
+                o,
+                "{} {}: {}",
+                if c.ok { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        let _ = writeln!(
+            o,
+            "result: {}",
+            if checks.iter().all(|c| c.ok) {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        );
+        if let Some(log) = &self.log {
+            let _ = writeln!(o, "orchestrator log kept: {}", log.display());
+        }
+        o
+    }
+}
+
+fn fmt_counts<V: std::fmt::Display>(m: &BTreeMap<String, V>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fmt_procs(p: &[Proc]) -> String {
+    if p.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = p
+        .iter()
+        .map(|p| {
+            format!(
+                "{} pid {} (parent {}, state {})",
+                p.name, p.pid, p.ppid, p.state
+            )
+        })
+        .collect();
+    format!(": {}", list.join(", "))
+}

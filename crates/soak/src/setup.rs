@@ -1,0 +1,271 @@
+//! The soak's temporary folder and `mcp.json`: the three bundled servers over stdio, Cosmos flaky.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// The orchestrator binary.
+pub const ORCHESTRATOR: &str = "mcp-orchestrator";
+
+/// The bundled servers, as (name in `mcpServers`, binary).
+pub const SERVERS: [(&str, &str); 3] = [
+    ("sql", "sql-mcp-server"),
+    ("cosmos", "cosmos-mcp-server"),
+    ("rest", "rest-mcp-server"),
+];
+
+/// The server that fails a share of its calls on purpose (`--failure-rate`).
+pub const FLAKY: &str = "cosmos";
+
+/// The server whose process is killed every few seconds.
+pub const KILLED: &str = "rest";
+
+/// The repository's `mcp.json`, compiled in: the soak runs the composites and policy defaults
+/// that ship, and cargo rebuilds the driver when they change.
+const REPO_CONFIG: &str = include_str!("../../../mcp.json");
+
+/// How a call's success depends on the faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Only healthy servers can fail it: it must always succeed.
+    Healthy,
+    /// It depends on the flaky server.
+    Flaky,
+    /// It depends on the killed server.
+    Killed,
+}
+
+impl Role {
+    /// The role of calls to `server`.
+    pub fn of_server(server: &str) -> Self {
+        match server {
+            FLAKY => Role::Flaky,
+            KILLED => Role::Killed,
+            _ => Role::Healthy,
+        }
+    }
+
+    /// The name used in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Healthy => "healthy",
+            Role::Flaky => "flaky",
+            Role::Killed => "killed",
+        }
+    }
+}
+
+/// What the soak changes in the repository's `orchestrator` section.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `--failure-rate` of the flaky server.
+    pub failure_rate: f64,
+    /// `--seed` of the flaky server.
+    pub seed: u64,
+    /// `orchestrator.defaults.retry.maxAttempts`.
+    pub max_attempts: u32,
+    /// `orchestrator.limits.maxConcurrentCallsPerClient`: the soak is one client keeping this
+    /// many calls in flight, which must not be refused as too many.
+    pub in_flight: usize,
+}
+
+/// The folder of the binaries: `explicit`, else the folder of this executable
+/// (`target/<profile>/`), where cargo puts every workspace binary.
+pub fn bin_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match explicit {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the executable has no folder")?
+            .to_path_buf(),
+    };
+    let dir = dir
+        .canonicalize()
+        .with_context(|| dir.display().to_string())?;
+    for bin in std::iter::once(ORCHESTRATOR).chain(SERVERS.iter().map(|(_, b)| *b)) {
+        if !dir.join(bin).is_file() {
+            bail!(
+                "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+                dir.join(bin).display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// A fresh temporary folder, removed on drop unless kept.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    /// Creates `$TMPDIR/mcp-soak-<pid>`.
+    pub fn new() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("mcp-soak-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| path.display().to_string())?;
+        Ok(Self { path, keep: false })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Leaves the folder in place (for the logs after a failed run).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Writes `<dir>/mcp.json` and returns it with its path: the repository's `orchestrator`
+/// section (composites, cache, policy defaults) with `retry.maxAttempts` and the per-client
+/// limit set, and the three
+/// servers started from `bins` with their data in `dir`.
+pub fn write_config(dir: &Path, bins: &Path, faults: Options) -> anyhow::Result<(PathBuf, Value)> {
+    let repo: Value =
+        serde_json::from_str(REPO_CONFIG).context("parsing the repository mcp.json")?;
+    let mut orchestrator = repo
+        .get("orchestrator")
+        .cloned()
+        .context("the repository mcp.json has no `orchestrator` section")?;
+    orchestrator["defaults"]["retry"]["maxAttempts"] = json!(faults.max_attempts);
+    orchestrator["limits"]["maxConcurrentCallsPerClient"] = json!(faults.in_flight);
+    let bin = |name: &str| bins.join(name).display().to_string();
+    let data = |name: &str| dir.join(name).display().to_string();
+    let config = json!({
+        "mcpServers": {
+            "sql": {
+                "command": bin("sql-mcp-server"),
+                "args": ["--data-dir", data("sql")]
+            },
+            "cosmos": {
+                "command": bin("cosmos-mcp-server"),
+                "args": [
+                    "--data-dir", data("cosmos"),
+                    "--failure-rate", faults.failure_rate.to_string(),
+                    "--seed", faults.seed.to_string(),
+                    // No throttling: the flaky server's failures are the injected ones only.
+                    "--ru-per-second", "1000000"
+                ]
+            },
+            "rest": { "command": bin("rest-mcp-server"), "args": [] }
+        },
+        "orchestrator": orchestrator
+    });
+    let path = dir.join("mcp.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok((path, config))
+}
+
+/// The composite `name` of `config`.
+pub fn composite<'a>(config: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
+    config
+        .pointer(&format!("/orchestrator/composites/{name}"))
+        .with_context(|| format!("the repository mcp.json has no composite `{name}`"))
+}
+
+/// The servers a composite's success depends on: those of its critical steps and of every step
+/// a critical step reads, transitively (a critical step that reads a failed step is skipped,
+/// which fails the composite). Optional steps' servers are not in it: their failure only puts
+/// their `fallback` (or null) in the answer.
+pub fn critical_servers(def: &Value) -> anyhow::Result<BTreeSet<String>> {
+    let steps = def
+        .get("steps")
+        .and_then(Value::as_object)
+        .context("composite without `steps`")?;
+    let mut todo: Vec<&str> = steps
+        .iter()
+        .filter(|(_, s)| s.get("critical").and_then(Value::as_bool) == Some(true))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut servers = BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.to_owned()) {
+            continue;
+        }
+        let step = steps
+            .get(name)
+            .with_context(|| format!("unknown step `{name}`"))?;
+        let call = step
+            .get("call")
+            .and_then(Value::as_str)
+            .with_context(|| format!("step `{name}` has no `call`"))?;
+        let server = call.split_once('.').map_or(call, |(s, _)| s);
+        servers.insert(server.to_owned());
+        let mut refs = BTreeSet::new();
+        for part in ["args", "forEach"] {
+            if let Some(v) = step.get(part) {
+                references(v, &mut refs);
+            }
+        }
+        todo.extend(
+            refs.iter()
+                .filter_map(|r| steps.get_key_value(r.as_str()).map(|(k, _)| k.as_str())),
+        );
+    }
+    Ok(servers)
+}
+
+/// The names `${name...}` references start with, anywhere in `v` (`$${` is a literal).
+fn references(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::String(s) => {
+            let bytes = s.as_bytes();
+            let mut i = 0;
+            while let Some(at) = s[i..].find("${") {
+                let start = i + at;
+                i = start + 2;
+                if start > 0 && bytes[start - 1] == b'$' {
+                    continue;
+                }
+                let name: String = s[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|x| references(x, out)),
+        Value::Object(map) => map.values().for_each(|x| references(x, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn critical_servers_follow_references_of_critical_steps_only() -> anyhow::Result<()> {
+        let def = json!({ "steps": {
+            "a": { "call": "sql.x", "critical": true, "args": { "id": "${b.id}", "lit": "$${c.id}" } },
+            "b": { "call": "cosmos.y", "args": { "q": "${input.q}" } },
+            "c": { "call": "rest.z" },
+            "d": { "call": "rest.w", "args": { "id": "${a.id}" } }
+        }});
+        let servers = critical_servers(&def)?;
+        assert_eq!(
+            servers,
+            BTreeSet::from(["sql".to_owned(), "cosmos".to_owned()])
+        );
+        Ok(())
+    }
+}
