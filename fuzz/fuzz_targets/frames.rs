@@ -41,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
             "{answer}"
         );
         assert!(answer["error"]["message"].is_string(), "{answer}");
-        let id = answer.get("id").expect("an error response always has an id");
+        let id = answer
+            .get("id")
+            .expect("an error response always has an id");
         assert!(
             id.is_null() || id.is_string() || id.is_i64() || id.is_u64(),
             "{answer}"
