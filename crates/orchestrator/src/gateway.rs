@@ -355,15 +355,11 @@ impl Gateway {
     ) -> CallToolResult {
         let workflow = &self.config.workflows[index];
         let input = Value::Object(arguments.clone().unwrap_or_default());
-        if let Some(validator) = self.input_validators.get(index)
-            && let Some(error) = validator.iter_errors(&input).next()
+        if let Some((field, message)) = self
+            .input_validators
+            .get(index)
+            .and_then(|validator| kit::arguments::violation(validator, &input))
         {
-            let schema = match &workflow.config.input {
-                Value::Object(o) => o.clone(),
-                _ => JsonObject::new(),
-            };
-            let (field, message) = crate::arguments_violation(&schema, &input)
-                .unwrap_or_else(|| ("arguments".into(), error.to_string()));
             return kit::ToolError::invalid_argument(&field, &message).to_call_tool_result();
         }
         let Some(spec) = &workflow.config.cache else {

@@ -32,11 +32,3 @@ pub mod stats;
 pub mod status;
 pub mod upstream;
 pub mod workflow;
-
-/// The first input-schema violation of `arguments`, as (field, message).
-pub(crate) fn arguments_violation(
-    schema: &rmcp::model::JsonObject,
-    arguments: &serde_json::Value,
-) -> Option<(String, String)> {
-    kit::arguments::first_violation(schema, arguments)
-}
