@@ -4,6 +4,9 @@
 use serde_json::json;
 use testkit::{call_ok, connect_stdio};
 
+/// Orders seeded on every server (`retail_seed::ORDER_COUNT`): ORD-00001 .. ORD-02000.
+const SEEDED_ORDERS: usize = 2000;
+
 fn memory() -> Vec<String> {
     vec!["--data-dir".into(), ":memory:".into()]
 }
@@ -24,6 +27,21 @@ async fn top_customers_have_behaviour_and_orders_have_shipping_and_stock() -> an
         let id = c["customerId"].as_str().expect("id");
         let behavior = call_ok(&cosmos, "get_user_behavior", json!({ "userId": id })).await?;
         assert_eq!(behavior["userId"], id, "cosmos knows {id}");
+        // Real activity, not a profile with zero counts: the best store customers browse online.
+        let count = |field: &str| behavior[field].as_u64().unwrap_or(0);
+        assert!(count("pageViews") > 0, "{id} viewed pages: {behavior}");
+        assert!(count("sessions") > 0, "{id} had sessions: {behavior}");
+        assert!(
+            behavior["lastActive"].is_string(),
+            "{id} was active: {behavior}"
+        );
+        assert!(
+            behavior["favoriteCategories"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "{id} has favourite categories: {behavior}"
+        );
+        assert_eq!(behavior["region"], c["region"], "{id}: same region");
         let analysis = call_ok(
             &cosmos,
             "analyze_user_behavior",
@@ -36,13 +54,29 @@ async fn top_customers_have_behaviour_and_orders_have_shipping_and_stock() -> an
         );
     }
 
-    for order_id in ["ORD-00001", "ORD-01000", "ORD-02000"] {
+    // Fifty orders spread evenly over the seeded id range, first and last included.
+    let order_ids: Vec<String> = (0..50)
+        .map(|i| format!("ORD-{:05}", 1 + i * (SEEDED_ORDERS - 1) / 49))
+        .collect();
+    assert_eq!(
+        (order_ids[0].as_str(), order_ids[49].as_str()),
+        ("ORD-00001", "ORD-02000")
+    );
+    let mut products_checked = std::collections::HashSet::new();
+    for order_id in &order_ids {
         let order = call_ok(&sql, "get_order_details", json!({ "orderId": order_id })).await?;
         let shipping =
             call_ok(&rest, "get_shipping_status", json!({ "orderId": order_id })).await?;
-        assert_eq!(shipping["orderId"], order_id);
+        assert_eq!(shipping["orderId"], order_id.as_str());
+        assert_eq!(
+            shipping["orderStatus"], order["status"],
+            "{order_id}: REST ships what SQL says"
+        );
         for line in order["lines"].as_array().expect("lines") {
             let product_id = line["productId"].as_str().expect("productId");
+            if !products_checked.insert(product_id.to_owned()) {
+                continue;
+            }
             let stock =
                 call_ok(&rest, "check_inventory", json!({ "productId": product_id })).await?;
             assert_eq!(

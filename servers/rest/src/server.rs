@@ -88,7 +88,7 @@ impl RestServer {
     }
 
     #[tool(
-        description = "Shipping status of one order: status, carrier, tracking number, shipped and delivered dates, estimated delivery.",
+        description = "Shipping status of one order: status, carrier, tracking number, shipped and delivered dates, estimated delivery. An order the shipping system has not received yet (one just placed with create_order) is not_found.",
         annotations(
             title = "Get shipping status",
             read_only_hint = true,

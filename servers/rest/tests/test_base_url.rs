@@ -77,7 +77,8 @@ async fn the_apis_fault_flags_answer_429_and_503_but_never_on_health() -> anyhow
     let failing = RetailApi::start(&["--failure-rate", "1"]).await?;
     let (status, retry_after, body) = failing.get("/stock/low").await?;
     assert_eq!(status, 503);
-    assert_eq!(retry_after, None);
+    // 503s announce a wait too: `--retry-after-secs`, 1 s by default.
+    assert_eq!(retry_after.as_deref(), Some("1"));
     assert_eq!(body["error"]["code"], "unavailable");
     let (status, _, _) = failing.get("/health").await?;
     assert_eq!(status, 200);

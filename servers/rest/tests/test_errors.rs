@@ -9,7 +9,7 @@ use kit::ErrorKind;
 use serde_json::json;
 use testkit::{call, call_ok};
 
-use common::{args, closed_base_url, connect, tool_error};
+use common::{RetailApi, args, closed_base_url, connect, tool_error};
 
 /// The HTTP status the API answered, from `_meta.httpStatus`.
 fn http_status(e: &kit::ToolError) -> Option<u64> {
@@ -30,8 +30,57 @@ async fn a_503_is_unavailable_and_retryable() -> anyhow::Result<()> {
         assert!(e.retryable, "{transport}");
         assert_eq!(http_status(&e), Some(503), "{transport}");
         assert!(e.message.contains("503"), "{}", e.message);
+        // The API's injected 503s carry `Retry-After` (`--api-retry-after-secs`, default 1 s).
+        assert_eq!(e.retry_after_ms, Some(1000), "{transport}");
+        let meta = result.meta.as_ref().map(|m| &m.0);
+        assert_eq!(meta.and_then(|m| m.get("retryAfterMs")), Some(&json!(1000)));
         client.cancel().await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_503_carries_the_configured_retry_after() -> anyhow::Result<()> {
+    // The standalone API announces its wait on the wire, and the MCP server passes it on.
+    let api = RetailApi::start(&["--fail-routes", "stock", "--retry-after-secs", "4"]).await?;
+    let (status, retry_after, body) = api.get("/stock/low").await?;
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.as_deref(), Some("4"));
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    let (client, _server) = connect("stdio", &args(&["--base-url", &api.url])).await?;
+    let result = call(&client, "check_stock", json!({})).await?;
+    let e = tool_error(&result)?;
+    assert_eq!(e.kind, ErrorKind::Unavailable, "{}", e.message);
+    assert!(e.retryable);
+    assert_eq!(e.retry_after_ms, Some(4000));
+    assert_eq!(http_status(&e), Some(503));
+    client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_order_not_yet_shipped_is_not_found_and_says_so() -> anyhow::Result<()> {
+    // ORD-02001 is the first id `create_order` hands out on the SQL server; the shipping system
+    // has not received it.
+    let (client, _server) = connect("stdio", &[]).await?;
+    let e = tool_error(
+        &call(
+            &client,
+            "get_shipping_status",
+            json!({ "orderId": "ORD-02001" }),
+        )
+        .await?,
+    )?;
+    assert_eq!(e.kind, ErrorKind::NotFound, "{}", e.message);
+    assert!(!e.retryable);
+    assert_eq!(http_status(&e), Some(404));
+    assert!(
+        e.message.contains("no shipment for order `ORD-02001` yet"),
+        "{}",
+        e.message
+    );
+    client.cancel().await?;
     Ok(())
 }
 

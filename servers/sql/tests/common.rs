@@ -169,6 +169,28 @@ pub async fn check_errors(client: &Client) -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(error_kind(&missing_order).as_deref(), Some("not_found"));
+    assert!(text_of(&missing_order).contains("ORD-99999"));
+
+    // An unknown customer is not a customer without orders: an empty list would hide a typo.
+    let missing_orders = call(
+        client,
+        "get_customer_orders",
+        json!({ "customerId": "CUST-9999" }),
+    )
+    .await?;
+    assert_eq!(
+        error_kind(&missing_orders).as_deref(),
+        Some("not_found"),
+        "{}",
+        text_of(&missing_orders)
+    );
+    assert!(
+        text_of(&missing_orders).contains("CUST-9999"),
+        "{}",
+        text_of(&missing_orders)
+    );
+    let meta = missing_orders.meta.as_ref().expect("error _meta");
+    assert_eq!(meta.get("retryable"), Some(&json!(false)));
 
     // Schema violations are tool errors of kind `invalid` naming the argument (MCP 2025-11-25
     // reports input validation as tool errors so a model can correct its call).

@@ -135,3 +135,45 @@ async fn sigusr1_pauses_faults_and_sigusr2_resumes_them() -> anyhow::Result<()> 
     client.cancel().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn fault_flags_can_come_from_the_environment() -> anyhow::Result<()> {
+    // Each fault flag has an `MCP_FAULT_*` variable, for launchers that set env but not args
+    // (an `mcp.json` `env` block, a container).
+    let env = std::collections::HashMap::from([(
+        "MCP_FAULT_FAIL_TOOLS".to_owned(),
+        "get_customer".to_owned(),
+    )]);
+    let server = testkit::HttpServer::start_with_env(
+        "sql-mcp-server",
+        &["--data-dir".to_owned(), ":memory:".to_owned()],
+        &env,
+    )
+    .await?;
+    let client = server.connect(None).await?;
+    let failed = call(
+        &client,
+        "get_customer",
+        json!({ "customerId": "CUST-0001" }),
+    )
+    .await?;
+    assert_eq!(
+        error_kind(&failed).as_deref(),
+        Some("unavailable"),
+        "{}",
+        text_of(&failed)
+    );
+    let meta = failed.meta.as_ref().expect("error _meta");
+    assert_eq!(meta.get("retryable"), Some(&json!(true)));
+    assert_eq!(meta.get("injected"), Some(&json!(true)));
+    // Only the named tool fails.
+    let order = call_ok(
+        &client,
+        "get_order_details",
+        json!({ "orderId": "ORD-00001" }),
+    )
+    .await?;
+    assert_eq!(order["orderId"], "ORD-00001");
+    client.cancel().await?;
+    server.stop().await
+}

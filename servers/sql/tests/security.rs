@@ -261,6 +261,56 @@ async fn no_cors_headers_ever_and_a_foreign_host_is_refused() -> anyhow::Result<
     server.stop().await
 }
 
+#[tokio::test]
+async fn allowed_origins_replace_the_local_default() -> anyhow::Result<()> {
+    // `--allowed-origins` is the whole list: naming a deployed app's origin drops the localhost
+    // defaults, so only that app's pages (and non-browser clients, which send no Origin) get in.
+    let server = HttpServer::start(
+        BIN,
+        &owned(&[
+            "--data-dir",
+            ":memory:",
+            "--allowed-origins",
+            "https://app.example",
+        ]),
+    )
+    .await?;
+    let allowed = post(&server.url, &[("Origin", "https://app.example")]).await?;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(cors_headers(&allowed), Vec::<String>::new());
+    for origin in [
+        "http://localhost:6274",
+        "http://127.0.0.1:6274",
+        "http://app.example",
+        "https://app.example.evil.example",
+        "https://evil.example",
+    ] {
+        let refused = post(&server.url, &[("Origin", origin)]).await?;
+        assert_eq!(refused.status(), 403, "{origin}");
+    }
+    assert_eq!(post(&server.url, &[]).await?.status(), 200, "no Origin");
+    server.stop().await?;
+
+    // A comma-separated list keeps every entry, and `:*` allows any port of one origin.
+    let server = HttpServer::start(
+        BIN,
+        &owned(&[
+            "--data-dir",
+            ":memory:",
+            "--allowed-origins",
+            "https://app.example,http://localhost:*",
+        ]),
+    )
+    .await?;
+    for origin in ["https://app.example", "http://localhost:6274"] {
+        let response = post(&server.url, &[("Origin", origin)]).await?;
+        assert_eq!(response.status(), 200, "{origin}");
+    }
+    let refused = post(&server.url, &[("Origin", "http://127.0.0.1:6274")]).await?;
+    assert_eq!(refused.status(), 403);
+    server.stop().await
+}
+
 /// Everything that identifies the database's contents: schema and a digest of every table.
 async fn fingerprint(client: &testkit::Client) -> anyhow::Result<Value> {
     let schema = call_ok(

@@ -136,3 +136,195 @@ async fn injected_faults_are_retryable_tool_errors() -> anyhow::Result<()> {
     client.cancel().await?;
     Ok(())
 }
+
+/// A `sql-mcp-server` spoken to line by line, so a test can close its stdin or signal it while
+/// a call is running (an rmcp client owns both and would close them itself).
+struct RawStdio {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    /// Every message read so far.
+    seen: Vec<serde_json::Value>,
+}
+
+impl RawStdio {
+    /// Starts the server with `extra` flags (and a throwaway database) and initializes a session.
+    async fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        use std::process::Stdio;
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(testkit::bin_path("sql-mcp-server")?)
+            .args(["--data-dir", ":memory:"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut raw = Self {
+            child,
+            stdin,
+            stdout: tokio::io::BufReader::new(stdout).lines(),
+            seen: Vec::new(),
+        };
+        raw.send(json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": { "name": "shutdown-test", "version": "1" }
+            }
+        }))
+        .await?;
+        raw.answer(0).await?;
+        raw.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+            .await?;
+        Ok(raw)
+    }
+
+    async fn send(&mut self, message: serde_json::Value) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(format!("{message}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
+    /// Sends `tools/call get_customer CUST-0001` as request `id`, then a `ping` as `id + 1`, and
+    /// waits for the ping's answer. Lines are read in order, so once the ping is answered the
+    /// call has been read by the server: it is in flight (its injected latency is running).
+    async fn start_slow_call(&mut self, id: u64) -> anyhow::Result<()> {
+        self.send(json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": { "name": "get_customer", "arguments": { "customerId": "CUST-0001" } }
+        }))
+        .await?;
+        self.send(json!({ "jsonrpc": "2.0", "id": id + 1, "method": "ping" }))
+            .await?;
+        self.answer(id + 1).await?;
+        Ok(())
+    }
+
+    /// Reads until the answer to request `id` (within 30 s).
+    async fn answer(&mut self, id: u64) -> anyhow::Result<serde_json::Value> {
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                if let Some(found) = self.seen.iter().find(|m| m["id"] == id) {
+                    return Ok(found.clone());
+                }
+                let line = self
+                    .stdout
+                    .next_line()
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("stdout closed before answer {id}"))?;
+                self.seen.push(serde_json::from_str(&line)?);
+            }
+        })
+        .await?
+    }
+
+    /// Closes stdin, as a client that is done does.
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+        Ok(())
+    }
+
+    /// Reads stdout to its end and waits for the exit (within 30 s): the answers seen, whether
+    /// the process exited successfully, and its stderr.
+    async fn finish(mut self) -> anyhow::Result<(Vec<serde_json::Value>, bool, String)> {
+        use tokio::io::AsyncReadExt;
+        let mut stderr = self.child.stderr.take().expect("piped stderr");
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(line) = self.stdout.next_line().await? {
+                self.seen.push(serde_json::from_str(&line)?);
+            }
+            let mut log = String::new();
+            stderr.read_to_string(&mut log).await?;
+            let status = self.child.wait().await?;
+            anyhow::Ok((self.seen, status.success(), log))
+        })
+        .await?
+    }
+}
+
+/// The successful answer to request `id` among `answers`, as the customer it names.
+fn customer_answered(answers: &[serde_json::Value], id: u64) -> Option<String> {
+    let answer = answers.iter().find(|m| m["id"] == id)?;
+    if answer["result"]["isError"] == true {
+        return None;
+    }
+    answer["result"]["structuredContent"]["customerId"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn stdin_eof_lets_the_running_call_finish() -> anyhow::Result<()> {
+    let mut server = RawStdio::start(&["--latency-ms", "700"]).await?;
+    server.start_slow_call(1).await?;
+    server.close_stdin();
+    let (answers, exited_ok, log) = server.finish().await?;
+    assert_eq!(
+        customer_answered(&answers, 1).as_deref(),
+        Some("CUST-0001"),
+        "the call read before EOF is answered: {answers:?}\n{log}"
+    );
+    assert!(exited_ok, "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn stdin_eof_waits_the_configured_grace_not_a_fixed_drain() -> anyhow::Result<()> {
+    // rmcp on its own gives handlers 5 s after stdin EOF, then cancels them; the grace period
+    // (10 s by default) is what counts.
+    let mut server = RawStdio::start(&["--latency-ms", "5500"]).await?;
+    server.start_slow_call(1).await?;
+    server.close_stdin();
+    let (answers, exited_ok, log) = server.finish().await?;
+    assert_eq!(
+        customer_answered(&answers, 1).as_deref(),
+        Some("CUST-0001"),
+        "{answers:?}\n{log}"
+    );
+    assert!(exited_ok, "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn stdin_eof_gives_up_on_calls_after_the_grace_period() -> anyhow::Result<()> {
+    let mut server =
+        RawStdio::start(&["--latency-ms", "60000", "--shutdown-grace-secs", "1"]).await?;
+    server.start_slow_call(1).await?;
+    server.close_stdin();
+    // The process exits (`finish` allows 30 s, far less than the call's minute), and says why.
+    let (_, exited_ok, log) = server.finish().await?;
+    assert!(exited_ok, "{log}");
+    assert!(log.contains("grace period over"), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_call_finish() -> anyhow::Result<()> {
+    let mut server = RawStdio::start(&["--latency-ms", "700"]).await?;
+    server.start_slow_call(1).await?;
+    server.signal("TERM")?;
+    // Stdin stays open: the signal alone ends the session, after the call is answered.
+    let (answers, exited_ok, log) = server.finish().await?;
+    assert_eq!(
+        customer_answered(&answers, 1).as_deref(),
+        Some("CUST-0001"),
+        "the call running at SIGTERM is answered: {answers:?}\n{log}"
+    );
+    assert!(exited_ok, "{log}");
+    assert!(log.contains("shutdown signal"), "{log}");
+    Ok(())
+}

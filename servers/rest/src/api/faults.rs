@@ -1,4 +1,4 @@
-//! HTTP-level fault injection: latency, 503s, 429s with `Retry-After`, and a requests-per-second
+//! HTTP-level fault injection: latency, 503s and 429s with `Retry-After`, and a requests-per-second
 //! limit, so clients of the API can be exercised against the failures real services produce.
 //!
 //! Latency, jitter, the 503 share and the always-failing routes reuse the kit's seeded
@@ -65,7 +65,8 @@ pub struct HttpFaultArgs {
     /// Share of requests (0..1) answered `429 Too Many Requests` with `Retry-After`.
     #[arg(long, env = "RETAIL_API_THROTTLE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub throttle_rate: f64,
-    /// Seconds announced in `Retry-After` on injected 429s.
+    /// Seconds announced in `Retry-After` on injected 429s and 503s (the rate limit announces its
+    /// own wait instead).
     #[arg(long, env = "RETAIL_API_RETRY_AFTER_SECS", default_value_t = 1)]
     pub retry_after_secs: u64,
     /// Requests per second admitted (token bucket, bursts up to one second's worth); the rest get
@@ -108,7 +109,7 @@ pub struct BundledApiFaultArgs {
     /// Bundled API: share of requests (0..1) answered 429 with `Retry-After`.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub api_throttle_rate: f64,
-    /// Bundled API: seconds announced in `Retry-After` on injected 429s.
+    /// Bundled API: seconds announced in `Retry-After` on injected 429s and 503s.
     #[arg(long, default_value_t = 1)]
     pub api_retry_after_secs: u64,
     /// Bundled API: requests per second admitted; the rest get 429.
@@ -153,8 +154,10 @@ pub enum Fault {
         /// Why, for the body.
         reason: String,
     },
-    /// 503.
+    /// 503 with `Retry-After: secs`.
     Unavailable {
+        /// Seconds the client is asked to wait.
+        retry_after_secs: u64,
         /// Why, for the body.
         reason: String,
     },
@@ -258,8 +261,10 @@ impl HttpFaults {
                 reason: format!("injected throttling (rate {})", self.throttle_rate),
             })
         } else {
-            base.failure
-                .map(|e| Fault::Unavailable { reason: e.message })
+            base.failure.map(|e| Fault::Unavailable {
+                retry_after_secs: self.retry_after_secs,
+                reason: e.message,
+            })
         };
         Verdict {
             delay: base.delay,
@@ -308,9 +313,16 @@ pub(crate) async fn inject(
             }
             .into_response()
         }
-        Some(Fault::Unavailable { reason }) => {
-            tracing::info!(%route, %reason, "injected 503");
-            ApiError::Unavailable(reason).into_response()
+        Some(Fault::Unavailable {
+            retry_after_secs,
+            reason,
+        }) => {
+            tracing::info!(%route, retry_after_secs, %reason, "injected 503");
+            ApiError::Unavailable {
+                retry_after_secs,
+                reason,
+            }
+            .into_response()
         }
     }
 }
@@ -363,7 +375,15 @@ mod tests {
             .count() as f64;
         let unavailable = verdicts
             .iter()
-            .filter(|v| matches!(v.fault, Some(Fault::Unavailable { .. })))
+            .filter(|v| {
+                matches!(
+                    v.fault,
+                    Some(Fault::Unavailable {
+                        retry_after_secs: 3,
+                        ..
+                    })
+                )
+            })
             .count() as f64;
         // 429 is decided first: 20 % of all, then 20 % of the remaining 80 % get 503.
         assert!((0.17..0.23).contains(&(throttled / 4000.0)), "{throttled}");

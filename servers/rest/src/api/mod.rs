@@ -15,7 +15,8 @@
 //! | `GET /debug/last-traceparent` | the last trace context received (`--debug-endpoints` only) |
 //!
 //! Errors are JSON (`{"error": {"status", "code", "message"}}`): 400 for a malformed id, 404 for
-//! an unknown one, 429 with `Retry-After` and 503 when faults are injected.
+//! an unknown one (for a shipment: an order not yet handed over for shipping), 429 and 503 with
+//! `Retry-After` when faults are injected.
 //!
 //! # Layout
 //! - [`routes`]: the endpoints and the error answers.

@@ -40,6 +40,14 @@ pub enum ApiError {
         /// The id as received.
         id: String,
     },
+    /// 404: a well-formed order id with no shipment. The shipping system learns of an order when
+    /// it is handed over for shipping, so an order placed after the seeded history (with the SQL
+    /// server's `create_order`) has none yet; the API cannot tell it from an id never used.
+    #[error(
+        "no shipment for order `{0}` yet: the shipping system knows an order once it is handed \
+         over for shipping, and orders placed since the seeded history (create_order) have none"
+    )]
+    NoShipment(String),
     /// 404: no such endpoint.
     #[error("no endpoint at `{0}`")]
     NoRoute(String),
@@ -54,9 +62,14 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
-    /// 503.
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
+    /// 503 with `Retry-After`, so clients back off for a known time instead of guessing.
+    #[error("service unavailable: {reason}; retry after {retry_after_secs} s")]
+    Unavailable {
+        /// Seconds the client is asked to wait.
+        retry_after_secs: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ApiError {
@@ -64,10 +77,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidId { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::NoShipment(_) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -75,11 +90,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidId { .. } => "invalid_id",
-            ApiError::NotFound { .. } => "not_found",
+            ApiError::NotFound { .. } | ApiError::NoShipment(_) => "not_found",
             ApiError::NoRoute(_) => "no_route",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Throttled { .. } => "throttled",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable { .. } => "unavailable",
         }
     }
 }
@@ -96,6 +111,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::Throttled {
+            retry_after_secs, ..
+        }
+        | ApiError::Unavailable {
             retry_after_secs, ..
         } = self
         {
@@ -233,10 +251,7 @@ async fn shipment(
         .get(&order_id)
         .cloned()
         .map(Json)
-        .ok_or(ApiError::NotFound {
-            what: "order",
-            id: order_id,
-        })
+        .ok_or(ApiError::NoShipment(order_id))
 }
 
 #[cfg(test)]
@@ -283,9 +298,22 @@ mod tests {
             .status(),
             StatusCode::NOT_FOUND
         );
+        let r = ApiError::Unavailable {
+            retry_after_secs: 2,
+            reason: "test".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            ApiError::Unavailable("x".into()).status(),
-            StatusCode::SERVICE_UNAVAILABLE
+            r.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("2"))
+        );
+        let none = ApiError::NoShipment("ORD-02001".into());
+        assert_eq!(none.status(), StatusCode::NOT_FOUND);
+        assert_eq!(none.code(), "not_found");
+        assert!(
+            none.to_string()
+                .starts_with("no shipment for order `ORD-02001` yet")
         );
     }
 }

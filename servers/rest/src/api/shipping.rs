@@ -221,4 +221,58 @@ mod tests {
         }
         assert_eq!(seen.len(), 4, "the seed has orders in every status");
     }
+
+    /// FNV-1a, 64 bits: portable and stable, unlike std's randomly keyed hasher.
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    // Pinned to values computed once from this code: comparing two derivations in one process
+    // cannot catch a `rand` upgrade or a reordered draw; these can. Update them only on purpose.
+
+    #[test]
+    fn shipments_match_their_reference_digest() {
+        let all: Vec<_> = retail_seed::dataset().orders.iter().map(derive).collect();
+        let json = serde_json::to_vec(&all).expect("serializes");
+        assert_eq!(
+            (format!("{:016x}", fnv1a(&json)), json.len()),
+            ("77750a65aac3f1a9".to_owned(), 447_788),
+            "the derived shipments changed; if on purpose, update the pinned values here"
+        );
+    }
+
+    #[test]
+    fn readable_reference_shipments() {
+        let orders = &retail_seed::dataset().orders;
+        let book = ShippingBook::generate(orders);
+        let json = |id: &str| serde_json::to_value(book.get(id).expect("shipped")).expect("json");
+        assert_eq!(
+            json("ORD-00001"),
+            serde_json::json!({
+                "orderId": "ORD-00001", "orderStatus": "delivered", "status": "delivered",
+                "carrier": "FedEx", "trackingNumber": "FX837110052395",
+                "shippedAt": "2025-11-01T08:21:52Z", "deliveredAt": "2025-11-08T08:00:00Z",
+                "estimatedDelivery": "2025-11-07"
+            })
+        );
+        assert_eq!(
+            json("ORD-01938"),
+            serde_json::json!({
+                "orderId": "ORD-01938", "orderStatus": "shipped", "status": "in_transit",
+                "carrier": "USPS", "trackingNumber": "94722323565154",
+                "shippedAt": "2026-10-21T17:21:35Z", "deliveredAt": null,
+                "estimatedDelivery": "2026-10-23"
+            })
+        );
+        assert_eq!(
+            json("ORD-02000"),
+            serde_json::json!({
+                "orderId": "ORD-02000", "orderStatus": "processing", "status": "awaiting_shipment",
+                "carrier": "UPS", "trackingNumber": null, "shippedAt": null, "deliveredAt": null,
+                "estimatedDelivery": "2026-11-03"
+            })
+        );
+    }
 }
