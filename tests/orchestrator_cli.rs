@@ -166,6 +166,235 @@ async fn the_http_front_serves_both_protocol_versions_and_status() -> anyhow::Re
     server.stop().await
 }
 
+/// The cells of `table` (as `mcp-orchestrator status` prints it) by header: one map per row.
+fn table_rows(table: &str) -> Vec<HashMap<String, String>> {
+    let split = |line: &str| -> Vec<String> {
+        line.split(['│', '┆'])
+            .map(|c| c.trim().to_owned())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .skip(1)
+            .collect::<Vec<_>>()
+    };
+    let mut lines = table
+        .lines()
+        .filter(|l| l.contains('│') || l.contains('┆'))
+        .map(|l| {
+            let mut cells = split(l);
+            cells.pop(); // after the right border
+            cells
+        });
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    lines
+        .map(|cells| {
+            assert_eq!(
+                cells.len(),
+                header.len(),
+                "a cell under each header: {cells:?}"
+            );
+            header.iter().cloned().zip(cells).collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn status_shows_each_servers_breaker_bulkhead_and_retries() -> anyhow::Result<()> {
+    let dir = TempDir::new("cli-status-policy")?;
+    let path = dir.path().join("mcp.json");
+    // `flaky` always fails: 2 calls of 3 attempts (2 retries each) reach its breaker's 6
+    // failures. `slow` takes 30 s per call and holds 1 running and 1 queued.
+    let cfg = json!({
+        "mcpServers": {
+            "flaky": { "command": bin_path("cosmos-mcp-server")?,
+                       "args": ["--data-dir", ":memory:", "--fail-tools", "get_user_behavior"] },
+            "slow": { "command": bin_path("cosmos-mcp-server")?,
+                      "args": ["--data-dir", ":memory:", "--latency-ms", "30000"] }
+        },
+        "orchestrator": { "servers": {
+            "flaky": { "retry": { "maxAttempts": 3, "baseDelayMs": 1, "maxDelayMs": 2 },
+                       "circuitBreaker": { "consecutiveFailures": 6, "openMs": 600000 } },
+            "slow": { "timeoutMs": 60000, "retry": { "maxAttempts": 1 },
+                      "bulkhead": { "maxConcurrent": 1, "maxQueue": 1 } }
+        } }
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
+    let path = path.display().to_string();
+    let args: Vec<String> = [
+        "serve",
+        "--config",
+        &path,
+        "--http",
+        "127.0.0.1:0",
+        "--token",
+        "t-9",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let server = HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await?;
+    let client = server.connect(Some("t-9")).await?;
+    let status = || async {
+        let r = client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(
+                "orchestrator://status",
+            ))
+            .await?;
+        let text = r
+            .contents
+            .into_iter()
+            .find_map(|c| match c {
+                rmcp::model::ResourceContents::TextResourceContents { text, .. } => Some(text),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let report: serde_json::Value = serde_json::from_str(&text)?;
+        let by_name = |name: &str| {
+            report["servers"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == name).cloned())
+                .unwrap_or_default()
+        };
+        anyhow::Ok((by_name("flaky"), by_name("slow")))
+    };
+    let connected = || async {
+        status()
+            .await
+            .is_ok_and(|(f, s)| f["connected"] == true && s["connected"] == true)
+    };
+    let mut ready = false;
+    for _ in 0..400 {
+        if connected().await {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "both servers connected");
+    let reason = |r: &rmcp::model::CallToolResult| {
+        r.meta
+            .as_ref()
+            .and_then(|m| m.get("reason"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+
+    let behaviour = |server: &str| {
+        (
+            format!("{server}__get_user_behavior"),
+            json!({ "userId": "CUST-0001" }),
+        )
+    };
+    for _ in 0..2 {
+        let (tool, a) = behaviour("flaky");
+        let r = testkit::call(&client, &tool, a).await?;
+        assert_eq!(testkit::error_kind(&r).as_deref(), Some("unavailable"));
+        assert_eq!(reason(&r), None, "the server's own failure");
+    }
+    let (tool, a) = behaviour("flaky");
+    let r = testkit::call(&client, &tool, a).await?;
+    assert_eq!(reason(&r).as_deref(), Some("circuit_open"), "{r:?}");
+
+    let peer = testkit::PeerClient(client.peer().clone());
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let peer = peer.clone();
+            let (tool, a) = behaviour("slow");
+            tokio::spawn(async move { testkit::call(&peer, &tool, a).await })
+        })
+        .collect();
+    let mut slow_full = false;
+    for _ in 0..400 {
+        if let Ok((_, s)) = status().await
+            && s["policy"]["bulkhead"]["running"] == 1
+            && s["policy"]["bulkhead"]["queued"] == 1
+        {
+            slow_full = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(slow_full, "slow holds one call running and one queued");
+    let (tool, a) = behaviour("slow");
+    let r = testkit::call(&client, &tool, a).await?;
+    assert_eq!(reason(&r).as_deref(), Some("bulkhead_full"), "{r:?}");
+
+    let (flaky, slow) = status().await?;
+    let fp = &flaky["policy"];
+    assert_eq!(fp["breaker"]["state"], "open", "{fp}");
+    assert_eq!(fp["breaker"]["opens"], 1, "{fp}");
+    assert_eq!(
+        (&fp["attempts"], &fp["retries"]),
+        (&json!(6), &json!(4)),
+        "{fp}"
+    );
+    let sp = &slow["policy"];
+    assert_eq!(sp["breaker"]["state"], "closed", "{sp}");
+    assert_eq!(
+        (
+            &sp["bulkhead"]["running"],
+            &sp["bulkhead"]["queued"],
+            &sp["bulkhead"]["rejected"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{sp}"
+    );
+    assert_eq!(sp["retries"], 0, "{sp}");
+
+    // The same figures in the table, each under its header.
+    let out = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
+        .args(["status", "--url", &server.url, "--token", "t-9"])
+        .output()
+        .await?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = table_rows(&table);
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r.get("server").map(String::as_str) == Some(name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (flaky, slow) = (row("flaky"), row("slow"));
+    assert_eq!(
+        flaky.get("breaker").map(String::as_str),
+        Some("open"),
+        "{table}"
+    );
+    assert_eq!(
+        flaky.get("retries").map(String::as_str),
+        Some("4"),
+        "{table}"
+    );
+    assert_eq!(
+        slow.get("breaker").map(String::as_str),
+        Some("closed"),
+        "{table}"
+    );
+    assert_eq!(
+        slow.get("bulkhead").map(String::as_str),
+        Some("1/1 running, 1 queued, 1 rejected"),
+        "{table}"
+    );
+    assert!(
+        flaky
+            .get("last error")
+            .is_some_and(|e| e.contains("circuit") || e.contains("get_user_behavior")),
+        "{table}"
+    );
+
+    for task in in_flight {
+        task.abort();
+    }
+    client.cancel().await?;
+    server.stop().await
+}
+
 fn children_of(marker: &str) -> usize {
     std::fs::read_dir("/proc")
         .map(|entries| {

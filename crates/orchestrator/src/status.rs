@@ -92,7 +92,8 @@ impl StatusReport {
         }
     }
 
-    /// A table for terminals.
+    /// A table for terminals: one row per server, each cell under its header (the policy
+    /// figures as `retries`, `breaker` state and `bulkhead` occupancy).
     pub fn table(&self) -> comfy_table::Table {
         let mut t = comfy_table::Table::new();
         t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -105,6 +106,9 @@ impl StatusReport {
             "errors",
             "p50 ms",
             "p99 ms",
+            "retries",
+            "breaker",
+            "bulkhead",
             "last error",
         ]);
         for s in &self.servers {
@@ -140,5 +144,77 @@ impl StatusReport {
             t.add_row([d.clone(), "-".into(), "disabled".into()]);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn report() -> StatusReport {
+        let server: ServerStatus = serde_json::from_value(json!({
+            "name": "cosmos",
+            "transport": "stdio",
+            "connected": true,
+            "connectedSince": null,
+            "toolCount": 9,
+            "calls": 12,
+            "errors": 5,
+            "p50Ms": 1.5,
+            "p99Ms": 9.25,
+            "lastError": "get_user_behavior: injected failure",
+            "lastErrorAt": "2025-01-01T00:00:00Z",
+            "policy": {
+                "attempts": 20, "retries": 7, "timeouts": 0, "budgetExhausted": 1, "deadlines": 0,
+                "breaker": { "state": "open" },
+                "bulkhead": { "running": 2, "queued": 3, "maxConcurrent": 4, "maxQueue": 4,
+                              "rejected": 6, "admitted": 14 }
+            }
+        }))
+        .expect("a server status");
+        StatusReport {
+            started_at: "2025-01-01T00:00:00Z".into(),
+            servers: vec![server],
+            disabled: vec![],
+            exposed_tools: 9,
+            catalog_problems: vec![],
+            composites: vec![],
+            cache: json!({}),
+        }
+    }
+
+    /// The cell of `row` under the header named `column`.
+    fn cell(table: &comfy_table::Table, row: usize, column: &str) -> String {
+        let header = table.header().expect("a header");
+        let index = header
+            .cell_iter()
+            .position(|c| c.content() == column)
+            .unwrap_or_else(|| panic!("no column `{column}`"));
+        let row = table.row(row).expect("a row");
+        row.cell_iter()
+            .nth(index)
+            .map(|c| c.content())
+            .unwrap_or_else(|| panic!("row has no cell under `{column}`"))
+    }
+
+    #[test]
+    fn every_cell_of_a_server_row_has_its_header() {
+        let table = report().table();
+        let headers = table.header().expect("a header").cell_count();
+        let cells = table.row(0).expect("a row").cell_count();
+        assert_eq!(headers, cells, "one header per cell");
+        assert_eq!(cell(&table, 0, "server"), "cosmos");
+        assert_eq!(cell(&table, 0, "retries"), "7");
+        assert_eq!(cell(&table, 0, "breaker"), "open");
+        assert_eq!(
+            cell(&table, 0, "bulkhead"),
+            "2/4 running, 3 queued, 6 rejected"
+        );
+        assert!(
+            cell(&table, 0, "last error").starts_with("get_user_behavior: injected failure"),
+            "the last error is under its own header"
+        );
     }
 }

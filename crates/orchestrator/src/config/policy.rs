@@ -398,3 +398,144 @@ impl ServerPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn layer<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("a valid layer")
+    }
+
+    #[test]
+    fn the_attempt_timeout_defaults_by_operation() {
+        let none = CallPolicyConfig::default();
+        // No `operation`: annotated read-only is a simple read, anything else a write.
+        assert_eq!(none.resolve(true).timeout, Duration::from_secs(5));
+        assert_eq!(none.resolve(false).timeout, Duration::from_secs(10));
+        for (operation, secs) in [
+            (Operation::Read, 5),
+            (Operation::Query, 30),
+            (Operation::Write, 10),
+            (Operation::Batch, 120),
+        ] {
+            let cfg = CallPolicyConfig {
+                operation: Some(operation),
+                ..Default::default()
+            };
+            // The operation wins over the annotation either way.
+            for read_only in [true, false] {
+                let p = cfg.resolve(read_only);
+                assert_eq!(p.timeout, Duration::from_secs(secs), "{operation:?}");
+                assert_eq!(p.deadline, p.timeout * 3, "deadline is 3 × the timeout");
+            }
+        }
+        let explicit = CallPolicyConfig {
+            timeout_ms: Some(250),
+            operation: Some(Operation::Batch),
+            ..Default::default()
+        };
+        assert_eq!(explicit.resolve(true).timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn tools_override_servers_which_override_defaults_field_by_field() {
+        let defaults: PolicyDefaults = layer(json!({
+            "timeoutMs": 1000, "deadlineMs": 9000,
+            "retry": { "maxAttempts": 2, "baseDelayMs": 50, "maxDelayMs": 500, "jitter": "none" },
+            "circuitBreaker": { "consecutiveFailures": 7, "openMs": 900 },
+            "bulkhead": { "maxConcurrent": 3, "maxQueue": 5 }
+        }));
+        let server: PolicyDefaults = layer(json!({
+            "timeoutMs": 2000,
+            "retry": { "maxAttempts": 4, "budgetRatio": 0.5 },
+            "circuitBreaker": { "openMs": 1500 },
+            "bulkhead": { "maxQueue": 8 }
+        }));
+        let tools: BTreeMap<String, CallPolicyConfig> = layer(json!({
+            "slow": { "timeoutMs": 3000, "retrySafe": true, "retry": { "baseDelayMs": 10 } }
+        }));
+        let p =
+            resolve_server(&defaults, &server, &tools, "orchestrator.servers.s").expect("valid");
+
+        let slow = p.for_tool("slow", false);
+        assert_eq!(slow.timeout, Duration::from_millis(3000), "the tool's own");
+        assert!(slow.retry_safe, "the tool's own");
+        assert_eq!(slow.base_delay, Duration::from_millis(10), "the tool's own");
+        assert_eq!(slow.max_attempts, 4, "from the server");
+        assert_eq!(
+            slow.max_delay,
+            Duration::from_millis(500),
+            "from the defaults"
+        );
+        assert_eq!(slow.jitter, Jitter::None, "from the defaults");
+        assert_eq!(
+            slow.deadline,
+            Duration::from_millis(9000),
+            "from the defaults"
+        );
+
+        let other = p.for_tool("other", false);
+        assert_eq!(other.timeout, Duration::from_millis(2000), "the server's");
+        assert_eq!(other.base_delay, Duration::from_millis(50), "the defaults'");
+        assert!(!other.retry_safe);
+
+        // Server-wide settings: the server's fields over the defaults', the rest built in.
+        assert_eq!(p.breaker.open_for, Duration::from_millis(1500));
+        assert_eq!(p.breaker.consecutive_failures, 7);
+        assert_eq!(
+            p.breaker.half_open_probes,
+            crate::policy::breaker::BreakerSettings::default().half_open_probes
+        );
+        assert_eq!((p.bulkhead.max_concurrent, p.bulkhead.max_queue), (3, 8));
+        assert_eq!(p.budget_ratio, 0.5);
+        assert_eq!(p.budget_min_per_second, 10);
+    }
+
+    #[test]
+    fn the_retry_budget_cannot_be_set_per_tool_and_errors_name_the_field() {
+        let tools: BTreeMap<String, CallPolicyConfig> =
+            layer(json!({ "t": { "retry": { "budgetRatio": 1.0 } } }));
+        let e = resolve_server(
+            &PolicyDefaults::default(),
+            &PolicyDefaults::default(),
+            &tools,
+            "orchestrator.servers.s",
+        )
+        .expect_err("refused");
+        assert_eq!(e.path, "orchestrator.servers.s.tools.t.retry");
+
+        let server: PolicyDefaults = layer(json!({ "retry": { "maxAttempts": 0 } }));
+        let e = resolve_server(
+            &PolicyDefaults::default(),
+            &server,
+            &BTreeMap::new(),
+            "orchestrator.servers.s",
+        )
+        .expect_err("refused");
+        assert_eq!(e.path, "orchestrator.servers.s.retry.maxAttempts");
+    }
+
+    #[test]
+    fn the_repository_mcp_json_gives_sql_query_a_30_s_timeout() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mcp.json");
+        let config = crate::config::Config::load(&path).expect("the repository's mcp.json loads");
+        let sql = config
+            .servers
+            .iter()
+            .find(|s| s.name == "sql")
+            .expect("a `sql` server");
+        // `query` is annotated read-only, but mcp.json says `operation: query`.
+        assert_eq!(
+            sql.policy.for_tool("query", true).timeout,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            sql.policy.for_tool("get_customer", true).timeout,
+            Duration::from_secs(5),
+            "other reads keep the read default"
+        );
+    }
+}

@@ -51,6 +51,23 @@ pub struct AttemptReport {
     pub retry_after_ms: Option<f64>,
 }
 
+/// Why a call that ended on a failed attempt was not tried again.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryStop {
+    /// The failure would not change on a repeat (`invalid`, `not_found`, "circuit open", ...).
+    NotRetryable,
+    /// Repeating could apply a write twice: the tool is not read-only or idempotent, the call
+    /// carries no idempotency key, the config does not mark it `retrySafe`, and it was sent.
+    Unsafe,
+    /// `retry.maxAttempts` were made.
+    MaxAttempts,
+    /// The next delay would end past the call's deadline, or the deadline ended an attempt.
+    Deadline,
+    /// The server's retry budget refused the retry.
+    Budget,
+}
+
 /// What happened during one call: its attempts and the delays between them.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -59,6 +76,9 @@ pub struct CallReport {
     pub attempts: Vec<AttemptReport>,
     /// Delays slept before each retry, in ms.
     pub retry_delays_ms: Vec<f64>,
+    /// Why the last failed attempt was not repeated; `None` when the call succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_stopped: Option<RetryStop>,
 }
 
 /// Counters of one server's stack, for status.
@@ -203,13 +223,33 @@ impl PolicyStack {
                 }),
             }
         };
+        let stop = |why: RetryStop| {
+            if let Ok(mut r) = report.lock() {
+                r.retry_stopped = Some(why);
+            }
+        };
         let retried = one
             .retry(backoff)
-            .when(|f: &Failed| f.verdict.retryable && (safe || f.verdict.not_sent))
+            .when(|f: &Failed| {
+                let why = if !f.verdict.retryable {
+                    RetryStop::NotRetryable
+                } else if !(safe || f.verdict.not_sent) {
+                    RetryStop::Unsafe
+                } else {
+                    return true;
+                };
+                stop(why);
+                false
+            })
             .adjust(|f: &Failed, next: Option<Duration>| {
-                let delay = jittered(next?, policy.jitter)
-                    .max(f.verdict.retry_after.unwrap_or_default());
+                let Some(next) = next else {
+                    stop(RetryStop::MaxAttempts);
+                    return None;
+                };
+                let delay =
+                    jittered(next, policy.jitter).max(f.verdict.retry_after.unwrap_or_default());
                 if start.elapsed() + delay >= policy.deadline {
+                    stop(RetryStop::Deadline);
                     return None;
                 }
                 if !self.budget.withdraw() {
@@ -217,6 +257,7 @@ impl PolicyStack {
                         .budget_exhausted
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(server = %self.server, tool, "retry budget exhausted; not retrying");
+                    stop(RetryStop::Budget);
                     return None;
                 }
                 Some(delay)
@@ -239,6 +280,7 @@ impl PolicyStack {
             Ok(Err(failed)) => failed.outcome,
             Err(_) => {
                 self.counters.deadlines.fetch_add(1, Ordering::Relaxed);
+                stop(RetryStop::Deadline);
                 Err(CallError::Deadline {
                     server: self.server.clone(),
                     tool: tool.to_owned(),
@@ -365,7 +407,197 @@ fn jittered(delay: Duration, jitter: Jitter) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::{collections::BTreeMap, sync::atomic::AtomicUsize};
+
     use super::*;
+    use crate::{
+        config::policy::CallPolicyConfig,
+        policy::{breaker::BreakerSettings, bulkhead::BulkheadSettings},
+    };
+
+    /// A stack whose breaker never opens, so what is tested is retry alone.
+    fn stack(budget_ratio: f64, budget_min_per_second: u32) -> PolicyStack {
+        PolicyStack::new(
+            "s",
+            ServerPolicy {
+                breaker: BreakerSettings {
+                    consecutive_failures: 0,
+                    failure_rate: 1.0,
+                    ..BreakerSettings::default()
+                },
+                bulkhead: BulkheadSettings::default(),
+                budget_ratio,
+                budget_min_per_second,
+                call: CallPolicyConfig::default(),
+                tools: BTreeMap::new(),
+            },
+        )
+    }
+
+    fn policy(max_attempts: u32, base_delay: Duration, deadline: Duration) -> CallPolicy {
+        CallPolicy {
+            timeout: Duration::from_secs(10),
+            deadline,
+            retry_safe: false,
+            max_attempts,
+            base_delay,
+            max_delay: base_delay * 100,
+            jitter: Jitter::None,
+        }
+    }
+
+    fn unavailable() -> Result<CallToolResult, CallError> {
+        Ok(kit::ToolError::unavailable("down").to_call_tool_result())
+    }
+
+    fn ok() -> Result<CallToolResult, CallError> {
+        Ok(CallToolResult::structured(
+            serde_json::json!({ "ok": true }),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exhausted_retry_budget_stops_retries_and_says_so() {
+        // Half a retry per call and nothing in reserve: ten calls that always fail may retry five
+        // times in all, however many attempts each is allowed.
+        let stack = stack(0.5, 0);
+        let policy = policy(5, Duration::from_millis(1), Duration::from_secs(60));
+        let mut retries = 0;
+        for _ in 0..10 {
+            let (outcome, report) = stack
+                .call("t", &policy, true, || async { unavailable() })
+                .await;
+            assert_eq!(outcome_label(&outcome), "unavailable", "the last failure");
+            assert_eq!(report.retry_stopped, Some(RetryStop::Budget));
+            retries += report.attempts.len() - 1;
+        }
+        assert_eq!(retries, 5);
+        let snap = stack.snapshot();
+        assert_eq!(
+            (snap.attempts, snap.retries, snap.budget_exhausted),
+            (15, 5, 10)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_stops_retries_that_could_not_finish_in_time() {
+        // Delays of 1 s, then 2 s: after the first retry, the next would end past 2.5 s.
+        let stack = stack(10.0, 100);
+        let policy = policy(10, Duration::from_secs(1), Duration::from_millis(2500));
+        let started = Instant::now();
+        let (outcome, report) = stack
+            .call("t", &policy, true, || async { unavailable() })
+            .await;
+        assert_eq!(report.attempts.len(), 2);
+        assert_eq!(report.retry_stopped, Some(RetryStop::Deadline));
+        assert_eq!(outcome_label(&outcome), "unavailable", "the last failure");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(1),
+            "it did not sleep towards a retry it could not make"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_ends_an_attempt_in_flight_and_no_other_starts() {
+        // Each attempt takes 1 s; delays 100 ms, 200 ms: the third attempt starts at 2.3 s and
+        // the deadline ends it at 2.5 s.
+        let stack = stack(10.0, 100);
+        let policy = policy(10, Duration::from_millis(100), Duration::from_millis(2500));
+        let sent = AtomicUsize::new(0);
+        let (outcome, report) = stack
+            .call("t", &policy, true, || {
+                sent.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    unavailable()
+                }
+            })
+            .await;
+        assert!(
+            matches!(outcome, Err(CallError::Deadline { .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(report.retry_stopped, Some(RetryStop::Deadline));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            3,
+            "no attempt after the deadline"
+        );
+        assert_eq!(stack.snapshot().deadlines, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_hint_longer_than_the_backoff_delays_the_next_attempt() {
+        let stack = stack(10.0, 100);
+        let mut policy = policy(3, Duration::from_millis(10), Duration::from_secs(10));
+        policy.jitter = Jitter::Proportional;
+        let starts = Mutex::new(Vec::new());
+        let (outcome, report) = stack
+            .call("t", &policy, true, || {
+                let n = {
+                    let mut s = starts.lock().expect("lock");
+                    s.push(Instant::now());
+                    s.len()
+                };
+                async move {
+                    if n == 1 {
+                        Ok(kit::ToolError::throttled("slow down", 500).to_call_tool_result())
+                    } else {
+                        ok()
+                    }
+                }
+            })
+            .await;
+        assert_eq!(outcome_label(&outcome), "ok");
+        let starts = starts.into_inner().expect("lock");
+        assert_eq!(starts.len(), 2);
+        assert!(
+            starts[1] - starts[0] >= Duration::from_millis(500),
+            "the second attempt waited {:?}",
+            starts[1] - starts[0]
+        );
+        assert_eq!(report.attempts[0].retry_after_ms, Some(500.0));
+        assert!(report.retry_delays_ms[0] >= 500.0);
+        assert_eq!(report.retry_stopped, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_unsafe_call_is_repeated_only_if_it_never_left() {
+        let stack = stack(10.0, 100);
+        let policy = policy(5, Duration::from_millis(1), Duration::from_secs(10));
+        let sent = AtomicUsize::new(0);
+        let (outcome, report) = stack
+            .call("write", &policy, false, || {
+                sent.fetch_add(1, Ordering::SeqCst);
+                async { unavailable() }
+            })
+            .await;
+        assert_eq!(outcome_label(&outcome), "unavailable");
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "sent once");
+        assert_eq!(report.retry_stopped, Some(RetryStop::Unsafe));
+
+        // Not connected: the request never left, so repeating it cannot write twice.
+        let sent = AtomicUsize::new(0);
+        let (outcome, report) = stack
+            .call("write", &policy, false, || {
+                let first = sent.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        Err(CallError::NotConnected {
+                            server: "s".into(),
+                            last_error: None,
+                        })
+                    } else {
+                        ok()
+                    }
+                }
+            })
+            .await;
+        assert_eq!(outcome_label(&outcome), "ok");
+        assert_eq!(report.attempts.len(), 2);
+    }
 
     #[test]
     fn jitter_stays_in_its_band() {
