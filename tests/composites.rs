@@ -526,3 +526,389 @@ async fn operators_can_drop_cached_results_by_tag() -> anyhow::Result<()> {
     gw.shutdown().await;
     Ok(())
 }
+
+/// The three bundled servers, in memory and without injected faults.
+fn healthy_servers() -> anyhow::Result<Value> {
+    Ok(json!({
+        "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])?,
+        "cosmos": stdio("cosmos-mcp-server", &["--data-dir", ":memory:"])?,
+        "rest": stdio("rest-mcp-server", &[])?
+    }))
+}
+
+/// One step's full line in `_meta.sources`.
+fn source_of(r: &CallToolResult, step: &str) -> Value {
+    r.meta
+        .as_ref()
+        .and_then(|m| m.get("sources"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|s| s["step"] == step)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn cached(r: &CallToolResult) -> bool {
+    r.meta.as_ref().and_then(|m| m.get("cached")) == Some(&json!(true))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cosmos_down_top_customers_still_answers_in_rank_order_and_nothing_degraded_is_cached()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("composite-cosmos-down")?;
+    let mut config = config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])?,
+            "cosmos": { "command": dir.path().join("no-cosmos").display().to_string(), "args": [] },
+            "rest": stdio("rest-mcp-server", &[])?
+        }),
+        json!({}),
+    )?;
+    // Two composites whose second step reads an optional Cosmos step that has no fallback.
+    for (name, critical) in [("profile_then_product", false), ("needs_profile", true)] {
+        config["orchestrator"]["composites"][name] = json!({
+            "description": "A product picked from the customer's profile.",
+            "steps": {
+                "profile": { "call": "cosmos.get_user_behavior", "args": { "userId": "CUST-0001" } },
+                "product": { "call": "rest.get_product", "args": { "productId": "${profile.topProductId}" }, "critical": critical }
+            },
+            "output": { "profile": "${profile}", "product": "${product}" }
+        });
+    }
+    let gw = start(config)?;
+    gw.wait_ready(Duration::from_secs(30)).await;
+
+    let r = call(&gw, "top_customers_enriched", json!({ "limit": 5 })).await?;
+    assert_eq!(r.is_error, Some(false), "cosmos is optional: {r:?}");
+    let ranking = call(&gw, "sql__get_top_customers", json!({ "limit": 5 })).await?;
+    let expected: Vec<Value> = ranking.structured_content.unwrap_or_default()["customers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["customerId"].clone())
+        .collect();
+    let customers = r.structured_content.clone().unwrap_or_default()["customers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(expected.len(), 5);
+    assert_eq!(
+        customers
+            .iter()
+            .map(|c| c["customerId"].clone())
+            .collect::<Vec<_>>(),
+        expected,
+        "every customer, in rank order"
+    );
+    for (i, c) in customers.iter().enumerate() {
+        assert_eq!(c["rank"], json!(i + 1));
+        assert_eq!(c["behavior"], Value::Null, "no analysis, no made-up one");
+    }
+    let analysis = source_of(&r, "analysis");
+    assert_eq!(analysis["outcome"], "failed", "{analysis}");
+    assert_eq!(analysis["server"], "cosmos");
+    // Not connected, or refused by the breaker that those failures opened (earlier calls here).
+    assert!(
+        analysis["errorKind"] == "not_connected" || analysis["errorKind"] == "circuit_open",
+        "{analysis}"
+    );
+    assert_eq!(
+        (analysis["items"].clone(), analysis["failedItems"].clone()),
+        (json!(5), json!(5))
+    );
+    assert_eq!(source_of(&r, "top")["outcome"], "ok");
+
+    // An optional step skipped because the step it reads failed: the tool still answers.
+    let skipped = call(&gw, "profile_then_product", json!({})).await?;
+    assert_eq!(skipped.is_error, Some(false), "{skipped:?}");
+    assert_eq!(source_of(&skipped, "profile")["outcome"], "failed");
+    let product = source_of(&skipped, "product");
+    assert_eq!(product["outcome"], "skipped", "{product}");
+    assert!(
+        product["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("`profile`")),
+        "{product}"
+    );
+    // The same step made critical fails the tool, naming it.
+    let failed = call(&gw, "needs_profile", json!({})).await?;
+    assert_eq!(failed.is_error, Some(true), "{failed:?}");
+    assert_eq!(
+        failed.meta.as_ref().and_then(|m| m.get("failedStep")),
+        Some(&json!("product"))
+    );
+    let text = testkit::text_of(&failed);
+    assert!(
+        text.contains("critical step `product`") && text.contains("`profile`"),
+        "{text}"
+    );
+
+    // The dashboard (cached `short`) answers without its Cosmos segments; that degraded answer
+    // is not kept, so the next call computes it again.
+    let first = call(&gw, "executive_dashboard", json!({})).await?;
+    assert_eq!(first.is_error, Some(false), "{first:?}");
+    assert_eq!(source_of(&first, "premium")["outcome"], "failed");
+    let second = call(&gw, "executive_dashboard", json!({})).await?;
+    assert!(
+        !cached(&second),
+        "a degraded answer is not served from the cache"
+    );
+    assert_eq!(source_of(&second, "sales")["outcome"], "ok");
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_past_its_deadline_reports_what_finished_and_what_was_cut_off()
+-> anyhow::Result<()> {
+    let mut config = config_with(
+        json!({
+            "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])?,
+            // Every Cosmos tool call takes twice the composite's deadline (the per-attempt read
+            // timeout, 5 s, is longer than the deadline, so the deadline is what cuts it off).
+            "cosmos": stdio("cosmos-mcp-server", &["--data-dir", ":memory:", "--latency-ms", "6000"])?,
+            "rest": stdio("rest-mcp-server", &[])?
+        }),
+        json!({}),
+    )?;
+    config["orchestrator"]["composites"]["slow_profile"] = json!({
+        "description": "A customer and their profile, within 3 s.",
+        "deadlineMs": 3000,
+        "steps": {
+            "customer": { "call": "sql.get_customer", "args": { "customerId": "CUST-0001" }, "critical": true },
+            "profile": { "call": "cosmos.get_user_behavior", "args": { "userId": "CUST-0001" } },
+            "product": { "call": "rest.get_product", "args": { "productId": "${profile.topProductId}" } }
+        },
+        "output": { "customer": "${customer}", "profile": "${profile}" }
+    });
+    let gw = start(config)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let r = call(&gw, "slow_profile", json!({})).await?;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let text = testkit::text_of(&r);
+    assert!(text.contains("deadline of 3000 ms"), "{text}");
+    assert_eq!(
+        r.meta.as_ref().and_then(|m| m.get("reason")),
+        Some(&json!("deadline"))
+    );
+    assert_eq!(
+        source_of(&r, "customer")["outcome"],
+        "ok",
+        "finished in time"
+    );
+    let profile = source_of(&r, "profile");
+    assert_eq!(profile["outcome"], "failed", "{profile}");
+    assert_eq!(profile["errorKind"], "deadline");
+    assert_eq!(profile["server"], "cosmos");
+    assert_eq!(
+        source_of(&r, "product")["outcome"],
+        "skipped",
+        "never started: it waited for the profile"
+    );
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_naming_a_tool_the_server_does_not_list_loads_is_reported_and_fails_clearly()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("composite-missing-tool")?;
+    let config = json!({
+        "mcpServers": { "sql": stdio("sql-mcp-server", &["--data-dir", ":memory:"])? },
+        "orchestrator": { "composites": { "ghost": {
+            "description": "Calls a tool the SQL server does not have.",
+            "steps": {
+                "customer": { "call": "sql.get_customer", "args": { "customerId": "CUST-0001" } },
+                "missing": { "call": "sql.no_such_tool", "critical": true }
+            },
+            "output": { "customer": "${customer}", "missing": "${missing}" }
+        } } }
+    });
+    let file = dir.path().join("mcp.json");
+    std::fs::write(&file, config.to_string())?;
+    let out = std::process::Command::new(bin_path("mcp-orchestrator")?)
+        .args(["check", "--config", &file.display().to_string()])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "not a load error: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let gw = start(config)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let status = orchestrator::status::StatusReport::of(&gw);
+    assert!(
+        status.catalog_problems.iter().any(|p| p.server == "sql"
+            && p.message.contains("`ghost`")
+            && p.message.contains("`missing`")
+            && p.message.contains("`no_such_tool`")),
+        "status names the missing tool: {:?}",
+        status.catalog_problems
+    );
+    let r = call(&gw, "ghost", json!({})).await?;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let text = testkit::text_of(&r);
+    assert!(
+        text.contains("critical step `missing`")
+            && text.contains("sql.no_such_tool")
+            && text.contains("does not list it"),
+        "{text}"
+    );
+    assert_eq!(testkit::error_kind(&r).as_deref(), Some("invalid"));
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_order_invalidates_only_that_customers_cached_insights() -> anyhow::Result<()> {
+    let mut config = config_with(healthy_servers()?, json!({}))?;
+    config["orchestrator"]["composites"]["customer_insights"]["cache"] = json!("short");
+    let gw = start(config)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let insights = |id: &'static str| call(&gw, "customer_insights", json!({ "customerId": id }));
+
+    let a = insights("CUST-0005").await?;
+    assert_eq!(a.is_error, Some(false), "{a:?}");
+    let b = insights("CUST-0006").await?;
+    // The inventory step is cached on its own (`short`): the first call stored it.
+    assert_eq!(source_of(&b, "inventory")["outcome"], "cached", "{b:?}");
+    assert!(cached(&insights("CUST-0005").await?));
+    assert!(cached(&insights("CUST-0006").await?));
+
+    let created = call(
+        &gw,
+        "sql__create_order",
+        json!({ "customerId": "CUST-0005", "lines": [{ "productId": "PROD-003", "quantity": 1 }], "idempotencyKey": "insights-1" }),
+    )
+    .await?;
+    assert_eq!(created.is_error, Some(false), "{created:?}");
+    let order_id = created.structured_content.unwrap_or_default()["order"]["orderId"].clone();
+
+    let after = insights("CUST-0005").await?;
+    assert!(!cached(&after), "the write dropped this customer's entry");
+    let (before, now) = (
+        a.structured_content.unwrap_or_default(),
+        after.structured_content.clone().unwrap_or_default(),
+    );
+    assert_eq!(
+        now["totalOrders"].as_i64(),
+        before["totalOrders"].as_i64().map(|n| n + 1)
+    );
+    assert_eq!(now["recentOrders"][0]["orderId"], order_id, "newest first");
+    assert!(
+        cached(&insights("CUST-0006").await?),
+        "another customer's entry is untouched"
+    );
+    gw.shutdown().await;
+    Ok(())
+}
+
+/// `regions` rows by region: (revenue, orderCount).
+fn by_region(rows: &Value) -> std::collections::BTreeMap<String, (f64, i64)> {
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap_or_default().to_owned(),
+                (
+                    r["revenue"].as_f64().unwrap_or(f64::NAN),
+                    r["orderCount"].as_i64().unwrap_or(-1),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_by_region_adds_store_and_online_sales_per_region() -> anyhow::Result<()> {
+    let gw = start(config_with(healthy_servers()?, json!({}))?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let mut totals = Vec::new();
+    for (args, period) in [
+        (json!({}), "all"),
+        (json!({ "period": "2026-Q1" }), "2026-Q1"),
+    ] {
+        let store = call(&gw, "sql__get_sales_by_region", args.clone()).await?;
+        let online = call(&gw, "cosmos__get_online_sales_by_region", args.clone()).await?;
+        let store = by_region(&store.structured_content.unwrap_or_default()["regions"]);
+        let online = by_region(&online.structured_content.unwrap_or_default()["regions"]);
+        assert!(!store.is_empty() && !online.is_empty());
+
+        let r = call(&gw, "sales_by_region", args.clone()).await?;
+        assert_eq!(r.is_error, Some(false), "{args}: {r:?}");
+        let out = r.structured_content.clone().unwrap_or_default();
+        assert_eq!(out["period"], period);
+        let joined = by_region(&out["regions"]);
+        let regions: std::collections::BTreeSet<&String> =
+            store.keys().chain(online.keys()).collect();
+        assert_eq!(
+            joined.keys().collect::<std::collections::BTreeSet<_>>(),
+            regions,
+            "{args}: every region of either side, once"
+        );
+        let mut total = 0.0;
+        for region in regions {
+            let (s, o) = (
+                store.get(region).copied().unwrap_or((0.0, 0)),
+                online.get(region).copied().unwrap_or((0.0, 0)),
+            );
+            let (revenue, orders) = joined[region];
+            assert!(
+                (revenue - (s.0 + o.0)).abs() < 0.011,
+                "{args} {region}: {revenue} = {} + {}",
+                s.0,
+                o.0
+            );
+            assert_eq!(orders, s.1 + o.1, "{args} {region}");
+            total += revenue;
+        }
+        assert_eq!(source_of(&r, "store")["outcome"], "ok");
+        assert_eq!(source_of(&r, "online")["outcome"], "ok");
+        totals.push(total);
+    }
+    assert!(
+        totals[1] > 0.0 && totals[1] < totals[0],
+        "the period reached both servers: {totals:?}"
+    );
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_details_of_a_new_order_answers_without_its_shipment() -> anyhow::Result<()> {
+    let gw = start(config_with(healthy_servers()?, json!({}))?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let created = call(
+        &gw,
+        "sql__create_order",
+        json!({ "customerId": "CUST-0010", "lines": [
+            { "productId": "PROD-001", "quantity": 1 }, { "productId": "PROD-002", "quantity": 2 }
+        ], "idempotencyKey": "details-1" }),
+    )
+    .await?;
+    assert_eq!(created.is_error, Some(false), "{created:?}");
+    let order_id = created.structured_content.unwrap_or_default()["order"]["orderId"].clone();
+    assert!(order_id.is_string());
+
+    let r = call(&gw, "order_details", json!({ "orderId": order_id })).await?;
+    assert_eq!(
+        r.is_error,
+        Some(false),
+        "no shipment yet is not an error of the tool: {r:?}"
+    );
+    let out = r.structured_content.clone().unwrap_or_default();
+    assert_eq!(out["order"]["orderId"], order_id);
+    assert_eq!(out["order"]["lines"].as_array().map(Vec::len), Some(2));
+    assert_eq!(out["shipping"], Value::Null);
+    assert_eq!(out["stock"].as_array().map(Vec::len), Some(2));
+    let shipping = source_of(&r, "shipping");
+    assert_eq!(shipping["outcome"], "failed", "{shipping}");
+    assert_eq!(shipping["errorKind"], "not_found");
+    assert_eq!(source_of(&r, "order")["outcome"], "ok");
+    gw.shutdown().await;
+    Ok(())
+}

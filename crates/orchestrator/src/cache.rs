@@ -10,9 +10,20 @@
 //! errors and tool-error results reach every caller waiting on the load, and the next call asks
 //! the upstream again: caching a failure would turn one bad second into a bad TTL.
 //!
+//! A load may also decline to be stored ([`Loaded::store`]): a composite's degraded answer (a
+//! fallback, a failed step) reaches its callers but is not kept for the TTL.
+//!
 //! The storage is [`moka::future::Cache`]: `try_get_with` gives single-flight (concurrent
 //! identical misses run one load), an [`Expiry`] gives each entry its own TTL, and
 //! `invalidate_entries_if` drops entries by predicate without blocking the caller.
+//!
+//! Invalidation and loads in flight: moka's predicates only reach entries stored *before* the
+//! invalidation, so a load that read the upstream before a write and finishes after it would store
+//! a stale entry. Every invalidation therefore bumps a generation counter; a load whose generation
+//! changed while it ran is returned to its callers but not stored (and an entry that slipped in
+//! between that check and moka's insert is removed right after). A caller that joined such a load
+//! after the invalidation asks again, so it sees the write. The counter is cache-wide: any
+//! invalidation during a load costs that load its entry, never correctness.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -96,6 +107,22 @@ impl CacheSettings {
     }
 }
 
+/// What a load hands the cache ([`ResultCache::get_or_load_with`]).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The answer, for every caller waiting on the load.
+    pub result: CallToolResult,
+    /// Tags the stored entry carries (a composite knows them only once its steps have run).
+    pub tags: Vec<String>,
+    /// Whether the answer may be stored; `false` answers the waiting callers and keeps nothing.
+    pub store: bool,
+}
+
+/// How many times a caller that shared a load begun before an invalidation asks again before it
+/// takes what it gets (each round waits for a fresh load, so one is enough unless writes keep
+/// coming).
+const FRESH_LOAD_ROUNDS: usize = 3;
+
 /// Whether a call was answered from a stored entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -135,6 +162,8 @@ struct Entry {
     tags: Box<[String]>,
     /// Tells the eviction listener whether a replaced entry had expired or been invalidated.
     stored_at: Instant,
+    /// The invalidation generation when its load began (see the module doc).
+    generation: u64,
 }
 
 /// Gives each entry the TTL recorded in it, so one cache holds several tiers.
@@ -165,8 +194,14 @@ impl Expiry<String, Arc<Entry>> for EntryTtl {
 /// Why a load's outcome was not stored. It travels through moka's error path so every caller
 /// waiting on the load receives it, and is mapped back in [`ResultCache::get_or_load`].
 enum Uncached<E> {
-    /// The tool answered with `is_error: true`: a valid answer for the callers, not one to keep.
-    ToolError(Arc<CallToolResult>),
+    /// An answer for the callers, not one to keep: the tool answered with `is_error: true`, the
+    /// load declined to be stored, or an invalidation ran while it loaded.
+    Answer {
+        /// The answer.
+        result: Arc<CallToolResult>,
+        /// The invalidation generation when the load began.
+        generation: u64,
+    },
     /// The upstream call failed.
     Err(E),
 }
@@ -194,6 +229,8 @@ pub struct ResultCache {
     cache: Cache<String, Arc<Entry>>,
     /// Shared with the eviction listener, which counts removals moka performs in the background.
     counters: Arc<Counters>,
+    /// Bumped by every invalidation, so a load that overlapped one is not stored (module doc).
+    generation: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for ResultCache {
@@ -230,7 +267,11 @@ impl ResultCache {
                 Counters::bump(counter);
             })
             .build();
-        Self { cache, counters }
+        Self {
+            cache,
+            counters,
+            generation: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The cache key of one call: server, tool and arguments with object keys sorted at every
@@ -266,6 +307,31 @@ impl ResultCache {
         F: Future<Output = Result<CallToolResult, E>> + Send,
         E: Clone + Send + Sync + 'static,
     {
+        self.get_or_load_with(key, ttl, async move {
+            load.await.map(|result| Loaded {
+                result,
+                tags,
+                store: true,
+            })
+        })
+        .await
+    }
+
+    /// [`ResultCache::get_or_load`], with the tags and whether to store given by the load itself.
+    ///
+    /// Not stored either: an answer with [`Loaded::store`] false, and one whose load overlapped an
+    /// invalidation (module doc); both still reach every caller waiting on the load, except a
+    /// caller that arrived after that invalidation, which waits for a load of its own.
+    pub async fn get_or_load_with<F, E>(
+        &self,
+        key: String,
+        ttl: Duration,
+        load: F,
+    ) -> (Result<Arc<CallToolResult>, E>, Lookup)
+    where
+        F: Future<Output = Result<Loaded, E>> + Send,
+        E: Clone + Send + Sync + 'static,
+    {
         // Looked up first, apart from the load, so a caller that waited on a concurrent load is
         // reported as a miss: `Hit` promises an answer that cost no upstream wait.
         if let Some(entry) = self.cache.get(&key).await {
@@ -276,43 +342,80 @@ impl ResultCache {
 
         if ttl.is_zero() {
             Counters::bump(&self.counters.loads);
-            return (load.await.map(Arc::new), Lookup::Miss);
+            return (load.await.map(|l| Arc::new(l.result)), Lookup::Miss);
         }
 
-        let counters = &self.counters;
-        let init = async move {
-            Counters::bump(&counters.loads);
-            match load.await {
-                Ok(result) if result.is_error == Some(true) => {
-                    Err(Uncached::ToolError(Arc::new(result)))
+        // Polled through a pinned reference, so that when this caller only shared another
+        // caller's load it still holds its own for the next round.
+        let mut load = std::pin::pin!(load);
+        let mut round = 1;
+        loop {
+            // The generation this caller saw before asking: a shared load begun earlier than a
+            // later invalidation is not fresh enough for it.
+            let arrived = self.generation.load(Ordering::SeqCst);
+            let mut ran = false;
+            let init = {
+                let (load, ran) = (load.as_mut(), &mut ran);
+                let (counters, generation) = (&self.counters, &self.generation);
+                async move {
+                    *ran = true;
+                    Counters::bump(&counters.loads);
+                    let began = generation.load(Ordering::SeqCst);
+                    let answer = |result| Uncached::Answer {
+                        result: Arc::new(result),
+                        generation: began,
+                    };
+                    match load.await {
+                        Ok(l) if l.result.is_error == Some(true) || !l.store => {
+                            Err(answer(l.result))
+                        }
+                        // An invalidation ran while the upstream answered: the answer may
+                        // predate the write, so it is not kept.
+                        Ok(l) if generation.load(Ordering::SeqCst) != began => {
+                            Err(answer(l.result))
+                        }
+                        Ok(l) => Ok(Arc::new(Entry {
+                            result: Arc::new(l.result),
+                            ttl,
+                            tags: l.tags.into_boxed_slice(),
+                            stored_at: Instant::now(),
+                            generation: began,
+                        })),
+                        Err(e) => Err(Uncached::Err(e)),
+                    }
                 }
-                Ok(result) => Ok(Arc::new(Entry {
-                    result: Arc::new(result),
-                    ttl,
-                    tags: tags.into_boxed_slice(),
-                    stored_at: Instant::now(),
-                })),
-                Err(e) => Err(Uncached::Err(e)),
+            };
+            let (result, began) = match self.cache.try_get_with(key.clone(), init).await {
+                Ok(entry) => {
+                    if ran && self.generation.load(Ordering::SeqCst) != entry.generation {
+                        // An invalidation ran between the check above and moka's insert, so its
+                        // predicate may have missed this entry: drop it.
+                        self.cache.invalidate(&key).await;
+                    }
+                    (Arc::clone(&entry.result), entry.generation)
+                }
+                Err(uncached) => match &*uncached {
+                    Uncached::Answer { result, generation } => (Arc::clone(result), *generation),
+                    Uncached::Err(e) => return (Err(e.clone()), Lookup::Miss),
+                },
+            };
+            if !ran && began < arrived && round < FRESH_LOAD_ROUNDS {
+                round += 1;
+                continue;
             }
-        };
-        let outcome = match self.cache.try_get_with(key, init).await {
-            Ok(entry) => Ok(Arc::clone(&entry.result)),
-            Err(uncached) => match &*uncached {
-                Uncached::ToolError(result) => Ok(Arc::clone(result)),
-                Uncached::Err(e) => Err(e.clone()),
-            },
-        };
-        (outcome, Lookup::Miss)
+            return (Ok(result), Lookup::Miss);
+        }
     }
 
     /// Drops every entry carrying any of `tags` (a write calls this with the tags of what it
     /// changed). Returns how many stored entries matched now; removal itself happens in moka's
     /// maintenance, but matched entries are never served again. Entries stored after this call
-    /// are not affected.
+    /// are not affected, and loads in flight during it are not stored at all (module doc).
     pub fn invalidate_tags(&self, tags: &[String]) -> usize {
         if tags.is_empty() {
             return 0;
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let tags: HashSet<String> = tags.iter().cloned().collect();
         let marked = self
             .cache
@@ -326,12 +429,14 @@ impl ResultCache {
     /// Drops every entry of one tool of one server, whatever its arguments (keys made by
     /// [`ResultCache::key`]).
     pub fn invalidate_server_tool(&self, server: &str, tool: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let prefix = server_tool_prefix(server, tool);
         self.invalidate_if(move |key, _| key.starts_with(&prefix));
     }
 
     /// Drops every entry.
     pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
     }
 
@@ -838,5 +943,116 @@ mod tests {
             json!({"entries": 4, "hits": 8, "misses": 4, "loads": 4, "evictions": 0, "invalidations": 0})
         );
         assert!(format!("{cache:?}").contains("hits: 8"));
+    }
+
+    #[tokio::test]
+    async fn a_load_that_declines_to_be_stored_answers_but_is_not_kept() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        let runs = &runs;
+        let call = |store: bool, text: &'static str| {
+            cache.get_or_load_with("k".into(), TTL, async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(Loaded {
+                    result: ok(text),
+                    tags: tags(&["customer:1"]),
+                    store,
+                })
+            })
+        };
+        let (degraded, lookup) = call(false, "degraded").await;
+        assert_eq!(
+            (text_of(&degraded.expect("answered")), lookup),
+            ("degraded".to_owned(), Lookup::Miss)
+        );
+        // Not kept: the next call loads again, and a whole answer is then kept with its tags.
+        let (whole, lookup) = call(true, "whole").await;
+        assert_eq!(
+            (text_of(&whole.expect("answered")), lookup),
+            ("whole".to_owned(), Lookup::Miss)
+        );
+        assert_eq!(call(true, "again").await.1, Lookup::Hit);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.invalidate_tags(&tags(&["customer:1"])), 1);
+        assert_eq!(call(true, "after").await.1, Lookup::Miss);
+    }
+
+    /// Starts a load of `key` that answers `text` once `gate` is notified; returns when it runs.
+    async fn load_held_at(
+        cache: &ResultCache,
+        key: &'static str,
+        gate: &Arc<tokio::sync::Notify>,
+        text: &'static str,
+    ) -> tokio::task::JoinHandle<(Result<Arc<CallToolResult>, String>, Lookup)> {
+        let loads = cache.snapshot().loads;
+        let task = tokio::spawn({
+            let (cache, gate) = (cache.clone(), Arc::clone(gate));
+            async move {
+                cache
+                    .get_or_load(key.into(), TTL, tags(&["customer:1"]), async move {
+                        gate.notified().await;
+                        Ok::<_, String>(ok(text))
+                    })
+                    .await
+            }
+        });
+        while cache.snapshot().loads == loads {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+
+    #[tokio::test]
+    async fn a_load_in_flight_when_its_tags_are_invalidated_is_not_stored() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let before = load_held_at(&cache, "k", &gate, "read before the write").await;
+        // The write lands while the load is in flight.
+        cache.invalidate_tags(&tags(&["customer:1"]));
+        gate.notify_one();
+        let (result, _) = before.await.expect("task ran");
+        // The caller whose call began before the write gets what was read for it...
+        assert_eq!(text_of(&result.expect("answered")), "read before the write");
+        // ...but it is not kept: the next call asks the upstream again.
+        let runs = AtomicUsize::new(0);
+        assert_eq!(
+            load(&cache, "k", &["customer:1"], &runs, "fresh").await,
+            Lookup::Miss
+        );
+        assert_eq!(
+            load(&cache, "k", &["customer:1"], &runs, "fresh").await,
+            Lookup::Hit
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_arriving_after_an_invalidation_does_not_take_an_older_load() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let before = load_held_at(&cache, "k", &gate, "read before the write").await;
+        cache.invalidate_tags(&tags(&["customer:1"]));
+        let after = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_load("k".into(), TTL, tags(&["customer:1"]), async {
+                        Ok::<_, String>(ok("read after the write"))
+                    })
+                    .await
+            }
+        });
+        // Let the second caller reach the load in flight and wait on it.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+        let (first, _) = before.await.expect("task ran");
+        let (second, _) = after.await.expect("task ran");
+        assert_eq!(text_of(&first.expect("answered")), "read before the write");
+        assert_eq!(text_of(&second.expect("answered")), "read after the write");
+        // The second caller's own load began after the write: that one is kept.
+        let runs = AtomicUsize::new(0);
+        assert_eq!(load(&cache, "k", &[], &runs, "unused").await, Lookup::Hit);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use serde_json::Value;
 
 use crate::{
-    cache::{CacheSpec, Lookup, ResultCache},
+    cache::{CacheSpec, Loaded, Lookup, ResultCache},
     catalog::Catalog,
     config::Config,
     error::CallError,
@@ -363,24 +363,34 @@ impl Gateway {
             return kit::ToolError::invalid_argument(&field, &message).to_call_tool_result();
         }
         let Some(spec) = &workflow.config.cache else {
-            return self.execute_composite(workflow, &input, cx).await;
+            return self.execute_composite(workflow, &input, cx, self).await.0;
         };
-        let mut tags: Vec<String> = workflow
-            .steps
-            .iter()
-            .flat_map(|s| {
-                self.config
-                    .cache
-                    .tags_for(&format!("{}.{}", s.server, s.tool), &Value::Null)
-            })
-            .collect();
-        tags.push(format!("composite:{}", workflow.name));
         let key = ResultCache::key("composite", &workflow.name, arguments.as_ref());
         let ttl = self.config.cache.settings.ttl(spec);
+        // The entry carries the tags of every call its steps made, rendered with the arguments
+        // each was called with (`customer:CUST-0001`), so a write invalidating any of them drops it.
+        let tags_of = |step: &crate::workflow::definition::Step, args: &JsonObject| {
+            self.config.cache.tags_for(
+                &format!("{}.{}", step.server, step.tool),
+                &Value::Object(args.clone()),
+            )
+        };
         let (result, lookup) = self
             .cache
-            .get_or_load(key, ttl, tags, async {
-                Ok::<_, CallError>(self.execute_composite(workflow, &input, cx).await)
+            .get_or_load_with(key, ttl, async {
+                let collector = executor::TagCollector::new(self, &tags_of);
+                let (result, complete) = self
+                    .execute_composite(workflow, &input, cx, &collector)
+                    .await;
+                let mut tags = collector.into_tags();
+                tags.push(format!("composite:{}", workflow.name));
+                // A degraded answer (a fallback, a failed or skipped step) reaches the caller but
+                // is not kept: it would be served for the whole TTL after the source is back.
+                Ok::<_, CallError>(Loaded {
+                    result,
+                    tags,
+                    store: complete,
+                })
             })
             .await;
         self.metrics.cache_lookup(&workflow.name, lookup);
@@ -398,12 +408,15 @@ impl Gateway {
         }
     }
 
+    /// Runs the plan with `runner` making the step calls; returns the result and whether it is
+    /// whole (every step answered, none fell back, failed or was skipped).
     async fn execute_composite(
         &self,
         workflow: &Workflow,
         input: &Value,
         cx: &CallContext,
-    ) -> CallToolResult {
+        runner: &dyn executor::StepRunner,
+    ) -> (CallToolResult, bool) {
         let started = std::time::Instant::now();
         // Progress goes out in order through one task; the executor only enqueues.
         let (progress_tx, mut progress_rx) =
@@ -430,33 +443,24 @@ impl Gateway {
             progress: None,
             ..cx.clone()
         };
-        let run = tokio::time::timeout(
-            workflow.deadline,
-            executor::execute(workflow, input, self, &step_cx, &on_progress),
-        )
-        .await;
+        // The executor keeps the deadline, so a run cut off by it still reports its sources.
+        let run = executor::execute(workflow, input, runner, &step_cx, &on_progress).await;
         drop(on_progress);
         if let Some(f) = forwarder {
             let _ = f.await;
         }
         let elapsed = started.elapsed();
         let elapsed_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
-        let Ok(run) = run else {
-            self.metrics
-                .composite_run(&workflow.name, elapsed, "deadline", &[]);
-            return kit::ToolError::unavailable(format!(
-                "composite `{}` ran past its deadline of {} ms",
-                workflow.name,
-                workflow.deadline.as_millis()
-            ))
-            .with_meta("reason", "deadline".into())
-            .to_call_tool_result();
+        let outcome = match &run.result {
+            Ok(_) => "ok",
+            Err(executor::Failure::Deadline { .. }) => "deadline",
+            Err(executor::Failure::Critical(_)) => "failed",
         };
-        let outcome = if run.result.is_ok() { "ok" } else { "failed" };
         self.metrics
             .composite_run(&workflow.name, elapsed, outcome, &run.sources);
+        let complete = run.is_complete();
         let sources = serde_json::to_value(&run.sources).unwrap_or_default();
-        match run.result {
+        let result = match run.result {
             Ok(output) => {
                 let mut result = CallToolResult::structured(output);
                 let mut meta = rmcp::model::MetaObject::new();
@@ -466,7 +470,16 @@ impl Gateway {
                 result.meta = Some(meta);
                 result
             }
-            Err(failure) => {
+            Err(executor::Failure::Deadline { deadline }) => kit::ToolError::unavailable(format!(
+                "composite `{}` ran past its deadline of {} ms",
+                workflow.name,
+                deadline.as_millis()
+            ))
+            .with_meta("reason", "deadline".into())
+            .with_meta("sources", sources)
+            .with_meta("elapsedMs", Value::from(elapsed_ms))
+            .to_call_tool_result(),
+            Err(executor::Failure::Critical(failure)) => {
                 let kind =
                     kit::ErrorKind::parse(&failure.kind).unwrap_or(match failure.kind.as_str() {
                         "bulkhead_full" => kit::ErrorKind::Throttled,
@@ -485,7 +498,8 @@ impl Gateway {
                 .with_meta("elapsedMs", Value::from(elapsed_ms))
                 .to_call_tool_result()
             }
-        }
+        };
+        (result, complete)
     }
 
     /// The built-in `invalidate_cache` tool: by tags, by server and tool, or everything.

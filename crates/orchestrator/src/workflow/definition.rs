@@ -71,7 +71,7 @@ pub struct StepConfig {
     #[serde(default)]
     pub critical: bool,
     /// The value an optional step takes when it fails (default: null, and the step is
-    /// reported as failed).
+    /// reported as failed). On a `forEach` it stands for one failed item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Value>,
     /// Cache this step's results (a tier or `{"ttlMs": n}`).

@@ -3,8 +3,18 @@
 //!
 //! The executor owns no I/O: it asks a [`StepRunner`] to make each upstream call (the gateway,
 //! whose path is cache → policy stack → upstream; a scripted fake in unit tests).
+//!
+//! The composite's deadline is kept here, not around the run, so that a run cut off by it still
+//! says which steps had finished and which were cut off.
 
-use std::{future::Future, pin::Pin, time::Instant};
+use std::{
+    collections::BTreeSet,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use rmcp::model::{CallToolResult, JsonObject};
@@ -110,13 +120,99 @@ pub struct CriticalFailure {
     pub message: String,
 }
 
+/// Why a run has no output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// A critical step failed, or could not run because a step it reads produced no value.
+    Critical(CriticalFailure),
+    /// The composite's deadline passed before every step had finished; the steps still running
+    /// were cancelled.
+    Deadline {
+        /// The deadline that passed.
+        deadline: Duration,
+    },
+}
+
 /// The end of a run.
 #[derive(Debug)]
 pub struct Run {
-    /// The rendered output, or the critical failure.
-    pub result: Result<Value, CriticalFailure>,
-    /// One entry per step, in the workflow's order.
+    /// The rendered output, or why there is none.
+    pub result: Result<Value, Failure>,
+    /// One entry per step, in the workflow's order, also when the run failed.
     pub sources: Vec<Source>,
+}
+
+impl Run {
+    /// Whether the output is whole: every step answered, from its upstream or the cache (no
+    /// fallback, no failed item, no skipped step). Only a whole answer may be cached, or a
+    /// degraded one would be served for the entry's whole lifetime.
+    pub fn is_complete(&self) -> bool {
+        self.result.is_ok()
+            && self
+                .sources
+                .iter()
+                .all(|s| matches!(s.outcome, SourceOutcome::Ok | SourceOutcome::Cached))
+    }
+}
+
+/// A [`StepRunner`] that passes every call on and collects what `tags_of` makes of it: the
+/// gateway renders each call's cache tags from the arguments the step was called with, so a
+/// composite's cached result carries the tags of everything its steps read
+/// (`customer:CUST-0001`) and the writes that invalidate any of them drop it too.
+pub struct TagCollector<'a> {
+    /// Makes the calls.
+    inner: &'a dyn StepRunner,
+    /// The tags of one call.
+    tags_of: &'a (dyn Fn(&Step, &JsonObject) -> Vec<String> + Send + Sync),
+    /// Every tag seen so far; a set, as a fan-out repeats tags.
+    tags: Mutex<BTreeSet<String>>,
+}
+
+impl fmt::Debug for TagCollector<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TagCollector")
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> TagCollector<'a> {
+    /// Passes calls on to `inner`, noting `tags_of` each.
+    pub fn new(
+        inner: &'a dyn StepRunner,
+        tags_of: &'a (dyn Fn(&Step, &JsonObject) -> Vec<String> + Send + Sync),
+    ) -> Self {
+        Self {
+            inner,
+            tags_of,
+            tags: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The tags of every call made, sorted, without repeats.
+    pub fn into_tags(self) -> Vec<String> {
+        self.tags
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .collect()
+    }
+}
+
+impl StepRunner for TagCollector<'_> {
+    fn call<'b>(
+        &'b self,
+        step: &'b Step,
+        args: JsonObject,
+        cx: &'b CallContext,
+    ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'b>> {
+        let tags = (self.tags_of)(step, &args);
+        self.tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tags);
+        self.inner.call(step, args, cx)
+    }
 }
 
 /// What a step produced.
@@ -254,7 +350,13 @@ async fn run_step_inner(
     }
 }
 
-/// Runs `workflow` on `input`; `on_progress(done, total)` is told after each step.
+/// Runs `workflow` on `input` within its deadline; `on_progress(done, total)` is told after
+/// each step.
+///
+/// A critical step that fails, or that is skipped because a step it reads produced no value,
+/// ends the run with [`Failure::Critical`]; the deadline ends it with [`Failure::Deadline`]. In
+/// both cases the steps still running are cancelled and reported as `failed` (kind `cancelled`
+/// or `deadline`), the ones not started as `skipped`.
 pub async fn execute(
     workflow: &Workflow,
     input: &Value,
@@ -263,11 +365,16 @@ pub async fn execute(
     on_progress: &(dyn Fn(usize, usize) + Send + Sync),
 ) -> Run {
     let start = Instant::now();
+    let expiry = tokio::time::sleep(workflow.deadline);
+    tokio::pin!(expiry);
     let n = workflow.steps.len();
     let mut values: Vec<Option<Value>> = vec![None; n];
     let mut finished = vec![false; n];
-    let mut launched = vec![false; n];
+    let mut launched: Vec<Option<Instant>> = vec![None; n];
     let mut sources: Vec<Option<Source>> = vec![None; n];
+    // Why a step produced no value (error kind, message): passed on to the steps skipped
+    // because of it, so a critical one fails with the cause.
+    let mut causes: Vec<Option<(String, String)>> = vec![None; n];
     let mut running = FuturesUnordered::new();
     let mut done_count = 0;
 
@@ -290,20 +397,44 @@ pub async fn execute(
         while progressed {
             progressed = false;
             for (i, step) in workflow.steps.iter().enumerate() {
-                if launched[i] || !step.depends_on.iter().all(|&d| finished[d]) {
+                if launched[i].is_some() || !step.depends_on.iter().all(|&d| finished[d]) {
                     continue;
                 }
-                launched[i] = true;
+                let now = Instant::now();
+                launched[i] = Some(now);
                 progressed = true;
                 if let Some(&missing) = step.depends_on.iter().find(|&&d| values[d].is_none()) {
-                    let now = Instant::now();
-                    let mut s = source(step, SourceOutcome::Skipped, now, now);
-                    s.error = Some(format!(
-                        "step `{}` produced no value",
+                    let mut why = format!(
+                        "not run: step `{}` it reads produced no value",
                         workflow.steps[missing].name
-                    ));
-                    values[i] = step.fallback.clone();
+                    );
+                    if let Some((_, cause)) = &causes[missing] {
+                        why = format!("{why} ({cause})");
+                    }
+                    let mut s = source(step, SourceOutcome::Skipped, now, now);
+                    s.error = Some(why.clone());
                     sources[i] = Some(s);
+                    causes[i] = causes[missing].clone();
+                    if step.critical {
+                        let failure = CriticalFailure {
+                            step: step.name.clone(),
+                            call: format!("{}.{}", step.server, step.tool),
+                            kind: causes[missing]
+                                .as_ref()
+                                .map_or_else(|| "unavailable".to_owned(), |(k, _)| k.clone()),
+                            message: why,
+                        };
+                        let ending = Ending::critical(&step.name);
+                        return Run {
+                            result: Err(Failure::Critical(failure)),
+                            sources: finish_sources(workflow, sources, &launched, start, &ending),
+                        };
+                    }
+                    // A `forEach` fallback stands for one item; without a list there are no items.
+                    values[i] = match step.for_each {
+                        Some(_) => None,
+                        None => step.fallback.clone(),
+                    };
                     finished[i] = true;
                     done_count += 1;
                     on_progress(done_count, n);
@@ -328,7 +459,6 @@ pub async fn execute(
                             as Pin<Box<dyn Future<Output = Done> + Send + '_>>);
                     }
                     Err(message) => {
-                        let now = Instant::now();
                         running.push(Box::pin(async move {
                             Done {
                                 index: i,
@@ -345,7 +475,20 @@ pub async fn execute(
                 }
             }
         }
-        let Some(done) = running.next().await else {
+        let next = tokio::select! {
+            // A step that finished right at the deadline still counts.
+            biased;
+            done = running.next() => done,
+            () = &mut expiry => {
+                // Returning drops `running`, which cancels the steps still in flight.
+                let ending = Ending::deadline(workflow.deadline);
+                return Run {
+                    result: Err(Failure::Deadline { deadline: workflow.deadline }),
+                    sources: finish_sources(workflow, sources, &launched, start, &ending),
+                };
+            }
+        };
+        let Some(done) = next else {
             break;
         };
         let step = &workflow.steps[done.index];
@@ -372,23 +515,32 @@ pub async fn execute(
                 if step.critical {
                     s.outcome = SourceOutcome::Failed;
                     sources[done.index] = Some(s);
-                    // Dropping `running` cancels the steps still in flight.
+                    let ending = Ending::critical(&step.name);
+                    // Returning drops `running`, which cancels the steps still in flight.
                     return Run {
-                        result: Err(CriticalFailure {
+                        result: Err(Failure::Critical(CriticalFailure {
                             step: step.name.clone(),
                             call: format!("{}.{}", step.server, step.tool),
                             kind,
                             message,
-                        }),
-                        sources: finish_sources(workflow, sources),
+                        })),
+                        sources: finish_sources(workflow, sources, &launched, start, &ending),
                     };
                 }
-                s.outcome = if step.fallback.is_some() {
+                // A `forEach` whose fallback exists failed as a whole (its list or arguments
+                // could not be built): the fallback stands for one item, so there is no value.
+                let fallback = match step.for_each {
+                    Some(_) => None,
+                    None => step.fallback.clone(),
+                };
+                s.outcome = if fallback.is_some() {
                     SourceOutcome::Fallback
                 } else {
                     SourceOutcome::Failed
                 };
-                values[done.index] = step.fallback.clone();
+                causes[done.index] =
+                    Some((kind, format!("{}.{}: {message}", step.server, step.tool)));
+                values[done.index] = fallback;
             }
         }
         sources[done.index] = Some(s);
@@ -402,15 +554,45 @@ pub async fn execute(
     for (i, step) in workflow.steps.iter().enumerate() {
         scope.insert(&step.name, values[i].as_ref().unwrap_or(&null));
     }
-    let result = workflow.output.render(&scope).map_err(|e| CriticalFailure {
-        step: "output".into(),
-        call: "output".into(),
-        kind: "invalid".into(),
-        message: e.to_string(),
+    let result = workflow.output.render(&scope).map_err(|e| {
+        Failure::Critical(CriticalFailure {
+            step: "output".into(),
+            call: "output".into(),
+            kind: "invalid".into(),
+            message: e.to_string(),
+        })
     });
+    let ending = Ending::critical("output");
     Run {
         result,
-        sources: finish_sources(workflow, sources),
+        sources: finish_sources(workflow, sources, &launched, start, &ending),
+    }
+}
+
+/// How a run that ended early reports the steps it did not wait for.
+struct Ending {
+    /// The error kind of the steps cut off while running.
+    kind: &'static str,
+    /// Why the run ended.
+    why: String,
+}
+
+impl Ending {
+    fn critical(step: &str) -> Self {
+        Self {
+            kind: "cancelled",
+            why: format!("the composite failed at step `{step}`"),
+        }
+    }
+
+    fn deadline(deadline: Duration) -> Self {
+        Self {
+            kind: "deadline",
+            why: format!(
+                "the composite's deadline of {} ms passed",
+                deadline.as_millis()
+            ),
+        }
     }
 }
 
@@ -455,22 +637,48 @@ fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, Strin
     }
 }
 
-fn finish_sources(workflow: &Workflow, sources: Vec<Option<Source>>) -> Vec<Source> {
+/// Every step's source: the ones reported, then the steps cut off while running (`failed`, with
+/// the ending's kind) and the ones never started (`skipped`).
+fn finish_sources(
+    workflow: &Workflow,
+    sources: Vec<Option<Source>>,
+    launched: &[Option<Instant>],
+    start: Instant,
+    ending: &Ending,
+) -> Vec<Source> {
+    let now = Instant::now();
     sources
         .into_iter()
         .zip(&workflow.steps)
-        .map(|(s, step)| {
-            s.unwrap_or_else(|| Source {
-                step: step.name.clone(),
-                server: step.server.clone(),
-                tool: step.tool.clone(),
-                outcome: SourceOutcome::Skipped,
-                error_kind: None,
-                error: Some("not run: the composite ended first".into()),
-                latency_ms: 0.0,
-                items: None,
-                failed_items: None,
-                started_ms: 0.0,
+        .zip(launched)
+        .map(|((s, step), launched)| {
+            s.unwrap_or_else(|| {
+                let (outcome, error_kind, error, started) = match launched {
+                    Some(at) => (
+                        SourceOutcome::Failed,
+                        Some(ending.kind.to_owned()),
+                        format!("cut off: {}", ending.why),
+                        *at,
+                    ),
+                    None => (
+                        SourceOutcome::Skipped,
+                        None,
+                        format!("not run: {}", ending.why),
+                        now,
+                    ),
+                };
+                Source {
+                    step: step.name.clone(),
+                    server: step.server.clone(),
+                    tool: step.tool.clone(),
+                    outcome,
+                    error_kind,
+                    error: Some(error),
+                    latency_ms: ms(started, now),
+                    items: None,
+                    failed_items: None,
+                    started_ms: ms(start, started),
+                }
             })
         })
         .collect()
@@ -558,10 +766,18 @@ mod tests {
         (run, fake.item_calls.load(Ordering::SeqCst))
     }
 
+    fn critical(run: Run) -> CriticalFailure {
+        match run.result {
+            Err(Failure::Critical(f)) => f,
+            other => panic!("expected a critical failure, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_for_each_over_the_limit_fails_the_step_and_calls_nothing() {
         let (run, calls) = run_with(&workflow(None, 10), 50).await;
-        let failure = run.result.expect_err("over the limit");
+        let sources = run.sources.clone();
+        let failure = critical(run);
         assert_eq!(failure.step, "each");
         assert_eq!(failure.kind, "invalid");
         assert_eq!(
@@ -570,11 +786,7 @@ mod tests {
              (orchestrator.limits.maxForEachItems); ask for fewer items or raise the limit"
         );
         assert_eq!(calls, 0, "no item was called, none was silently left out");
-        let source = run
-            .sources
-            .iter()
-            .find(|s| s.step == "each")
-            .expect("source");
+        let source = sources.iter().find(|s| s.step == "each").expect("source");
         assert_eq!(source.outcome, SourceOutcome::Failed);
         assert_eq!(source.error_kind.as_deref(), Some("invalid"));
     }
@@ -582,7 +794,7 @@ mod tests {
     #[tokio::test]
     async fn a_step_limit_overrides_the_global_one_and_the_limit_itself_passes() {
         let (run, _) = run_with(&workflow(Some(3), 1_000), 4).await;
-        let failure = run.result.expect_err("over the step's own limit");
+        let failure = critical(run);
         assert!(
             failure
                 .message
@@ -594,5 +806,208 @@ mod tests {
         let output = run.result.expect("exactly at the limit");
         assert_eq!(output["each"].as_array().map(Vec::len), Some(10));
         assert_eq!(calls, 10);
+    }
+
+    /// Answers by tool name: `fail*` tools fail (`unavailable`), `slow*` tools answer after 10 s
+    /// (tests run on paused time), `list` gives three items, anything else echoes its arguments.
+    struct Scripted;
+
+    impl StepRunner for Scripted {
+        fn call<'a>(
+            &'a self,
+            step: &'a Step,
+            args: JsonObject,
+            _cx: &'a CallContext,
+        ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>> {
+            Box::pin(async move {
+                let outcome = if step.tool.starts_with("fail") {
+                    kit::ToolError::unavailable("down for maintenance").to_call_tool_result()
+                } else {
+                    if step.tool.starts_with("slow") {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                    let value = match step.tool.as_str() {
+                        "list" => json!({ "items": [{ "id": 1 }, { "id": 2 }, { "id": 3 }] }),
+                        _ => json!({ "tool": step.tool, "args": args }),
+                    };
+                    CallToolResult::structured(value)
+                };
+                StepCall {
+                    outcome: Ok(outcome),
+                    cached: step.tool.starts_with("cached"),
+                }
+            })
+        }
+    }
+
+    fn compile(config: Value) -> Workflow {
+        let config: CompositeConfig = serde_json::from_value(config).expect("config");
+        let servers = ["sql", "cosmos", "rest"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Workflow::compile("demo", &config, &servers).expect("valid")
+    }
+
+    async fn run(w: &Workflow) -> Run {
+        execute(
+            w,
+            &json!({}),
+            &Scripted,
+            &CallContext::default(),
+            &|_, _| {},
+        )
+        .await
+    }
+
+    fn source<'a>(run: &'a Run, step: &str) -> &'a Source {
+        run.sources
+            .iter()
+            .find(|s| s.step == step)
+            .unwrap_or_else(|| panic!("no source for {step}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_critical_step_skipped_for_want_of_its_input_fails_the_run() {
+        let w = compile(json!({ "description": "d", "steps": {
+            "profile": { "call": "cosmos.fail_profile" },
+            "report": { "call": "sql.report", "args": { "segment": "${profile.segment}" }, "critical": true },
+            "other": { "call": "rest.slow_other" }
+        }, "output": { "report": "${report}" } }));
+        let run = run(&w).await;
+        assert_eq!(source(&run, "profile").outcome, SourceOutcome::Failed);
+        let report = source(&run, "report").clone();
+        assert_eq!(report.outcome, SourceOutcome::Skipped);
+        let other = source(&run, "other").clone();
+        assert_eq!(other.outcome, SourceOutcome::Failed, "cut off: {other:?}");
+        assert_eq!(other.error_kind.as_deref(), Some("cancelled"));
+        let failure = critical(run);
+        assert_eq!(failure.step, "report");
+        assert_eq!(failure.call, "sql.report");
+        assert_eq!(failure.kind, "unavailable", "the cause's kind");
+        assert!(
+            failure.message.contains("`profile`")
+                && failure.message.contains("down for maintenance"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_optional_step_skipped_for_want_of_its_input_does_not_fail_the_run() {
+        let w = compile(json!({ "description": "d", "steps": {
+            "profile": { "call": "cosmos.fail_profile" },
+            "report": { "call": "sql.report", "args": { "segment": "${profile.segment}" } },
+            "main": { "call": "sql.main", "critical": true }
+        }, "output": { "report": "${report}", "main": "${main.tool}" } }));
+        let run = run(&w).await;
+        assert_eq!(source(&run, "report").outcome, SourceOutcome::Skipped);
+        assert!(!run.is_complete());
+        assert_eq!(
+            run.result.expect("optional"),
+            json!({ "report": null, "main": "main" })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_keeps_the_sources_of_finished_and_cut_off_steps() {
+        let w = compile(json!({ "description": "d", "deadlineMs": 1000, "steps": {
+            "fast": { "call": "sql.fast", "critical": true },
+            "slow": { "call": "cosmos.slow" },
+            "after": { "call": "rest.after", "args": { "v": "${slow.tool}" } }
+        }, "output": {} }));
+        let run = run(&w).await;
+        assert_eq!(source(&run, "fast").outcome, SourceOutcome::Ok);
+        let slow = source(&run, "slow");
+        assert_eq!(slow.outcome, SourceOutcome::Failed);
+        assert_eq!(slow.error_kind.as_deref(), Some("deadline"));
+        assert!(
+            slow.error
+                .as_deref()
+                .is_some_and(|e| e.contains("deadline of 1000 ms")),
+            "{slow:?}"
+        );
+        assert_eq!(source(&run, "after").outcome, SourceOutcome::Skipped);
+        assert_eq!(
+            run.result,
+            Err(Failure::Deadline {
+                deadline: Duration::from_secs(1)
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_optional_fan_out_leaves_the_items_unenriched() {
+        let w = compile(json!({ "description": "d", "steps": {
+            "top": { "call": "sql.list", "critical": true },
+            "analysis": { "call": "cosmos.fail_analysis", "forEach": "${top.items}", "as": "c", "args": { "id": "${c.id}" } },
+            "missing": { "call": "sql.fail_missing" },
+            "skipped": { "call": "cosmos.each", "forEach": "${missing.items}", "fallback": { "x": 0 } }
+        }, "output": {
+            "items": { "$zip": { "items": "${top.items}", "with": "${analysis}", "as": "behavior" } },
+            "skipped": "${skipped}"
+        } }));
+        let run = run(&w).await;
+        let analysis = source(&run, "analysis");
+        assert_eq!(analysis.outcome, SourceOutcome::Failed);
+        assert_eq!((analysis.items, analysis.failed_items), (Some(3), Some(3)));
+        assert_eq!(source(&run, "skipped").outcome, SourceOutcome::Skipped);
+        assert_eq!(
+            run.result
+                .expect("the optional fan-out does not fail the run"),
+            json!({
+                "items": [
+                    { "id": 1, "behavior": null }, { "id": 2, "behavior": null }, { "id": 3, "behavior": null }
+                ],
+                // The per-item fallback is not the value of a fan-out that had no list.
+                "skipped": null
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_run_where_every_step_answered_is_complete() {
+        let ok = compile(json!({ "description": "d", "steps": {
+            "a": { "call": "sql.a" }, "b": { "call": "sql.cached_b" }
+        }, "output": {} }));
+        let run_ok = run(&ok).await;
+        assert_eq!(source(&run_ok, "b").outcome, SourceOutcome::Cached);
+        assert!(run_ok.is_complete());
+        let fallback = compile(json!({ "description": "d", "steps": {
+            "a": { "call": "sql.a" }, "b": { "call": "sql.fail_b", "fallback": {} }
+        }, "output": {} }));
+        let run_fallback = run(&fallback).await;
+        assert_eq!(source(&run_fallback, "b").outcome, SourceOutcome::Fallback);
+        assert!(!run_fallback.is_complete());
+        let failed = compile(json!({ "description": "d", "steps": {
+            "a": { "call": "sql.a" }, "b": { "call": "sql.fail_b" }
+        }, "output": {} }));
+        assert!(!run(&failed).await.is_complete());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tag_collector_notes_every_call_with_its_own_arguments() {
+        let w = compile(json!({ "description": "d", "steps": {
+            "top": { "call": "sql.list", "critical": true },
+            "each": { "call": "cosmos.each", "forEach": "${top.items}", "as": "c", "args": { "id": "${c.id}" } }
+        }, "output": {} }));
+        let tags_of = |step: &Step, args: &JsonObject| match args.get("id") {
+            Some(id) => vec![format!("{}:{id}", step.tool), "items".to_owned()],
+            None => vec![format!("{}:all", step.tool)],
+        };
+        let collector = TagCollector::new(&Scripted, &tags_of);
+        let run = execute(
+            &w,
+            &json!({}),
+            &collector,
+            &CallContext::default(),
+            &|_, _| {},
+        )
+        .await;
+        assert!(run.is_complete());
+        assert_eq!(
+            collector.into_tags(),
+            ["each:1", "each:2", "each:3", "items", "list:all"]
+        );
     }
 }

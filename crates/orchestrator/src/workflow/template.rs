@@ -50,7 +50,7 @@
 //! ## Fusion helpers
 //! An object with exactly one key starting with `$` is a helper. Helper arguments are templates, except
 //! field names, which are written as plain strings. Wherever a helper expects an array, `null` (for
-//! example a missing path) counts as the empty array.
+//! example a missing path) counts as the empty array (except `$zip`'s `with`, see below).
 //!
 //! - **Concatenation**: `{"$concat": [t1, t2, ...]}` is the arrays `t1`, `t2`, ... one after the other.
 //!   ```json
@@ -58,7 +58,9 @@
 //!   ```
 //! - **Enrichment**: `{"$zip": {"items": tA, "with": tB, "as": "field"}}` is `tA`'s items, each with
 //!   `field` set to `tB`'s item at the same index. An item that is not an object becomes
-//!   `{"value": item, "field": ...}`. The two arrays must have the same length.
+//!   `{"value": item, "field": ...}`. The two arrays must have the same length, except that a
+//!   `null` `tB` (the enriching step failed without fallback, or was skipped) gives every item
+//!   `field: null`: a missing enrichment leaves the items as they are rather than failing.
 //!   ```json
 //!   {"$zip": {"items": "${top.customers}", "with": "${behavior}", "as": "behavior"}}
 //!   ```
@@ -1168,7 +1170,12 @@ impl Node {
                 field,
             } => {
                 let items = array_argument(items.render(scope)?, &key_at(at, "items"))?;
-                let with = array_argument(with.render(scope)?, &key_at(at, "with"))?;
+                // A missing enrichment (its step failed or was skipped) leaves every item with
+                // `null`: an optional source must not take the whole answer down.
+                let with = match with.render(scope)? {
+                    Value::Null => vec![Value::Null; items.len()],
+                    with => array_argument(with, &key_at(at, "with"))?,
+                };
                 if items.len() != with.len() {
                     return Err(render_error(
                         at,
@@ -1748,6 +1755,31 @@ mod tests {
     }
 
     #[test]
+    fn zip_pairs_every_item_with_null_when_the_enrichment_is_missing() {
+        // `analysis` failed without fallback (or was skipped): its value is null.
+        let top = json!({ "customers": [{ "id": 1 }, { "id": 2 }] });
+        let scope = Scope::new()
+            .with("top", &top)
+            .with("analysis", &Value::Null);
+        let t = compile(
+            json!({ "$zip": { "items": "${top.customers}", "with": "${analysis}", "as": "b" } }),
+        );
+        assert_eq!(
+            t.render(&scope)
+                .expect("a missing enrichment is not an error"),
+            json!([{ "id": 1, "b": null }, { "id": 2, "b": null }])
+        );
+        // A path that is missing inside a present value is null too.
+        let t = compile(
+            json!({ "$zip": { "items": "${top.customers}", "with": "${top.nope}", "as": "b" } }),
+        );
+        assert_eq!(
+            t.render(&scope).expect("renders"),
+            json!([{ "id": 1, "b": null }, { "id": 2, "b": null }])
+        );
+    }
+
+    #[test]
     fn zip_rejects_arrays_of_different_lengths_and_non_arrays() {
         let top = json!({ "customers": [{ "id": 1 }, { "id": 2 }], "one": [1], "n": 4 });
         let scope = Scope::new().with("top", &top);
@@ -1760,9 +1792,7 @@ mod tests {
             message,
             "`$zip` needs arrays of the same length: `items` has 2, `with` has 1"
         );
-        let t = compile(
-            json!({ "$zip": { "items": "${top.customers}", "with": "${top.missing}", "as": "b" } }),
-        );
+        let t = compile(json!({ "$zip": { "items": "${top.customers}", "with": [], "as": "b" } }));
         assert!(render_error_of(&t, &scope).1.contains("`with` has 0"));
         let t = compile(json!({ "$zip": { "items": "${top.n}", "with": [], "as": "b" } }));
         assert_eq!(
