@@ -61,9 +61,46 @@ pub type FrameSink = Pin<Box<dyn Sink<TxJsonRpcMessage<RoleServer>, Error = Fram
 pub type FrameStream = Pin<Box<dyn Stream<Item = RxJsonRpcMessage<RoleServer>> + Send>>;
 
 /// A server transport over the process's stdin/stdout, lines at most `max_line` bytes.
+///
+/// When stdin and stdout are pipes (as they are when an agent starts the process), they are read
+/// and written through the runtime's readiness polling. Tokio's `stdin()`/`stdout()` instead hand
+/// every read and write to a blocking thread, which costs two thread wake-ups per message, a
+/// large part of a fast call's latency on a small machine. Anything else (a terminal, a file)
+/// keeps the portable path.
 pub fn stdio(max_line: usize) -> (FrameSink, FrameStream) {
+    #[cfg(unix)]
+    if let Some((reader, writer)) = stdio_as_pipes() {
+        return transport(reader, writer, max_line);
+    }
     let (reader, writer) = rmcp::transport::stdio_pipes();
     transport(reader, writer, max_line)
+}
+
+/// Stdin and stdout as non-blocking pipe ends, when both are pipes.
+///
+/// The descriptors are duplicated, so fds 0 and 1 stay open; the file descriptions they share
+/// become non-blocking, which nothing else in a stdio server touches (stdout is the protocol's).
+#[cfg(unix)]
+fn stdio_as_pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd;
+    let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    // Both checks before either end is made non-blocking, so a failure changes nothing.
+    let is_pipe = |fd: &std::os::fd::OwnedFd| {
+        std::fs::File::from(fd.try_clone().ok()?)
+            .metadata()
+            .ok()
+            .map(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
+    };
+    if is_pipe(&input) != Some(true) || is_pipe(&output) != Some(true) {
+        return None;
+    }
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(input).ok()?;
+    let writer = tokio::net::unix::pipe::Sender::from_owned_fd(output).ok()?;
+    Some((reader, writer))
 }
 
 /// A server transport over any byte streams (tests use in-memory pipes).

@@ -5,12 +5,17 @@
 //! used from `target/release/`; the bench runs `cargo build --release --bins -p sql-mcp-server
 //! -p mcp-orchestrator` first (a no-op when they are current; `PASSTHROUGH_NO_BUILD=1` skips it).
 //!
-//! Phases, each run for the direct and the proxied path in alternating rounds so both see the same
-//! machine conditions: warm-up, sequential calls (one in flight: p50/p99 latency), and a
+//! A third path puts this bench binary, re-run as a byte relay that copies lines without parsing
+//! them, between the client and the server. It is the floor for any proxy process: the two extra
+//! pipe hops alone. The added latency is printed split into that floor and the orchestrator's own
+//! work above it.
+//!
+//! Phases, each run for every path in rotating rounds so all see the same machine conditions: warm-up, sequential calls (one in flight: p50/p99 latency), and a
 //! throughput phase with a fixed number of calls kept 32 in flight (calls/s, the median round).
 //!
-//! It also prints the CPU time each server process spent per sequential call (Linux `/proc`), which
-//! says where the added latency goes and is less sensitive than latency to a busy machine.
+//! It also prints the CPU time and context switches of each process per sequential call (Linux
+//! `/proc`), which say where the added latency goes and are less sensitive than latency to a busy
+//! machine.
 //!
 //! Knobs (environment): `PASSTHROUGH_WARMUP` (default 500), `PASSTHROUGH_SEQ` calls per
 //! sequential round (2000), `PASSTHROUGH_TPUT` calls per throughput round (16000),
@@ -113,13 +118,38 @@ impl Drop for TempConfig {
     }
 }
 
-/// CPU time used so far by a process, all its threads included (Linux `/proc`; `None` elsewhere).
-fn cpu_time(pid: u32) -> Option<Duration> {
+/// What a process has used so far, all its threads included (Linux `/proc`; `None` elsewhere).
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu: Duration,
+    /// Context switches: each is a thread going to sleep or being preempted, so per call they
+    /// count the wake-ups a message costs, which dominate a cheap call's latency.
+    switches: u64,
+}
+
+fn usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
     // utime + stime in clock ticks; USER_HZ is 100 on Linux.
-    Some(Duration::from_millis(ticks * 10))
+    Some(Usage {
+        cpu: Duration::from_millis(ticks * 10),
+        switches,
+    })
 }
 
 /// The pid of a child of `parent` whose executable is `name`, found through `/proc`.
@@ -187,12 +217,12 @@ impl Target {
         Ok(())
     }
 
-    fn cpu(&self) -> Option<Vec<Duration>> {
-        self.procs.iter().map(|&(_, pid)| cpu_time(pid)).collect()
+    fn usage(&self) -> Option<Vec<Usage>> {
+        self.procs.iter().map(|&(_, pid)| usage(pid)).collect()
     }
 
     async fn sequential(&self, n: usize, f: &mut Figures) -> anyhow::Result<()> {
-        let cpu_before = self.cpu();
+        let before = self.usage();
         for _ in 0..n {
             let started = Instant::now();
             let r = self.call().await?;
@@ -202,10 +232,11 @@ impl Target {
             }
             f.hist.saturating_record(micros.max(1));
         }
-        if let (Some(before), Some(after)) = (cpu_before, self.cpu()) {
-            f.cpu.resize(before.len(), Duration::ZERO);
-            for (total, (b, a)) in f.cpu.iter_mut().zip(before.iter().zip(&after)) {
-                *total += a.saturating_sub(*b);
+        if let (Some(before), Some(after)) = (before, self.usage()) {
+            f.usage.resize(before.len(), Usage::default());
+            for (total, (b, a)) in f.usage.iter_mut().zip(before.iter().zip(&after)) {
+                total.cpu += a.cpu.saturating_sub(b.cpu);
+                total.switches += a.switches.saturating_sub(b.switches);
             }
         }
         Ok(())
@@ -238,7 +269,7 @@ struct Figures {
     hist: Histogram<u64>,
     rates: Vec<f64>,
     /// CPU used by each of the path's server processes during the sequential calls.
-    cpu: Vec<Duration>,
+    usage: Vec<Usage>,
 }
 
 impl Figures {
@@ -246,7 +277,7 @@ impl Figures {
         Ok(Self {
             hist: Histogram::new_with_bounds(1, 60_000_000, 3)?,
             rates: Vec::new(),
-            cpu: Vec::new(),
+            usage: Vec::new(),
         })
     }
 
@@ -282,12 +313,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     } = settings;
 
     let dir = ensure_binaries()?;
-    let config = TempConfig::new(&dir.join(SQL_BIN))?;
+    let sql = dir.join(SQL_BIN);
+    let config = TempConfig::new(&sql)?;
     let began = Instant::now();
 
-    let direct = testkit::connect_stdio(SQL_BIN, &["--data-dir".into(), ":memory:".into()])
+    let sql_args = || vec!["--data-dir".to_owned(), ":memory:".to_owned()];
+    let direct = testkit::connect_stdio(SQL_BIN, &sql_args())
         .await
         .context("starting sql-mcp-server")?;
+    let relay = connect_through_relay(&sql, &sql_args())
+        .await
+        .context("starting the byte relay in front of sql-mcp-server")?;
     let proxied = testkit::connect_stdio(
         ORCH_BIN,
         &[
@@ -300,6 +336,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     .context("starting mcp-orchestrator")?;
 
     let mut direct = Target::new("direct", direct, "get_customer");
+    let mut relay = Target::new("byte relay", relay, "get_customer");
     let mut proxied = Target::new("proxied", proxied, "sql__get_customer");
 
     // The orchestrator answers before its upstream is connected; wait for the tool to be listed.
@@ -317,8 +354,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let me = std::process::id();
-    if let Some(sql) = child_pid(me, SQL_BIN) {
-        direct.procs.push((SQL_BIN, sql));
+    if let Some(pid) = child_pid(me, SQL_BIN) {
+        direct.procs.push((SQL_BIN, pid));
+    }
+    let bench_name = std::env::current_exe()?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .unwrap_or_default();
+    if let Some(pid) = child_pid(me, &bench_name) {
+        relay.procs.push(("relay", pid));
+        if let Some(sql) = child_pid(pid, SQL_BIN) {
+            relay.procs.push((SQL_BIN, sql));
+        }
     }
     if let Some(orch) = child_pid(me, ORCH_BIN) {
         proxied.procs.push((ORCH_BIN, orch));
@@ -326,33 +374,37 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             proxied.procs.push((SQL_BIN, sql));
         }
     }
-    let (a, b) = (direct.check().await?, proxied.check().await?);
-    if a != b {
-        bail!("direct and proxied answers differ:\n{a}\n{b}");
+    let expected = direct.check().await?;
+    for other in [&relay, &proxied] {
+        let got = other.check().await?;
+        if got != expected {
+            bail!(
+                "direct and {} answers differ:\n{expected}\n{got}",
+                other.label
+            );
+        }
     }
 
-    direct.warm_up(warmup).await?;
-    proxied.warm_up(warmup).await?;
+    let targets = [&direct, &relay, &proxied];
+    for t in targets {
+        t.warm_up(warmup).await?;
+    }
 
-    let mut fd = Figures::new()?;
-    let mut fp = Figures::new()?;
+    let mut figures = [Figures::new()?, Figures::new()?, Figures::new()?];
     for round in 0..rounds {
-        // Alternate which path goes first, so neither always runs on a warmer machine.
-        let order: [(&Target, usize); 2] = if round % 2 == 0 {
-            [(&direct, 0), (&proxied, 1)]
-        } else {
-            [(&proxied, 1), (&direct, 0)]
-        };
-        for (target, i) in order {
-            let f = if i == 0 { &mut fd } else { &mut fp };
-            target.sequential(seq, f).await?;
+        // Rotate which path goes first, so none always runs on a warmer machine.
+        let order: Vec<usize> = (0..targets.len())
+            .map(|i| (i + round) % targets.len())
+            .collect();
+        for &i in &order {
+            targets[i].sequential(seq, &mut figures[i]).await?;
         }
-        for (target, i) in order {
-            let rate = target.throughput(tput).await?;
-            let f = if i == 0 { &mut fd } else { &mut fp };
-            f.rates.push(rate);
+        for &i in &order {
+            let rate = targets[i].throughput(tput).await?;
+            figures[i].rates.push(rate);
         }
     }
+    let [fd, fr, fp] = &figures;
 
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -365,9 +417,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "max µs",
         &format!("calls/s @{IN_FLIGHT} (median of {rounds})"),
     ]);
-    for (label, f) in [(direct.label, &fd), (proxied.label, &fp)] {
+    for (t, f) in targets.iter().zip(&figures) {
         table.add_row([
-            label.to_owned(),
+            t.label.to_owned(),
             f.hist.len().to_string(),
             format!("{:.0}", f.p(0.5)),
             format!("{:.0}", f.p(0.9)),
@@ -386,8 +438,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "pass-through overhead: get_customer direct vs sql__get_customer via mcp-orchestrator \
-         (stdio front, stdio upstream, {} cores)",
+        "pass-through overhead: get_customer direct, through a byte relay process, and as \
+         sql__get_customer via mcp-orchestrator (stdio front, stdio upstream, {} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("{table}");
@@ -397,26 +449,37 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         let calls = f.hist.len().max(1) as f64;
         t.procs
             .iter()
-            .zip(&f.cpu)
-            .map(|(&(name, _), cpu)| format!("{name} {:.0} µs", cpu.as_secs_f64() * 1e6 / calls))
+            .zip(&f.usage)
+            .map(|(&(name, _), u)| {
+                format!(
+                    "{name} {:.0} µs, {:.1} switches",
+                    u.cpu.as_secs_f64() * 1e6 / calls,
+                    u.switches as f64 / calls
+                )
+            })
             .collect::<Vec<_>>()
             .join(" + ")
     };
-    if !fd.cpu.is_empty() && !fp.cpu.is_empty() {
-        println!(
-            "CPU per sequential call: direct: {} | proxied: {}",
-            per_call(&direct, &fd),
-            per_call(&proxied, &fp)
-        );
+    if figures.iter().all(|f| !f.usage.is_empty()) {
+        println!("CPU time and context switches per sequential call:");
+        for (t, f) in targets.iter().zip(&figures) {
+            println!("  {:<11} {}", t.label, per_call(t, f));
+        }
     }
 
     let added_p50 = fp.p(0.5) - fd.p(0.5);
     let added_p99 = fp.p(0.99) - fd.p(0.99);
+    let floor_p50 = fr.p(0.5) - fd.p(0.5);
     let ratio = fp.median_rate() / fd.median_rate();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
         "added p50: {added_p50:.0} µs (aim < {AIM_ADDED_P50_US:.0}) {}",
         verdict(added_p50 < AIM_ADDED_P50_US)
+    );
+    println!(
+        "  of which the two extra pipe hops alone (byte relay, no parsing): {floor_p50:.0} µs; \
+         the orchestrator's own work: {:.0} µs",
+        added_p50 - floor_p50
     );
     println!("added p99: {added_p99:.0} µs");
     println!(
@@ -428,13 +491,77 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         println!("(smoke run without --bench: a few calls only; figures are not meaningful)");
     }
 
-    let _ = proxied.client.cancel().await;
-    let _ = direct.client.cancel().await;
+    for t in [direct, relay, proxied] {
+        let _ = t.client.cancel().await;
+    }
+    Ok(())
+}
+
+/// Connects to `sql args...` through this bench binary re-run as a byte relay ([`relay_main`]).
+async fn connect_through_relay(sql: &Path, args: &[String]) -> anyhow::Result<Client> {
+    use rmcp::{
+        ServiceExt,
+        transport::{ConfigureCommandExt, TokioChildProcess},
+    };
+    use tokio::process::Command;
+    let me = std::env::current_exe()?;
+    let transport = TokioChildProcess::new(Command::new(me).configure(|c| {
+        c.arg(RELAY_FLAG)
+            .arg(sql)
+            .args(args)
+            .env("RUST_LOG", "warn");
+    }))?;
+    Ok(().serve(transport).await?)
+}
+
+/// The flag that makes this binary a relay instead of a bench.
+const RELAY_FLAG: &str = "--byte-relay";
+
+/// The least any proxy process can add: it starts `command`, copies each line from its own stdin
+/// to the child's and each line back, with blocking reads on two threads and no parsing. Measuring
+/// it beside the orchestrator separates the cost of the two extra pipe hops (writes, wake-ups,
+/// context switches on a small machine) from the orchestrator's own work.
+fn relay_main(command: &[String]) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let (program, args) = command.split_first().context("relay: no command")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("relay: starting {program}"))?;
+    let mut to_child = child.stdin.take().context("relay: child stdin")?;
+    let from_child = child.stdout.take().context("relay: child stdout")?;
+    let back = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut reader = BufReader::new(from_child);
+        let mut out = std::io::stdout().lock();
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line)? > 0 {
+            out.write_all(&line)?;
+            out.flush()?;
+            line.clear();
+        }
+        Ok(())
+    });
+    let mut input = std::io::stdin().lock();
+    let mut line = Vec::new();
+    while input.read_until(b'\n', &mut line)? > 0 {
+        to_child.write_all(&line)?;
+        to_child.flush()?;
+        line.clear();
+    }
+    drop(to_child);
+    let _ = child.wait();
+    let _ = back.join();
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == RELAY_FLAG) {
+        return relay_main(&args[1..]);
+    }
     // A filter argument that names something else skips the run.
     if let Some(filter) = args.iter().find(|a| !a.starts_with('-'))
         && !"passthrough".contains(filter.as_str())
