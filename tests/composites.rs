@@ -912,3 +912,59 @@ async fn order_details_of_a_new_order_answers_without_its_shipment() -> anyhow::
     gw.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_that_writes_is_never_answered_from_the_cache() -> anyhow::Result<()> {
+    let mut config = config_with(healthy_servers()?, json!({}))?;
+    // `cache` on a plan with a write in it: a hit would tell the agent the document was written
+    // without writing it. Cosmos `upsert_item` has no invalidation rule, so nothing else keeps
+    // the answer out of the cache. The read-only twin shows the same settings do cache.
+    let plan = |call: &str, args: Value| {
+        json!({
+            "description": "one step",
+            "input": {
+                "type": "object",
+                "properties": { "customerId": { "type": "string" } },
+                "required": ["customerId"]
+            },
+            "steps": { "only": { "call": call, "args": args, "critical": true } },
+            "output": "${only}",
+            "cache": "short"
+        })
+    };
+    config["orchestrator"]["composites"]["touch_profile"] = plan(
+        "cosmos.upsert_item",
+        json!({
+            "container": "profiles",
+            "item": { "id": "note-${input.customerId}", "customerId": "${input.customerId}" }
+        }),
+    );
+    config["orchestrator"]["composites"]["look_up"] = plan(
+        "sql.get_customer",
+        json!({ "customerId": "${input.customerId}" }),
+    );
+    let gw = start(config)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let input = json!({ "customerId": "CUST-0007" });
+    let etag =
+        |r: &CallToolResult| r.structured_content.clone().unwrap_or_default()["_etag"].clone();
+
+    let first = call(&gw, "touch_profile", input.clone()).await?;
+    assert_eq!(first.is_error, Some(false), "{first:?}");
+    assert!(etag(&first).is_string(), "{first:?}");
+    let second = call(&gw, "touch_profile", input.clone()).await?;
+    assert_eq!(second.is_error, Some(false), "{second:?}");
+    assert!(
+        !cached(&second),
+        "a plan with a write is not cached: {second:?}"
+    );
+    assert_ne!(etag(&first), etag(&second), "the write ran again");
+
+    call(&gw, "look_up", input.clone()).await?;
+    assert!(
+        cached(&call(&gw, "look_up", input).await?),
+        "the read-only plan is cached"
+    );
+    gw.shutdown().await;
+    Ok(())
+}

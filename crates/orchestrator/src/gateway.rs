@@ -229,6 +229,25 @@ impl Gateway {
         (outcome, report)
     }
 
+    /// Whether every step of `workflow` calls a tool its server lists as read-only (by its
+    /// current listing), which a composite needs for its answer to be cached.
+    fn plan_is_read_only(&self, workflow: &Workflow) -> bool {
+        workflow.steps.iter().all(|step| {
+            self.upstreams
+                .iter()
+                .find(|u| u.name() == step.server)
+                .is_some_and(|u| {
+                    u.offer().tools.iter().any(|t| {
+                        t.name == step.tool
+                            && t.annotations
+                                .as_ref()
+                                .and_then(|a| a.read_only_hint)
+                                .unwrap_or(false)
+                    })
+                })
+        })
+    }
+
     /// One upstream call by server index and the upstream's own tool name: cache (when the tool
     /// or `cache` asks for it), then the server's policy stack. Returns whether the cache
     /// answered.
@@ -386,10 +405,18 @@ impl Gateway {
                 tags.push(format!("composite:{}", workflow.name));
                 // A degraded answer (a fallback, a failed or skipped step) reaches the caller but
                 // is not kept: it would be served for the whole TTL after the source is back.
+                // Nor is the answer of a plan with a write in it: a hit would skip the write.
+                let read_only = self.plan_is_read_only(workflow);
+                if !read_only {
+                    tracing::warn!(
+                        composite = %workflow.name,
+                        "composite has `cache` but calls a tool not annotated read-only; not cached"
+                    );
+                }
                 Ok::<_, CallError>(Loaded {
                     result,
                     tags,
-                    store: complete,
+                    store: complete && read_only,
                 })
             })
             .await;
