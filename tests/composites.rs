@@ -968,3 +968,26 @@ async fn a_composite_that_writes_is_never_answered_from_the_cache() -> anyhow::R
     gw.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_through_answer_from_the_cache_says_so() -> anyhow::Result<()> {
+    // mcp.json caches `rest.get_product` (`long`).
+    let gw = start(config_with(healthy_servers()?, json!({}))?)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let product = || call(&gw, "rest__get_product", json!({ "productId": "PROD-004" }));
+    let fresh = product().await?;
+    assert_eq!(fresh.is_error, Some(false), "{fresh:?}");
+    assert!(!cached(&fresh), "the first call asks the server: {fresh:?}");
+    let stored = product().await?;
+    assert!(
+        cached(&stored),
+        "the second is served from the cache: {stored:?}"
+    );
+    assert_eq!(stored.structured_content, fresh.structured_content);
+    // A tool the cache does not hold is never marked.
+    let customer = json!({ "customerId": "CUST-0001" });
+    call(&gw, "sql__get_customer", customer.clone()).await?;
+    assert!(!cached(&call(&gw, "sql__get_customer", customer).await?));
+    gw.shutdown().await;
+    Ok(())
+}

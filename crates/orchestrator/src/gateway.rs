@@ -223,9 +223,16 @@ impl Gateway {
             Ok(route) => route.clone(),
             Err(e) => return (Err(e), CallReport::default()),
         };
-        let (outcome, report, _) = self
+        let (mut outcome, report, cached) = self
             .call_upstream(route.server, &route.name, arguments, None, cx)
             .await;
+        // Said the way a composite says it, so an agent can tell a stored answer from a fresh one.
+        if cached && let Ok(result) = &mut outcome {
+            result
+                .meta
+                .get_or_insert_with(Default::default)
+                .insert("cached".into(), Value::Bool(true));
+        }
         (outcome, report)
     }
 
