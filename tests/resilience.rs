@@ -651,9 +651,8 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() -> anyhow::Result<()> 
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(upstream_calls(), 3);
 
-    // Open: refused at once, the upstream sees nothing.
+    // Open: refused without reaching the upstream (how fast is the `policy` bench's figure).
     for _ in 0..20 {
-        let started = Instant::now();
         let r = call().await?;
         assert_eq!(reason(&r).as_deref(), Some("circuit_open"), "{r:?}");
         assert!(
@@ -662,7 +661,6 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() -> anyhow::Result<()> 
                 .and_then(|m| m.get("retryAfterMs"))
                 .is_some()
         );
-        assert!(started.elapsed() < Duration::from_millis(50));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(upstream_calls(), 3, "no call reached the server while open");
