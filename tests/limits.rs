@@ -237,10 +237,10 @@ async fn the_per_client_cap_refuses_the_extra_call_while_other_clients_proceed()
     let greedy = server.connect(None).await?;
     let polite = server.connect(None).await?;
 
+    // Each call with the moment it ended, to order refusals against served calls.
     let timed = |agent: PeerClient, id: &'static str| async move {
-        let started = Instant::now();
         let result = call(&agent, "sql__get_customer", json!({ "customerId": id })).await;
-        (result, started.elapsed())
+        (result, Instant::now())
     };
     let greedy_calls: Vec<_> = ["CUST-0001", "CUST-0002", "CUST-0003"]
         .into_iter()
@@ -252,23 +252,22 @@ async fn the_per_client_cap_refuses_the_extra_call_while_other_clients_proceed()
         .collect();
 
     let mut refused = Vec::new();
-    let mut served = 0;
+    let mut served = Vec::new();
     for handle in greedy_calls {
-        let (result, elapsed) = handle.await?;
+        let (result, ended) = handle.await?;
         let result = result?;
         if result.is_error == Some(true) {
-            refused.push((result, elapsed));
+            refused.push((result, ended));
         } else {
-            ensure!(elapsed >= Duration::from_millis(1_400), "{elapsed:?}");
-            served += 1;
+            served.push(ended);
         }
     }
-    ensure!(served == 2, "two of the greedy agent's calls ran");
+    ensure!(served.len() == 2, "two of the greedy agent's calls ran");
     ensure!(refused.len() == 1, "its third was refused: {refused:?}");
-    let (rejection, elapsed) = &refused[0];
+    let (rejection, ended) = &refused[0];
     ensure!(
-        *elapsed < Duration::from_millis(1_000),
-        "refused at once, not queued: {elapsed:?}"
+        served.iter().all(|s| ended < s),
+        "refused at once, not queued behind the two running calls"
     );
     ensure!(error_kind(rejection).as_deref() == Some("throttled"));
     ensure!(meta(rejection, "retryable") == true);
