@@ -51,6 +51,22 @@ fn serve_args(dir: &TempDir, servers: Value, orchestrator: Value) -> anyhow::Res
     .collect())
 }
 
+/// How many times the front enforced `limit` (`clientCalls`, `resultBytes`), read from its
+/// `/metrics`; 0 before the first time.
+async fn enforced(server: &HttpServer, limit: &str) -> anyhow::Result<f64> {
+    let base = server.url.strip_suffix("/mcp").context("an /mcp url")?;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let label = format!("limit=\"{limit}\"");
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("mcp_orchestrator_limits_enforced_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
 /// Like [`serve`], keeping every stderr line from the start ([`HttpServer::spawn`] skips the lines
 /// before "listening", which is when a server started over stdio writes its first output).
 async fn serve_keeping_all_logs(
@@ -142,6 +158,11 @@ async fn a_result_over_the_limit_arrives_truncated_with_a_marker() -> anyhow::Re
         "300 orders are far over 4 KiB: {truncated}"
     );
     ensure!(truncated["limitBytes"] == 4096, "{truncated}");
+    ensure!(
+        enforced(&server, "resultBytes").await? == 1.0,
+        "counted in /metrics"
+    );
+    ensure!(enforced(&server, "clientCalls").await? == 0.0);
     ensure!(
         truncated["structuredContentDropped"] == true && result.structured_content.is_none(),
         "{truncated}"
@@ -270,6 +291,10 @@ async fn the_per_client_cap_refuses_the_extra_call_while_other_clients_proceed()
         "refused at once, not queued behind the two running calls"
     );
     ensure!(error_kind(rejection).as_deref() == Some("throttled"));
+    ensure!(
+        enforced(&server, "clientCalls").await? == 1.0,
+        "counted in /metrics"
+    );
     ensure!(meta(rejection, "retryable") == true);
     ensure!(
         meta(rejection, "retryAfterMs")

@@ -235,7 +235,11 @@ impl ServerHandler for Frontend {
                 ))
                 .await
             }
-            Err(full) => Ok(full.to_tool_error().to_call_tool_result()),
+            Err(full) => {
+                let metrics = self.gateway.metrics();
+                metrics.limit_enforced(crate::metrics::LimitEvent::ClientCalls);
+                Ok(full.to_tool_error().to_call_tool_result())
+            }
         };
         let label = crate::policy::outcome_label(&outcome);
         if label != "ok" {
@@ -255,6 +259,8 @@ impl ServerHandler for Frontend {
             mark_complete(&mut result.result_type);
             let limit = self.gateway.config.limits.max_result_bytes;
             if let Some(cut) = result_size::truncate(result, limit) {
+                let metrics = self.gateway.metrics();
+                metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
                 span.in_scope(|| {
                     tracing::warn!(
                         original_bytes = cut.original_bytes,

@@ -23,6 +23,7 @@
 //! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
 //! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
 //! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
+//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`) |
 //!
 //! Labels are bounded: server, tool, composite and step names come from the configuration and the
 //! upstreams' tool lists, kinds and outcomes from fixed sets; never arguments or ids.
@@ -95,9 +96,19 @@ pub struct Metrics {
     cache_lookups: Counter<u64>,
     composite_duration: Histogram<f64>,
     composite_steps: Counter<u64>,
+    limits_enforced: Counter<u64>,
     /// The upstreams whose policy figures the observed instruments report. Weak, so metrics never
     /// keep an upstream (and its connection) alive.
     observed: Arc<RwLock<Vec<Weak<Upstream>>>>,
+}
+
+/// A limit of `orchestrator.limits` taking effect on an agent's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitEvent {
+    /// A call refused because its agent already had `maxConcurrentCallsPerClient` in flight.
+    ClientCalls,
+    /// A result cut to `maxResultBytes`.
+    ResultBytes,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -188,6 +199,13 @@ impl Metrics {
                 .with_description("Composite steps by outcome")
                 .with_unit("{step}")
                 .build(),
+            limits_enforced: meter
+                .u64_counter("mcp.orchestrator.limits.enforced")
+                .with_description(
+                    "Calls refused or results cut by orchestrator.limits, by limit",
+                )
+                .with_unit("{event}")
+                .build(),
             provider,
             pull,
             exporting,
@@ -231,6 +249,16 @@ impl Metrics {
         }
         self.upstream_duration
             .record(elapsed.as_secs_f64(), &[server]);
+    }
+
+    /// Records one enforcement of a limit the front applies to agents' calls.
+    pub fn limit_enforced(&self, limit: LimitEvent) {
+        let limit = match limit {
+            LimitEvent::ClientCalls => "clientCalls",
+            LimitEvent::ResultBytes => "resultBytes",
+        };
+        self.limits_enforced
+            .add(1, &[KeyValue::new("limit", limit)]);
     }
 
     /// Records one cache lookup of `tool` (`server.tool`, or a composite's name).
