@@ -22,9 +22,8 @@
 #   CLIENTS_TIMEOUT     seconds one client run may take (default: 60)
 set -euo pipefail
 
-# Pinned; looked up with `npm view node@22 version` (the same as scripts/conformance.sh),
-# `npm view @modelcontextprotocol/inspector versions` (newest 2.x) and `pip index versions mcp`.
-NODE22_VERSION=22.23.3
+# Pinned; looked up with `npm view @modelcontextprotocol/inspector versions` (newest 2.x) and
+# `pip index versions mcp` (Node 22's is in scripts/lib.sh).
 INSPECTOR_VERSION=2.12.0
 MCP_PY_VERSION=2.3.0
 
@@ -33,26 +32,20 @@ CUSTOMER=CUST-0001
 PASS_THROUGH=sql__get_customer
 COMPOSITE=customer_insights
 
+LOG_PREFIX=clients
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 TOOLS_DIR="${CLIENTS_TOOLS_DIR:-$ROOT/.tools}"
 CLIENT_TIMEOUT="${CLIENTS_TIMEOUT:-60}"
 INSPECTOR_DIR="$TOOLS_DIR/inspector"
 NODE="$INSPECTOR_DIR/node_modules/node/bin/node"
-INSPECTOR_PKG="$INSPECTOR_DIR/node_modules/@modelcontextprotocol/inspector/package.json"
 INSPECTOR="$INSPECTOR_DIR/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
 VENV="$TOOLS_DIR/python"
 PYTHON="$VENV/bin/python"
 ORCHESTRATOR="$ROOT/target/debug/mcp-orchestrator"
 
-log() { printf 'clients: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-for tool in npm cargo timeout "${CLIENTS_PYTHON:-python3}"; do
-  command -v "$tool" >/dev/null || die "\`$tool\` is not on PATH"
-done
+require_tools npm cargo timeout "${CLIENTS_PYTHON:-python3}"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-clients.XXXXXX")"
 # Every orchestrator this script starts (directly, or through a client over stdio) carries this
@@ -68,20 +61,7 @@ marked_pids() {
 }
 
 stop_orchestrator() {
-  [[ -n "$ORCH_PID" ]] || return 0
-  if kill -0 "$ORCH_PID" 2>/dev/null; then
-    kill -TERM "$ORCH_PID" 2>/dev/null || true
-    # The orchestrator finishes in-flight calls and stops its upstreams; give it a moment.
-    for _ in $(seq 1 50); do
-      kill -0 "$ORCH_PID" 2>/dev/null || break
-      sleep 0.2
-    done
-    if kill -0 "$ORCH_PID" 2>/dev/null; then
-      log "orchestrator (pid $ORCH_PID) did not stop on SIGTERM; killing it"
-      kill -KILL "$ORCH_PID" 2>/dev/null || true
-    fi
-  fi
-  wait "$ORCH_PID" 2>/dev/null || true
+  stop_gracefully "$ORCH_PID"
   ORCH_PID=""
 }
 
@@ -110,28 +90,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- 1. The clients -------------------------------------------------------------------------------
-inspector_ok() {
-  [[ -x "$NODE" && -f "$INSPECTOR" && -f "$INSPECTOR_PKG" ]] || return 1
-  [[ "$("$NODE" --version 2>/dev/null)" == "v$NODE22_VERSION" ]] || return 1
-  [[ "$("$NODE" -p "require(process.argv[1]).version" "$INSPECTOR_PKG" 2>/dev/null)" == "$INSPECTOR_VERSION" ]]
-}
-
-if ! inspector_ok; then
-  log "installing node@$NODE22_VERSION and @modelcontextprotocol/inspector@$INSPECTOR_VERSION into $INSPECTOR_DIR"
-  rm -rf "$INSPECTOR_DIR"
-  mkdir -p "$INSPECTOR_DIR"
-  # `node` installs its binary from a preinstall script; newer npm releases run dependency
-  # install scripts only when allowScripts lists them.
-  cat >"$INSPECTOR_DIR/package.json" <<EOF
-{
-  "private": true,
-  "allowScripts": { "node@$NODE22_VERSION": true }
-}
-EOF
-  npm install --prefix "$INSPECTOR_DIR" --save-exact --ignore-scripts=false --no-audit --no-fund \
-    --loglevel=error "node@$NODE22_VERSION" "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
-  inspector_ok || die "the installed node / inspector versions are not the pinned ones"
-fi
+node22_with "$INSPECTOR_DIR" @modelcontextprotocol/inspector "$INSPECTOR_VERSION"
+[[ -f "$INSPECTOR" ]] || die "$INSPECTOR is missing from the installed Inspector"
 
 venv_ok() {
   [[ -x "$PYTHON" ]] || return 1
@@ -148,45 +108,14 @@ fi
 log "using node $("$NODE" --version), @modelcontextprotocol/inspector $INSPECTOR_VERSION, $("$PYTHON" --version) with mcp $MCP_PY_VERSION"
 
 # --- 2. A config: the repo's mcp.json with absolute commands and throwaway data folders -----------
-# Relative commands resolve against the config's folder, so the temporary copy makes them absolute
-# (and runs the children in the repo root, as the original would); each `--data-dir` becomes a
-# folder of its own under the temporary folder, seeded on first start and shared by this run's
-# orchestrators, so the run neither needs nor touches ./data and runs do not collide.
+# Each `--data-dir` becomes a folder of its own under the temporary folder, seeded on first start
+# and shared by this run's orchestrators, so runs do not collide.
 CONFIG="$WORK/mcp.json"
-"$NODE" - "$ROOT/mcp.json" "$CONFIG" "$ROOT" "$WORK/data" >"$WORK/commands.txt" <<'EOF'
-const fs = require('fs');
-const path = require('path');
-const [src, dst, root, data] = process.argv.slice(2);
-const config = JSON.parse(fs.readFileSync(src, 'utf8'));
-for (const [name, entry] of Object.entries(config.mcpServers || {})) {
-  if (entry.disabled || typeof entry.command !== 'string') continue;
-  if (entry.command.includes('/') && !path.isAbsolute(entry.command)) {
-    entry.command = path.resolve(root, entry.command);
-  }
-  entry.cwd = entry.cwd === undefined ? root : path.resolve(root, entry.cwd);
-  const args = entry.args || [];
-  const dir = path.join(data, name);
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--data-dir' && i + 1 < args.length) args[i + 1] = dir;
-    else if (args[i].startsWith('--data-dir=')) args[i] = `--data-dir=${dir}`;
-  }
-  console.log(entry.command);
-}
-fs.writeFileSync(dst, JSON.stringify(config, null, 2));
-EOF
+throwaway_config "$NODE" "$CONFIG" "$WORK/data" >"$WORK/commands.txt"
 UPSTREAMS="$(wc -l <"$WORK/commands.txt")"
 
 # --- 3. The binaries --------------------------------------------------------------------------------
-missing=0
-[[ -x "$ORCHESTRATOR" ]] || missing=1
-while IFS= read -r cmd; do
-  if [[ "$cmd" == */* && ! -x "$cmd" ]]; then missing=1; fi
-done <"$WORK/commands.txt"
-if [[ "$missing" == 1 || "${CLIENTS_BUILD:-0}" == 1 ]]; then
-  log "building the workspace binaries"
-  (cd "$ROOT" && cargo build --workspace --bins) >&2
-fi
-[[ -x "$ORCHESTRATOR" ]] || die "$ORCHESTRATOR is missing after the build"
+ensure_binaries "$WORK/commands.txt" "${CLIENTS_BUILD:-0}"
 
 # --- Checks ----------------------------------------------------------------------------------------
 passed=0
@@ -319,27 +248,13 @@ env -u MCP_AUTH_TOKEN -u MCP_ORCHESTRATOR_CONFIG "$MARKER" RUST_LOG=info MCP_LOG
   "$ORCHESTRATOR" serve --config "$CONFIG" --http 127.0.0.1:0 --token "$TOKEN" >"$ORCH_LOG" 2>&1 &
 ORCH_PID=$!
 
-URL=""
-for _ in $(seq 1 300); do
-  URL="$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*/mcp' "$ORCH_LOG" | head -n1 | sed 's/^listening on //' || true)"
-  [[ -n "$URL" ]] && break
-  kill -0 "$ORCH_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ -z "$URL" ]]; then
+if ! URL="$(wait_for_url "$ORCH_LOG" "$ORCH_PID")"; then
   record FAIL "http: orchestrator listens" "no \`listening on\` line within 30 s; log tail below"
   tail -n 20 "$ORCH_LOG" | sed 's/^/      | /'
 else
   log "orchestrator (pid $ORCH_PID) listening on $URL"
-  # The front listens before its upstreams are connected; wait for them (the first start also
-  # seeds the data folders) so the checks meet the real catalog.
-  for _ in $(seq 1 300); do
-    connected="$(grep -c 'connected server=' "$ORCH_LOG" || true)"
-    ((connected >= UPSTREAMS)) && break
-    sleep 0.1
-  done
-  connected="$(grep -c 'connected server=' "$ORCH_LOG" || true)"
-  ((connected >= UPSTREAMS)) || log "warning: only $connected of $UPSTREAMS upstreams connected; running anyway"
+  # The first start also seeds the data folders.
+  wait_for_upstreams "$ORCH_LOG" "$UPSTREAMS"
 
   # The token is enforced, so the clients' Authorization header is what lets them in.
   # shellcheck disable=SC2016 # JavaScript, not shell.
