@@ -179,12 +179,11 @@ impl Catalog {
                     .and_then(|u| {
                         let offer = u.offer();
                         let connected = u.connected_since().is_some();
-                        let found = offer.tools.iter().find(|t| t.name == step.tool).map(|t| {
-                            t.annotations
-                                .as_ref()
-                                .and_then(|a| a.read_only_hint)
-                                .unwrap_or(false)
-                        });
+                        let found = offer
+                            .tools
+                            .iter()
+                            .find(|t| t.name == step.tool)
+                            .map(is_read_only);
                         if connected && found.is_none() {
                             self.problems.push(CatalogProblem {
                                 server: step.server.clone(),
@@ -251,6 +250,15 @@ impl Catalog {
         self.composite_routes.get(name).copied()
     }
 
+    /// Whether the exposed tool `name` only reads. For a composite that means every step's tool
+    /// is listed and annotated read-only (decided when the catalog is built).
+    pub fn is_read_only(&self, name: &str) -> bool {
+        self.tool_positions
+            .get(name)
+            .and_then(|&i| self.tools.get(i))
+            .is_some_and(is_read_only)
+    }
+
     /// Whether `name` is the built-in cache invalidation tool.
     pub fn is_invalidate_tool(&self, name: &str) -> bool {
         !self.invalidate_tool.is_empty() && name == self.invalidate_tool
@@ -304,6 +312,15 @@ impl Catalog {
             .iter()
             .filter_map(|t| self.tool_routes.get(t.name.as_ref()).map(|r| (t, r.server)))
     }
+}
+
+/// Whether the server says `tool` only reads: what caching, safe retries and a composite's own
+/// annotation go by.
+pub fn is_read_only(tool: &Tool) -> bool {
+    tool.annotations
+        .as_ref()
+        .and_then(|a| a.read_only_hint)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

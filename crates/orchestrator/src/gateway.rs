@@ -236,25 +236,6 @@ impl Gateway {
         (outcome, report)
     }
 
-    /// Whether every step of `workflow` calls a tool its server lists as read-only (by its
-    /// current listing), which a composite needs for its answer to be cached.
-    fn plan_is_read_only(&self, workflow: &Workflow) -> bool {
-        workflow.steps.iter().all(|step| {
-            self.upstreams
-                .iter()
-                .find(|u| u.name() == step.server)
-                .is_some_and(|u| {
-                    u.offer().tools.iter().any(|t| {
-                        t.name == step.tool
-                            && t.annotations
-                                .as_ref()
-                                .and_then(|a| a.read_only_hint)
-                                .unwrap_or(false)
-                    })
-                })
-        })
-    }
-
     /// One upstream call by server index and the upstream's own tool name: cache (when the tool
     /// or `cache` asks for it), then the server's policy stack. Returns whether the cache
     /// answered.
@@ -280,7 +261,7 @@ impl Gateway {
             );
         }
         let annotations = definition.and_then(|t| t.annotations.as_ref());
-        let read_only = annotations.and_then(|a| a.read_only_hint).unwrap_or(false);
+        let read_only = definition.is_some_and(crate::catalog::is_read_only);
         let idempotent = annotations.and_then(|a| a.idempotent_hint).unwrap_or(false);
         let policy = upstream.policy.policy.for_tool(tool, read_only);
         let safe = read_only
@@ -413,7 +394,7 @@ impl Gateway {
                 // A degraded answer (a fallback, a failed or skipped step) reaches the caller but
                 // is not kept: it would be served for the whole TTL after the source is back.
                 // Nor is the answer of a plan with a write in it: a hit would skip the write.
-                let read_only = self.plan_is_read_only(workflow);
+                let read_only = self.catalog().is_read_only(&workflow.name);
                 if !read_only {
                     tracing::warn!(
                         composite = %workflow.name,
