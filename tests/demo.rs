@@ -12,7 +12,6 @@ fn the_demo_runs_every_section_and_its_figures_make_sense() -> anyhow::Result<()
         bin_path(server)?;
     }
     let orchestrator = bin_path("mcp-orchestrator")?;
-    let started = std::time::Instant::now();
     let out = std::process::Command::new(orchestrator)
         .args(["demo", "--json"])
         .output()?;
@@ -20,12 +19,6 @@ fn the_demo_runs_every_section_and_its_figures_make_sense() -> anyhow::Result<()
     assert!(out.status.success(), "demo failed: {stderr}");
     let report: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| anyhow::anyhow!("stdout is not one JSON object ({e}): {stderr}"))?;
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(90),
-        "the tour stays short: {:?}",
-        started.elapsed()
-    );
-
     let p = &report["parallel"];
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let (sequential, parallel, cached) = (

@@ -815,7 +815,8 @@ async fn a_timeout_ends_a_slow_call_and_retry_after_is_honoured() -> anyhow::Res
         } }
     }))?;
     ready(&gw).await?;
-    let started = Instant::now();
+    // Without the timeout this call would succeed after the injected 1.5 s: the reason `timeout`
+    // is what shows the timeout ended it.
     let r = answer(
         gw.call_tool(
             "slow__get_user_behavior",
@@ -826,10 +827,6 @@ async fn a_timeout_ends_a_slow_call_and_retry_after_is_honoured() -> anyhow::Res
     )?;
     assert_eq!(reason(&r).as_deref(), Some("timeout"), "{r:?}");
     assert_eq!(kind(&r).as_deref(), Some("unavailable"));
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "ended by the timeout, not the latency"
-    );
 
     // A cross-partition query costs more than 3 RU/s: throttled, with retryAfterMs.
     let mut honoured = 0;

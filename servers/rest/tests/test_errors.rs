@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use kit::ErrorKind;
 use serde_json::json;
 use testkit::{call, call_ok};
@@ -228,7 +226,7 @@ async fn a_slow_api_times_out_as_unavailable() -> anyhow::Result<()> {
         &args(&["--api-latency-ms", "5000", "--api-timeout-ms", "300"]),
     )
     .await?;
-    let started = Instant::now();
+    // Without the client timeout the API would answer after 5 s and the call would succeed.
     let e = tool_error(&call(&client, "check_stock", json!({})).await?)?;
     assert_eq!(e.kind, ErrorKind::Unavailable, "{}", e.message);
     assert!(e.retryable);
@@ -236,10 +234,6 @@ async fn a_slow_api_times_out_as_unavailable() -> anyhow::Result<()> {
         e.message.contains("did not answer in time"),
         "{}",
         e.message
-    );
-    assert!(
-        started.elapsed().as_millis() < 4000,
-        "the timeout cut the wait"
     );
     client.cancel().await?;
     Ok(())
