@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, ensure};
 use rmcp::model::CallToolResult;
 use serde_json::{Value, json};
-use testkit::{HttpServer, PeerClient, TempDir, bin_path, call, error_kind, text_of};
+use testkit::{HttpServer, PeerClient, TempDir, bin_path, call, error_kind, read_status, text_of};
 
 /// The marker every truncated result carries (`orchestrator::limits::result_size::MARKER_PREFIX`).
 const MARKER: &str = "[truncated by mcp-orchestrator:";
@@ -163,6 +163,13 @@ async fn a_result_over_the_limit_arrives_truncated_with_a_marker() -> anyhow::Re
         "counted in /metrics"
     );
     ensure!(enforced(&server, "clientCalls").await? == 0.0);
+    let limits = read_status(&agent).await?["limits"].clone();
+    ensure!(
+        limits["maxResultBytes"] == 4096
+            && limits["enforced"]["resultBytes"] == 1
+            && limits["enforced"]["clientCalls"] == 0,
+        "the limit and its cut are in orchestrator://status: {limits}"
+    );
     ensure!(
         truncated["structuredContentDropped"] == true && result.structured_content.is_none(),
         "{truncated}"
@@ -294,6 +301,11 @@ async fn the_per_client_cap_refuses_the_extra_call_while_other_clients_proceed()
     ensure!(
         enforced(&server, "clientCalls").await? == 1.0,
         "counted in /metrics"
+    );
+    let limits = read_status(&polite).await?["limits"].clone();
+    ensure!(
+        limits["maxConcurrentCallsPerClient"] == 2 && limits["enforced"]["clientCalls"] == 1,
+        "the limit and its refusal are in orchestrator://status: {limits}"
     );
     ensure!(meta(rejection, "retryable") == true);
     ensure!(

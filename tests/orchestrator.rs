@@ -16,8 +16,7 @@ use rmcp::{
     ClientHandler, RoleClient, ServiceExt,
     model::{
         CallToolRequest, CallToolRequestParams, ClientRequest, ProgressNotificationParam,
-        ReadResourceRequestParams, RequestMetaObject, ResourceContents, ServerNotification,
-        SubscriptionFilter,
+        ReadResourceRequestParams, RequestMetaObject, ServerNotification, SubscriptionFilter,
     },
     service::{NotificationContext, PeerRequestOptions, RunningService},
     transport::{ConfigureCommandExt, TokioChildProcess},
@@ -118,18 +117,7 @@ where
 }
 
 async fn status(agent: &Agent) -> anyhow::Result<Value> {
-    let r = agent
-        .read_resource(ReadResourceRequestParams::new("orchestrator://status"))
-        .await?;
-    let text = r
-        .contents
-        .into_iter()
-        .find_map(|c| match c {
-            ResourceContents::TextResourceContents { text, .. } => Some(text),
-            _ => None,
-        })
-        .unwrap_or_default();
-    Ok(serde_json::from_str(&text)?)
+    testkit::read_status(agent).await
 }
 
 async fn tool_names(agent: &Agent) -> anyhow::Result<Vec<String>> {

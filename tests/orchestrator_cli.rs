@@ -236,20 +236,7 @@ async fn status_shows_each_servers_breaker_bulkhead_and_retries() -> anyhow::Res
     let server = HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await?;
     let client = server.connect(Some("t-9")).await?;
     let status = || async {
-        let r = client
-            .read_resource(rmcp::model::ReadResourceRequestParams::new(
-                "orchestrator://status",
-            ))
-            .await?;
-        let text = r
-            .contents
-            .into_iter()
-            .find_map(|c| match c {
-                rmcp::model::ResourceContents::TextResourceContents { text, .. } => Some(text),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let report: serde_json::Value = serde_json::from_str(&text)?;
+        let report = testkit::read_status(&client).await?;
         let by_name = |name: &str| {
             report["servers"]
                 .as_array()
@@ -386,6 +373,10 @@ async fn status_shows_each_servers_breaker_bulkhead_and_retries() -> anyhow::Res
             .get("last error")
             .is_some_and(|e| e.contains("circuit") || e.contains("get_user_behavior")),
         "{table}"
+    );
+    assert!(
+        table.contains("limits: 16 calls in flight per agent (0 refused)"),
+        "the limits in force, defaults filled in: {table}"
     );
 
     for task in in_flight {

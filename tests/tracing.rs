@@ -195,30 +195,16 @@ async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result
     // Wait for the three upstreams to connect (the composite's tools are listed by then).
     let start = Instant::now();
     loop {
-        let status = agent
-            .peer()
-            .read_resource(rmcp::model::ReadResourceRequestParams::new(
-                "orchestrator://status",
-            ))
-            .await?;
-        let text = match status.contents.first() {
-            Some(rmcp::model::ResourceContents::TextResourceContents { text, .. }) => text.clone(),
-            _ => String::new(),
-        };
-        let connected = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v["servers"]
-                    .as_array()
-                    .map(|a| a.iter().filter(|s| s["connected"] == true).count())
-            })
-            .unwrap_or(0);
+        let status = testkit::read_status(&agent).await?;
+        let connected = status["servers"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|s| s["connected"] == true).count());
         if connected == 3 {
             break;
         }
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(30),
-            "servers did not connect: {text}"
+            "servers did not connect: {status}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

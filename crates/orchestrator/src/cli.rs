@@ -416,6 +416,7 @@ async fn status(
         );
         out!("composites: {}", report.composites.join(", "));
         out!("cache: {}", report.cache);
+        out!("{}", report.limits.line());
         for p in &report.catalog_problems {
             out!("note: {}: {}", p.server, p.message);
         }

@@ -55,6 +55,56 @@ pub struct StatusReport {
     pub composites: Vec<String>,
     /// Result cache figures: entries, hits, misses, loads, evictions, invalidations.
     pub cache: serde_json::Value,
+    /// `orchestrator.limits` in force, and how often the front enforced them.
+    pub limits: LimitsStatus,
+}
+
+/// The limits in force (`orchestrator.limits`, defaults filled in), so an operator who sees
+/// refusals or cut results can tell which limit and how often without reading the config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsStatus {
+    /// Calls one agent session may have in flight.
+    pub max_concurrent_calls_per_client: usize,
+    /// Items a `forEach` step may fan out over, unless the step sets `maxItems`.
+    pub max_for_each_items: usize,
+    /// Largest `tools/call` result returned to an agent, in bytes.
+    pub max_result_bytes: usize,
+    /// Lines of each stdio upstream's stderr logged per second.
+    pub upstream_stderr_lines_per_second: u32,
+    /// Longest stderr line logged, in bytes.
+    pub upstream_stderr_max_line_bytes: usize,
+    /// Calls refused and results cut since start.
+    pub enforced: crate::metrics::LimitCounts,
+}
+
+impl LimitsStatus {
+    fn of(gw: &Gateway) -> Self {
+        let l = &gw.config.limits;
+        Self {
+            max_concurrent_calls_per_client: l.max_concurrent_calls_per_client,
+            max_for_each_items: l.max_for_each_items,
+            max_result_bytes: l.max_result_bytes,
+            upstream_stderr_lines_per_second: l.stderr.lines_per_second,
+            upstream_stderr_max_line_bytes: l.stderr.max_line_bytes,
+            enforced: gw.metrics().limits_enforced(),
+        }
+    }
+
+    /// One line for terminals.
+    pub fn line(&self) -> String {
+        format!(
+            "limits: {} calls in flight per agent ({} refused), results up to {} bytes ({} cut), \
+             forEach up to {} items, upstream stderr {} lines/s of up to {} bytes",
+            self.max_concurrent_calls_per_client,
+            self.enforced.client_calls,
+            self.max_result_bytes,
+            self.enforced.result_bytes,
+            self.max_for_each_items,
+            self.upstream_stderr_lines_per_second,
+            self.upstream_stderr_max_line_bytes,
+        )
+    }
 }
 
 impl StatusReport {
@@ -89,6 +139,7 @@ impl StatusReport {
             catalog_problems: catalog.problems.clone(),
             composites: gw.config.workflows.iter().map(|w| w.name.clone()).collect(),
             cache: serde_json::to_value(gw.cache().snapshot()).unwrap_or_default(),
+            limits: LimitsStatus::of(gw),
         }
     }
 
@@ -182,6 +233,17 @@ mod tests {
             catalog_problems: vec![],
             composites: vec![],
             cache: json!({}),
+            limits: LimitsStatus {
+                max_concurrent_calls_per_client: 16,
+                max_for_each_items: 1000,
+                max_result_bytes: 4096,
+                upstream_stderr_lines_per_second: 200,
+                upstream_stderr_max_line_bytes: 2000,
+                enforced: crate::metrics::LimitCounts {
+                    client_calls: 3,
+                    result_bytes: 1,
+                },
+            },
         }
     }
 
@@ -216,5 +278,17 @@ mod tests {
             cell(&table, 0, "last error").starts_with("get_user_behavior: injected failure"),
             "the last error is under its own header"
         );
+    }
+
+    #[test]
+    fn the_limits_line_names_each_limit_with_its_count() {
+        let line = report().limits.line();
+        assert!(
+            line.contains("16 calls in flight per agent (3 refused)"),
+            "{line}"
+        );
+        assert!(line.contains("results up to 4096 bytes (1 cut)"), "{line}");
+        assert!(line.contains("forEach up to 1000 items"), "{line}");
+        assert!(line.contains("200 lines/s of up to 2000 bytes"), "{line}");
     }
 }

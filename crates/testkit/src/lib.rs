@@ -320,6 +320,25 @@ pub async fn call_ok(client: &impl ToolCaller, tool: &str, args: Value) -> anyho
     })
 }
 
+/// Reads the orchestrator's `orchestrator://status` resource as JSON.
+pub async fn read_status(client: &impl ToolCaller) -> anyhow::Result<Value> {
+    let r = client
+        .peer()
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "orchestrator://status",
+        ))
+        .await?;
+    let text = r
+        .contents
+        .into_iter()
+        .find_map(|c| match c {
+            rmcp::model::ResourceContents::TextResourceContents { text, .. } => Some(text),
+            _ => None,
+        })
+        .context("orchestrator://status has no text")?;
+    serde_json::from_str(&text).context("orchestrator://status is not JSON")
+}
+
 /// The text content of a result, joined.
 pub fn text_of(result: &CallToolResult) -> String {
     result

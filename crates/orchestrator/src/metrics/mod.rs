@@ -31,7 +31,10 @@
 pub mod prometheus;
 
 use std::{
-    sync::{Arc, RwLock, Weak},
+    sync::{
+        Arc, RwLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -97,9 +100,29 @@ pub struct Metrics {
     composite_duration: Histogram<f64>,
     composite_steps: Counter<u64>,
     limits_enforced: Counter<u64>,
+    /// The same enforcements as plain counts, for `orchestrator://status` (an OTel counter cannot
+    /// be read back).
+    enforced: LimitCounters,
     /// The upstreams whose policy figures the observed instruments report. Weak, so metrics never
     /// keep an upstream (and its connection) alive.
     observed: Arc<RwLock<Vec<Weak<Upstream>>>>,
+}
+
+/// How many times each limit the front applies took effect since start.
+#[derive(Debug, Default)]
+struct LimitCounters {
+    client_calls: AtomicU64,
+    result_bytes: AtomicU64,
+}
+
+/// [`LimitCounters`] read at one moment, as `orchestrator://status` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitCounts {
+    /// Calls refused by `maxConcurrentCallsPerClient`.
+    pub client_calls: u64,
+    /// Results cut to `maxResultBytes`.
+    pub result_bytes: u64,
 }
 
 /// A limit of `orchestrator.limits` taking effect on an agent's call.
@@ -206,6 +229,7 @@ impl Metrics {
                 )
                 .with_unit("{event}")
                 .build(),
+            enforced: LimitCounters::default(),
             provider,
             pull,
             exporting,
@@ -253,12 +277,21 @@ impl Metrics {
 
     /// Records one enforcement of a limit the front applies to agents' calls.
     pub fn limit_enforced(&self, limit: LimitEvent) {
-        let limit = match limit {
-            LimitEvent::ClientCalls => "clientCalls",
-            LimitEvent::ResultBytes => "resultBytes",
+        let (limit, count) = match limit {
+            LimitEvent::ClientCalls => ("clientCalls", &self.enforced.client_calls),
+            LimitEvent::ResultBytes => ("resultBytes", &self.enforced.result_bytes),
         };
+        count.fetch_add(1, Ordering::Relaxed);
         self.limits_enforced
             .add(1, &[KeyValue::new("limit", limit)]);
+    }
+
+    /// How many times each limit took effect since start.
+    pub fn limits_enforced(&self) -> LimitCounts {
+        LimitCounts {
+            client_calls: self.enforced.client_calls.load(Ordering::Relaxed),
+            result_bytes: self.enforced.result_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Records one cache lookup of `tool` (`server.tool`, or a composite's name).
