@@ -1,7 +1,8 @@
 //! The one wrapper every `tools/call` of a server goes through.
 //!
 //! It opens the server span (continuing the caller's trace from `_meta`, and naming the call's
-//! correlation id, which every log line inside it repeats), counts the call as in flight so
+//! correlation id, which every log line inside it repeats, and which it leaves in the request's
+//! extensions for the tool to pass on), counts the call as in flight so
 //! shutdown can wait for it, applies injected faults, records the outcome on the span, writes one
 //! access log line per call (`tool call tool=NAME outcome=... elapsed_ms=N`), and returns the
 //! correlation id in the result's `_meta.correlationId`.
@@ -60,7 +61,7 @@ impl ServerKit {
         &self,
         handler: &H,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
         run: F,
     ) -> Result<CallToolResponse, ErrorData>
     where
@@ -69,6 +70,9 @@ impl ServerKit {
         Fut: Future<Output = Result<CallToolResponse, ErrorData>>,
     {
         let correlation = correlation::of_request(&context);
+        // Left for the tool: one that calls further services passes the same id on, so their
+        // log lines name the call too (see [`correlation::of_call`]).
+        context.extensions.insert(correlation.clone());
         let span = tracing::info_span!(
             "tools/call",
             otel.name = format!("tools/call {}", request.name),

@@ -166,6 +166,13 @@ pub fn of_request(context: &RequestContext<RoleServer>) -> CorrelationId {
     resolve(http.as_ref(), &context.meta)
 }
 
+/// The id of the tool call being served, as [`crate::ServerKit::call_tool`] decided it, for a tool
+/// that hands it on to the services it calls (as an `X-Correlation-ID` header, say). `None`
+/// outside a call made through the kit.
+pub fn of_call(context: &RequestContext<RoleServer>) -> Option<CorrelationId> {
+    context.extensions.get::<CorrelationId>().cloned()
+}
+
 /// Sets `_meta.correlationId` of a result (creating its `_meta` if needed).
 pub fn set_in_meta(meta: &mut Option<MetaObject>, id: &CorrelationId) {
     meta.get_or_insert_default()

@@ -1,4 +1,6 @@
-//! What a tool call hands on to its HTTP requests: the caller's trace context and cancellation.
+//! What a tool call hands on to its HTTP requests: the caller's trace context, the call's
+//! correlation id (`X-Correlation-ID`, so the API's log lines name the same call) and
+//! cancellation.
 //!
 //! The W3C headers come from the request's client span when OpenTelemetry export is on (the API's
 //! span then hangs under this server's span). With export off, spans carry no context, so the
@@ -27,6 +29,8 @@ pub struct CallScope {
     pub traceparent: Option<String>,
     /// The caller's `_meta.tracestate`, kept only with a valid `traceparent`.
     pub tracestate: Option<String>,
+    /// The call's correlation id, as the kit decided it (the caller's, or generated).
+    pub correlation: Option<kit::correlation::CorrelationId>,
     /// Cancelled when the caller cancels the tool call; aborts the HTTP request.
     pub ct: CancellationToken,
 }
@@ -34,11 +38,13 @@ pub struct CallScope {
 impl<C: AsRequestContext> FromContextPart<C> for CallScope {
     fn from_context_part(context: &mut C) -> Result<Self, rmcp::ErrorData> {
         let context = context.as_request_context();
-        Ok(Self::from_meta(
+        let mut scope = Self::from_meta(
             context.meta.get_traceparent(),
             context.meta.get_tracestate(),
             context.ct.clone(),
-        ))
+        );
+        scope.correlation = kit::correlation::of_call(context);
+        Ok(scope)
     }
 }
 
@@ -61,6 +67,7 @@ impl CallScope {
         Self {
             traceparent,
             tracestate,
+            correlation: None,
             ct,
         }
     }
@@ -87,6 +94,9 @@ impl CallScope {
             .collect()
         };
         let mut headers = HeaderMap::new();
+        if let Some(value) = self.correlation.as_ref().and_then(|c| c.header_value()) {
+            headers.insert(kit::correlation::CORRELATION_ID_HEADER, value);
+        }
         for (name, value) in pairs {
             // Values that are not valid header text are dropped rather than sent mangled.
             if let (Ok(name), Ok(value)) = (
@@ -182,6 +192,20 @@ mod tests {
             Some(own)
         );
         assert!(headers.get(TRACESTATE).is_none());
+    }
+
+    #[test]
+    fn the_correlation_id_travels_as_a_header_with_or_without_trace_context() {
+        let mut scope = CallScope::from_meta(None, None, CancellationToken::new());
+        scope.correlation = kit::correlation::CorrelationId::parse("corr-7");
+        let headers = scope.headers_given(HashMap::new());
+        assert_eq!(
+            headers
+                .get(kit::correlation::CORRELATION_ID_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("corr-7")
+        );
+        assert!(headers.get(TRACEPARENT).is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A separately started `retail-api`: its own HTTP contract, `rest-mcp-server --base-url` in
-//! front of it over stdio and HTTP, and the caller's trace context arriving at the API.
+//! front of it over stdio and HTTP, and the caller's trace context and correlation id arriving at
+//! the API.
 
 mod common;
 
@@ -218,5 +219,68 @@ async fn with_span_export_on_the_api_sees_this_servers_span_in_the_callers_trace
     assert!(seen.ends_with("-01"), "still sampled: {seen}");
     client.cancel().await?;
     server.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_apis_log_lines_name_the_tool_calls_correlation_id() -> anyhow::Result<()> {
+    use rmcp::model::{CallToolRequestParams, RequestMetaObject, RequestParamsMeta};
+    // Every /stock request gets an injected 503, which the API logs while serving it.
+    let api = RetailApi::start(&["--log-format", "json", "--fail-routes", "stock"]).await?;
+    let (client, _server) = connect("stdio", &args(&["--base-url", &api.url])).await?;
+    let mut meta = RequestMetaObject::new();
+    meta.insert("correlationId".into(), json!("corr-api-42"));
+    let mut params = CallToolRequestParams::new("check_stock");
+    params.set_meta(meta);
+    let result = client.call_tool(params).await?;
+    let error = common::tool_error(&result)?;
+    assert_eq!(error.kind, kit::ErrorKind::Unavailable, "{}", error.message);
+
+    let injected = |lines: &[String]| {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "injected 503")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        if let Some(line) = injected(&api.log_lines()) {
+            break line;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no injected 503 logged: {:?}",
+            api.log_lines()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["correlation_id"], "corr-api-42", "{line}");
+    client.cancel().await?;
+
+    // Called directly, the API echoes an id it is given and makes one up otherwise.
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let echoed = http
+        .get(format!("{}/warehouses", api.url))
+        .header("X-Correlation-ID", "direct-1")
+        .send()
+        .await?;
+    assert_eq!(
+        echoed
+            .headers()
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("direct-1")
+    );
+    let made = http.get(format!("{}/warehouses", api.url)).send().await?;
+    let made = made
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        made.len() == 32 && made.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made}"
+    );
     Ok(())
 }

@@ -204,6 +204,8 @@ pub struct HttpFaults {
     /// Draws the 429 share; separate from `base` because the kit's generator is private to it.
     throttle_rng: Mutex<ChaCha8Rng>,
     limiter: Option<Mutex<TokenBucket>>,
+    /// `--fail-routes`, to name a route (not a tool) when one of them fails.
+    fail_routes: std::collections::HashSet<String>,
 }
 
 impl HttpFaults {
@@ -230,6 +232,7 @@ impl HttpFaults {
             limiter: args
                 .rate_limit_rps
                 .map(|rps| Mutex::new(TokenBucket::new(rps, Instant::now()))),
+            fail_routes: args.fail_routes.iter().cloned().collect(),
         }
     }
 
@@ -263,7 +266,11 @@ impl HttpFaults {
         } else {
             base.failure.map(|e| Fault::Unavailable {
                 retry_after_secs: self.retry_after_secs,
-                reason: e.message,
+                reason: if self.fail_routes.contains(route) {
+                    format!("injected failure: route `{route}` is configured to always fail")
+                } else {
+                    e.message
+                },
             })
         };
         Verdict {
@@ -405,10 +412,13 @@ mod tests {
             fail_routes: vec!["shipments".into()],
             ..HttpFaultArgs::default()
         });
-        assert!(matches!(
-            faults.decide("shipments", now).fault,
-            Some(Fault::Unavailable { .. })
-        ));
+        match faults.decide("shipments", now).fault {
+            Some(Fault::Unavailable { reason, .. }) => assert_eq!(
+                reason,
+                "injected failure: route `shipments` is configured to always fail"
+            ),
+            other => panic!("expected 503, got {other:?}"),
+        }
         assert_eq!(faults.decide("inventory", now).fault, None);
         let none = HttpFaults::new(&HttpFaultArgs::default());
         assert!(!none.is_active());

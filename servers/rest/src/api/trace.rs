@@ -1,5 +1,8 @@
 //! Trace continuation on the API side: every request's span becomes a child of the W3C
-//! `traceparent` its caller sent, so one trace reaches from the agent to this HTTP backend.
+//! `traceparent` its caller sent, so one trace reaches from the agent to this HTTP backend. The
+//! span also names the request's correlation id (`X-Correlation-ID` or `X-Request-ID`, else a new
+//! one), so the API's log lines (an injected 503, say) name the tool call that caused them; the
+//! response's `X-Correlation-ID` header echoes it.
 //!
 //! The API also keeps the last trace context it received, so a test or a person can check
 //! propagation without a collector: with `--debug-endpoints`, `GET /debug/last-traceparent`
@@ -79,6 +82,10 @@ pub(crate) async fn continue_trace(
         .as_ref()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
+    // The caller's id (the REST MCP server sends its call's), or a new one: every line logged
+    // while serving the request names it, and the response header echoes it.
+    let correlation =
+        kit::correlation::RequestCorrelation::from_headers_or_generate(request.headers());
     let span = tracing::info_span!(
         "http.request",
         otel.name = %format!("{method} {route}"),
@@ -88,6 +95,7 @@ pub(crate) async fn continue_trace(
         http.route = %route,
         url.path = %path,
         http.response.status_code = Empty,
+        correlation_id = %correlation.id,
     );
     let headers = request.headers();
     let traceparent = header_str(headers, "traceparent");
@@ -113,7 +121,12 @@ pub(crate) async fn continue_trace(
             path: Some(path),
         });
     }
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Some(value) = correlation.id.header_value() {
+        response
+            .headers_mut()
+            .insert(kit::correlation::CORRELATION_ID_HEADER, value);
+    }
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {

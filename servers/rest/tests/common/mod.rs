@@ -3,7 +3,11 @@
 // Each test file compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use rmcp::model::{CallToolRequestParams, CallToolResult, RequestParamsMeta};
@@ -29,6 +33,8 @@ pub struct RetailApi {
     _child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Every stderr line after the one naming the URL.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl RetailApi {
@@ -61,9 +67,24 @@ impl RetailApi {
         })
         .await
         .context("waiting for retail-api to listen")??;
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { _child: child, url })
+        // Keep draining stderr (so the child never blocks on a full pipe), keeping the lines.
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let sink = kept.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Ok(Self {
+            _child: child,
+            url,
+            lines: kept,
+        })
+    }
+
+    /// The API's stderr lines so far (after the one naming its URL).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// `GET path` on the API: status, `Retry-After` header and JSON body.
