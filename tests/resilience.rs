@@ -392,13 +392,58 @@ async fn a_write_not_safe_to_repeat_is_sent_once_unless_configured_retry_safe() 
         60 + attempts,
         "each attempt the orchestrator reports is one write the server saw"
     );
+
+    // With an idempotency key, not marked: repeated like a safe write, and the server's key
+    // keeps each document written once however often the call reached it.
+    let keyed = |id: String| {
+        let gw = gw.clone();
+        async move {
+            gw.call_tool_with_report(
+                "cosmos__upsert_item",
+                args(json!({ "container": "userEvents",
+                             "item": { "id": id, "userId": "WRITER", "type": "note" },
+                             "idempotencyKey": format!("key-{id}") })),
+                &CallContext::default(),
+            )
+            .await
+        }
+    };
+    let mut retried = 0;
+    let mut succeeded = Vec::new();
+    for i in 0..40 {
+        let id = format!("keyed-{i:02}");
+        let (outcome, report) = keyed(id.clone()).await;
+        if report.attempts.len() > 1 {
+            retried += 1;
+        }
+        if outcome?.is_error != Some(true) {
+            succeeded.push(id);
+        }
+    }
+    assert!(retried > 5, "{retried} of 40 keyed calls were retried");
+    let (stored, more) = written(&gw, "cosmos", "keyed-").await?;
+    queries += more;
+    assert!(
+        succeeded.iter().all(|id| stored.contains(id)),
+        "every keyed write that reported success is stored"
+    );
+    logged_up_to_the_last_query(&cosmos, queries).await?;
+    assert_eq!(
+        cosmos.count_lines(&["item written", "keyed-"]),
+        stored.len(),
+        "each stored document was written once"
+    );
+    assert!(
+        cosmos.count_lines(&["replayed", "keyed-"]) > 0,
+        "a retry after a lost answer found its key's write"
+    );
     gw.shutdown().await;
     cosmos.stop().await
 }
 
-/// An MCP server inside the test with the one kind of tool the bundled servers lack: a write,
-/// annotated neither read-only nor idempotent, whose schema accepts an `idempotencyKey` (cosmos's
-/// `upsert_item` refuses arguments it does not know, so a key never reaches it). `append_note`
+/// An MCP server inside the test whose write counts every execution and loses the first answer
+/// of each note for sure, so the key rule is shown without chance: a write annotated neither
+/// read-only nor idempotent, whose schema accepts an `idempotencyKey`. `append_note`
 /// stores its note, and the first execution of each note loses its answer (as
 /// `--failure-after-rate` does); given a key it has seen, it answers with the first note instead of
 /// storing it again (as `sql.create_order` does).

@@ -111,6 +111,10 @@ pub struct UpsertItemArgs {
     /// Write only if the stored document still has this `_etag` (optimistic concurrency);
     /// otherwise the call fails with `conflict`.
     pub if_match: Option<String>,
+    /// Makes the write safe to repeat (1-200 characters): the same key with the same write, within
+    /// 24 hours, answers with the document the first write stored and writes nothing; the same
+    /// key with a different write is a `conflict`.
+    pub idempotency_key: Option<String>,
 }
 
 // ---- results ---------------------------------------------------------------------------------

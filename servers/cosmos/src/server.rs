@@ -485,7 +485,7 @@ impl CosmosServer {
     }
 
     #[tool(
-        description = "Create or replace a document (about 5 RU per KB). The item must carry a string `id` and a string value for the container's partition key field (userEvents/sessions: userId, onlineSales: region, profiles: customerId). With ifMatch set to the _etag you read, the write happens only if nobody changed the document since (otherwise `conflict`, like HTTP 412); re-read and retry. Returns the stored document with its new _etag and _ts.",
+        description = "Create or replace a document (about 5 RU per KB). The item must carry a string `id` and a string value for the container's partition key field (userEvents/sessions: userId, onlineSales: region, profiles: customerId). With ifMatch set to the _etag you read, the write happens only if nobody changed the document since (otherwise `conflict`, like HTTP 412); re-read and retry. With an idempotencyKey the call is safe to repeat: the same key and write within 24 hours returns the first write's document and writes nothing again. Returns the stored document with its new _etag and _ts.",
         annotations(
             title = "Upsert item",
             read_only_hint = false,
@@ -503,6 +503,15 @@ impl CosmosServer {
         if args.if_match.as_deref().is_some_and(str::is_empty) {
             return Err(ToolFailure::invalid_params("ifMatch", "must not be empty"));
         }
+        let key = match args.idempotency_key.as_deref().map(str::trim) {
+            Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => {
+                return Err(ToolFailure::invalid_params(
+                    "idempotencyKey",
+                    format!("must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters"),
+                ));
+            }
+            k => k.map(str::to_owned),
+        };
         let new_item = item::prepare(&container, args.item)?;
         let (id, pk) = (new_item.id.clone(), new_item.partition_key.clone());
         let now = std::time::SystemTime::now()
@@ -517,6 +526,7 @@ impl CosmosServer {
                 container.name,
                 &new_item,
                 if_match.as_deref(),
+                key.as_deref(),
                 now,
             )
         })
@@ -528,6 +538,19 @@ impl CosmosServer {
                 meter.add(ru::write(doc.bytes()));
                 tracing::info!(container = container.name, pk = %pk, id = %id, created, "item written");
                 Ok(Json(document(&doc)?))
+            }
+            UpsertOutcome::Replayed { doc, created } => {
+                // Looked up, not written: charged as a point read of what it returns.
+                meter.add(ru::point_read(doc.bytes()));
+                tracing::info!(container = container.name, pk = %pk, id = %id, created, "item write replayed for its idempotency key");
+                Ok(Json(document(&doc)?))
+            }
+            UpsertOutcome::KeyReused { first_id } => {
+                meter.add(ru::MISS_RU);
+                Err(ToolError::conflict(format!(
+                    "idempotencyKey was already used for a different write (of `{first_id}`); use a new key for a new write"
+                ))
+                .into())
             }
             UpsertOutcome::Refused(reason) => {
                 meter.add(ru::MISS_RU);
@@ -543,6 +566,9 @@ impl CosmosServer {
         }
     }
 }
+
+/// Longest accepted `idempotencyKey` of `upsert_item`.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 
 /// Distinct segments in profiles, for the error that names the valid ones.
 fn known_segments(c: &Connection) -> rusqlite::Result<Vec<String>> {

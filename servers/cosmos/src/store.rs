@@ -2,7 +2,9 @@
 //! the tools are made of.
 //!
 //! Every document is one row of `docs(container, pk, id, body, etag, ts)`, keyed like Cosmos DB
-//! keys items: the id is unique within its logical partition. The file runs in WAL mode with
+//! keys items: the id is unique within its logical partition. `idempotency` remembers, for
+//! [`IDEMPOTENCY_KEY_TTL_SECS`], the write each idempotency key made, so a repeated keyed upsert
+//! answers with that write instead of writing again. The file runs in WAL mode with
 //! `synchronous = FULL`, so a write acknowledged to a caller survives a crash or a restart. One
 //! writer connection (SQLite has one writer at a time anyway) and a few read-only connections let
 //! reads run in parallel with a write.
@@ -40,7 +42,23 @@ CREATE TABLE IF NOT EXISTS docs (
     ts        INTEGER NOT NULL,
     PRIMARY KEY (container, pk, id)
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    container   TEXT NOT NULL,
+    pk          TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    etag        TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    created     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_by_ts ON idempotency (ts);
 ";
+
+/// How long an idempotency key is remembered: a retry comes within seconds, a key reused a day
+/// later is a new write, and the table stays small.
+pub const IDEMPOTENCY_KEY_TTL_SECS: i64 = 24 * 60 * 60;
 
 /// File name of the store inside the data directory.
 pub const DB_FILE: &str = "cosmos.db";
@@ -356,20 +374,73 @@ pub enum UpsertOutcome {
     },
     /// `ifMatch` did not hold; nothing was written.
     Refused(PreconditionFailed),
+    /// The idempotency key already made this write: nothing was written again, and `doc` is the
+    /// document as that first write stored it.
+    Replayed {
+        /// The document as the first write stored it.
+        doc: StoredDoc,
+        /// Whether the first write created the document.
+        created: bool,
+    },
+    /// The idempotency key was used for a different write (another container, document or body);
+    /// nothing was written.
+    KeyReused {
+        /// The id of the document the key wrote.
+        first_id: String,
+    },
 }
 
 /// Inserts or replaces a document in one transaction, honouring `if_match`.
 ///
 /// The etag check and the write happen under one write lock (`BEGIN IMMEDIATE`), so two writers
 /// holding the same etag cannot both succeed. `ts` is the write time in Unix seconds.
+///
+/// With `key`, the key is looked up in the same transaction first: a key seen within
+/// [`IDEMPOTENCY_KEY_TTL_SECS`] for the same write replays that write (whatever `if_match` says
+/// now: the first write is what changed the etag), for a different write it is refused. A new key
+/// is stored with the write, in the same transaction, so a write and its key exist together or not
+/// at all.
 pub fn upsert(
     conn: &mut Connection,
     container: &str,
     item: &NewItem,
     if_match: Option<&str>,
+    key: Option<&str>,
     ts: i64,
 ) -> rusqlite::Result<UpsertOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let fingerprint =
+        serde_json::json!([container, item.partition_key, item.id, item.body, if_match])
+            .to_string();
+    if let Some(key) = key {
+        tx.prepare_cached("DELETE FROM idempotency WHERE ts < ?1")?
+            .execute([ts.saturating_sub(IDEMPOTENCY_KEY_TTL_SECS)])?;
+        let seen = tx
+            .prepare_cached(
+                "SELECT fingerprint, pk, id, body, etag, ts, created FROM idempotency WHERE key = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    StoredDoc {
+                        pk: r.get(1)?,
+                        id: r.get(2)?,
+                        body: r.get(3)?,
+                        etag: r.get(4)?,
+                        ts: r.get(5)?,
+                    },
+                    r.get::<_, bool>(6)?,
+                ))
+            })
+            .optional()?;
+        if let Some((seen_fingerprint, doc, created)) = seen {
+            return Ok(if seen_fingerprint == fingerprint {
+                UpsertOutcome::Replayed { doc, created }
+            } else {
+                UpsertOutcome::KeyReused { first_id: doc.id }
+            });
+        }
+    }
     let current: Option<String> = tx
         .prepare_cached("SELECT etag FROM docs WHERE container = ?1 AND pk = ?2 AND id = ?3")?
         .query_row(params![container, item.partition_key, item.id], |r| {
@@ -393,6 +464,23 @@ pub fn upsert(
         etag,
         ts
     ])?;
+    if let Some(key) = key {
+        tx.prepare_cached(
+            "INSERT INTO idempotency (key, fingerprint, container, pk, id, body, etag, ts, created)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            key,
+            fingerprint,
+            container,
+            item.partition_key,
+            item.id,
+            item.body,
+            etag,
+            ts,
+            current.is_none()
+        ])?;
+    }
     tx.commit()?;
     Ok(UpsertOutcome::Written {
         doc: StoredDoc {
@@ -426,7 +514,15 @@ mod tests {
         let UpsertOutcome::Written {
             doc: first,
             created,
-        } = upsert(&mut w, SESSIONS.name, &new_item("x", "U1", 1), None, 100).expect("insert")
+        } = upsert(
+            &mut w,
+            SESSIONS.name,
+            &new_item("x", "U1", 1),
+            None,
+            None,
+            100,
+        )
+        .expect("insert")
         else {
             panic!("written");
         };
@@ -439,6 +535,7 @@ mod tests {
             SESSIONS.name,
             &new_item("x", "U1", 2),
             Some(&first.etag),
+            None,
             101,
         )
         .expect("replace")
@@ -452,6 +549,7 @@ mod tests {
             SESSIONS.name,
             &new_item("x", "U1", 3),
             Some(&first.etag),
+            None,
             102,
         )
         .expect("runs");
@@ -466,6 +564,7 @@ mod tests {
             SESSIONS.name,
             &new_item("y", "U1", 3),
             Some("anything"),
+            None,
             102,
         )
         .expect("runs");
@@ -483,11 +582,136 @@ mod tests {
     }
 
     #[test]
+    fn a_known_key_replays_its_write_and_refuses_a_different_one() {
+        let store = Store::open(":memory:").expect("open");
+        let mut w = store.writer();
+        let key = Some("k-1");
+        let UpsertOutcome::Written { doc: first, .. } = upsert(
+            &mut w,
+            SESSIONS.name,
+            &new_item("x", "U1", 1),
+            None,
+            key,
+            100,
+        )
+        .expect("write") else {
+            panic!("written");
+        };
+        // Someone else changes the document; the retry of the keyed write must not undo that.
+        let UpsertOutcome::Written { doc: later, .. } = upsert(
+            &mut w,
+            SESSIONS.name,
+            &new_item("x", "U1", 9),
+            None,
+            None,
+            101,
+        )
+        .expect("write") else {
+            panic!("written");
+        };
+        let replay = upsert(
+            &mut w,
+            SESSIONS.name,
+            &new_item("x", "U1", 1),
+            None,
+            key,
+            102,
+        )
+        .expect("replay");
+        assert_eq!(
+            replay,
+            UpsertOutcome::Replayed {
+                doc: first.clone(),
+                created: true
+            }
+        );
+        let reused = upsert(
+            &mut w,
+            SESSIONS.name,
+            &new_item("x", "U1", 2),
+            None,
+            key,
+            103,
+        )
+        .expect("runs");
+        assert_eq!(
+            reused,
+            UpsertOutcome::KeyReused {
+                first_id: "x".into()
+            }
+        );
+        // A keyed write with ifMatch: its retry is replayed although the etag it names is stale.
+        let guarded = new_item("x", "U1", 3);
+        let UpsertOutcome::Written { doc: third, .. } = upsert(
+            &mut w,
+            SESSIONS.name,
+            &guarded,
+            Some(&later.etag),
+            Some("k-2"),
+            104,
+        )
+        .expect("write") else {
+            panic!("written with the current etag");
+        };
+        let again = upsert(
+            &mut w,
+            SESSIONS.name,
+            &guarded,
+            Some(&later.etag),
+            Some("k-2"),
+            105,
+        )
+        .expect("replay");
+        assert_eq!(
+            again,
+            UpsertOutcome::Replayed {
+                doc: third.clone(),
+                created: false
+            }
+        );
+        drop(w);
+        let stored = read_item(&store.reader(), SESSIONS.name, "U1", "x")
+            .expect("read")
+            .expect("present");
+        assert_eq!(stored, third, "replays and refusals wrote nothing");
+    }
+
+    #[test]
+    fn keys_are_forgotten_after_their_time() {
+        let store = Store::open(":memory:").expect("open");
+        let mut w = store.writer();
+        let item = new_item("x", "U1", 1);
+        upsert(&mut w, SESSIONS.name, &item, None, Some("k"), 1_000).expect("write");
+        let later = 1_000 + IDEMPOTENCY_KEY_TTL_SECS + 1;
+        let outcome = upsert(&mut w, SESSIONS.name, &item, None, Some("k"), later).expect("write");
+        assert!(
+            matches!(outcome, UpsertOutcome::Written { created: false, .. }),
+            "a key past its time is a new write: {outcome:?}"
+        );
+    }
+
+    #[test]
     fn ids_are_unique_per_partition_only() {
         let store = Store::open(":memory:").expect("open");
         let mut w = store.writer();
-        upsert(&mut w, SESSIONS.name, &new_item("same", "U1", 1), None, 1).expect("a");
-        upsert(&mut w, SESSIONS.name, &new_item("same", "U2", 2), None, 1).expect("b");
+        upsert(
+            &mut w,
+            SESSIONS.name,
+            &new_item("same", "U1", 1),
+            None,
+            None,
+            1,
+        )
+        .expect("a");
+        upsert(
+            &mut w,
+            SESSIONS.name,
+            &new_item("same", "U2", 2),
+            None,
+            None,
+            1,
+        )
+        .expect("b");
         drop(w);
         let r = store.reader();
         assert_eq!(partition(&r, SESSIONS.name, "U1").expect("U1").len(), 1);

@@ -1,5 +1,5 @@
-//! Writes: optimistic concurrency with `ifMatch`, durability across a restart, and analytics that
-//! follow the documents written.
+//! Writes: optimistic concurrency with `ifMatch`, idempotency keys, durability across a restart,
+//! and analytics that follow the documents written.
 
 mod common;
 
@@ -95,6 +95,52 @@ async fn stale_if_match_conflicts_and_writes_survive_a_restart() -> anyhow::Resu
         .filter(|c| c.segment == "budget")
         .count() as u64;
     assert_eq!(profiles["userCount"].as_u64(), Some(budget));
+    client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_its_write_across_a_restart_and_refuses_another()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("cosmos-idempotency")?;
+    let client = connect_stdio(BIN, &args(&dir)).await?;
+    let keyed = |item: Value, key: &str| json!({"container": "sessions", "item": item, "idempotencyKey": key});
+    let item = json!({"id": "SES-KEY-1", "userId": "CUST-0009", "pageViews": 2});
+    let (first, first_charge) =
+        call_charged(&client, "upsert_item", keyed(item.clone(), "order-77")).await?;
+    client.cancel().await?;
+
+    // A retry after a restart (the answer was lost, say): the first write's document, not a
+    // new one: the same _etag and _ts, and charged as a read, not a write.
+    let client = connect_stdio(BIN, &args(&dir)).await?;
+    let (again, again_charge) =
+        call_charged(&client, "upsert_item", keyed(item.clone(), "order-77")).await?;
+    assert_eq!(again, first);
+    assert!(
+        again_charge < first_charge,
+        "{again_charge} < {first_charge}"
+    );
+
+    // The same key for a different write: refused, naming the key's document; nothing written.
+    let mut other = item.clone();
+    other["pageViews"] = json!(5);
+    let reused = call(&client, "upsert_item", keyed(other, "order-77")).await?;
+    assert_eq!(error_kind(&reused).as_deref(), Some("conflict"));
+    let err = kit::ToolError::from_call_tool_result(&reused).context("tool error")?;
+    assert!(err.message.contains("SES-KEY-1"), "{}", err.message);
+    let (read, _) = call_charged(
+        &client,
+        "read_item",
+        json!({"container": "sessions", "id": "SES-KEY-1", "partitionKey": "CUST-0009"}),
+    )
+    .await?;
+    assert_eq!(read, first);
+
+    // A blank key is an argument error, not a write without a key.
+    let blank = call(&client, "upsert_item", keyed(item, "  ")).await?;
+    assert_eq!(error_kind(&blank).as_deref(), Some("invalid"));
+    let err = kit::ToolError::from_call_tool_result(&blank).context("tool error")?;
+    assert!(err.message.contains("idempotencyKey"), "{}", err.message);
     client.cancel().await?;
     Ok(())
 }
