@@ -12,6 +12,8 @@
 //! - [`correlation`]: the correlation id of a call (from the caller or generated), its HTTP
 //!   middleware and the one precedence rule servers and the orchestrator share.
 //! - [`data_dir`]: `--data-dir`, with `:memory:` as a throwaway folder.
+//! - `sqlite` (feature `sqlite`): a server's SQLite file in its data directory, one writer and a
+//!   pool of read-only connections.
 //! - [`telemetry`]: tracing to stderr, OTLP export, trace-context extraction from `_meta`.
 //! - [`faults`]: deterministic latency and failure injection (before or after the tool runs) for
 //!   demos and tests, paused and resumed at run time by SIGUSR1/SIGUSR2.
@@ -27,6 +29,8 @@ pub mod faults;
 pub mod framing;
 pub mod in_flight;
 pub mod serve;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod telemetry;
 pub mod tool_error;
 

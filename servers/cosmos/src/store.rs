@@ -6,17 +6,12 @@
 //! [`IDEMPOTENCY_KEY_TTL_SECS`], the write each idempotency key made, so a repeated keyed upsert
 //! answers with that write instead of writing again. The file runs in WAL mode with
 //! `synchronous = FULL`, so a write acknowledged to a caller survives a crash or a restart. One
-//! writer connection (SQLite has one writer at a time anyway) and a few read-only connections let
-//! reads run in parallel with a write.
+//! writer connection and a few read-only connections ([`kit::sqlite`], shared with the SQL
+//! server) let reads run in parallel with a write.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::{
-        Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{path::Path, sync::MutexGuard};
+
+use kit::sqlite::{FileSpec, SqliteFile};
 
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter,
@@ -67,107 +62,44 @@ pub const DB_FILE: &str = "cosmos.db";
 const READERS: usize = 4;
 
 /// Why the store could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// SQLite refused to open, prepare or seed the file.
-    #[error("document store {path}: {source}")]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
-}
+pub type StoreError = kit::sqlite::OpenError;
 
 /// An open document store.
 #[derive(Debug)]
-pub struct Store {
-    path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    /// Round-robin start for picking a reader, so load spreads instead of piling on the first.
-    next_reader: AtomicUsize,
-    /// Held so a `:memory:` folder lives as long as the store (and is removed after).
-    _dir: kit::data_dir::DataDir,
-}
+pub struct Store(SqliteFile<Connection>);
 
 impl Store {
     /// Opens (creating and seeding on first run) `<data_dir>/cosmos.db`.
     ///
-    /// `:memory:` gives a private store that disappears on exit. It lives in a temporary file
-    /// rather than in SQLite's memory mode so that it behaves like the real thing: WAL, parallel
-    /// readers, read-only connections of their own.
+    /// `:memory:` gives a private store that disappears on exit (see
+    /// [`kit::sqlite::SqliteFile::open`]).
     pub fn open(data_dir: &str) -> Result<Self, StoreError> {
-        let dir =
-            kit::data_dir::DataDir::resolve(data_dir, "cosmos-mcp-server").map_err(|source| {
-                StoreError::DataDir {
-                    path: data_dir.into(),
-                    source,
-                }
-            })?;
-        let path = dir.path().join(DB_FILE);
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
+        let spec = FileSpec {
+            server: "cosmos-mcp-server",
+            file: DB_FILE,
+            what: "document store",
+            readers: READERS,
         };
-
-        let mut writer = Connection::open(&path).map_err(sqlite)?;
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;",
-            )
-            .map_err(sqlite)?;
-        writer
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(sqlite)?;
-        writer.execute_batch(SCHEMA_SQL).map_err(sqlite)?;
-        seed::seed_if_empty(&mut writer).map_err(sqlite)?;
-
-        let readers = (0..READERS)
-            .map(|_| open_reader(&path).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sqlite)?;
-
-        Ok(Self {
-            path,
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-            _dir: dir,
-        })
+        let prepare = |writer: &mut Connection| {
+            writer.execute_batch(SCHEMA_SQL)?;
+            seed::seed_if_empty(writer).map(drop)
+        };
+        SqliteFile::open(data_dir, spec, prepare, open_reader).map(Self)
     }
 
-    /// The database file.
+    /// The store's file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
     /// A read-only connection: the first free one, else waits on one in turn.
     pub fn reader(&self) -> MutexGuard<'_, Connection> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        for i in 0..self.readers.len() {
-            if let Ok(guard) = self.readers[(start + i) % self.readers.len()].try_lock() {
-                return guard;
-            }
-        }
-        // A poisoned reader only means a panic mid-read; the connection itself is still sound.
-        self.readers[start % self.readers.len()]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.0.reader()
     }
 
     /// The writer connection.
     pub fn writer(&self) -> MutexGuard<'_, Connection> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.writer()
     }
 }
 
@@ -178,7 +110,7 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.execute_batch("PRAGMA query_only = ON;")?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(kit::sqlite::BUSY_TIMEOUT)?;
     Ok(conn)
 }
 

@@ -1,19 +1,13 @@
 //! The database file: where it lives, its schema, first-run seeding, and the connections tools use.
 //!
-//! One writer connection (behind a mutex: SQLite has one writer at a time anyway) and a small pool
-//! of read-only connections, so reads run in parallel under WAL. Every read-only connection is
-//! locked down the same way the agent-facing `query` tool needs (see [`crate::readonly`]), so no
-//! read path can write.
+//! One writer connection and a small pool of read-only connections ([`kit::sqlite`], shared with
+//! the Cosmos server), so reads run in parallel under WAL. What is this server's own: the schema,
+//! the seed, foreign keys, and read-only connections locked down the way the agent-facing `query`
+//! tool needs (see [`crate::readonly`]), so no read path can write.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::{
-        Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::path::Path;
 
+use kit::sqlite::{FileSpec, SqliteFile};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::{readonly::ReadOnlyConn, seed};
@@ -29,108 +23,45 @@ pub const DB_FILE: &str = "retail.db";
 const READERS: usize = 4;
 
 /// Why the database could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// SQLite refused to open or prepare the file.
-    #[error("database {path}: {source}")]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
-}
+pub type DbError = kit::sqlite::OpenError;
 
 /// An open database.
 #[derive(Debug)]
-pub struct Database {
-    path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<ReadOnlyConn>>,
-    /// Round-robin start for picking a reader, so load spreads instead of piling on the first.
-    next_reader: AtomicUsize,
-    /// Held so a `:memory:` folder lives as long as the database (and is removed after).
-    _dir: kit::data_dir::DataDir,
-}
+pub struct Database(SqliteFile<ReadOnlyConn>);
 
 impl Database {
     /// Opens (creating and seeding on first run) `<data_dir>/retail.db`.
     ///
-    /// `:memory:` gives a private database that disappears on exit. It lives in a temporary file
-    /// rather than in SQLite's memory mode so that it behaves exactly like the real thing: WAL,
-    /// parallel readers, and read-only connections of their own.
+    /// `:memory:` gives a private database that disappears on exit (see
+    /// [`kit::sqlite::SqliteFile::open`]).
     pub fn open(data_dir: &str) -> Result<Self, DbError> {
-        let dir =
-            kit::data_dir::DataDir::resolve(data_dir, "sql-mcp-server").map_err(|source| {
-                DbError::DataDir {
-                    path: data_dir.into(),
-                    source,
-                }
-            })?;
-        let path = dir.path().join(DB_FILE);
-        let sqlite = |source| DbError::Sqlite {
-            path: path.clone(),
-            source,
+        let spec = FileSpec {
+            server: "sql-mcp-server",
+            file: DB_FILE,
+            what: "database",
+            readers: READERS,
         };
-
-        let mut writer = Connection::open(&path).map_err(sqlite)?;
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 PRAGMA foreign_keys = ON;",
-            )
-            .map_err(sqlite)?;
-        writer
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(sqlite)?;
-        writer.execute_batch(SCHEMA_SQL).map_err(sqlite)?;
-        seed::seed_if_empty(&mut writer).map_err(sqlite)?;
-
-        let readers = (0..READERS)
-            .map(|_| ReadOnlyConn::open(&path).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sqlite)?;
-
-        Ok(Self {
-            path,
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-            _dir: dir,
-        })
+        let prepare = |writer: &mut Connection| {
+            writer.execute_batch("PRAGMA foreign_keys = ON;")?;
+            writer.execute_batch(SCHEMA_SQL)?;
+            seed::seed_if_empty(writer).map(drop)
+        };
+        SqliteFile::open(data_dir, spec, prepare, ReadOnlyConn::open).map(Self)
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
     /// A read-only connection: the first free one, else waits on one in turn.
-    pub fn reader(&self) -> MutexGuard<'_, ReadOnlyConn> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        for i in 0..self.readers.len() {
-            if let Ok(guard) = self.readers[(start + i) % self.readers.len()].try_lock() {
-                return guard;
-            }
-        }
-        // A poisoned reader only means a panic mid-read; the connection itself is still sound.
-        self.readers[start % self.readers.len()]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    pub fn reader(&self) -> std::sync::MutexGuard<'_, ReadOnlyConn> {
+        self.0.reader()
     }
 
     /// The writer connection.
-    pub fn writer(&self) -> MutexGuard<'_, Connection> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.0.writer()
     }
 }
 

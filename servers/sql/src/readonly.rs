@@ -84,7 +84,7 @@ impl ReadOnlyConn {
     /// Opens `path` read-only with every guard in place.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
         let mut conn = open_read_only(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(kit::sqlite::BUSY_TIMEOUT)?;
         conn.execute_batch("PRAGMA query_only = ON;")?;
         // No other database can be attached, whatever the authorizer says.
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
