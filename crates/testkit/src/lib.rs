@@ -30,6 +30,8 @@ use tokio::{
     process::{Child, Command},
 };
 
+pub mod write_stream;
+
 /// A connected MCP client.
 pub type Client = RunningService<RoleClient, ()>;
 

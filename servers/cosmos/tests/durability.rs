@@ -11,20 +11,15 @@
 
 mod common;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, ensure};
 use common::{BIN, call_charged};
 use serde_json::{Value, json};
-use testkit::{HttpServer, PeerClient, TempDir, call};
-use tokio::{sync::Semaphore, task::JoinSet};
+use testkit::{
+    HttpServer, TempDir,
+    write_stream::{Outcome, WriteStream, kill_mid_stream},
+};
 
 /// Documents the stream may write; the kill comes long before the last.
 const DOCS: usize = 400;
@@ -51,57 +46,6 @@ fn doc(i: usize) -> Value {
         "segment": "budget",
         "tags": ["durable", format!("n{}", i % 7)],
     })
-}
-
-/// What the stream of writes saw before and around the kill.
-#[derive(Debug, Default)]
-struct Stream {
-    /// Documents sent: `0..sent`.
-    sent: AtomicUsize,
-    /// Acknowledged writes: index → the document returned (with `_etag` and `_ts`).
-    acked: Mutex<HashMap<usize, Value>>,
-}
-
-impl Stream {
-    fn acked(&self) -> HashMap<usize, Value> {
-        self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// Upserts documents 0, 1, 2, ... with `IN_FLIGHT` calls outstanding until `stop`.
-async fn write_stream(peer: PeerClient, stream: Arc<Stream>, stop: Arc<AtomicBool>) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut calls = JoinSet::new();
-    for i in 0..DOCS {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        stream.sent.store(i + 1, Ordering::SeqCst);
-        let (peer, stream) = (peer.clone(), stream.clone());
-        calls.spawn(async move {
-            let _permit = permit;
-            let args = json!({ "container": CONTAINER, "item": doc(i) });
-            // A call cut off by the kill fails (or, at worst, times out): not acknowledged.
-            let answer =
-                tokio::time::timeout(Duration::from_secs(10), call(&peer, "upsert_item", args))
-                    .await;
-            if let Ok(Ok(result)) = answer
-                && result.is_error != Some(true)
-                && let Some(written) = result.structured_content
-                && written["_etag"].is_string()
-            {
-                stream
-                    .acked
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(i, written);
-            }
-        });
-    }
-    while calls.join_next().await.is_some() {}
 }
 
 /// Every document of this test in the container, by a cross-partition query (one page).
@@ -134,36 +78,18 @@ async fn kill_9_mid_stream_loses_no_acknowledged_write_and_duplicates_none() -> 
 
     // 1. A stream of writes, IN_FLIGHT at a time, and SIGKILL once KILL_AFTER are acknowledged.
     let mut server = HttpServer::start(BIN, &args).await?;
-    let client = server.connect(None).await?;
-    let stream = Arc::new(Stream::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_stream(
-        PeerClient(client.peer().clone()),
-        stream.clone(),
-        stop.clone(),
-    ));
-    let started = Instant::now();
-    while stream.acked().len() < KILL_AFTER {
-        ensure!(
-            started.elapsed() < Duration::from_secs(20),
-            "only {} writes acknowledged in 20 s",
-            stream.acked().len()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    // `Child::kill` is SIGKILL on Unix: no signal handler, no graceful shutdown, no checkpoint.
-    server.child.kill().await?;
-    stop.store(true, Ordering::SeqCst);
-    // Closing the client ends the calls the kill cut off at once.
-    drop(client);
-    writer.await?;
-    let sent = stream.sent.load(Ordering::SeqCst);
-    let acked = stream.acked();
-    ensure!(
-        sent > acked.len(),
-        "the kill should cut calls off mid-way ({sent} sent, {} acknowledged)",
-        acked.len()
-    );
+    let Outcome { sent, acked } = kill_mid_stream(
+        &mut server,
+        WriteStream {
+            tool: "upsert_item",
+            max: DOCS,
+            in_flight: IN_FLIGHT,
+            kill_after: KILL_AFTER,
+            args: |i| json!({ "container": CONTAINER, "item": doc(i) }),
+            ack: |written: Value| written["_etag"].is_string().then_some(written),
+        },
+    )
+    .await?;
 
     // 2. Restart on the same directory.
     let server = HttpServer::start(BIN, &args).await?;

@@ -11,20 +11,15 @@
 //! committed WAL frames and ignores a torn, uncommitted tail, so a transaction cut short by the
 //! kill leaves nothing behind: no order without its lines.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, ensure};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use testkit::{HttpServer, PeerClient, TempDir, call, call_ok};
-use tokio::{sync::Semaphore, task::JoinSet};
+use testkit::{
+    HttpServer, TempDir, call_ok,
+    write_stream::{Outcome, WriteStream, kill_mid_stream},
+};
 
 /// Keys the stream may send; the kill comes long before the last.
 const KEYS: usize = 400;
@@ -49,57 +44,6 @@ fn order(i: usize) -> Value {
         ],
         "idempotencyKey": key(i),
     })
-}
-
-/// What the stream of writes saw before and around the kill.
-#[derive(Debug, Default)]
-struct Stream {
-    /// Keys sent: `0..sent`.
-    sent: AtomicUsize,
-    /// Acknowledged calls: key index → the `order` of the result.
-    acked: Mutex<HashMap<usize, Value>>,
-}
-
-impl Stream {
-    fn acked(&self) -> HashMap<usize, Value> {
-        self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// Sends `create_order` for keys 0, 1, 2, ... with `IN_FLIGHT` calls outstanding until `stop`.
-async fn write_stream(peer: PeerClient, stream: Arc<Stream>, stop: Arc<AtomicBool>) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut calls = JoinSet::new();
-    for i in 0..KEYS {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        stream.sent.store(i + 1, Ordering::SeqCst);
-        let (peer, stream) = (peer.clone(), stream.clone());
-        calls.spawn(async move {
-            let _permit = permit;
-            // A call cut off by the kill fails (or, at worst, times out): not acknowledged.
-            let answer = tokio::time::timeout(
-                Duration::from_secs(10),
-                call(&peer, "create_order", order(i)),
-            )
-            .await;
-            if let Ok(Ok(result)) = answer
-                && result.is_error != Some(true)
-                && let Some(created) = result.structured_content
-            {
-                stream
-                    .acked
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(i, created["order"].clone());
-            }
-        });
-    }
-    while calls.join_next().await.is_some() {}
 }
 
 /// Runs one read-only statement through the `query` tool; returns its rows.
@@ -136,37 +80,18 @@ async fn kill_9_mid_stream_loses_no_acknowledged_order_and_duplicates_none() -> 
 
     // 1. A stream of writes, IN_FLIGHT at a time, and SIGKILL once KILL_AFTER are acknowledged.
     let mut server = HttpServer::start("sql-mcp-server", &args).await?;
-    let client = server.connect(None).await?;
-    let stream = Arc::new(Stream::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_stream(
-        PeerClient(client.peer().clone()),
-        stream.clone(),
-        stop.clone(),
-    ));
-    let started = Instant::now();
-    while stream.acked().len() < KILL_AFTER {
-        ensure!(
-            started.elapsed() < Duration::from_secs(20),
-            "only {} orders acknowledged in 20 s",
-            stream.acked().len()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    // `Child::kill` is SIGKILL on Unix: no signal handler, no graceful shutdown, no checkpoint.
-    server.child.kill().await?;
-    stop.store(true, Ordering::SeqCst);
-    // Closing the client ends the calls the kill cut off at once, instead of letting them wait
-    // for a server that is gone.
-    drop(client);
-    writer.await?;
-    let sent = stream.sent.load(Ordering::SeqCst);
-    let acked = stream.acked();
-    ensure!(
-        sent > acked.len(),
-        "the kill should cut calls off mid-way ({sent} sent, {} acknowledged)",
-        acked.len()
-    );
+    let Outcome { sent, acked } = kill_mid_stream(
+        &mut server,
+        WriteStream {
+            tool: "create_order",
+            max: KEYS,
+            in_flight: IN_FLIGHT,
+            kill_after: KILL_AFTER,
+            args: order,
+            ack: |created: Value| Some(created["order"].clone()),
+        },
+    )
+    .await?;
 
     // 2. Restart on the same directory.
     let server = HttpServer::start("sql-mcp-server", &args).await?;
