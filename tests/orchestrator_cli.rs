@@ -149,16 +149,7 @@ async fn the_http_front_serves_both_protocol_versions_and_status() -> anyhow::Re
     }
     assert!(server.connect(None).await.is_err(), "no token, no session");
 
-    let out = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
-        .args(["status", "--url", &server.url, "--token", "t-123"])
-        .output()
-        .await?;
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = status_table(&server.url, "t-123").await?;
     assert!(
         table.contains("sql") && table.contains("rest") && table.contains("yes"),
         "{table}"
@@ -330,16 +321,7 @@ async fn status_shows_each_servers_breaker_bulkhead_and_retries() -> anyhow::Res
     assert_eq!(sp["retries"], 0, "{sp}");
 
     // The same figures in the table, each under its header.
-    let out = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
-        .args(["status", "--url", &server.url, "--token", "t-9"])
-        .output()
-        .await?;
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = status_table(&server.url, "t-9").await?;
     let rows = table_rows(&table);
     let row = |name: &str| {
         rows.iter()
@@ -384,6 +366,20 @@ async fn status_shows_each_servers_breaker_bulkhead_and_retries() -> anyhow::Res
     }
     client.cancel().await?;
     server.stop().await
+}
+
+/// What `mcp-orchestrator status --url URL --token TOKEN` prints; fails unless it succeeds.
+async fn status_table(url: &str, token: &str) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
+        .args(["status", "--url", url, "--token", token])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn children_of(marker: &str) -> usize {

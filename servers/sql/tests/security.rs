@@ -261,20 +261,20 @@ async fn no_cors_headers_ever_and_a_foreign_host_is_refused() -> anyhow::Result<
     server.stop().await
 }
 
+/// The server over HTTP with `--allowed-origins list`.
+async fn with_allowed_origins(list: &str) -> anyhow::Result<HttpServer> {
+    HttpServer::start(
+        BIN,
+        &owned(&["--data-dir", ":memory:", "--allowed-origins", list]),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn allowed_origins_replace_the_local_default() -> anyhow::Result<()> {
     // `--allowed-origins` is the whole list: naming a deployed app's origin drops the localhost
     // defaults, so only that app's pages (and non-browser clients, which send no Origin) get in.
-    let server = HttpServer::start(
-        BIN,
-        &owned(&[
-            "--data-dir",
-            ":memory:",
-            "--allowed-origins",
-            "https://app.example",
-        ]),
-    )
-    .await?;
+    let server = with_allowed_origins("https://app.example").await?;
     let allowed = post(&server.url, &[("Origin", "https://app.example")]).await?;
     assert_eq!(allowed.status(), 200);
     assert_eq!(cors_headers(&allowed), Vec::<String>::new());
@@ -292,16 +292,7 @@ async fn allowed_origins_replace_the_local_default() -> anyhow::Result<()> {
     server.stop().await?;
 
     // A comma-separated list keeps every entry, and `:*` allows any port of one origin.
-    let server = HttpServer::start(
-        BIN,
-        &owned(&[
-            "--data-dir",
-            ":memory:",
-            "--allowed-origins",
-            "https://app.example,http://localhost:*",
-        ]),
-    )
-    .await?;
+    let server = with_allowed_origins("https://app.example,http://localhost:*").await?;
     for origin in ["https://app.example", "http://localhost:6274"] {
         let response = post(&server.url, &[("Origin", origin)]).await?;
         assert_eq!(response.status(), 200, "{origin}");
