@@ -234,6 +234,14 @@ impl PolicyStack {
                 let why = if !f.verdict.retryable {
                     RetryStop::NotRetryable
                 } else if !(safe || f.verdict.not_sent) {
+                    // The one refusal an operator may not expect: say which rule kept it.
+                    tracing::info!(
+                        server = %self.server,
+                        tool,
+                        outcome = %outcome_label(&f.outcome),
+                        "not retrying a possible write: the tool is not read-only or idempotent, \
+                         the call has no idempotencyKey and the config does not mark it retrySafe"
+                    );
                     RetryStop::Unsafe
                 } else {
                     return true;
