@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         closed &= call("recovered").await == "closed";
     }
     println!("transitions:");
-    for t in gateway.upstreams[0].policy.breaker().transitions() {
+    for t in gateway.upstreams()[0].policy().breaker().transitions() {
         println!(
             "  {} {} -> {} ({})",
             t.at.format("%H:%M:%S%.3f"),

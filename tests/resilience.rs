@@ -149,7 +149,7 @@ async fn retries_rescue_reads_from_a_flaky_server() -> anyhow::Result<()> {
         retried > 50,
         "faults were injected and retried ({retried} calls retried)"
     );
-    let snap = gw.upstreams[0].policy.snapshot();
+    let snap = gw.upstreams()[0].policy().snapshot();
     assert!(snap.retries as usize >= retried);
     gw.shutdown().await;
     Ok(())
@@ -317,10 +317,10 @@ async fn a_write_not_safe_to_repeat_is_sent_once_unless_configured_retry_safe() 
     };
     let upstream_writes = || cosmos.count_lines(&["tool call", "upsert_item"]);
     let retries = |server: &str| {
-        gw.upstreams
+        gw.upstreams()
             .iter()
             .find(|u| u.name() == server)
-            .map(|u| u.policy.snapshot().retries as usize)
+            .map(|u| u.policy().snapshot().retries as usize)
     };
 
     // As annotated: one attempt per call, whatever the failure.
@@ -726,8 +726,8 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() -> anyhow::Result<()> 
     for _ in 0..5 {
         assert_eq!(call().await?.is_error, Some(false));
     }
-    let transitions: Vec<String> = gw.upstreams[0]
-        .policy
+    let transitions: Vec<String> = gw.upstreams()[0]
+        .policy()
         .breaker()
         .transitions()
         .iter()
@@ -763,10 +763,10 @@ async fn the_bulkhead_admits_its_limit_rejects_the_rest_and_isolates_other_serve
     }))?;
     ready(&gw).await?;
     let cosmos = || {
-        gw.upstreams
+        gw.upstreams()
             .iter()
             .find(|u| u.name() == "cosmos")
-            .map(|u| u.policy.snapshot().bulkhead)
+            .map(|u| u.policy().snapshot().bulkhead)
             .unwrap_or_default()
     };
     // Each call notes when its answer came back.

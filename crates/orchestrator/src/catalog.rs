@@ -76,7 +76,7 @@ impl Catalog {
     pub fn build(config: &Config, upstreams: &[Arc<Upstream>]) -> Self {
         let mut c = Catalog::default();
         for (index, upstream) in upstreams.iter().enumerate() {
-            let spec = &upstream.spec;
+            let spec = upstream.spec();
             c.server_index.insert(spec.name.clone(), index);
             let offer = upstream.offer();
             let exposed = |name: &str| {

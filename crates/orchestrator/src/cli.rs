@@ -208,13 +208,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<i32> {
 async fn start(path: &std::path::Path) -> anyhow::Result<Arc<Gateway>> {
     let gateway = Gateway::start(load(path)?);
     if !gateway.wait_ready(READY_TIMEOUT).await {
-        for u in &gateway.upstreams {
+        for u in gateway.upstreams() {
             if u.connected_since().is_none() {
                 eprintln!(
                     "warning: server `{}` is not connected: {}",
                     u.name(),
-                    gateway.config.redact(
-                        &u.stats
+                    gateway.config().redact(
+                        &u.stats()
                             .last_error()
                             .unwrap_or_else(|| "still connecting".into())
                     )
@@ -239,7 +239,7 @@ async fn serve_agents(
     if transport == Some(FrontTransport::Stdio) {
         serve.http = None;
     } else if http && serve.http.is_none() {
-        serve.http = Some(gateway.config.listen);
+        serve.http = Some(gateway.config().listen);
     }
     // Agents list tools right after `initialize` and rarely list again: answering before the
     // upstreams are connected would show them a partial catalog. Wait until each one has
@@ -310,7 +310,7 @@ async fn tools(path: &std::path::Path, json: bool) -> anyhow::Result<i32> {
                 .to_owned();
             t.add_row([
                 tool.name.to_string(),
-                gateway.upstreams[server].name().to_owned(),
+                gateway.upstreams()[server].name().to_owned(),
                 read_only.to_owned(),
                 description,
             ]);
@@ -319,7 +319,7 @@ async fn tools(path: &std::path::Path, json: bool) -> anyhow::Result<i32> {
         out!(
             "{} tools from {} servers",
             catalog.tools.len(),
-            gateway.upstreams.len()
+            gateway.upstreams().len()
         );
         for p in &catalog.problems {
             out!("note: {}: {}", p.server, p.message);

@@ -230,14 +230,14 @@ async fn start(config: Value, out: &Out) -> anyhow::Result<Arc<Gateway>> {
     done(bar);
     if !ready {
         let problems: Vec<String> = gateway
-            .upstreams
+            .upstreams()
             .iter()
             .filter(|u| u.connected_since().is_none())
             .map(|u| {
                 format!(
                     "{}: {}",
                     u.name(),
-                    u.stats
+                    u.stats()
                         .last_error()
                         .unwrap_or_else(|| "still connecting".into())
                 )
@@ -630,10 +630,10 @@ async fn breaker_steps(
     open_ms: u64,
 ) -> anyhow::Result<Value> {
     let breaker = gw
-        .upstreams
+        .upstreams()
         .first()
         .context("no cosmos upstream")?
-        .policy
+        .policy()
         .breaker()
         .clone();
     let mut calls = Vec::new();

@@ -83,7 +83,7 @@ impl Frontend {
     /// A handler over the running gateway: one per agent session (the front calls this once per
     /// stdio connection or HTTP session), so each session gets its own cap on calls in flight.
     pub fn new(gateway: Arc<Gateway>, in_flight: kit::in_flight::InFlight) -> Self {
-        let calls = ClientCalls::new(gateway.config.limits.max_concurrent_calls_per_client);
+        let calls = ClientCalls::new(gateway.config().limits.max_concurrent_calls_per_client);
         Self {
             gateway,
             in_flight,
@@ -139,7 +139,7 @@ impl ServerHandler for Frontend {
     }
 
     async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
-        let mut changes = self.gateway.relay.list_changes();
+        let mut changes = self.gateway.relay().list_changes();
         loop {
             let change = tokio::select! {
                 _ = subscription.cancelled() => return Ok(()),
@@ -178,7 +178,7 @@ impl ServerHandler for Frontend {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        self.gateway.relay.add_agent(context.peer);
+        self.gateway.relay().add_agent(context.peer);
     }
 
     async fn list_tools(
@@ -257,7 +257,7 @@ impl ServerHandler for Frontend {
         if let Ok(result) = &mut answer {
             kit::correlation::set_in_meta(&mut result.meta, &correlation);
             mark_complete(&mut result.result_type);
-            let limit = self.gateway.config.limits.max_result_bytes;
+            let limit = self.gateway.config().limits.max_result_bytes;
             if let Some(cut) = result_size::truncate(result, limit) {
                 let metrics = self.gateway.metrics();
                 metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
@@ -311,7 +311,7 @@ impl ServerHandler for Frontend {
         let route = catalog
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
-        let upstream = &self.gateway.upstreams[route.server];
+        let upstream = &self.gateway.upstreams()[route.server];
         let mut result = upstream
             .read_resource(&route.name, &call_context(&context))
             .await
@@ -343,12 +343,12 @@ impl ServerHandler for Frontend {
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
-        self.gateway.upstreams[route.server]
+        self.gateway.upstreams()[route.server]
             .subscribe(&route.name, true, &call_context(&context))
             .await
             .map_err(CallError::into_error_data)?;
         self.gateway
-            .relay
+            .relay()
             .subscribe(&request.uri, context.peer.clone());
         Ok(())
     }
@@ -358,9 +358,11 @@ impl ServerHandler for Frontend {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.gateway.relay.unsubscribe(&request.uri, &context.peer);
+        self.gateway
+            .relay()
+            .unsubscribe(&request.uri, &context.peer);
         if let Ok(route) = self.gateway.catalog().resource(&request.uri) {
-            let _ = self.gateway.upstreams[route.server]
+            let _ = self.gateway.upstreams()[route.server]
                 .subscribe(&route.name, false, &call_context(&context))
                 .await;
         }
@@ -387,7 +389,7 @@ impl ServerHandler for Frontend {
             .prompt(&request.name)
             .map_err(CallError::into_error_data)?;
         let name = route.name.clone();
-        let mut result = self.gateway.upstreams[route.server]
+        let mut result = self.gateway.upstreams()[route.server]
             .get_prompt(request, &name, &call_context(&context))
             .await
             .map_err(CallError::into_error_data)?;
@@ -423,7 +425,7 @@ impl ServerHandler for Frontend {
                 ));
             }
         };
-        let mut result = self.gateway.upstreams[server]
+        let mut result = self.gateway.upstreams()[server]
             .complete(request, &call_context(&context))
             .await
             .map_err(CallError::into_error_data)?;

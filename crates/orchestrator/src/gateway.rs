@@ -27,12 +27,10 @@ use crate::{
 /// The orchestrator's moving parts, wired together.
 #[derive(Debug)]
 pub struct Gateway {
-    /// The validated configuration.
-    pub config: Arc<Config>,
+    config: Arc<Config>,
     /// One per enabled server, in config order.
-    pub upstreams: Vec<Arc<Upstream>>,
-    /// Progress and agents.
-    pub relay: Arc<Relay>,
+    upstreams: Vec<Arc<Upstream>>,
+    relay: Arc<Relay>,
     /// The catalog and the change count it was built at; rebuilt on read when stale, so a
     /// reader never sees tools an upstream no longer offers.
     catalog: RwLock<(u64, Arc<Catalog>)>,
@@ -162,6 +160,21 @@ impl Gateway {
         slot.1.clone()
     }
 
+    /// The validated configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// One upstream per enabled server, in config order.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Progress, list changes and the agents that hear of them.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
     /// When the orchestrator started.
     pub fn started(&self) -> chrono::DateTime<chrono::Utc> {
         self.started
@@ -174,7 +187,7 @@ impl Gateway {
         let settled = |gw: &Self| {
             gw.upstreams
                 .iter()
-                .all(|u| u.connected_since().is_some() || u.stats.last_error().is_some())
+                .all(|u| u.connected_since().is_some() || u.stats().last_error().is_some())
         };
         let _ = tokio::time::timeout(timeout, async {
             while !settled(self) {
@@ -263,7 +276,7 @@ impl Gateway {
         let annotations = definition.and_then(|t| t.annotations.as_ref());
         let read_only = definition.is_some_and(crate::catalog::is_read_only);
         let idempotent = annotations.and_then(|a| a.idempotent_hint).unwrap_or(false);
-        let policy = upstream.policy.policy.for_tool(tool, read_only);
+        let policy = upstream.policy().policy.for_tool(tool, read_only);
         let safe = read_only
             || idempotent
             || policy.retry_safe
@@ -293,7 +306,7 @@ impl Gateway {
         let started = std::time::Instant::now();
         let run = || async {
             upstream
-                .policy
+                .policy()
                 .call(tool, &policy, safe, || {
                     upstream.call_tool(tool, arguments.clone(), cx)
                 })
@@ -338,7 +351,7 @@ impl Gateway {
                 Err(e) => Some(e.to_string()),
             };
             let elapsed = started.elapsed();
-            upstream.stats.record(elapsed, failure.as_deref());
+            upstream.stats().record(elapsed, failure.as_deref());
             self.metrics
                 .upstream_call(upstream.name(), tool, elapsed, &outcome);
         }

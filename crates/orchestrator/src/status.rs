@@ -80,7 +80,7 @@ pub struct LimitsStatus {
 
 impl LimitsStatus {
     fn of(gw: &Gateway) -> Self {
-        let l = &gw.config.limits;
+        let l = &gw.config().limits;
         Self {
             max_concurrent_calls_per_client: l.max_concurrent_calls_per_client,
             max_for_each_items: l.max_for_each_items,
@@ -114,13 +114,13 @@ impl StatusReport {
         Self {
             started_at: gw.started().to_rfc3339(),
             servers: gw
-                .upstreams
+                .upstreams()
                 .iter()
                 .map(|u| {
-                    let s = u.stats.snapshot();
+                    let s = u.stats().snapshot();
                     ServerStatus {
                         name: u.name().to_owned(),
-                        transport: u.spec.transport.kind().to_owned(),
+                        transport: u.spec().transport.kind().to_owned(),
                         connected: u.connected_since().is_some(),
                         connected_since: u.connected_since().map(|t| t.to_rfc3339()),
                         tool_count: u.offer().tools.len(),
@@ -128,16 +128,21 @@ impl StatusReport {
                         errors: s.errors,
                         p50_ms: s.p50_ms,
                         p99_ms: s.p99_ms,
-                        last_error: s.last_error.map(|e| gw.config.redact(&e)),
+                        last_error: s.last_error.map(|e| gw.config().redact(&e)),
                         last_error_at: s.last_error_at,
-                        policy: u.policy.snapshot(),
+                        policy: u.policy().snapshot(),
                     }
                 })
                 .collect(),
-            disabled: gw.config.disabled.clone(),
+            disabled: gw.config().disabled.clone(),
             exposed_tools: catalog.tools.len(),
             catalog_problems: catalog.problems.clone(),
-            composites: gw.config.workflows.iter().map(|w| w.name.clone()).collect(),
+            composites: gw
+                .config()
+                .workflows
+                .iter()
+                .map(|w| w.name.clone())
+                .collect(),
             cache: serde_json::to_value(gw.cache().snapshot()).unwrap_or_default(),
             limits: LimitsStatus::of(gw),
         }

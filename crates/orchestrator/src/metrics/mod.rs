@@ -402,7 +402,7 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .with_unit("{retry}")
         .with_callback(move |obs| {
             for u in live(&o) {
-                obs.observe(u.policy.snapshot().retries, &[server(&u)]);
+                obs.observe(u.policy().snapshot().retries, &[server(&u)]);
             }
         })
         .build();
@@ -412,7 +412,7 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .with_description("Circuit breaker state: 0 closed, 1 open, 2 half-open")
         .with_callback(move |obs| {
             for u in live(&o) {
-                obs.observe(u.policy.breaker().state() as u64, &[server(&u)]);
+                obs.observe(u.policy().breaker().state() as u64, &[server(&u)]);
             }
         })
         .build();
@@ -423,7 +423,7 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .with_unit("{transition}")
         .with_callback(move |obs| {
             for u in live(&o) {
-                let breaker = u.policy.breaker();
+                let breaker = u.policy().breaker();
                 for to in BREAKER_STATES {
                     obs.observe(
                         breaker.transitions_into(to),
@@ -440,7 +440,10 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .with_unit("{call}")
         .with_callback(move |obs| {
             for u in live(&o) {
-                obs.observe(u.policy.bulkhead().snapshot().running as u64, &[server(&u)]);
+                obs.observe(
+                    u.policy().bulkhead().snapshot().running as u64,
+                    &[server(&u)],
+                );
             }
         })
         .build();
@@ -451,7 +454,10 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .with_unit("{call}")
         .with_callback(move |obs| {
             for u in live(&o) {
-                obs.observe(u.policy.bulkhead().snapshot().queued as u64, &[server(&u)]);
+                obs.observe(
+                    u.policy().bulkhead().snapshot().queued as u64,
+                    &[server(&u)],
+                );
             }
         })
         .build();
@@ -462,7 +468,7 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .with_unit("{call}")
         .with_callback(move |obs| {
             for u in live(&o) {
-                obs.observe(u.policy.bulkhead().snapshot().rejected, &[server(&u)]);
+                obs.observe(u.policy().bulkhead().snapshot().rejected, &[server(&u)]);
             }
         })
         .build();
@@ -658,12 +664,12 @@ mod tests {
             Some(0.0)
         );
 
-        let breaker = up.policy.breaker();
+        let breaker = up.policy().breaker();
         for _ in 0..2 {
             breaker.acquire().expect("closed").failure();
         }
-        let slot = up.policy.bulkhead().enter().await.expect("a free slot");
-        assert!(up.policy.bulkhead().enter().await.is_err(), "full");
+        let slot = up.policy().bulkhead().enter().await.expect("a free slot");
+        assert!(up.policy().bulkhead().enter().await.is_err(), "full");
         let text = m.render_prometheus().expect("collected");
         assert_eq!(
             sample(&text, "mcp_orchestrator_breaker_state", &sql),

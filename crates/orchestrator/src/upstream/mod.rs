@@ -70,12 +70,9 @@ pub struct CallContext {
 /// One upstream server.
 #[derive(Debug)]
 pub struct Upstream {
-    /// Its configuration.
-    pub spec: ServerSpec,
-    /// Its call figures.
-    pub stats: ServerStats,
-    /// Timeouts, retry, breaker and bulkhead: every call to it goes through this.
-    pub policy: PolicyStack,
+    spec: ServerSpec,
+    stats: ServerStats,
+    policy: PolicyStack,
     relay: Arc<Relay>,
     link: RwLock<Option<Link>>,
     /// What it offered when last connected: kept while it is down, so its tools stay listed and
@@ -132,6 +129,21 @@ impl Upstream {
     pub fn with_secrets(mut self, secrets: Vec<String>) -> Self {
         self.secrets = secrets;
         self
+    }
+
+    /// Its configuration.
+    pub fn spec(&self) -> &ServerSpec {
+        &self.spec
+    }
+
+    /// Its call figures.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Timeouts, retry, breaker and bulkhead: every call to it goes through this.
+    pub fn policy(&self) -> &PolicyStack {
+        &self.policy
     }
 
     /// The upstream's name.
