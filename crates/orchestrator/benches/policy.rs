@@ -7,12 +7,16 @@
 use std::{path::Path, time::Instant};
 
 use hdrhistogram::Histogram;
-use orchestrator::{config::Config, error::CallError, policy::PolicyStack};
+use orchestrator::{
+    config::Config,
+    error::CallError,
+    policy::{Op, Plan, PolicyStack},
+};
 use rmcp::model::{CallToolResult, ContentBlock};
 
 const CALLS: usize = 200_000;
 
-fn stack(extra: &str) -> (PolicyStack, orchestrator::config::policy::CallPolicy) {
+fn stack(extra: &str) -> (PolicyStack, Plan) {
     let text = format!(
         r#"{{ "mcpServers": {{ "bench": {{ "command": "unused" }} }},
              "orchestrator": {{ "servers": {{ "bench": {{ {extra} }} }} }} }}"#
@@ -22,8 +26,11 @@ fn stack(extra: &str) -> (PolicyStack, orchestrator::config::policy::CallPolicy)
         Err(e) => panic!("bench config: {e}"),
     };
     let spec = &config.servers[0];
-    let policy = spec.policy.for_tool("get", true);
-    (PolicyStack::new("bench", spec.policy.clone()), policy)
+    let plan = Plan {
+        policy: spec.policy.for_tool("get", true),
+        safe: true,
+    };
+    (PolicyStack::new("bench", spec.policy.clone()), plan)
 }
 
 fn histogram() -> Histogram<u64> {
@@ -62,21 +69,21 @@ fn main() {
             direct.saturating_record(t.elapsed().as_nanos() as u64);
         }
 
-        let (healthy, policy) = stack("");
+        let (healthy, plan) = stack("");
         let mut through = histogram();
         for _ in 0..CALLS {
             let t = Instant::now();
             let (r, _) = healthy
-                .call("get", &policy, true, || async { Ok::<_, CallError>(ok.clone()) })
+                .call(Op::tool("get"), &plan, || async { Ok::<_, CallError>(ok.clone()) })
                 .await;
             std::hint::black_box(r.is_ok());
             through.saturating_record(t.elapsed().as_nanos() as u64);
         }
 
         // Open the breaker with one failure, then measure refusals.
-        let (open, policy) = stack(r#""circuitBreaker": { "consecutiveFailures": 1, "openMs": 600000 }, "retry": { "maxAttempts": 1 }"#);
+        let (open, plan) = stack(r#""circuitBreaker": { "consecutiveFailures": 1, "openMs": 600000 }, "retry": { "maxAttempts": 1 }"#);
         let _ = open
-            .call("get", &policy, true, || async {
+            .call(Op::tool("get"), &plan, || async {
                 Err::<CallToolResult, _>(CallError::ConnectionLost { server: "bench".into(), detail: "down".into() })
             })
             .await;
@@ -85,7 +92,7 @@ fn main() {
         for _ in 0..CALLS {
             let t = Instant::now();
             let (r, _) = open
-                .call("get", &policy, true, || async { Ok::<_, CallError>(ok.clone()) })
+                .call(Op::tool("get"), &plan, || async { Ok::<_, CallError>(ok.clone()) })
                 .await;
             refused.saturating_record(t.elapsed().as_nanos() as u64);
             refusals += usize::from(matches!(r, Err(CallError::CircuitOpen(_))));

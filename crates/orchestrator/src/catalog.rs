@@ -1,10 +1,12 @@
 //! Every upstream's tools, prompts and resources under one namespace, and the route back.
 //!
-//! Tools and prompts are exposed as `<prefix><separator><name>` (`sql__get_customer`), with
-//! everything else the upstream said about them passed through unchanged. Names must stay within
-//! what agent APIs accept (`^[a-zA-Z0-9_-]{1,64}$`): a tool whose exposed name would not is left
-//! out and reported, never silently renamed. Resource URIs become `<server>+<uri>`, which is
-//! reversible because server names cannot hold `+`.
+//! Names and URIs are mapped as [`crate::naming`] says, with everything else the upstream said
+//! about them passed through unchanged. Names must stay within what agent APIs accept
+//! (`^[a-zA-Z0-9_-]{1,64}$`): a tool whose exposed name would not is left out and reported,
+//! never silently renamed.
+//!
+//! A tool name answers with a typed [`Route`]: an upstream's tool, a composite, or a built-in;
+//! the frontend's `tools/call` is one `match` on it.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,16 +16,35 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::{Config, MAX_TOOL_NAME},
     error::CallError,
+    naming::{expose_name, expose_uri, split_uri},
     upstream::Upstream,
 };
 
-/// Where an exposed name leads.
+/// An upstream's own tool, prompt or resource behind an exposed name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub struct Target {
     /// Index of the upstream in the orchestrator's list.
     pub server: usize,
-    /// The name the upstream knows it by.
+    /// The name (or URI) the upstream knows it by.
     pub name: String,
+}
+
+/// Where an exposed tool name leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// An upstream's own tool.
+    Upstream(Target),
+    /// A composite, by index in `config.workflows`.
+    Composite(usize),
+    /// A tool the orchestrator itself answers.
+    Builtin(Builtin),
+}
+
+/// The orchestrator's own tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// `orchestrator__invalidate_cache`: operators drop cached results.
+    InvalidateCache,
 }
 
 /// A name that could not be exposed, for status.
@@ -49,10 +70,10 @@ pub struct Catalog {
     pub templates: Vec<ResourceTemplate>,
     /// Names left out and why.
     pub problems: Vec<CatalogProblem>,
-    tool_routes: HashMap<String, Route>,
+    tool_routes: HashMap<String, Target>,
     /// Exposed name → index in `tools`, so a call finds its tool's annotations in O(1).
     tool_positions: HashMap<String, usize>,
-    prompt_routes: HashMap<String, Route>,
+    prompt_routes: HashMap<String, Target>,
     server_index: HashMap<String, usize>,
     composite_routes: HashMap<String, usize>,
     invalidate_tool: String,
@@ -66,11 +87,6 @@ pub fn is_portable_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The exposed form of a resource URI.
-pub fn expose_uri(server: &str, uri: &str) -> String {
-    format!("{server}+{uri}")
-}
-
 impl Catalog {
     /// Builds the view from each upstream's current offer.
     pub fn build(config: &Config, upstreams: &[Arc<Upstream>]) -> Self {
@@ -79,13 +95,7 @@ impl Catalog {
             let spec = upstream.spec();
             c.server_index.insert(spec.name.clone(), index);
             let offer = upstream.offer();
-            let exposed = |name: &str| {
-                if spec.prefix.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{}{}{name}", spec.prefix, config.separator)
-                }
-            };
+            let exposed = |name: &str| expose_name(&spec.prefix, &config.separator, name);
             for tool in &offer.tools {
                 if !spec.filter.keeps(&tool.name) {
                     continue;
@@ -120,7 +130,7 @@ impl Catalog {
                 c.tools.push(t);
                 c.tool_routes.insert(
                     name,
-                    Route {
+                    Target {
                         server: index,
                         name: tool.name.to_string(),
                     },
@@ -136,7 +146,7 @@ impl Catalog {
                 c.prompts.push(p);
                 c.prompt_routes.insert(
                     name,
-                    Route {
+                    Target {
                         server: index,
                         name: prompt.name.clone(),
                     },
@@ -245,9 +255,21 @@ impl Catalog {
         self.invalidate_tool = name;
     }
 
-    /// The composite an exposed name stands for, by index in `config.workflows`.
-    pub fn composite(&self, name: &str) -> Option<usize> {
-        self.composite_routes.get(name).copied()
+    /// Where the exposed tool `name` leads.
+    pub fn route(&self, name: &str) -> Result<Route, CallError> {
+        if let Some(target) = self.tool_routes.get(name) {
+            return Ok(Route::Upstream(target.clone()));
+        }
+        if let Some(&index) = self.composite_routes.get(name) {
+            return Ok(Route::Composite(index));
+        }
+        if !self.invalidate_tool.is_empty() && name == self.invalidate_tool {
+            return Ok(Route::Builtin(Builtin::InvalidateCache));
+        }
+        Err(CallError::Unknown {
+            what: "tool",
+            name: name.to_owned(),
+        })
     }
 
     /// Whether the exposed tool `name` only reads. For a composite that means every step's tool
@@ -259,21 +281,6 @@ impl Catalog {
             .is_some_and(is_read_only)
     }
 
-    /// Whether `name` is the built-in cache invalidation tool.
-    pub fn is_invalidate_tool(&self, name: &str) -> bool {
-        !self.invalidate_tool.is_empty() && name == self.invalidate_tool
-    }
-
-    /// The route of an exposed tool name.
-    pub fn tool(&self, name: &str) -> Result<&Route, CallError> {
-        self.tool_routes
-            .get(name)
-            .ok_or_else(|| CallError::Unknown {
-                what: "tool",
-                name: name.to_owned(),
-            })
-    }
-
     /// The exposed definition of a tool.
     pub fn tool_definition(&self, name: &str) -> Option<&Tool> {
         self.tool_positions
@@ -281,8 +288,8 @@ impl Catalog {
             .and_then(|&i| self.tools.get(i))
     }
 
-    /// The route of an exposed prompt name.
-    pub fn prompt(&self, name: &str) -> Result<&Route, CallError> {
+    /// The upstream's prompt behind an exposed prompt name.
+    pub fn prompt(&self, name: &str) -> Result<&Target, CallError> {
         self.prompt_routes
             .get(name)
             .ok_or_else(|| CallError::Unknown {
@@ -292,10 +299,10 @@ impl Catalog {
     }
 
     /// The upstream and its own URI for an exposed resource URI.
-    pub fn resource(&self, uri: &str) -> Result<Route, CallError> {
-        uri.split_once('+')
+    pub fn resource(&self, uri: &str) -> Result<Target, CallError> {
+        split_uri(uri)
             .and_then(|(server, inner)| {
-                self.server_index.get(server).map(|&i| Route {
+                self.server_index.get(server).map(|&i| Target {
                     server: i,
                     name: inner.to_owned(),
                 })

@@ -4,11 +4,20 @@
 //! - upstream faults (not connected, connection lost, transport error): the server's, answered as
 //!   an `unavailable` tool error naming the server, retryable;
 //! - upstream protocol errors (the upstream answered with a JSON-RPC error): passed on unchanged.
+//!
+//! Wherever a failure is reported inside a tool result (a composite's failed step, its
+//! `_meta.sources`), it takes one form, [`Fault`], built by one function, [`Fault::of`], from
+//! the same outcome a pass-through call answers with: so a timeout, an open breaker or an
+//! upstream's `unavailable` reads the same (kind, reason, retryable, retry hint, server) whether
+//! the agent called the tool itself or a composite did.
 
 use std::time::Duration;
 
-use kit::ToolError;
-use rmcp::{ErrorData, model::CallToolResult};
+use kit::{ErrorKind, ToolError};
+use rmcp::{
+    ErrorData,
+    model::{CallToolResult, ErrorCode},
+};
 
 use crate::policy::{breaker::BreakerOpen, bulkhead::BulkheadFull};
 
@@ -161,5 +170,108 @@ impl CallError {
             CallError::Protocol { error, .. } => error,
             other => ErrorData::internal_error(other.to_string(), None),
         }
+    }
+}
+
+/// A failure in the one vocabulary of tool errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// What an agent acts on (`unavailable`, `throttled`, `invalid`, ...).
+    pub kind: ErrorKind,
+    /// The finer cause: the orchestrator's own label (`timeout`, `circuit_open`, ...) or the
+    /// upstream tool error's kind. What `_meta.reason` and a source's `errorKind` say.
+    pub reason: String,
+    /// What went wrong, in words.
+    pub message: String,
+    /// Whether trying again later may work.
+    pub retryable: bool,
+    /// How long to wait before trying again, when known.
+    pub retry_after_ms: Option<u64>,
+    /// The upstream concerned, when there is one.
+    pub server: Option<String>,
+}
+
+impl Fault {
+    /// The fault of an outcome, or `None` when it succeeded. A tool error from the upstream keeps
+    /// its own kind, message and hints; a [`CallError`] becomes the tool error a pass-through
+    /// call answers with (and a protocol error or an unknown name, which a pass-through call
+    /// answers as a JSON-RPC error, the nearest kind).
+    pub fn of(outcome: &Result<CallToolResult, CallError>) -> Option<Self> {
+        match outcome {
+            Ok(result) => ToolError::from_call_tool_result(result).map(Self::from_tool_error),
+            Err(e) => Some(Self::from_call_error(e)),
+        }
+    }
+
+    /// A fault of the caller's making that never reached an upstream (arguments that could not
+    /// be built, for one).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Invalid,
+            reason: ErrorKind::Invalid.as_str().to_owned(),
+            message: message.into(),
+            retryable: false,
+            retry_after_ms: None,
+            server: None,
+        }
+    }
+
+    fn from_tool_error(e: ToolError) -> Self {
+        let text = |key: &str| {
+            e.extra_meta
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            reason: text("reason").unwrap_or_else(|| e.kind.as_str().to_owned()),
+            server: text("server"),
+            kind: e.kind,
+            message: e.message,
+            retryable: e.retryable,
+            retry_after_ms: e.retry_after_ms,
+        }
+    }
+
+    fn from_call_error(e: &CallError) -> Self {
+        if let Some(tool_error) = e.to_tool_error() {
+            return Self::from_tool_error(tool_error);
+        }
+        let kind = match e {
+            CallError::Protocol { error, .. } if error.code == ErrorCode::INTERNAL_ERROR => {
+                ErrorKind::Internal
+            }
+            CallError::Cancelled => ErrorKind::Unavailable,
+            _ => ErrorKind::Invalid,
+        };
+        Self {
+            kind,
+            reason: e.label().to_owned(),
+            message: e.to_string(),
+            retryable: false,
+            retry_after_ms: None,
+            server: e.server().map(str::to_owned),
+        }
+    }
+
+    /// The tool error this fault is, with `message` in place of its own (a composite says which
+    /// step failed, around the step's message).
+    pub fn to_tool_error_saying(&self, message: String) -> ToolError {
+        let mut e = ToolError::new(self.kind, message)
+            .with_retryable(self.retryable)
+            .with_meta("reason", self.reason.clone().into());
+        if let Some(ms) = self.retry_after_ms {
+            e = e.with_retry_after_ms(ms);
+        }
+        if let Some(server) = &self.server {
+            e = e.with_meta("server", server.clone().into());
+        }
+        e
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }

@@ -25,6 +25,7 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError},
 };
 use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument as _;
 
 use crate::{
     error::CallError,
@@ -307,21 +308,25 @@ impl ServerHandler for Frontend {
             }
             return Ok(ReadResourceResult::new(vec![contents]).into());
         }
-        let catalog = self.gateway.catalog();
-        let route = catalog
+        let target = self
+            .gateway
+            .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
-        let upstream = &self.gateway.upstreams()[route.server];
-        let mut result = upstream
-            .read_resource(&route.name, &call_context(&context))
+        let (span, cx) = request_span("resources/read", &request.uri, &context);
+        let calls = self.gateway.calls().upstream();
+        let mut result = calls
+            .read_resource(target.server, &target.name, &cx)
+            .instrument(span)
             .await
             .map_err(CallError::into_error_data)?;
+        let server = calls.upstreams()[target.server].name();
         // Contents name the URI the agent asked for, not the upstream's own.
         for c in &mut result.contents {
             match c {
                 ResourceContents::TextResourceContents { uri, .. }
                 | ResourceContents::BlobResourceContents { uri, .. } => {
-                    *uri = crate::catalog::expose_uri(upstream.name(), uri);
+                    *uri = crate::naming::expose_uri(server, uri);
                 }
                 _ => {}
             }
@@ -338,13 +343,17 @@ impl ServerHandler for Frontend {
         if request.uri == STATUS_URI {
             return Ok(());
         }
-        let route = self
+        let target = self
             .gateway
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
-        self.gateway.upstreams()[route.server]
-            .subscribe(&route.name, true, &call_context(&context))
+        let (span, cx) = request_span("resources/subscribe", &request.uri, &context);
+        self.gateway
+            .calls()
+            .upstream()
+            .subscribe(target.server, &target.name, true, &cx)
+            .instrument(span)
             .await
             .map_err(CallError::into_error_data)?;
         self.gateway
@@ -361,9 +370,14 @@ impl ServerHandler for Frontend {
         self.gateway
             .relay()
             .unsubscribe(&request.uri, &context.peer);
-        if let Ok(route) = self.gateway.catalog().resource(&request.uri) {
-            let _ = self.gateway.upstreams()[route.server]
-                .subscribe(&route.name, false, &call_context(&context))
+        if let Ok(target) = self.gateway.catalog().resource(&request.uri) {
+            let (span, cx) = request_span("resources/unsubscribe", &request.uri, &context);
+            let _ = self
+                .gateway
+                .calls()
+                .upstream()
+                .subscribe(target.server, &target.name, false, &cx)
+                .instrument(span)
                 .await;
         }
         Ok(())
@@ -384,13 +398,19 @@ impl ServerHandler for Frontend {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let catalog = self.gateway.catalog();
-        let route = catalog
+        let target = self
+            .gateway
+            .catalog()
             .prompt(&request.name)
-            .map_err(CallError::into_error_data)?;
-        let name = route.name.clone();
-        let mut result = self.gateway.upstreams()[route.server]
-            .get_prompt(request, &name, &call_context(&context))
+            .map_err(CallError::into_error_data)?
+            .clone();
+        let (span, cx) = request_span("prompts/get", &request.name, &context);
+        let mut result = self
+            .gateway
+            .calls()
+            .upstream()
+            .get_prompt(target.server, request, &target.name, &cx)
+            .instrument(span)
             .await
             .map_err(CallError::into_error_data)?;
         mark_complete(&mut result.result_type);
@@ -425,8 +445,13 @@ impl ServerHandler for Frontend {
                 ));
             }
         };
-        let mut result = self.gateway.upstreams()[server]
-            .complete(request, &call_context(&context))
+        let (span, cx) = request_span("completion/complete", "", &context);
+        let mut result = self
+            .gateway
+            .calls()
+            .upstream()
+            .complete(server, request, &cx)
+            .instrument(span)
             .await
             .map_err(CallError::into_error_data)?;
         mark_complete(&mut result.result_type);
@@ -453,6 +478,25 @@ impl ServerHandler for Frontend {
     ) -> Result<rmcp::model::CustomResult, ErrorData> {
         Err(kit::framing::custom_request_error(&request))
     }
+}
+
+/// The server span of a request other than `tools/call` that reaches an upstream, and the
+/// context its upstream request carries (its correlation id named in both).
+fn request_span(
+    method: &'static str,
+    target: &str,
+    context: &RequestContext<RoleServer>,
+) -> (tracing::Span, CallContext) {
+    let correlation = kit::correlation::of_request(context);
+    let span = tracing::info_span!(
+        "mcp.request",
+        otel.name = %format!("{method} {target}").trim_end(),
+        otel.kind = "server",
+        mcp.method.name = method,
+        correlation_id = %correlation,
+    );
+    kit::telemetry::continue_trace_from_meta(&span, &context.meta);
+    (span, call_context_for(context, &correlation))
 }
 
 /// Results relayed from an upstream that speaks an older protocol carry no `resultType`, which

@@ -17,15 +17,18 @@
 //! - [`demo`]: `mcp-orchestrator demo`, the workshop tour.
 
 pub mod cache;
+pub mod call;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod error;
 pub mod frontend;
 pub mod gateway;
 pub mod limits;
 pub mod metrics;
+pub mod naming;
 pub mod policy;
 pub mod relay;
 pub mod stats;

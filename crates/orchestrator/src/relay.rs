@@ -240,7 +240,7 @@ impl Relay {
 
     /// Passes an upstream's resource update to the agents subscribed to it.
     pub async fn resource_updated(&self, server: &str, uri: &str) {
-        let exposed = crate::catalog::expose_uri(server, uri);
+        let exposed = crate::naming::expose_uri(server, uri);
         let agents = self
             .subscriptions
             .lock()

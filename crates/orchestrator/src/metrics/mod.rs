@@ -50,11 +50,12 @@ use opentelemetry_sdk::{
         Temporality, data::ResourceMetrics, reader::MetricReader,
     },
 };
-use rmcp::model::CallToolResult;
-use serde_json::Value;
 
 use crate::{
-    cache::Lookup, error::CallError, policy::breaker::BreakerState, upstream::Upstream,
+    cache::Lookup,
+    error::CallError,
+    policy::{breaker::BreakerState, classify::Answer},
+    upstream::Upstream,
     workflow::executor::Source,
 };
 
@@ -250,12 +251,12 @@ impl Metrics {
 
     /// Records one upstream call that reached the policy stack (not a cache hit): its outcome,
     /// error kind and latency.
-    pub fn upstream_call(
+    pub fn upstream_call<T: Answer>(
         &self,
         server: &str,
         tool: &str,
         elapsed: Duration,
-        outcome: &Result<CallToolResult, CallError>,
+        outcome: &Result<T, CallError>,
     ) {
         let server = KeyValue::new("server", server.to_owned());
         let kind = error_kind(outcome);
@@ -362,18 +363,9 @@ impl Metrics {
 
 /// The error kind of a call's outcome, `None` when it succeeded: a tool error's `errorKind` (read
 /// as `kit::ToolError` reads it, so an unknown kind is `internal`), else the call error's label.
-fn error_kind(outcome: &Result<CallToolResult, CallError>) -> Option<&'static str> {
+fn error_kind<T: Answer>(outcome: &Result<T, CallError>) -> Option<&'static str> {
     match outcome {
-        Ok(r) if r.is_error == Some(true) => Some(
-            r.meta
-                .as_ref()
-                .and_then(|m| m.get(kit::tool_error::META_ERROR_KIND))
-                .and_then(Value::as_str)
-                .and_then(kit::ErrorKind::parse)
-                .unwrap_or(kit::ErrorKind::Internal)
-                .as_str(),
-        ),
-        Ok(_) => None,
+        Ok(r) => r.tool_error().map(|e| e.kind.as_str()),
         Err(e) => Some(e.label()),
     }
 }
@@ -503,6 +495,8 @@ impl MetricReader for PullReader {
 
 #[cfg(test)]
 mod tests {
+    use rmcp::model::CallToolResult;
+
     use super::*;
     use crate::{
         config::Config,
@@ -541,11 +535,13 @@ mod tests {
         let mut config =
             Config::parse(&text, std::path::Path::new("."), &|_| None).expect("valid config");
         let (changed, _) = tokio::sync::watch::channel(0);
-        Arc::new(Upstream::new(
+        let (upstream, _supervisor) = Upstream::supervised(
             config.servers.remove(0),
             Arc::new(Relay::default()),
             changed,
-        ))
+            Vec::new(),
+        );
+        Arc::new(upstream)
     }
 
     fn tool_error(kind: &str) -> Result<CallToolResult, CallError> {
@@ -568,7 +564,12 @@ mod tests {
         );
         m.upstream_call("sql", "get_customer", ms(20), &tool_error("unavailable"));
         m.upstream_call("sql", "get_customer", ms(40), &tool_error("made_up"));
-        m.upstream_call("sql", "query", ms(2_000), &Err(CallError::Cancelled));
+        m.upstream_call(
+            "sql",
+            "query",
+            ms(2_000),
+            &Err::<CallToolResult, _>(CallError::Cancelled),
+        );
         let text = m.render_prometheus().expect("collected");
         let calls = "mcp_orchestrator_upstream_calls_total";
         let ok = [

@@ -3,9 +3,48 @@
 use std::time::Duration;
 
 use kit::{ErrorKind, ToolError};
-use rmcp::{model::CallToolResult, model::ErrorCode};
+use rmcp::model::{CallToolResult, ErrorCode, ServerResult};
 
 use crate::error::CallError;
+
+/// What the stack needs to know of a successful answer: whether it is a tool error in disguise
+/// (`isError: true`, which is how a tool reports its own failures), and the request charge an
+/// upstream reported. Only a `tools/call` result can be either; every other answer is a success.
+pub trait Answer {
+    /// The tool error this answer carries, if it is one.
+    fn tool_error(&self) -> Option<ToolError>;
+    /// The upstream's `_meta.requestCharge`, for the attempt's span.
+    fn request_charge(&self) -> Option<f64>;
+}
+
+impl Answer for CallToolResult {
+    fn tool_error(&self) -> Option<ToolError> {
+        ToolError::from_call_tool_result(self)
+    }
+
+    fn request_charge(&self) -> Option<f64> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.get("requestCharge"))
+            .and_then(serde_json::Value::as_f64)
+    }
+}
+
+impl Answer for ServerResult {
+    fn tool_error(&self) -> Option<ToolError> {
+        match self {
+            ServerResult::CallToolResult(r) => r.tool_error(),
+            _ => None,
+        }
+    }
+
+    fn request_charge(&self) -> Option<f64> {
+        match self {
+            ServerResult::CallToolResult(r) => r.request_charge(),
+            _ => None,
+        }
+    }
+}
 
 /// The verdict on one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +78,9 @@ const FINAL_HEALTHY: Verdict = Verdict {
 };
 
 /// Classifies one attempt's outcome.
-pub fn classify(outcome: &Result<CallToolResult, CallError>) -> Verdict {
+pub fn classify<T: Answer>(outcome: &Result<T, CallError>) -> Verdict {
     match outcome {
-        Ok(result) => match ToolError::from_call_tool_result(result) {
+        Ok(result) => match result.tool_error() {
             None => FINAL_HEALTHY,
             Some(e) => match e.kind {
                 // The server did its job; the call itself was wrong or conflicting.
@@ -122,12 +161,12 @@ mod tests {
         assert_eq!(v.health, Health::Failing);
         assert!(v.retryable);
         assert_eq!(v.retry_after, Some(Duration::from_millis(250)));
-        let v = classify(&Err(CallError::NotConnected {
+        let v = classify::<CallToolResult>(&Err(CallError::NotConnected {
             server: "s".into(),
             last_error: None,
         }));
         assert!(v.retryable && v.not_sent);
-        let v = classify(&Err(CallError::Timeout {
+        let v = classify::<CallToolResult>(&Err(CallError::Timeout {
             server: "s".into(),
             tool: "t".into(),
             after: Duration::from_millis(5),
@@ -142,7 +181,7 @@ mod tests {
             server: "s".into(),
             retry_in: Duration::from_secs(1),
         });
-        let v = classify(&Err(open));
+        let v = classify::<CallToolResult>(&Err(open));
         assert!(!v.retryable);
         assert_eq!(v.health, Health::Neutral);
     }

@@ -18,7 +18,7 @@ use std::{
 
 use backon::{ExponentialBuilder, Retryable};
 use rand::Rng;
-use rmcp::model::CallToolResult;
+use rmcp::model::{JsonObject, Tool};
 use serde::Serialize;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -27,7 +27,7 @@ use tracing::{Instrument, field::Empty};
 use self::{
     breaker::Breaker,
     bulkhead::Bulkhead,
-    classify::{Health, Verdict, classify},
+    classify::{Answer, Health, Verdict, classify},
 };
 use crate::{
     config::policy::{CallPolicy, Jitter, ServerPolicy},
@@ -131,9 +131,45 @@ impl std::fmt::Debug for PolicyStack {
 }
 
 /// A failed attempt, carried through the retry loop.
-struct Failed {
-    outcome: Result<CallToolResult, CallError>,
+struct Failed<T> {
+    outcome: Result<T, CallError>,
     verdict: Verdict,
+}
+
+/// What a request is, for its span, its errors and its policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Op<'a> {
+    /// The MCP method (`tools/call`, `resources/read`, ...).
+    pub method: &'static str,
+    /// What it names: the upstream's tool, prompt or resource URI (empty for a listing).
+    pub target: &'a str,
+}
+
+impl<'a> Op<'a> {
+    /// A `tools/call` of the upstream's own tool `name`.
+    pub fn tool(name: &'a str) -> Self {
+        Self {
+            method: "tools/call",
+            target: name,
+        }
+    }
+}
+
+/// How one request is run: its settings, and whether sending it twice is harmless.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Timeout, deadline and retry settings.
+    pub policy: CallPolicy,
+    /// Whether a request that may have reached the server may be sent again.
+    pub safe: bool,
+}
+
+/// Whether the arguments carry a non-empty `idempotencyKey`, which makes repeating a write safe.
+fn carries_idempotency_key(arguments: Option<&JsonObject>) -> bool {
+    arguments
+        .and_then(|a| a.get("idempotencyKey"))
+        .and_then(|k| k.as_str())
+        .is_some_and(|k| !k.trim().is_empty())
 }
 
 impl PolicyStack {
@@ -163,6 +199,37 @@ impl PolicyStack {
         &self.bulkhead
     }
 
+    /// How a `tools/call` of the server's `tool` runs. Decided here, not by callers, so a
+    /// pass-through call and a composite step follow one rule: a repeat is safe when the tool is
+    /// annotated read-only or idempotent, when the config marks it `retrySafe`, or when the
+    /// call carries an `idempotencyKey`. `definition` is the server's listing of the tool.
+    pub fn plan_tool(
+        &self,
+        tool: &str,
+        definition: Option<&Tool>,
+        arguments: Option<&JsonObject>,
+    ) -> Plan {
+        let read_only = definition.is_some_and(crate::catalog::is_read_only);
+        let idempotent = definition
+            .and_then(|t| t.annotations.as_ref())
+            .and_then(|a| a.idempotent_hint)
+            .unwrap_or(false);
+        let policy = self.policy.for_tool(tool, read_only);
+        let safe =
+            read_only || idempotent || policy.retry_safe || carries_idempotency_key(arguments);
+        Plan { policy, safe }
+    }
+
+    /// How any other request runs (`resources/read`, `prompts/get`, `completion/complete`,
+    /// subscriptions): with the server's read settings, and safe to repeat, since none of them
+    /// changes the server's data (subscribing twice is subscribing once).
+    pub fn plan_read(&self) -> Plan {
+        Plan {
+            policy: self.policy.call.resolve(true),
+            safe: true,
+        }
+    }
+
     /// Runs one call through the stack. Outermost first:
     ///
     /// 1. **deadline**: bounds the whole call, attempts, queueing and retry delays included;
@@ -178,17 +245,19 @@ impl PolicyStack {
     /// retries at once; the bulkhead sits inside the breaker so a call refused by the breaker
     /// never takes a slot; the timeout sits inside the bulkhead so time spent queued is bounded
     /// by the deadline, not charged to the attempt.
-    pub async fn call<F, Fut>(
+    pub async fn call<T, F, Fut>(
         &self,
-        tool: &str,
-        policy: &CallPolicy,
-        safe: bool,
+        op: Op<'_>,
+        plan: &Plan,
         attempt: F,
-    ) -> (Result<CallToolResult, CallError>, CallReport)
+    ) -> (Result<T, CallError>, CallReport)
     where
+        T: Answer,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<CallToolResult, CallError>>,
+        Fut: Future<Output = Result<T, CallError>>,
     {
+        let (policy, safe) = (&plan.policy, plan.safe);
+        let tool = op.target;
         let start = Instant::now();
         let report = Mutex::new(CallReport::default());
         self.budget.deposit();
@@ -200,9 +269,9 @@ impl PolicyStack {
         let one = || async {
             let started = Instant::now();
             let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            let span = self.attempt_span(tool, number);
+            let span = self.attempt_span(op, number);
             let outcome = self
-                .attempt(tool, policy, &attempt)
+                .attempt(op, policy, &attempt)
                 .instrument(span.clone())
                 .await;
             record_attempt(&span, &outcome);
@@ -216,7 +285,7 @@ impl PolicyStack {
                 });
             }
             match outcome {
-                Ok(r) if !(verdict.retryable && r.is_error == Some(true)) => Ok(r),
+                Ok(r) if !(verdict.retryable && r.tool_error().is_some()) => Ok(r),
                 other => Err(Failed {
                     outcome: other,
                     verdict,
@@ -230,7 +299,7 @@ impl PolicyStack {
         };
         let retried = one
             .retry(backoff)
-            .when(|f: &Failed| {
+            .when(|f: &Failed<T>| {
                 let why = if !f.verdict.retryable {
                     RetryStop::NotRetryable
                 } else if !(safe || f.verdict.not_sent) {
@@ -249,7 +318,7 @@ impl PolicyStack {
                 stop(why);
                 false
             })
-            .adjust(|f: &Failed, next: Option<Duration>| {
+            .adjust(|f: &Failed<T>, next: Option<Duration>| {
                 let Some(next) = next else {
                     stop(RetryStop::MaxAttempts);
                     return None;
@@ -270,7 +339,7 @@ impl PolicyStack {
                 }
                 Some(delay)
             })
-            .notify(|f: &Failed, delay: Duration| {
+            .notify(|f: &Failed<T>, delay: Duration| {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     server = %self.server,
@@ -291,7 +360,7 @@ impl PolicyStack {
                 stop(RetryStop::Deadline);
                 Err(CallError::Deadline {
                     server: self.server.clone(),
-                    tool: tool.to_owned(),
+                    tool: describe(op),
                     after: policy.deadline,
                 })
             }
@@ -302,32 +371,42 @@ impl PolicyStack {
 
     /// The span of one attempt: a client span whose context the upstream request carries in
     /// its `_meta`, so the server's handler span is its child.
-    fn attempt_span(&self, tool: &str, number: u64) -> tracing::Span {
-        tracing::info_span!(
+    fn attempt_span(&self, op: Op<'_>, number: u64) -> tracing::Span {
+        let span = tracing::info_span!(
             "upstream.attempt",
-            otel.name = %format!("tools/call {tool}"),
+            otel.name = %format!("{} {}", op.method, op.target).trim_end(),
             otel.kind = "client",
             otel.status_code = Empty,
             mcp.server = %self.server,
-            mcp.method.name = "tools/call",
-            gen_ai.tool.name = %tool,
+            mcp.method.name = op.method,
+            gen_ai.tool.name = Empty,
+            mcp.resource.uri = Empty,
             mcp.retry.attempt = number,
             mcp.breaker.state = self.breaker.state().as_str(),
             mcp.request_charge = Empty,
             error.type = Empty,
-        )
+        );
+        match op.method {
+            "tools/call" => span.record("gen_ai.tool.name", op.target),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                span.record("mcp.resource.uri", op.target)
+            }
+            _ => &span,
+        };
+        span
     }
 
     /// One attempt: breaker, bulkhead, timeout, transport.
-    async fn attempt<F, Fut>(
+    async fn attempt<T, F, Fut>(
         &self,
-        tool: &str,
+        op: Op<'_>,
         policy: &CallPolicy,
         attempt: &F,
-    ) -> Result<CallToolResult, CallError>
+    ) -> Result<T, CallError>
     where
+        T: Answer,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<CallToolResult, CallError>>,
+        Fut: Future<Output = Result<T, CallError>>,
     {
         let permit = self.breaker.acquire().map_err(CallError::CircuitOpen)?;
         let _slot = self
@@ -342,7 +421,7 @@ impl PolicyStack {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(CallError::Timeout {
                     server: self.server.clone(),
-                    tool: tool.to_owned(),
+                    tool: describe(op),
                     after: policy.timeout,
                 })
             }
@@ -371,13 +450,9 @@ impl PolicyStack {
 
 /// Records an attempt's outcome on its span: the error kind when it failed, and the request
 /// charge when the upstream reported one in `_meta.requestCharge`.
-fn record_attempt(span: &tracing::Span, outcome: &Result<CallToolResult, CallError>) {
+fn record_attempt<T: Answer>(span: &tracing::Span, outcome: &Result<T, CallError>) {
     if let Ok(r) = outcome
-        && let Some(charge) = r
-            .meta
-            .as_ref()
-            .and_then(|m| m.get("requestCharge"))
-            .and_then(serde_json::Value::as_f64)
+        && let Some(charge) = r.request_charge()
     {
         span.record("mcp.request_charge", charge);
     }
@@ -393,13 +468,23 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// A short name for an outcome, for logs and reports.
-pub fn outcome_label(outcome: &Result<CallToolResult, CallError>) -> String {
+pub fn outcome_label<T: Answer>(outcome: &Result<T, CallError>) -> String {
     match outcome {
-        Ok(r) => match kit::ToolError::from_call_tool_result(r) {
+        Ok(r) => match r.tool_error() {
             None => "ok".into(),
             Some(e) => e.kind.as_str().into(),
         },
         Err(e) => e.label().into(),
+    }
+}
+
+/// How an error names what timed out: a tool by its name, any other request by its method
+/// and target (`resources/read file:///a`).
+fn describe(op: Op<'_>) -> String {
+    match op.method {
+        "tools/call" => op.target.to_owned(),
+        method if op.target.is_empty() => method.to_owned(),
+        method => format!("{method} {}", op.target),
     }
 }
 
@@ -416,6 +501,8 @@ fn jittered(delay: Duration, jitter: Jitter) -> Duration {
 #[cfg(test)]
 mod tests {
     use std::{collections::BTreeMap, sync::atomic::AtomicUsize};
+
+    use rmcp::model::CallToolResult;
 
     use super::*;
     use crate::{
@@ -454,6 +541,13 @@ mod tests {
         }
     }
 
+    fn plan(policy: &CallPolicy, safe: bool) -> Plan {
+        Plan {
+            policy: policy.clone(),
+            safe,
+        }
+    }
+
     fn unavailable() -> Result<CallToolResult, CallError> {
         Ok(kit::ToolError::unavailable("down").to_call_tool_result())
     }
@@ -473,7 +567,9 @@ mod tests {
         let mut retries = 0;
         for _ in 0..10 {
             let (outcome, report) = stack
-                .call("t", &policy, true, || async { unavailable() })
+                .call(Op::tool("t"), &plan(&policy, true), || async {
+                    unavailable()
+                })
                 .await;
             assert_eq!(outcome_label(&outcome), "unavailable", "the last failure");
             assert_eq!(report.retry_stopped, Some(RetryStop::Budget));
@@ -494,7 +590,9 @@ mod tests {
         let policy = policy(10, Duration::from_secs(1), Duration::from_millis(2500));
         let started = Instant::now();
         let (outcome, report) = stack
-            .call("t", &policy, true, || async { unavailable() })
+            .call(Op::tool("t"), &plan(&policy, true), || async {
+                unavailable()
+            })
             .await;
         assert_eq!(report.attempts.len(), 2);
         assert_eq!(report.retry_stopped, Some(RetryStop::Deadline));
@@ -514,7 +612,7 @@ mod tests {
         let policy = policy(10, Duration::from_millis(100), Duration::from_millis(2500));
         let sent = AtomicUsize::new(0);
         let (outcome, report) = stack
-            .call("t", &policy, true, || {
+            .call(Op::tool("t"), &plan(&policy, true), || {
                 sent.fetch_add(1, Ordering::SeqCst);
                 async {
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -543,7 +641,7 @@ mod tests {
         policy.jitter = Jitter::Proportional;
         let starts = Mutex::new(Vec::new());
         let (outcome, report) = stack
-            .call("t", &policy, true, || {
+            .call(Op::tool("t"), &plan(&policy, true), || {
                 let n = {
                     let mut s = starts.lock().expect("lock");
                     s.push(Instant::now());
@@ -577,7 +675,7 @@ mod tests {
         let policy = policy(5, Duration::from_millis(1), Duration::from_secs(10));
         let sent = AtomicUsize::new(0);
         let (outcome, report) = stack
-            .call("write", &policy, false, || {
+            .call(Op::tool("write"), &plan(&policy, false), || {
                 sent.fetch_add(1, Ordering::SeqCst);
                 async { unavailable() }
             })
@@ -589,7 +687,7 @@ mod tests {
         // Not connected: the request never left, so repeating it cannot write twice.
         let sent = AtomicUsize::new(0);
         let (outcome, report) = stack
-            .call("write", &policy, false, || {
+            .call(Op::tool("write"), &plan(&policy, false), || {
                 let first = sent.fetch_add(1, Ordering::SeqCst) == 0;
                 async move {
                     if first {

@@ -20,18 +20,52 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A live connection.
 pub type Running = RunningService<rmcp::RoleClient, UpstreamClient>;
 
-/// Connects to `spec` with `handler` as the client side; the error says what failed, for status.
-pub async fn connect(spec: &ServerSpec, handler: UpstreamClient) -> Result<Running, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(spec, handler)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "no MCP handshake within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        )),
-    }
+/// Why a connection attempt failed; its text is what status shows (after masking secrets).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Spawn, connect and handshake took longer than [`CONNECT_TIMEOUT`].
+    #[error("no MCP handshake within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// The child process could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The configured command.
+        command: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A configured HTTP header cannot be sent.
+    #[error("header `{name}`: {why}")]
+    Header {
+        /// The header's name as configured.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(String),
+    /// The server did not complete the MCP handshake.
+    #[error("MCP handshake with {peer} failed: {detail}")]
+    Handshake {
+        /// The command (quoted) or URL.
+        peer: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
-async fn connect_inner(spec: &ServerSpec, handler: UpstreamClient) -> Result<Running, String> {
+/// Connects to `spec` with `handler` as the client side.
+pub async fn connect(spec: &ServerSpec, handler: UpstreamClient) -> Result<Running, ConnectError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(spec, handler))
+        .await
+        .map_err(|_| ConnectError::Timeout(CONNECT_TIMEOUT))?
+}
+
+async fn connect_inner(
+    spec: &ServerSpec,
+    handler: UpstreamClient,
+) -> Result<Running, ConnectError> {
     match &spec.transport {
         Transport::Stdio {
             command,
@@ -48,29 +82,41 @@ async fn connect_inner(spec: &ServerSpec, handler: UpstreamClient) -> Result<Run
             let (transport, stderr) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                .map_err(|source| ConnectError::Spawn {
+                    command: command.clone(),
+                    source,
+                })?;
             if let Some(stderr) = stderr {
                 crate::limits::stderr::spawn_relay(spec.name.clone(), stderr, spec.stderr);
             }
             handler
                 .serve(transport)
                 .await
-                .map_err(|e| format!("MCP handshake with `{command}` failed: {e}"))
+                .map_err(|e| ConnectError::Handshake {
+                    peer: format!("`{command}`"),
+                    detail: e.to_string(),
+                })
         }
         Transport::Http { url, headers } => {
             let mut custom = HashMap::new();
             for (k, v) in headers {
-                let name = http::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| format!("header `{k}`: {e}"))?;
-                let value = http::HeaderValue::from_str(v)
-                    .map_err(|_| format!("header `{k}` has a value that is not valid in HTTP"))?;
+                let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+                    ConnectError::Header {
+                        name: k.clone(),
+                        why: e.to_string(),
+                    }
+                })?;
+                let value = http::HeaderValue::from_str(v).map_err(|_| ConnectError::Header {
+                    name: k.clone(),
+                    why: "its value is not valid in HTTP".into(),
+                })?;
                 custom.insert(name, value);
             }
             let client = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
                 .build()
-                .map_err(|e| format!("HTTP client: {e}"))?;
+                .map_err(|e| ConnectError::Client(e.to_string()))?;
             let config =
                 StreamableHttpClientTransportConfig::with_uri(url.clone()).custom_headers(custom);
             let transport = StreamableHttpClientTransport::with_client(
@@ -80,7 +126,10 @@ async fn connect_inner(spec: &ServerSpec, handler: UpstreamClient) -> Result<Run
             handler
                 .serve(transport)
                 .await
-                .map_err(|e| format!("MCP handshake with {url} failed: {e}"))
+                .map_err(|e| ConnectError::Handshake {
+                    peer: url.clone(),
+                    detail: e.to_string(),
+                })
         }
     }
 }

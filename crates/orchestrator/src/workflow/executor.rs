@@ -26,7 +26,10 @@ use super::{
     definition::{Step, Workflow},
     template::Scope,
 };
-use crate::{error::CallError, upstream::CallContext};
+use crate::{
+    context::CallContext,
+    error::{CallError, Fault},
+};
 
 /// One upstream call made for a step.
 #[derive(Debug)]
@@ -114,10 +117,8 @@ pub struct CriticalFailure {
     pub step: String,
     /// `server.tool`.
     pub call: String,
-    /// Error kind.
-    pub kind: String,
-    /// What went wrong.
-    pub message: String,
+    /// What went wrong, as the same call made directly would say it.
+    pub fault: Fault,
 }
 
 /// Why a run has no output.
@@ -218,7 +219,7 @@ impl StepRunner for TagCollector<'_> {
 /// What a step produced.
 struct Done {
     index: usize,
-    value: Result<Value, (String, String)>,
+    value: Result<Value, Fault>,
     cached: bool,
     items: Option<(usize, usize)>,
     started: Instant,
@@ -238,15 +239,6 @@ pub fn value_of(result: &CallToolResult) -> Value {
         .collect::<Vec<_>>()
         .join("\n");
     serde_json::from_str(&text).unwrap_or(Value::String(text))
-}
-
-/// The error kind and message of a failed call.
-fn failure_of(outcome: &Result<CallToolResult, CallError>) -> Option<(String, String)> {
-    match outcome {
-        Ok(r) => kit::ToolError::from_call_tool_result(r)
-            .map(|e| (e.kind.as_str().to_owned(), e.message)),
-        Err(e) => Some((e.label().to_owned(), e.to_string())),
-    }
 }
 
 fn ms(from: Instant, to: Instant) -> f64 {
@@ -279,10 +271,10 @@ async fn run_step(
         .instrument(span.clone())
         .await;
     span.record("mcp.cache.hit", done.cached);
-    if let Err((kind, message)) = &done.value {
+    if let Err(fault) = &done.value {
         span.record("otel.status_code", "ERROR");
-        span.record("error.type", kind.as_str());
-        span.record("error.message", message.as_str());
+        span.record("error.type", fault.reason.as_str());
+        span.record("error.message", fault.message.as_str());
     }
     done
 }
@@ -299,7 +291,7 @@ async fn run_step_inner(
     if !is_for_each {
         let args = calls.into_iter().next().unwrap_or_default();
         let call = runner.call(step, args, cx).await;
-        let value = match failure_of(&call.outcome) {
+        let value = match Fault::of(&call.outcome) {
             None => Ok(call.outcome.as_ref().map(value_of).unwrap_or(Value::Null)),
             Some(f) => Err(f),
         };
@@ -325,7 +317,7 @@ async fn run_step_inner(
     let mut values = Vec::with_capacity(total);
     for call in &results {
         all_cached &= call.cached;
-        match failure_of(&call.outcome) {
+        match Fault::of(&call.outcome) {
             None => values.push(call.outcome.as_ref().map(value_of).unwrap_or(Value::Null)),
             Some(f) => {
                 failed += 1;
@@ -368,13 +360,7 @@ pub async fn execute(
     let expiry = tokio::time::sleep(workflow.deadline);
     tokio::pin!(expiry);
     let n = workflow.steps.len();
-    let mut values: Vec<Option<Value>> = vec![None; n];
-    let mut finished = vec![false; n];
-    let mut launched: Vec<Option<Instant>> = vec![None; n];
-    let mut sources: Vec<Option<Source>> = vec![None; n];
-    // Why a step produced no value (error kind, message): passed on to the steps skipped
-    // because of it, so a critical one fails with the cause.
-    let mut causes: Vec<Option<(String, String)>> = vec![None; n];
+    let mut states: Vec<StepState> = (0..n).map(|_| StepState::default()).collect();
     let mut running = FuturesUnordered::new();
     let mut done_count = 0;
 
@@ -397,52 +383,63 @@ pub async fn execute(
         while progressed {
             progressed = false;
             for (i, step) in workflow.steps.iter().enumerate() {
-                if launched[i].is_some() || !step.depends_on.iter().all(|&d| finished[d]) {
+                if states[i].launched.is_some()
+                    || !step.depends_on.iter().all(|&d| states[d].finished)
+                {
                     continue;
                 }
                 let now = Instant::now();
-                launched[i] = Some(now);
+                states[i].launched = Some(now);
                 progressed = true;
-                if let Some(&missing) = step.depends_on.iter().find(|&&d| values[d].is_none()) {
+                if let Some(&missing) = step.depends_on.iter().find(|&&d| states[d].value.is_none())
+                {
+                    let cause = states[missing].cause.clone();
                     let mut why = format!(
                         "not run: step `{}` it reads produced no value",
                         workflow.steps[missing].name
                     );
-                    if let Some((_, cause)) = &causes[missing] {
-                        why = format!("{why} ({cause})");
+                    if let Some(cause) = &cause {
+                        why = format!("{why} ({})", cause.message);
                     }
                     let mut s = source(step, SourceOutcome::Skipped, now, now);
                     s.error = Some(why.clone());
-                    sources[i] = Some(s);
-                    causes[i] = causes[missing].clone();
+                    states[i].source = Some(s);
                     if step.critical {
+                        // The cause's fault, reworded: the step did not fail, it could not run.
+                        let mut fault = cause.unwrap_or_else(|| Fault {
+                            kind: kit::ErrorKind::Unavailable,
+                            reason: kit::ErrorKind::Unavailable.as_str().to_owned(),
+                            message: String::new(),
+                            retryable: true,
+                            retry_after_ms: None,
+                            server: None,
+                        });
+                        fault.message = why;
                         let failure = CriticalFailure {
                             step: step.name.clone(),
                             call: format!("{}.{}", step.server, step.tool),
-                            kind: causes[missing]
-                                .as_ref()
-                                .map_or_else(|| "unavailable".to_owned(), |(k, _)| k.clone()),
-                            message: why,
+                            fault,
                         };
                         let ending = Ending::critical(&step.name);
                         return Run {
                             result: Err(Failure::Critical(failure)),
-                            sources: finish_sources(workflow, sources, &launched, start, &ending),
+                            sources: finish_sources(workflow, states, start, &ending),
                         };
                     }
+                    states[i].cause = cause;
                     // A `forEach` fallback stands for one item; without a list there are no items.
-                    values[i] = match step.for_each {
+                    states[i].value = match step.for_each {
                         Some(_) => None,
                         None => step.fallback.clone(),
                     };
-                    finished[i] = true;
+                    states[i].finished = true;
                     done_count += 1;
                     on_progress(done_count, n);
                     continue;
                 }
                 let mut scope = Scope::new().with("input", input);
                 for &d in &step.depends_on {
-                    if let Some(v) = &values[d] {
+                    if let Some(v) = &states[d].value {
                         scope.insert(&workflow.steps[d].name, v);
                     }
                 }
@@ -458,11 +455,12 @@ pub async fn execute(
                         ))
                             as Pin<Box<dyn Future<Output = Done> + Send + '_>>);
                     }
-                    Err(message) => {
+                    Err(e) => {
+                        let fault = Fault::invalid(e.to_string());
                         running.push(Box::pin(async move {
                             Done {
                                 index: i,
-                                value: Err(("invalid".to_owned(), message)),
+                                value: Err(fault),
                                 cached: false,
                                 items: None,
                                 started: now,
@@ -484,7 +482,7 @@ pub async fn execute(
                 let ending = Ending::deadline(workflow.deadline);
                 return Run {
                     result: Err(Failure::Deadline { deadline: workflow.deadline }),
-                    sources: finish_sources(workflow, sources, &launched, start, &ending),
+                    sources: finish_sources(workflow, states, start, &ending),
                 };
             }
         };
@@ -492,6 +490,7 @@ pub async fn execute(
             break;
         };
         let step = &workflow.steps[done.index];
+        let state = &mut states[done.index];
         let mut s = source(step, SourceOutcome::Ok, done.started, done.finished);
         if let Some((total, failed)) = done.items {
             s.items = Some(total);
@@ -507,24 +506,24 @@ pub async fn execute(
                     _ if done.cached => SourceOutcome::Cached,
                     _ => SourceOutcome::Ok,
                 };
-                values[done.index] = Some(v);
+                state.value = Some(v);
             }
-            Err((kind, message)) => {
-                s.error_kind = Some(kind.clone());
-                s.error = Some(message.clone());
+            Err(fault) => {
+                s.error_kind = Some(fault.reason.clone());
+                s.error = Some(fault.message.clone());
                 if step.critical {
                     s.outcome = SourceOutcome::Failed;
-                    sources[done.index] = Some(s);
+                    state.source = Some(s);
                     let ending = Ending::critical(&step.name);
+                    let failure = CriticalFailure {
+                        step: step.name.clone(),
+                        call: format!("{}.{}", step.server, step.tool),
+                        fault,
+                    };
                     // Returning drops `running`, which cancels the steps still in flight.
                     return Run {
-                        result: Err(Failure::Critical(CriticalFailure {
-                            step: step.name.clone(),
-                            call: format!("{}.{}", step.server, step.tool),
-                            kind,
-                            message,
-                        })),
-                        sources: finish_sources(workflow, sources, &launched, start, &ending),
+                        result: Err(Failure::Critical(failure)),
+                        sources: finish_sources(workflow, states, start, &ending),
                     };
                 }
                 // A `forEach` whose fallback exists failed as a whole (its list or arguments
@@ -538,35 +537,50 @@ pub async fn execute(
                 } else {
                     SourceOutcome::Failed
                 };
-                causes[done.index] =
-                    Some((kind, format!("{}.{}: {message}", step.server, step.tool)));
-                values[done.index] = fallback;
+                let message = format!("{}.{}: {}", step.server, step.tool, fault.message);
+                state.cause = Some(Fault { message, ..fault });
+                state.value = fallback;
             }
         }
-        sources[done.index] = Some(s);
-        finished[done.index] = true;
+        state.source = Some(s);
+        state.finished = true;
         done_count += 1;
         on_progress(done_count, n);
     }
 
     let null = Value::Null;
     let mut scope = Scope::new().with("input", input);
-    for (i, step) in workflow.steps.iter().enumerate() {
-        scope.insert(&step.name, values[i].as_ref().unwrap_or(&null));
+    for (state, step) in states.iter().zip(&workflow.steps) {
+        scope.insert(&step.name, state.value.as_ref().unwrap_or(&null));
     }
     let result = workflow.output.render(&scope).map_err(|e| {
         Failure::Critical(CriticalFailure {
             step: "output".into(),
             call: "output".into(),
-            kind: "invalid".into(),
-            message: e.to_string(),
+            fault: Fault::invalid(e.to_string()),
         })
     });
     let ending = Ending::critical("output");
     Run {
         result,
-        sources: finish_sources(workflow, sources, &launched, start, &ending),
+        sources: finish_sources(workflow, states, start, &ending),
     }
+}
+
+/// Where one step of a run stands.
+#[derive(Default)]
+struct StepState {
+    /// When it was launched (or skipped); `None` while it waits for the steps it reads.
+    launched: Option<Instant>,
+    /// Whether it has ended, so the steps reading it may start.
+    finished: bool,
+    /// What it produced: its result, its fallback, or nothing.
+    value: Option<Value>,
+    /// Why it produced no value: passed on to the steps skipped because of it, so a critical one
+    /// fails with the cause.
+    cause: Option<Fault>,
+    /// Its line in `_meta.sources`, once it ended.
+    source: Option<Source>,
 }
 
 /// How a run that ended early reports the steps it did not wait for.
@@ -596,11 +610,30 @@ impl Ending {
     }
 }
 
+/// Why a step's calls could not be built.
+#[derive(Debug, thiserror::Error)]
+enum RenderError {
+    /// The arguments (or the `forEach` list) did not render, or are not what a call takes.
+    #[error("arguments could not be built: {0}")]
+    Arguments(String),
+    /// The `forEach` list is longer than the step may fan out to.
+    #[error(
+        "step `{step}`: forEach has {items} items, over the limit of {max} ({set_by}); \
+         ask for fewer items or raise the limit"
+    )]
+    TooManyItems {
+        step: String,
+        items: usize,
+        max: usize,
+        set_by: String,
+    },
+}
+
 /// The arguments of each call `step` makes: one set, or one per item of its `forEach` list.
 /// A list longer than the step's item limit fails the step, naming the step, the count, the limit
 /// and the setting; the list is never cut silently.
-fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, String> {
-    let built = |e: String| format!("arguments could not be built: {e}");
+fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, RenderError> {
+    let built = |e: String| RenderError::Arguments(e);
     let Some((list, item)) = &step.for_each else {
         return step
             .args
@@ -611,14 +644,14 @@ fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, Strin
     };
     match list.render(scope) {
         Err(e) => Err(built(e.to_string())),
-        Ok(Value::Array(items)) if items.len() > step.max_items.max => Err(format!(
-            "step `{}`: forEach has {} items, over the limit of {} ({}); \
-             ask for fewer items or raise the limit",
-            step.name,
-            items.len(),
-            step.max_items.max,
-            step.max_items.set_by
-        )),
+        Ok(Value::Array(items)) if items.len() > step.max_items.max => {
+            Err(RenderError::TooManyItems {
+                step: step.name.clone(),
+                items: items.len(),
+                max: step.max_items.max,
+                set_by: step.max_items.set_by.to_string(),
+            })
+        }
         Ok(Value::Array(items)) => items
             .iter()
             .map(|it| {
@@ -641,24 +674,23 @@ fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, Strin
 /// the ending's kind) and the ones never started (`skipped`).
 fn finish_sources(
     workflow: &Workflow,
-    sources: Vec<Option<Source>>,
-    launched: &[Option<Instant>],
+    states: Vec<StepState>,
     start: Instant,
     ending: &Ending,
 ) -> Vec<Source> {
     let now = Instant::now();
-    sources
+    states
         .into_iter()
         .zip(&workflow.steps)
-        .zip(launched)
-        .map(|((s, step), launched)| {
-            s.unwrap_or_else(|| {
+        .map(|(state, step)| {
+            let launched = state.launched;
+            state.source.unwrap_or_else(|| {
                 let (outcome, error_kind, error, started) = match launched {
                     Some(at) => (
                         SourceOutcome::Failed,
                         Some(ending.kind.to_owned()),
                         format!("cut off: {}", ending.why),
-                        *at,
+                        at,
                     ),
                     None => (
                         SourceOutcome::Skipped,
@@ -779,9 +811,9 @@ mod tests {
         let sources = run.sources.clone();
         let failure = critical(run);
         assert_eq!(failure.step, "each");
-        assert_eq!(failure.kind, "invalid");
+        assert_eq!(failure.fault.reason, "invalid");
         assert_eq!(
-            failure.message,
+            failure.fault.message,
             "step `each`: forEach has 50 items, over the limit of 10 \
              (orchestrator.limits.maxForEachItems); ask for fewer items or raise the limit"
         );
@@ -797,10 +829,11 @@ mod tests {
         let failure = critical(run);
         assert!(
             failure
+                .fault
                 .message
                 .contains("over the limit of 3 (orchestrator.composites.fan.steps.each.maxItems)"),
             "{}",
-            failure.message
+            failure.fault.message
         );
         let (run, calls) = run_with(&workflow(None, 10), 10).await;
         let output = run.result.expect("exactly at the limit");
@@ -884,12 +917,12 @@ mod tests {
         let failure = critical(run);
         assert_eq!(failure.step, "report");
         assert_eq!(failure.call, "sql.report");
-        assert_eq!(failure.kind, "unavailable", "the cause's kind");
+        assert_eq!(failure.fault.reason, "unavailable", "the cause's kind");
         assert!(
-            failure.message.contains("`profile`")
-                && failure.message.contains("down for maintenance"),
+            failure.fault.message.contains("`profile`")
+                && failure.fault.message.contains("down for maintenance"),
             "{}",
-            failure.message
+            failure.fault.message
         );
     }
 

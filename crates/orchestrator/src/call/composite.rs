@@ -1,0 +1,208 @@
+//! Composite tools as agents call them: the input checked against the composite's schema, the
+//! plan run by the executor with [`UpstreamCalls`] making every step's call (so a step takes the
+//! same way down as a pass-through call), the whole answer cached when the composite asks for
+//! it, and the run's outcome turned into one tool result.
+
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, JsonObject};
+use serde_json::Value;
+
+use super::upstream::UpstreamCalls;
+use crate::{
+    cache::{Loaded, Lookup, ResultCache},
+    config::Config,
+    context::CallContext,
+    error::CallError,
+    metrics::Metrics,
+    workflow::{Workflow, definition::Step, executor},
+};
+
+/// The configured composites and what running them needs.
+#[derive(Debug)]
+pub struct Composites {
+    config: Arc<Config>,
+    /// One compiled input schema per composite, in `config.workflows` order.
+    validators: Vec<jsonschema::Validator>,
+    calls: Arc<UpstreamCalls>,
+    metrics: Arc<Metrics>,
+}
+
+impl Composites {
+    /// The composites of `config`, whose steps call down through `calls`.
+    pub fn new(config: Arc<Config>, calls: Arc<UpstreamCalls>, metrics: Arc<Metrics>) -> Self {
+        // Schemas were checked at load, so every composite has its validator, in order.
+        let validators = config
+            .workflows
+            .iter()
+            .filter_map(|w| jsonschema::validator_for(&w.config.input).ok())
+            .collect();
+        Self {
+            config,
+            validators,
+            calls,
+            metrics,
+        }
+    }
+
+    /// Runs composite `index`: validates the input, then the plan, within its deadline; the
+    /// whole result is cached when the composite asks for it and `read_only` (every step's tool
+    /// is annotated read-only: a hit would skip a write).
+    pub async fn run(
+        &self,
+        index: usize,
+        arguments: Option<JsonObject>,
+        read_only: bool,
+        cx: &CallContext,
+    ) -> CallToolResult {
+        let workflow = &self.config.workflows[index];
+        let input = Value::Object(arguments.clone().unwrap_or_default());
+        if let Some((field, message)) = self
+            .validators
+            .get(index)
+            .and_then(|validator| kit::arguments::violation(validator, &input))
+        {
+            return kit::ToolError::invalid_argument(&field, &message).to_call_tool_result();
+        }
+        let Some(spec) = &workflow.config.cache else {
+            return self.execute(workflow, &input, cx, &*self.calls).await.0;
+        };
+        let cache = self.calls.cache();
+        let key = ResultCache::key("composite", &workflow.name, arguments.as_ref());
+        let ttl = self.config.cache.settings.ttl(spec);
+        // The entry carries the tags of every call its steps made, rendered with the arguments
+        // each was called with (`customer:CUST-0001`), so a write invalidating any of them drops it.
+        let tags_of = |step: &Step, args: &JsonObject| {
+            self.config.cache.tags_for(
+                &format!("{}.{}", step.server, step.tool),
+                &Value::Object(args.clone()),
+            )
+        };
+        let (result, lookup) = cache
+            .get_or_load_with(key, ttl, async {
+                let collector = executor::TagCollector::new(&*self.calls, &tags_of);
+                let (result, complete) = self.execute(workflow, &input, cx, &collector).await;
+                let mut tags = collector.into_tags();
+                tags.push(format!("composite:{}", workflow.name));
+                // A degraded answer (a fallback, a failed or skipped step) reaches the caller but
+                // is not kept: it would be served for the whole TTL after the source is back.
+                // Nor is the answer of a plan with a write in it: a hit would skip the write.
+                if !read_only {
+                    tracing::warn!(
+                        composite = %workflow.name,
+                        "composite has `cache` but calls a tool not annotated read-only; not cached"
+                    );
+                }
+                Ok::<_, CallError>(Loaded {
+                    result,
+                    tags,
+                    store: complete && read_only,
+                })
+            })
+            .await;
+        self.metrics.cache_lookup(&workflow.name, lookup);
+        match result {
+            Ok(r) => {
+                let mut r = (*r).clone();
+                if lookup == Lookup::Hit
+                    && let Some(meta) = r.meta.as_mut()
+                {
+                    meta.insert("cached".into(), Value::Bool(true));
+                }
+                r
+            }
+            Err(e) => kit::ToolError::internal(e.to_string()).to_call_tool_result(),
+        }
+    }
+
+    /// Runs the plan with `runner` making the step calls; returns the result and whether it is
+    /// whole (every step answered, none fell back, failed or was skipped).
+    async fn execute(
+        &self,
+        workflow: &Workflow,
+        input: &Value,
+        cx: &CallContext,
+        runner: &dyn executor::StepRunner,
+    ) -> (CallToolResult, bool) {
+        let started = std::time::Instant::now();
+        // Progress goes out in order through one task; the executor only enqueues.
+        let (progress_tx, mut progress_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(usize, usize)>();
+        let forwarder = cx.progress.clone().map(|(agent, token)| {
+            tokio::spawn(async move {
+                while let Some((done, total)) = progress_rx.recv().await {
+                    let _ = agent
+                        .notify_progress(
+                            rmcp::model::ProgressNotificationParam::new(token.clone(), done as f64)
+                                .with_total(total as f64)
+                                .with_message(format!("{done} of {total} steps done")),
+                        )
+                        .await;
+                }
+            })
+        });
+        let on_progress = move |done: usize, total: usize| {
+            let _ = progress_tx.send((done, total));
+        };
+        // Steps report to the composite, which reports steps done to the agent: an upstream's own
+        // progress would mix two scales under one token.
+        let step_cx = CallContext {
+            progress: None,
+            ..cx.clone()
+        };
+        // The executor keeps the deadline, so a run cut off by it still reports its sources.
+        let run = executor::execute(workflow, input, runner, &step_cx, &on_progress).await;
+        drop(on_progress);
+        if let Some(f) = forwarder {
+            let _ = f.await;
+        }
+        let elapsed = started.elapsed();
+        let outcome = match &run.result {
+            Ok(_) => "ok",
+            Err(executor::Failure::Deadline { .. }) => "deadline",
+            Err(executor::Failure::Critical(_)) => "failed",
+        };
+        self.metrics
+            .composite_run(&workflow.name, elapsed, outcome, &run.sources);
+        let complete = run.is_complete();
+        (answer(workflow, run, elapsed), complete)
+    }
+}
+
+/// The tool result of a finished run: the output with `_meta.sources`, or a tool error that
+/// says why there is none. A critical step's failure keeps the step's fault (kind, reason,
+/// retryable, retry hint, server), so it reads as the same call made directly would.
+fn answer(workflow: &Workflow, run: executor::Run, elapsed: std::time::Duration) -> CallToolResult {
+    let elapsed_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
+    let sources = serde_json::to_value(&run.sources).unwrap_or_default();
+    match run.result {
+        Ok(output) => {
+            let mut result = CallToolResult::structured(output);
+            let mut meta = rmcp::model::MetaObject::new();
+            meta.insert("composite".into(), Value::from(workflow.name.clone()));
+            meta.insert("sources".into(), sources);
+            meta.insert("elapsedMs".into(), Value::from(elapsed_ms));
+            result.meta = Some(meta);
+            result
+        }
+        Err(executor::Failure::Deadline { deadline }) => kit::ToolError::unavailable(format!(
+            "composite `{}` ran past its deadline of {} ms",
+            workflow.name,
+            deadline.as_millis()
+        ))
+        .with_meta("reason", "deadline".into())
+        .with_meta("sources", sources)
+        .with_meta("elapsedMs", Value::from(elapsed_ms))
+        .to_call_tool_result(),
+        Err(executor::Failure::Critical(failure)) => failure
+            .fault
+            .to_tool_error_saying(format!(
+                "composite `{}` failed: critical step `{}` ({}) failed: {}",
+                workflow.name, failure.step, failure.call, failure.fault.message
+            ))
+            .with_meta("failedStep", Value::from(failure.step))
+            .with_meta("sources", sources)
+            .with_meta("elapsedMs", Value::from(elapsed_ms))
+            .to_call_tool_result(),
+    }
+}

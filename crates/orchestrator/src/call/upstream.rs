@@ -1,0 +1,339 @@
+//! The one way down to an upstream. Every request an agent's call causes, whether a pass-through
+//! `tools/call`, a composite's step or a `resources/read`, goes through [`UpstreamCalls`]: the
+//! server's policy stack (deadline, retry when safe, breaker, bulkhead, attempt timeout), its
+//! figures in status and metrics, and its spans. For `tools/call` also: the listing check,
+//! argument validation, the cache and the invalidations a write causes.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, JsonObject,
+    ServerResult, Tool,
+};
+use serde_json::Value;
+
+use crate::{
+    cache::{CacheSpec, Lookup, ResultCache},
+    config::Config,
+    context::CallContext,
+    error::CallError,
+    metrics::Metrics,
+    policy::{CallReport, Op, Plan, classify::Answer},
+    upstream::{Offer, Upstream},
+    workflow::{
+        definition::Step,
+        executor::{StepCall, StepRunner},
+    },
+};
+
+/// What one upstream tool call gave.
+#[derive(Debug)]
+pub struct ToolCall {
+    /// The upstream's answer (or the cache's), or why there is none.
+    pub outcome: Result<CallToolResult, CallError>,
+    /// Its attempts and retry delays.
+    pub report: CallReport,
+    /// Whether the cache answered.
+    pub cached: bool,
+}
+
+impl ToolCall {
+    fn answered(outcome: Result<CallToolResult, CallError>) -> Self {
+        Self {
+            outcome,
+            report: CallReport::default(),
+            cached: false,
+        }
+    }
+}
+
+/// The upstreams and what a call to them needs: the cache, its rules, the metrics.
+#[derive(Debug)]
+pub struct UpstreamCalls {
+    upstreams: Vec<Arc<Upstream>>,
+    config: Arc<Config>,
+    cache: Arc<ResultCache>,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamCalls {
+    /// Calls to `upstreams` (in config order), cached by `config.cache`'s rules.
+    pub fn new(
+        upstreams: Vec<Arc<Upstream>>,
+        config: Arc<Config>,
+        cache: Arc<ResultCache>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            upstreams,
+            config,
+            cache,
+            metrics,
+        }
+    }
+
+    /// The upstreams, in config order.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The result cache.
+    pub fn cache(&self) -> &Arc<ResultCache> {
+        &self.cache
+    }
+
+    /// `tools/call` of upstream `server`'s own `tool`: through the cache when the tool (or the
+    /// composite step's `cache`) asks for it, then the server's policy stack.
+    pub async fn call_tool(
+        &self,
+        server: usize,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        cache: Option<&CacheSpec>,
+        cx: &CallContext,
+    ) -> ToolCall {
+        let upstream = &self.upstreams[server];
+        let offer = upstream.offer();
+        let definition = offer.tools.iter().find(|t| t.name == tool);
+        if definition.is_none() && upstream.connected_since().is_some() {
+            return ToolCall::answered(Err(CallError::Unknown {
+                what: "tool",
+                name: format!("{}.{tool} (the server does not list it)", upstream.name()),
+            }));
+        }
+        let args_value = Value::Object(arguments.clone().unwrap_or_default());
+        if let Some(refusal) = check_arguments(&offer, tool, &args_value) {
+            return ToolCall::answered(Ok(refusal));
+        }
+        let plan = upstream
+            .policy()
+            .plan_tool(tool, definition, arguments.as_ref());
+        let call_name = format!("{}.{tool}", upstream.name());
+        let started = Instant::now();
+        let call = match self.cache_spec(&call_name, cache, definition) {
+            Some(spec) => {
+                self.cached_call(upstream, tool, &plan, arguments, spec, &args_value, cx)
+                    .await
+            }
+            None => {
+                let (outcome, report) = self.send_tool(upstream, tool, &plan, arguments, cx).await;
+                ToolCall {
+                    outcome,
+                    report,
+                    cached: false,
+                }
+            }
+        };
+        // The pass-through call's span, or the composite step's.
+        tracing::Span::current().record("mcp.cache.hit", call.cached);
+        if !call.cached {
+            self.record(upstream, tool, started, &call.outcome);
+        }
+        if call
+            .outcome
+            .as_ref()
+            .is_ok_and(|r| r.is_error != Some(true))
+        {
+            self.invalidate_after_write(&call_name, &args_value);
+        }
+        call
+    }
+
+    /// Any other request to upstream `server` (`resources/read`, `prompts/get`,
+    /// `completion/complete`, subscriptions): the same stack, with the server's read settings,
+    /// counted in its figures under the method's name. `pick` takes the expected result out of
+    /// the server's answer.
+    pub async fn request<T>(
+        &self,
+        server: usize,
+        op: Op<'_>,
+        request: ClientRequest,
+        cx: &CallContext,
+        pick: fn(ServerResult) -> Option<T>,
+    ) -> Result<T, CallError> {
+        let upstream = &self.upstreams[server];
+        let plan = upstream.policy().plan_read();
+        let started = Instant::now();
+        let (outcome, _report) = upstream
+            .policy()
+            .call(op, &plan, || upstream.send(request.clone(), cx))
+            .await;
+        self.record(upstream, op.method, started, &outcome);
+        let answer = outcome?;
+        let unexpected = format!("{answer:?}");
+        pick(answer).ok_or_else(|| CallError::Protocol {
+            server: upstream.name().to_owned(),
+            error: rmcp::ErrorData::internal_error(
+                format!(
+                    "server `{}` answered `{}` with an unexpected kind of result: {unexpected}",
+                    upstream.name(),
+                    op.method
+                ),
+                None,
+            ),
+        })
+    }
+
+    /// Which cache rule applies: the cache section's entry for the tool, else the composite
+    /// step's, but only for a tool the server annotates read-only (a cached write would be
+    /// skipped on a hit).
+    fn cache_spec<'a>(
+        &'a self,
+        call_name: &str,
+        step: Option<&'a CacheSpec>,
+        definition: Option<&Tool>,
+    ) -> Option<&'a CacheSpec> {
+        match (step, self.config.cache.tools.get(call_name)) {
+            (_, Some(configured)) => Some(configured),
+            (Some(step), None) if definition.is_some_and(crate::catalog::is_read_only) => {
+                Some(step)
+            }
+            _ => None,
+        }
+    }
+
+    /// One tool call through the server's stack.
+    async fn send_tool(
+        &self,
+        upstream: &Upstream,
+        tool: &str,
+        plan: &Plan,
+        arguments: Option<JsonObject>,
+        cx: &CallContext,
+    ) -> (Result<CallToolResult, CallError>, CallReport) {
+        upstream
+            .policy()
+            .call(Op::tool(tool), plan, || {
+                let mut params = CallToolRequestParams::new(tool.to_owned());
+                if let Some(args) = arguments.clone() {
+                    params = params.with_arguments(args);
+                }
+                let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                async move {
+                    match upstream.send(request, cx).await? {
+                        ServerResult::CallToolResult(r) => Ok(r),
+                        other => Err(unexpected(upstream.name(), other)),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// A tool call answered by the cache, or loaded once for every caller waiting on the key.
+    #[allow(clippy::too_many_arguments)]
+    async fn cached_call(
+        &self,
+        upstream: &Upstream,
+        tool: &str,
+        plan: &Plan,
+        arguments: Option<JsonObject>,
+        spec: &CacheSpec,
+        args_value: &Value,
+        cx: &CallContext,
+    ) -> ToolCall {
+        let call_name = format!("{}.{tool}", upstream.name());
+        let slot = Mutex::new(CallReport::default());
+        let mut tags = self.config.cache.tags_for(&call_name, args_value);
+        tags.push(format!("server:{}", upstream.name()));
+        let key = ResultCache::key(upstream.name(), tool, arguments.as_ref());
+        let ttl = self.config.cache.settings.ttl(spec);
+        let (result, lookup) = self
+            .cache
+            .get_or_load(key, ttl, tags, async {
+                let (r, report) = self.send_tool(upstream, tool, plan, arguments, cx).await;
+                if let Ok(mut s) = slot.lock() {
+                    *s = report;
+                }
+                r
+            })
+            .await;
+        self.metrics.cache_lookup(&call_name, lookup);
+        ToolCall {
+            outcome: result.map(|r| (*r).clone()),
+            report: slot.into_inner().unwrap_or_else(|e| e.into_inner()),
+            cached: lookup == Lookup::Hit,
+        }
+    }
+
+    /// Counts one request in the server's status figures and metrics.
+    fn record<T: Answer>(
+        &self,
+        upstream: &Upstream,
+        what: &str,
+        started: Instant,
+        outcome: &Result<T, CallError>,
+    ) {
+        let failure = match outcome {
+            Ok(r) => r.tool_error().map(|e| format!("{what}: {}", e.message)),
+            Err(CallError::Cancelled) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let elapsed = started.elapsed();
+        upstream.stats().record(elapsed, failure.as_deref());
+        self.metrics
+            .upstream_call(upstream.name(), what, elapsed, outcome);
+    }
+
+    /// Drops the cache entries a successful write makes stale.
+    fn invalidate_after_write(&self, call_name: &str, args_value: &Value) {
+        let stale = self.config.cache.invalidations_for(call_name, args_value);
+        if !stale.is_empty() {
+            let n = self.cache.invalidate_tags(&stale);
+            tracing::info!(call = %call_name, tags = ?stale, entries = n, "cache invalidated by a write");
+        }
+    }
+}
+
+/// Arguments that break the tool's schema never leave: the agent learns which field is wrong
+/// without a round trip, and the upstream (and its breaker) never sees them.
+fn check_arguments(offer: &Offer, tool: &str, arguments: &Value) -> Option<CallToolResult> {
+    let (field, message) = offer
+        .validators
+        .get(tool)
+        .and_then(|v| kit::arguments::violation(v, arguments))?;
+    Some(kit::ToolError::invalid_argument(&field, &message).to_call_tool_result())
+}
+
+fn unexpected(server: &str, other: ServerResult) -> CallError {
+    CallError::Protocol {
+        server: server.to_owned(),
+        error: rmcp::ErrorData::internal_error(
+            format!("server `{server}` sent an unexpected kind of result: {other:?}"),
+            None,
+        ),
+    }
+}
+
+/// A composite's steps call down through the same path as a pass-through call.
+impl StepRunner for UpstreamCalls {
+    fn call<'a>(
+        &'a self,
+        step: &'a Step,
+        args: JsonObject,
+        cx: &'a CallContext,
+    ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(server) = self.upstreams.iter().position(|u| u.name() == step.server) else {
+                return StepCall {
+                    outcome: Err(CallError::NotConnected {
+                        server: step.server.clone(),
+                        last_error: None,
+                    }),
+                    cached: false,
+                };
+            };
+            let call = self
+                .call_tool(server, &step.tool, Some(args), step.cache.as_ref(), cx)
+                .await;
+            StepCall {
+                outcome: call.outcome,
+                cached: call.cached,
+            }
+        })
+    }
+}

@@ -1,0 +1,45 @@
+//! How an upstream's names and URIs look to agents, and back: the one mapping both directions
+//! use (the catalog when it lists and routes, the relay when it passes an upstream's
+//! notification on), so the two can never disagree.
+//!
+//! - Tools and prompts: `<prefix><separator><name>` (`sql__get_customer`); an empty prefix
+//!   leaves the name as the upstream gave it.
+//! - Resource URIs: `<server>+<uri>`, reversible because server names cannot hold `+`.
+
+/// The name an agent sees for an upstream's tool or prompt `name`.
+pub fn expose_name(prefix: &str, separator: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}{separator}{name}")
+    }
+}
+
+/// The URI an agent sees for `server`'s resource `uri`.
+pub fn expose_uri(server: &str, uri: &str) -> String {
+    format!("{server}+{uri}")
+}
+
+/// The server and its own URI behind an exposed resource URI, if it has the exposed form.
+pub fn split_uri(exposed: &str) -> Option<(&str, &str)> {
+    exposed.split_once('+')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uri_maps_there_and_back() {
+        let exposed = expose_uri("docs", "file:///a+b.txt");
+        assert_eq!(exposed, "docs+file:///a+b.txt");
+        assert_eq!(split_uri(&exposed), Some(("docs", "file:///a+b.txt")));
+        assert_eq!(split_uri("no-server"), None);
+    }
+
+    #[test]
+    fn an_empty_prefix_keeps_the_name() {
+        assert_eq!(expose_name("sql", "__", "query"), "sql__query");
+        assert_eq!(expose_name("", "__", "query"), "query");
+    }
+}

@@ -1,0 +1,387 @@
+//! The real [`Link`]: one MCP connection kept alive by a supervisor that connects, lists what
+//! the server offers, watches for the connection to end or the lists to change, and reconnects
+//! with backoff.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use backon::BackoffBuilder;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use rmcp::{
+    Peer, RoleClient, ServiceError,
+    model::{
+        CancelledNotificationParam, ClientRequest, RequestId, RequestMetaObject, ServerResult,
+    },
+    service::PeerRequestOptions,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Link, Offer,
+    client::{RefreshRequests, UpstreamClient},
+    connect,
+};
+use crate::{
+    config::ServerSpec, context::CallContext, error::CallError, relay::Relay, stats::ServerStats,
+};
+
+/// How long listing what a freshly connected (or changed) server offers may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The live side of an upstream.
+#[derive(Debug, Clone)]
+struct Live {
+    peer: Peer<RoleClient>,
+    offer: Arc<Offer>,
+    since: DateTime<Utc>,
+}
+
+/// One supervised connection to an upstream server.
+#[derive(Debug)]
+pub struct Supervised {
+    spec: ServerSpec,
+    stats: Arc<ServerStats>,
+    relay: Arc<Relay>,
+    live: RwLock<Option<Live>>,
+    /// What it offered when last connected: kept while it is down, so its tools stay listed and
+    /// a call to one says the server is unavailable (retryable) instead of "unknown tool" (the
+    /// caller's mistake), and agents are not told the list changed twice per restart.
+    last_offer: RwLock<Arc<Offer>>,
+    refresh: Arc<RefreshRequests>,
+    /// Bumped whenever the offer or the connection changes, so the catalog can rebuild.
+    changed: watch::Sender<u64>,
+    /// Values from `${env:..}`, masked in every error text before it is logged or kept (a
+    /// connection error quotes the server's URL or command, which may hold one).
+    secrets: Vec<String>,
+}
+
+/// A notification (sent on drop) that tells the upstream a request was abandoned.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let peer = self.peer.clone();
+            tokio::spawn(async move {
+                let _ = peer
+                    .notify_cancelled(CancelledNotificationParam::new(
+                        Some(id),
+                        Some("cancelled by the orchestrator's caller".into()),
+                    ))
+                    .await;
+            });
+        }
+    }
+}
+
+impl Supervised {
+    /// A disconnected link; [`Supervised::supervise`] connects it.
+    pub fn new(
+        spec: ServerSpec,
+        stats: Arc<ServerStats>,
+        relay: Arc<Relay>,
+        changed: watch::Sender<u64>,
+        secrets: Vec<String>,
+    ) -> Self {
+        Self {
+            spec,
+            stats,
+            relay,
+            live: RwLock::new(None),
+            last_offer: RwLock::new(Arc::default()),
+            refresh: Arc::new(RefreshRequests::default()),
+            changed,
+            secrets,
+        }
+    }
+
+    fn read_live(&self) -> Option<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_live(&self, live: Option<Live>) {
+        if let Some(live) = &live {
+            *self.last_offer.write().unwrap_or_else(|e| e.into_inner()) = live.offer.clone();
+        }
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn peer(&self) -> Result<Peer<RoleClient>, CallError> {
+        self.read_live()
+            .map(|l| l.peer)
+            .filter(|p| !p.is_transport_closed())
+            .ok_or_else(|| CallError::NotConnected {
+                server: self.spec.name.clone(),
+                last_error: self.stats.last_error(),
+            })
+    }
+
+    fn redact(&self, text: &str) -> String {
+        crate::config::redact(&self.secrets, text)
+    }
+
+    /// Keeps the upstream connected until `shutdown`: connects, lists what it offers, watches
+    /// for the connection to end or the lists to change, and reconnects with exponential backoff
+    /// and jitter (200 ms doubling to 30 s) after any failure.
+    pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = new_backoff();
+        while !shutdown.is_cancelled() {
+            let handler = UpstreamClient {
+                server: self.spec.name.clone(),
+                relay: self.relay.clone(),
+                refresh: self.refresh.clone(),
+            };
+            let attempt = tokio::select! {
+                r = connect::connect(&self.spec, handler) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            match attempt {
+                Ok(running) => {
+                    let started = Instant::now();
+                    self.run_connection(running, &shutdown).await;
+                    // A connection that lived a while earns a fresh backoff.
+                    if started.elapsed() > Duration::from_secs(10) {
+                        backoff = new_backoff();
+                    }
+                }
+                Err(e) => {
+                    let e = self.redact(&e.to_string());
+                    tracing::warn!(server = %self.spec.name, error = %e, "cannot connect");
+                    self.stats.set_error(&e);
+                }
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    async fn run_connection(&self, running: connect::Running, shutdown: &CancellationToken) {
+        let peer = running.peer().clone();
+        let ct = running.cancellation_token();
+        match list_offer(&peer).await {
+            Ok(offer) => {
+                tracing::info!(
+                    server = %self.spec.name,
+                    tools = offer.tools.len(),
+                    "connected"
+                );
+                self.set_live(Some(Live {
+                    peer: peer.clone(),
+                    offer: Arc::new(offer),
+                    since: Utc::now(),
+                }));
+            }
+            Err(e) => {
+                let e = self.redact(&format!("listing tools failed: {e}"));
+                tracing::warn!(server = %self.spec.name, error = %e, "connected but unusable");
+                self.stats.set_error(&e);
+                ct.cancel();
+                let _ = running.waiting().await;
+                return;
+            }
+        }
+        let waiting = running.waiting();
+        tokio::pin!(waiting);
+        let reason = loop {
+            tokio::select! {
+                quit = &mut waiting => break match quit {
+                    Ok(reason) => format!("connection closed ({reason:?})"),
+                    Err(e) => format!("connection task failed: {e}"),
+                },
+                _ = self.refresh.notify.notified() => {
+                    match list_offer(&peer).await {
+                        Ok(offer) => {
+                            self.set_live(Some(Live { peer: peer.clone(), offer: Arc::new(offer), since: Utc::now() }));
+                        }
+                        Err(e) => tracing::warn!(
+                            server = %self.spec.name,
+                            error = %self.redact(&e.to_string()),
+                            "refresh failed"
+                        ),
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    ct.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
+                    self.set_live(None);
+                    return;
+                }
+            }
+        };
+        let reason = self.redact(&reason);
+        tracing::warn!(server = %self.spec.name, %reason, "upstream went away; reconnecting");
+        self.stats.set_error(&reason);
+        self.set_live(None);
+    }
+
+    /// Sends one request with the agent's `_meta`, progress relay and cancellation.
+    async fn request(
+        &self,
+        request: ClientRequest,
+        cx: &CallContext,
+    ) -> Result<ServerResult, CallError> {
+        let peer = self.peer()?;
+        let mut options = PeerRequestOptions::no_options();
+        if let Some(meta) = outgoing_meta(cx.meta.as_ref(), &tracing::Span::current()) {
+            options = options.with_meta(meta);
+        }
+        let handle = peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| self.service_error(e))?;
+        let _progress = cx.progress.as_ref().map(|(agent, token)| {
+            self.relay.register_progress(
+                &self.spec.name,
+                handle.progress_token.clone(),
+                agent.clone(),
+                token.clone(),
+            )
+        });
+        let mut guard = CancelOnDrop {
+            peer,
+            id: Some(handle.id.clone()),
+        };
+        let response = tokio::select! {
+            r = handle.await_response() => r,
+            _ = cx.ct.cancelled() => return Err(CallError::Cancelled),
+        };
+        guard.id = None;
+        response.map_err(|e| self.service_error(e))
+    }
+
+    fn service_error(&self, e: ServiceError) -> CallError {
+        match e {
+            ServiceError::McpError(error) => CallError::Protocol {
+                server: self.spec.name.clone(),
+                error,
+            },
+            ServiceError::Cancelled { .. } => CallError::Cancelled,
+            other => CallError::ConnectionLost {
+                server: self.spec.name.clone(),
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+impl Link for Supervised {
+    fn offer(&self) -> Arc<Offer> {
+        match self.read_live() {
+            Some(live) => live.offer,
+            None => self
+                .last_offer
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    fn connected_since(&self) -> Option<DateTime<Utc>> {
+        self.read_live().map(|l| l.since)
+    }
+
+    fn send<'a>(
+        &'a self,
+        request: ClientRequest,
+        cx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<ServerResult, CallError>> {
+        Box::pin(self.request(request, cx))
+    }
+}
+
+/// The `_meta` an upstream request carries: the agent's (per-hop keys already removed), with
+/// `traceparent`/`tracestate` naming `span` (the current upstream attempt) when it is recorded,
+/// so the server's handler span is the attempt's child. With export off the span has no valid
+/// context and the agent's own trace context passes through unchanged; `baggage` always does.
+fn outgoing_meta(
+    agent: Option<&RequestMetaObject>,
+    span: &tracing::Span,
+) -> Option<RequestMetaObject> {
+    let headers = kit::telemetry::trace_headers(span);
+    let Some(traceparent) = headers.get("traceparent") else {
+        return agent.cloned();
+    };
+    let mut meta = agent.cloned().unwrap_or_default();
+    meta.0
+        .insert("traceparent".into(), traceparent.clone().into());
+    match headers.get("tracestate").filter(|s| !s.is_empty()) {
+        Some(state) => {
+            meta.0.insert("tracestate".into(), state.clone().into());
+        }
+        None => {
+            meta.0.remove("tracestate");
+        }
+    }
+    Some(meta)
+}
+
+fn new_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Lists what the server offers, within [`LIST_TIMEOUT`]: a server that connects but never
+/// answers its listings must not hold the supervisor (and the tools it would offer) forever.
+async fn list_offer(peer: &Peer<RoleClient>) -> Result<Offer, ListError> {
+    tokio::time::timeout(LIST_TIMEOUT, list_offer_inner(peer))
+        .await
+        .map_err(|_| ListError::Timeout(LIST_TIMEOUT))?
+        .map_err(ListError::Service)
+}
+
+/// Why a listing failed.
+#[derive(Debug, thiserror::Error)]
+enum ListError {
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<Offer, ServiceError> {
+    let caps = peer
+        .peer_info()
+        .map(|i| i.capabilities.clone())
+        .unwrap_or_default();
+    let tools = if caps.tools.is_some() {
+        peer.list_all_tools().await?
+    } else {
+        Vec::new()
+    };
+    let (resources, templates) = if caps.resources.is_some() {
+        (
+            peer.list_all_resources().await.unwrap_or_default(),
+            peer.list_all_resource_templates().await.unwrap_or_default(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let prompts = if caps.prompts.is_some() {
+        peer.list_all_prompts().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let validators = super::compile_validators(&tools);
+    Ok(Offer {
+        tools,
+        resources,
+        templates,
+        prompts,
+        validators,
+    })
+}
