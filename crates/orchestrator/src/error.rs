@@ -255,11 +255,13 @@ impl Fault {
     }
 
     /// The tool error this fault is, with `message` in place of its own (a composite says which
-    /// step failed, around the step's message).
+    /// step failed, around the step's message). `_meta.reason` is there when the fault had a
+    /// reason finer than its kind, as in the pass-through answer.
     pub fn to_tool_error_saying(&self, message: String) -> ToolError {
-        let mut e = ToolError::new(self.kind, message)
-            .with_retryable(self.retryable)
-            .with_meta("reason", self.reason.clone().into());
+        let mut e = ToolError::new(self.kind, message).with_retryable(self.retryable);
+        if self.reason != self.kind.as_str() {
+            e = e.with_meta("reason", self.reason.clone().into());
+        }
         if let Some(ms) = self.retry_after_ms {
             e = e.with_retry_after_ms(ms);
         }

@@ -14,6 +14,8 @@
 pub mod builtin;
 pub mod composite;
 mod requests;
+#[cfg(test)]
+mod tests;
 pub mod upstream;
 
 use std::sync::Arc;
