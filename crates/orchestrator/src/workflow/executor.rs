@@ -22,11 +22,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{Instrument, field::Empty};
 
-use super::{
-    definition::{Step, Workflow},
-    template::Scope,
-};
-use crate::{error::CallError, upstream::CallContext};
+use super::definition::{Step, Workflow};
+use crate::{error::CallError, template::Scope, upstream::CallContext};
 
 /// One upstream call made for a step.
 #[derive(Debug)]
