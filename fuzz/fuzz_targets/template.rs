@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator::workflow::template::{Scope, Template, evaluate_reference};
+use orchestrator::template::{Scope, Template, evaluate_reference};
 use serde_json::{Value, json};
 
 fn exercise(template: &Template, scope: &Scope) {

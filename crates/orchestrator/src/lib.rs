@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: `mcp.json`, parsed, `${env:..}`-expanded and validated.
+//! - [`template`]: the language of composite tools and cache tags (`${step.path}`, fusion helpers).
 //! - [`upstream`]: one connected server each, supervised and reconnected.
 //! - [`catalog`]: namespaced names → routes, with filters.
 //! - [`relay`]: progress, list changes and agents.
@@ -33,5 +34,6 @@ pub mod policy;
 pub mod relay;
 pub mod stats;
 pub mod status;
+pub mod template;
 pub mod upstream;
 pub mod workflow;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::ConfigError;
 use crate::{
     cache::{CacheSettings, CacheSpec},
-    workflow::template::{Scope, Template},
+    template::{Scope, Template},
 };
 
 /// `orchestrator.cache` as written.

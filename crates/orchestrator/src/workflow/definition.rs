@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::template::{Template, TemplateError, join_path};
-use crate::{cache::CacheSpec, config::ConfigError};
+use crate::{
+    cache::CacheSpec,
+    config::ConfigError,
+    template::{Template, TemplateError, join_path},
+};
 
 /// Longest a composite may run when its config says nothing.
 pub const DEFAULT_DEADLINE_MS: u64 = 30_000;

@@ -22,13 +22,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{Instrument, field::Empty};
 
-use super::{
-    definition::{Step, Workflow},
-    template::Scope,
-};
+use super::definition::{Step, Workflow};
 use crate::{
     context::CallContext,
     error::{CallError, Fault},
+    template::Scope,
 };
 
 /// One upstream call made for a step.
