@@ -1,19 +1,31 @@
 //! The orchestrator: one MCP server in front of many.
 //!
 //! # Layout
-//! - [`config`]: `mcp.json`, parsed, `${env:..}`-expanded and validated.
-//! - [`template`]: the language of composite tools and cache tags (`${step.path}`, fusion helpers).
-//! - [`upstream`]: one connected server each, supervised and reconnected.
-//! - [`catalog`]: namespaced names → routes, with filters.
-//! - [`relay`]: progress, list changes and agents.
-//! - [`policy`]: the per-server policy stack (deadline, retry, breaker, bulkhead, timeout).
-//! - [`limits`]: caps per client, per composite, per result and on upstream stderr.
-//! - [`error`]: call failures.
+//! From the bottom up; a module imports only from the ones above it in this list (and from its
+//! own children).
+//! - [`naming`]: how upstream names and URIs look to agents, and back (both directions use it).
+//! - [`context`]: what an agent's request carries to every upstream request it causes.
 //! - [`stats`]: per-server figures for status.
+//! - [`limits`]: caps per client, per composite, per result and on upstream stderr.
+//! - [`cache`]: the result cache (TTL tiers, single-flight, invalidation by tag).
+//! - [`template`]: the language of composite tools and cache tags (`${step.path}`, fusion helpers).
+//! - [`config`]: `mcp.json`, parsed, `${env:..}`-expanded and validated.
+//! - [`error`]: call failures ([`error::CallError`]) and the one fault vocabulary agents read
+//!   ([`error::Fault`]).
+//! - [`policy`]: the per-server policy stack (deadline, retry, breaker, bulkhead, timeout), and
+//!   the rule for when a repeat is safe.
+//! - [`relay`]: what upstreams send towards agents (progress, list changes, resource updates),
+//!   keyed by the call that caused it.
+//! - [`upstream`]: one server each: its policy stack and figures, and the [`upstream::Link`]
+//!   its requests travel on (a supervised connection, or a scripted one in unit tests).
+//! - [`workflow`]: composite tools: their definitions and the executor that runs a plan.
+//! - [`catalog`]: namespaced names → a typed [`catalog::Route`], with filters.
 //! - [`metrics`]: OpenTelemetry metrics, exported over OTLP and served as Prometheus text.
-//! - [`gateway`]: the running parts wired together, and the one call path.
-//! - [`frontend`]: the MCP server agents connect to.
+//! - [`call`]: the one way down: upstream calls (cache → policy stack → link) for pass-through
+//!   calls, composite steps and every other request; composites; built-in tools.
+//! - [`gateway`]: the running parts started, the catalog kept current, shutdown.
 //! - [`status`]: the `orchestrator://status` report.
+//! - [`frontend`]: the MCP server agents connect to.
 //! - [`cli`]: the `mcp-orchestrator` command.
 //! - [`demo`]: `mcp-orchestrator demo`, the workshop tour.
 
