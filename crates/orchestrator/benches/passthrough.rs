@@ -48,21 +48,17 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// `target/release` when run by `cargo bench` (the bench is `target/release/deps/passthrough-*`).
-fn profile_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .with_context(|| format!("unexpected bench location {}", exe.display()))
-}
-
-/// Makes sure both binaries are built and current next to the bench (where `testkit` looks for
-/// them). `cargo bench` builds `mcp-orchestrator` but not `sql-mcp-server`, so this runs `cargo
-/// build` for both (a no-op when they are fresh) unless `PASSTHROUGH_NO_BUILD` is set.
+/// Makes sure both binaries are built and current next to the bench ([`kit::binaries`], where
+/// `testkit` looks for them: `target/release` under `cargo bench`). `cargo bench` builds
+/// `mcp-orchestrator` but not `sql-mcp-server`, so this runs `cargo build` for both (a no-op when
+/// they are fresh) unless `PASSTHROUGH_NO_BUILD` is set.
 fn ensure_binaries() -> anyhow::Result<PathBuf> {
-    let dir = profile_dir()?;
-    let present = || [SQL_BIN, ORCH_BIN].iter().all(|b| dir.join(b).exists());
+    let dir = kit::binaries::dir()?;
+    let present = || {
+        [SQL_BIN, ORCH_BIN]
+            .iter()
+            .all(|b| kit::binaries::path_in(&dir, b).exists())
+    };
     if std::env::var_os("PASSTHROUGH_NO_BUILD").is_none() || !present() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
         let mut build = std::process::Command::new(cargo);
@@ -82,8 +78,9 @@ fn ensure_binaries() -> anyhow::Result<PathBuf> {
         }
     }
     for b in [SQL_BIN, ORCH_BIN] {
-        if !dir.join(b).exists() {
-            bail!("{} not found after building", dir.join(b).display());
+        let path = kit::binaries::path_in(&dir, b);
+        if !path.exists() {
+            bail!("{} not found after building", path.display());
         }
     }
     Ok(dir)
@@ -313,7 +310,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     } = settings;
 
     let dir = ensure_binaries()?;
-    let sql = dir.join(SQL_BIN);
+    let sql = kit::binaries::path_in(&dir, SQL_BIN);
     let config = TempConfig::new(&sql)?;
     let began = Instant::now();
 

@@ -1,5 +1,5 @@
 //! `mcp-orchestrator demo`: the workshop tour. Starts the bundled servers itself (found next to
-//! the running executable, with fault flags per section) through [`Gateway::start`] and shows each
+//! the running executable, see [`kit::binaries`], with fault flags per section) through [`Gateway::start`] and shows each
 //! pattern with measured figures: parallel vs sequential vs cached, fan-out, partial failure, the
 //! circuit breaker, retry with backoff, and cache invalidation.
 //!
@@ -156,36 +156,27 @@ pub async fn run(json: bool, section: Option<String>) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The bundled server binaries, next to the running executable.
+/// The folder of the bundled server binaries: the running executable's ([`kit::binaries`]).
 struct Bins {
     dir: PathBuf,
 }
 
 impl Bins {
+    /// The folder, once every bundled server is found in it.
     fn locate() -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the running executable")?;
-        let dir = exe
-            .parent()
-            .context("the running executable has no folder")?
-            .to_path_buf();
-        let bins = Self { dir };
+        let bins = Self {
+            dir: kit::binaries::dir()?,
+        };
         for name in ["sql-mcp-server", "cosmos-mcp-server", "rest-mcp-server"] {
             bins.path(name)?;
         }
         Ok(bins)
     }
 
+    /// The path of server `name`, as a config's `command`.
     fn path(&self, name: &str) -> anyhow::Result<String> {
-        let path = self
-            .dir
-            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        if !path.is_file() {
-            bail!(
-                "the demo needs the bundled server `{name}` next to mcp-orchestrator, at {}; \
-                 build every binary first: cargo build --workspace --bins",
-                path.display()
-            );
-        }
+        let path = kit::binaries::find_in(&self.dir, name)
+            .context("the demo starts the bundled servers found next to mcp-orchestrator")?;
         Ok(path.display().to_string())
     }
 
