@@ -5,6 +5,8 @@
 //! - [`upstream`]: one connected server each, supervised and reconnected.
 //! - [`catalog`]: namespaced names → routes, with filters.
 //! - [`relay`]: progress, list changes and agents.
+//! - [`workflow`]: composite tools: definitions, `${..}` templates, the executor.
+//! - [`cache`]: the result cache: TTL tiers, single flight, invalidation by tag.
 //! - [`policy`]: the per-server policy stack (deadline, retry, breaker, bulkhead, timeout).
 //! - [`limits`]: caps per client, per composite, per result and on upstream stderr.
 //! - [`error`]: call failures.
@@ -13,14 +15,13 @@
 //! - [`gateway`]: the running parts wired together, and the one call path.
 //! - [`frontend`]: the MCP server agents connect to.
 //! - [`status`]: the `orchestrator://status` report.
-//! - [`cli`]: the `mcp-orchestrator` command.
-//! - [`demo`]: `mcp-orchestrator demo`, the workshop tour.
+//!
+//! The `mcp-orchestrator` command (its CLI and the workshop demo) is the binary crate
+//! `crates/orchestrator-cli`; this library needs no argument parser, tables or spinners.
 
 pub mod cache;
 pub mod catalog;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod error;
 pub mod frontend;
 pub mod gateway;
