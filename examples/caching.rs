@@ -17,18 +17,8 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // target/debug/examples/caching -> the servers are in target/debug.
-    let exe = std::env::current_exe()?;
-    let bins = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("unexpected location {}", exe.display()))?;
-    let sql = bins.join("sql-mcp-server");
-    anyhow::ensure!(
-        sql.is_file(),
-        "{} not found: run `cargo build --workspace --bins` first",
-        sql.display()
-    );
+    // The servers are in target/debug, beside target/debug/examples/caching.
+    let sql = kit::binaries::find("sql-mcp-server")?;
     let config = json!({
         "mcpServers": {
             "sql": { "command": sql, "args": ["--data-dir", ":memory:", "--latency-ms", "200"] }

@@ -21,18 +21,8 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // target/debug/examples/circuit_breaker -> the servers are in target/debug.
-    let exe = std::env::current_exe()?;
-    let cosmos = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("unexpected location of the example")?
-        .join("cosmos-mcp-server");
-    anyhow::ensure!(
-        cosmos.is_file(),
-        "{} not found: run `cargo build --workspace --bins` first",
-        cosmos.display()
-    );
+    // The servers are in target/debug, beside target/debug/examples/circuit_breaker.
+    let cosmos = kit::binaries::find("cosmos-mcp-server")?;
     // Started here rather than by the gateway, so the example knows its pid to signal.
     let mut server = tokio::process::Command::new(&cosmos)
         .args([

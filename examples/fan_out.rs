@@ -20,19 +20,9 @@ const CONCURRENCY: u64 = 10;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // target/debug/examples/fan_out -> the servers are in target/debug.
-    let exe = std::env::current_exe()?;
-    let bins = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("unexpected location {}", exe.display()))?;
+    // The servers are in target/debug, beside target/debug/examples/fan_out.
     let server = |name: &str| -> anyhow::Result<Value> {
-        let path = bins.join(name);
-        anyhow::ensure!(
-            path.is_file(),
-            "{} not found: run `cargo build --workspace --bins` first",
-            path.display()
-        );
+        let path = kit::binaries::find(name)?;
         let latency = LATENCY_MS.to_string();
         Ok(json!({ "command": path, "args": ["--data-dir", ":memory:", "--latency-ms", latency] }))
     };

@@ -26,13 +26,8 @@ async fn main() -> anyhow::Result<()> {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/own_composite.json");
             std::fs::canonicalize(&bundled).unwrap_or(bundled)
         });
-    // target/debug/examples/own_composite -> the servers are in target/debug.
-    let exe = std::env::current_exe()?;
-    let bins = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("unexpected location {}", exe.display()))?
-        .to_path_buf();
+    // The servers are in target/debug, beside target/debug/examples/own_composite.
+    let bins = kit::binaries::dir()?;
     // `${env:VAR}` lookup: MCP_SERVERS_DIR defaults to the built servers' folder.
     let lookup = |var: &str| match (var, std::env::var(var)) {
         (_, Ok(value)) => Some(value),

@@ -15,19 +15,9 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // target/debug/examples/sequential -> the servers are in target/debug.
-    let exe = std::env::current_exe()?;
-    let bins = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("unexpected location {}", exe.display()))?;
+    // The servers are in target/debug, beside target/debug/examples/sequential.
     let server = |name: &str, args: &[&str]| -> anyhow::Result<Value> {
-        let path = bins.join(name);
-        anyhow::ensure!(
-            path.is_file(),
-            "{} not found: run `cargo build --workspace --bins` first",
-            path.display()
-        );
+        let path = kit::binaries::find(name)?;
         Ok(json!({ "command": path, "args": args }))
     };
     let config = json!({

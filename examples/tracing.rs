@@ -21,19 +21,9 @@ use tracing::Instrument as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = kit::telemetry::init("tracing-example", kit::telemetry::LogFormat::Json)?;
-    // target/debug/examples/tracing -> the servers are in target/debug.
-    let exe = std::env::current_exe()?;
-    let bins = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow::anyhow!("unexpected location {}", exe.display()))?;
+    // The servers are in target/debug, beside target/debug/examples/tracing.
     let server = |name: &str, args: &[&str]| -> anyhow::Result<Value> {
-        let path = bins.join(name);
-        anyhow::ensure!(
-            path.is_file(),
-            "{} not found: run `cargo build --workspace --bins` first",
-            path.display()
-        );
+        let path = kit::binaries::find(name)?;
         let args = [args, &["--log-format", "json"]].concat();
         Ok(json!({ "command": path, "args": args }))
     };

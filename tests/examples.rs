@@ -25,13 +25,8 @@ fn example_path(name: &str) -> anyhow::Result<PathBuf> {
     for server in ["sql-mcp-server", "cosmos-mcp-server", "rest-mcp-server"] {
         bin_path(server)?;
     }
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("unexpected test binary location")?;
-    let path = profile_dir.join("examples").join(name);
+    let profile_dir = kit::binaries::dir()?;
+    let path = kit::binaries::path_in(&profile_dir.join("examples"), name);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let source = root.join("examples").join(format!("{name}.rs"));
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`args`]: the command-line flags common to every server (transport, security, logs, faults).
 //! - [`arguments`]: names the argument that broke a tool's input schema.
+//! - [`binaries`]: finds the workspace's binaries from the running one (the demo, examples,
+//!   benches, end-to-end tests and the soak driver start the servers this way).
 //! - [`framing`]: checks each incoming message (a stdio line, an HTTP body) and answers a
 //!   malformed one with the JSON-RPC error the spec prescribes.
 //! - [`serve`]: runs an rmcp `ServerHandler` over stdio or streamable HTTP, with the HTTP security
@@ -22,6 +24,7 @@
 
 pub mod args;
 pub mod arguments;
+pub mod binaries;
 pub mod call;
 pub mod correlation;
 pub mod data_dir;

@@ -41,19 +41,15 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// `target/release` when run by `cargo bench` (the bench is `target/release/deps/composites-*`).
-fn profile_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .with_context(|| format!("unexpected bench location {}", exe.display()))
-}
-
-/// The three servers next to the bench, built (in the bench's own profile) when one is missing.
+/// The three servers next to the bench ([`kit::binaries`]: `target/release` under `cargo bench`),
+/// built (in the bench's own profile) when one is missing.
 fn ensure_binaries() -> anyhow::Result<PathBuf> {
-    let dir = profile_dir()?;
-    let present = || SERVERS.iter().all(|b| dir.join(b).exists());
+    let dir = kit::binaries::dir()?;
+    let present = || {
+        SERVERS
+            .iter()
+            .all(|b| kit::binaries::path_in(&dir, b).exists())
+    };
     if !present() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
         let mut build = std::process::Command::new(cargo);
@@ -69,8 +65,9 @@ fn ensure_binaries() -> anyhow::Result<PathBuf> {
         }
     }
     for b in SERVERS {
-        if !dir.join(b).exists() {
-            bail!("{} not found after building", dir.join(b).display());
+        let path = kit::binaries::path_in(&dir, b);
+        if !path.exists() {
+            bail!("{} not found after building", path.display());
         }
     }
     Ok(dir)
@@ -81,7 +78,7 @@ fn server(dir: &Path, bin: &str, args: &[&str], latency_ms: u64) -> Value {
     let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     args.extend(["--latency-ms".to_owned(), latency_ms.to_string()]);
     json!({
-        "command": dir.join(bin).display().to_string(),
+        "command": kit::binaries::path_in(dir, bin).display().to_string(),
         "args": args,
         "env": { "RUST_LOG": "warn" }
     })

@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench -p mcp-orchestrator --bench passthrough`. Both release binaries are
 //! used from `target/release/`; the bench runs `cargo build --release --bins -p sql-mcp-server
-//! -p mcp-orchestrator` first (a no-op when they are current; `PASSTHROUGH_NO_BUILD=1` skips it).
+//! -p mcp-orchestrator-cli` first (a no-op when they are current; `PASSTHROUGH_NO_BUILD=1`
+//! skips it).
 //!
 //! A third path puts this bench binary, re-run as a byte relay that copies lines without parsing
 //! them, between the client and the server. It is the floor for any proxy process: the two extra
@@ -36,6 +37,8 @@ use testkit::Client;
 
 const SQL_BIN: &str = "sql-mcp-server";
 const ORCH_BIN: &str = "mcp-orchestrator";
+/// The package that builds [`ORCH_BIN`] (the library's binary crate).
+const ORCH_PACKAGE: &str = "mcp-orchestrator-cli";
 const IN_FLIGHT: usize = 32;
 const AIM_ADDED_P50_US: f64 = 50.0;
 const AIM_RATIO: f64 = 0.5;
@@ -48,25 +51,21 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// `target/release` when run by `cargo bench` (the bench is `target/release/deps/passthrough-*`).
-fn profile_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .with_context(|| format!("unexpected bench location {}", exe.display()))
-}
-
-/// Makes sure both binaries are built and current next to the bench (where `testkit` looks for
-/// them). `cargo bench` builds `mcp-orchestrator` but not `sql-mcp-server`, so this runs `cargo
-/// build` for both (a no-op when they are fresh) unless `PASSTHROUGH_NO_BUILD` is set.
+/// Makes sure both binaries are built and current next to the bench ([`kit::binaries`], where
+/// `testkit` looks for them: `target/release` under `cargo bench`). `cargo bench` builds neither
+/// (they belong to other packages), so this runs `cargo build` for both (a no-op when they are
+/// fresh) unless `PASSTHROUGH_NO_BUILD` is set.
 fn ensure_binaries() -> anyhow::Result<PathBuf> {
-    let dir = profile_dir()?;
-    let present = || [SQL_BIN, ORCH_BIN].iter().all(|b| dir.join(b).exists());
+    let dir = kit::binaries::dir()?;
+    let present = || {
+        [SQL_BIN, ORCH_BIN]
+            .iter()
+            .all(|b| kit::binaries::path_in(&dir, b).exists())
+    };
     if std::env::var_os("PASSTHROUGH_NO_BUILD").is_none() || !present() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--bins", "-p", SQL_BIN, "-p", ORCH_BIN]);
+        build.args(["build", "--bins", "-p", SQL_BIN, "-p", ORCH_PACKAGE]);
         // The profile the bench itself was built with (`release` under `cargo bench`).
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
@@ -82,8 +81,9 @@ fn ensure_binaries() -> anyhow::Result<PathBuf> {
         }
     }
     for b in [SQL_BIN, ORCH_BIN] {
-        if !dir.join(b).exists() {
-            bail!("{} not found after building", dir.join(b).display());
+        let path = kit::binaries::path_in(&dir, b);
+        if !path.exists() {
+            bail!("{} not found after building", path.display());
         }
     }
     Ok(dir)
@@ -313,7 +313,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     } = settings;
 
     let dir = ensure_binaries()?;
-    let sql = dir.join(SQL_BIN);
+    let sql = kit::binaries::path_in(&dir, SQL_BIN);
     let config = TempConfig::new(&sql)?;
     let began = Instant::now();
 

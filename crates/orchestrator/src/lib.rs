@@ -26,16 +26,15 @@
 //! - [`gateway`]: the running parts started, the catalog kept current, shutdown.
 //! - [`status`]: the `orchestrator://status` report.
 //! - [`frontend`]: the MCP server agents connect to.
-//! - [`cli`]: the `mcp-orchestrator` command.
-//! - [`demo`]: `mcp-orchestrator demo`, the workshop tour.
+//!
+//! The `mcp-orchestrator` command (its CLI and the workshop demo) is the binary crate
+//! `crates/orchestrator-cli`; this library needs no argument parser, tables or spinners.
 
 pub mod cache;
 pub mod call;
 pub mod catalog;
-pub mod cli;
 pub mod config;
 pub mod context;
-pub mod demo;
 pub mod error;
 pub mod frontend;
 pub mod gateway;

@@ -164,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     );
     let log_path = tmp.path().join("orchestrator.log");
     let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(bin_dir.join(ORCHESTRATOR))
+    let mut child = Command::new(kit::binaries::path_in(&bin_dir, ORCHESTRATOR))
         .arg("serve")
         .arg("--config")
         .arg(&config_path)

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
 
 /// The orchestrator binary.
@@ -74,25 +74,18 @@ pub struct Options {
 }
 
 /// The folder of the binaries: `explicit`, else the folder of this executable
-/// (`target/<profile>/`), where cargo puts every workspace binary.
+/// (`target/<profile>/`, where cargo puts every workspace binary: [`kit::binaries`]), once the
+/// orchestrator and every server are found in it.
 pub fn bin_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let dir = match explicit {
         Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("the executable has no folder")?
-            .to_path_buf(),
+        None => kit::binaries::dir()?,
     };
     let dir = dir
         .canonicalize()
         .with_context(|| dir.display().to_string())?;
     for bin in std::iter::once(ORCHESTRATOR).chain(SERVERS.iter().map(|(_, b)| *b)) {
-        if !dir.join(bin).is_file() {
-            bail!(
-                "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
-                dir.join(bin).display()
-            );
-        }
+        kit::binaries::find_in(&dir, bin)?;
     }
     Ok(dir)
 }
@@ -145,7 +138,7 @@ pub fn write_config(dir: &Path, bins: &Path, faults: Options) -> anyhow::Result<
         .context("the repository mcp.json has no `orchestrator` section")?;
     orchestrator["defaults"]["retry"]["maxAttempts"] = json!(faults.max_attempts);
     orchestrator["limits"]["maxConcurrentCallsPerClient"] = json!(faults.in_flight);
-    let bin = |name: &str| bins.join(name).display().to_string();
+    let bin = |name: &str| kit::binaries::path_in(bins, name).display().to_string();
     let data = |name: &str| dir.join(name).display().to_string();
     let config = json!({
         "mcpServers": {

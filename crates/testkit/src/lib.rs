@@ -1,10 +1,11 @@
 //! Shared helpers for the end-to-end tests: find the workspace's binaries, start them over stdio or
 //! HTTP, and connect an rmcp client.
 //!
-//! Binaries are found next to the test executable (`target/<profile>/`). Cargo builds a package's
-//! own binaries for its integration tests but not those of other packages, so when one is missing
-//! (a fresh clone running `cargo nextest run --workspace`), every workspace binary is built once
-//! with `cargo build --workspace --bins`; concurrent test processes wait on cargo's own lock.
+//! Binaries are found where cargo puts them, in `target/<profile>/` above the test executable's
+//! `deps/` (the rule is [`kit::binaries`]). Cargo builds a package's own binaries for its
+//! integration tests but not those of other packages, so when one is missing (a fresh clone
+//! running `cargo nextest run --workspace`), every workspace binary is built once with
+//! `cargo build --workspace --bins`; concurrent test processes wait on cargo's own lock.
 
 use std::{
     collections::HashMap,
@@ -37,15 +38,10 @@ pub type Client = RunningService<RoleClient, ()>;
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Path of a workspace binary, building it if the test run did not.
+/// Path of a workspace binary ([`kit::binaries`]), building every one if the test run did not.
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))?;
-    let path = profile_dir.join(name);
+    let profile_dir = kit::binaries::dir()?;
+    let path = kit::binaries::path_in(&profile_dir, name);
     if path.exists() {
         return Ok(path);
     }

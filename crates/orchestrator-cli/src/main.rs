@@ -1,9 +1,22 @@
-//! `mcp-orchestrator`: see the library docs.
+//! `mcp-orchestrator`: the command line in front of the `orchestrator` library.
+//!
+//! # Layout
+//! - [`cli`]: the subcommands (`serve`, `tools`, `call`, `check`, `status`, `demo`), one file each.
+//! - [`demo`]: `mcp-orchestrator demo`, the workshop tour, one file per section.
+//! - [`output`]: printing to stdout, and the one table style.
+//!
+//! The library holds the gateway and its data (config, catalog, status report); everything
+//! that parses arguments or draws tables and spinners lives here.
+
+#[macro_use]
+mod output;
+mod cli;
+mod demo;
 
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    let cli = orchestrator::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     // One thread means the current-thread scheduler: nothing to hand tasks between.
     let threads = cli.worker_threads();
     let mut builder = if threads == 1 {
@@ -14,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         b
     };
     let runtime = builder.enable_all().build()?;
-    let code = runtime.block_on(orchestrator::cli::run(cli))?;
+    let code = runtime.block_on(cli::run(cli))?;
     // Exits without dropping the runtime, which would wait on blocking-pool threads (a reader of
     // a terminal's stdin may be parked in `read` for good).
     std::process::exit(code);

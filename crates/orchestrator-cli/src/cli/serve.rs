@@ -1,0 +1,70 @@
+//! `mcp-orchestrator serve`: the MCP front agents connect to, over stdio or streamable HTTP.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use orchestrator::{frontend::Frontend, gateway::Gateway, metrics::Metrics};
+
+use super::{FrontTransport, load};
+
+/// How long `serve` waits for the upstreams before it answers agents.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Serves agents until shutdown (stdin closed, or a signal); exit code 0.
+pub async fn run(
+    path: &Path,
+    transport: Option<FrontTransport>,
+    mut serve: kit::serve::ServeArgs,
+) -> anyhow::Result<i32> {
+    let metrics = Arc::new(Metrics::from_env("mcp-orchestrator")?);
+    let gateway = Gateway::start_with_metrics(load(path)?, metrics.clone());
+    let http = transport == Some(FrontTransport::Http) || serve.http.is_some();
+    if transport == Some(FrontTransport::Stdio) {
+        serve.http = None;
+    } else if http && serve.http.is_none() {
+        serve.http = Some(gateway.config().listen);
+    }
+    // Agents list tools right after `initialize` and rarely list again: answering before the
+    // upstreams are connected would show them a partial catalog. Wait until each one has
+    // connected or failed once, bounded so that a hung server cannot hold the front back.
+    if !gateway.wait_ready(STARTUP_WAIT).await {
+        tracing::warn!("serving without every upstream connected; see orchestrator://status");
+    }
+    let in_flight = kit::in_flight::InFlight::default();
+    let gw = gateway.clone();
+    let calls = in_flight.clone();
+    let served = kit::serve::serve_with_routes(
+        &serve,
+        in_flight,
+        move || Frontend::new(gw.clone(), calls.clone()),
+        metrics_route(metrics.clone()),
+    )
+    .await;
+    gateway.shutdown().await;
+    metrics.shutdown().await;
+    served?;
+    Ok(0)
+}
+
+/// `GET /metrics` on the HTTP front (behind its bearer token): every metric in the Prometheus
+/// text format, for operators without an OpenTelemetry collector. Stdio has no such endpoint.
+fn metrics_route(metrics: Arc<Metrics>) -> axum::Router {
+    use axum::{http::StatusCode, http::header::CONTENT_TYPE, response::IntoResponse};
+    let render = move || {
+        let metrics = metrics.clone();
+        async move {
+            match metrics.render_prometheus() {
+                Ok(text) => (
+                    StatusCode::OK,
+                    [(
+                        CONTENT_TYPE,
+                        orchestrator::metrics::prometheus::CONTENT_TYPE,
+                    )],
+                    text,
+                )
+                    .into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+            }
+        }
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(render))
+}
