@@ -14,9 +14,10 @@ use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    annotations::is_read_only,
     config::{Config, MAX_TOOL_NAME},
     error::CallError,
-    naming::{expose_name, expose_uri, split_uri},
+    naming::{expose_name, expose_uri, is_portable_name, split_uri},
     upstream::Upstream,
 };
 
@@ -77,14 +78,6 @@ pub struct Catalog {
     server_index: HashMap<String, usize>,
     composite_routes: HashMap<String, usize>,
     invalidate_tool: String,
-}
-
-/// Whether `name` is a tool name common agent APIs accept.
-pub fn is_portable_name(name: &str) -> bool {
-    (1..=MAX_TOOL_NAME).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Catalog {
@@ -318,28 +311,5 @@ impl Catalog {
         self.tools
             .iter()
             .filter_map(|t| self.tool_routes.get(t.name.as_ref()).map(|r| (t, r.server)))
-    }
-}
-
-/// Whether the server says `tool` only reads: what caching, safe retries and a composite's own
-/// annotation go by.
-pub fn is_read_only(tool: &Tool) -> bool {
-    tool.annotations
-        .as_ref()
-        .and_then(|a| a.read_only_hint)
-        .unwrap_or(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn portable_names() {
-        assert!(is_portable_name("sql__get_customer"));
-        assert!(!is_portable_name(""));
-        assert!(!is_portable_name("a.b"));
-        assert!(!is_portable_name(&"x".repeat(65)));
-        assert!(is_portable_name(&"x".repeat(64)));
     }
 }

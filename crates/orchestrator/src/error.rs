@@ -19,7 +19,32 @@ use rmcp::{
     model::{CallToolResult, ErrorCode},
 };
 
-use crate::policy::{breaker::BreakerOpen, bulkhead::BulkheadFull};
+/// Refusal while open (or half-open with all probe slots taken): fail fast.
+///
+/// Never retried by the retry layer: retrying would only hammer the breaker.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("circuit open for server `{server}`; next probe in {} ms", retry_in.as_millis())]
+pub struct BreakerOpen {
+    /// The upstream's name, so the agent knows which server is down.
+    pub server: String,
+    /// When a probe will be let through: the rest of `open_for`, or zero while half-open (a probe
+    /// slot may free at any moment).
+    pub retry_in: Duration,
+}
+
+/// Refusal: the server has `max_concurrent` calls running and `max_queue` waiting.
+///
+/// Never retried by the retry layer: retrying a saturated server adds to the load that saturated it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("bulkhead full for server `{server}`: {max_concurrent} running and {max_queue} queued")]
+pub struct BulkheadFull {
+    /// The upstream's name.
+    pub server: String,
+    /// Its concurrency limit.
+    pub max_concurrent: usize,
+    /// Its queue limit.
+    pub max_queue: usize,
+}
 
 /// Why a routed call did not produce the upstream's answer.
 #[derive(Debug, Clone, thiserror::Error)]

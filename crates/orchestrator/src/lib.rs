@@ -1,9 +1,11 @@
 //! The orchestrator: one MCP server in front of many.
 //!
 //! # Layout
-//! From the bottom up; a module imports only from the ones above it in this list (and from its
-//! own children).
+//! Roughly from the bottom up: the call path's modules import only from the ones above them in
+//! this list; `config` holds the typed settings of `limits`, `policy` and `workflow`, and those
+//! read their resolved settings back from it (no two files import each other).
 //! - [`naming`]: how upstream names and URIs look to agents, and back (both directions use it).
+//! - [`annotations`]: what a tool's annotations promise (read-only, idempotent).
 //! - [`context`]: what an agent's request carries to every upstream request it causes.
 //! - [`stats`]: per-server figures for status.
 //! - [`limits`]: caps per client, per composite, per result and on upstream stderr.
@@ -30,6 +32,7 @@
 //! The `mcp-orchestrator` command (its CLI and the workshop demo) is the binary crate
 //! `crates/orchestrator-cli`; this library needs no argument parser, tables or spinners.
 
+pub mod annotations;
 pub mod cache;
 pub mod call;
 pub mod catalog;

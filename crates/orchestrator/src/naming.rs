@@ -6,6 +6,14 @@
 //!   leaves the name as the upstream gave it.
 //! - Resource URIs: `<server>+<uri>`, reversible because server names cannot hold `+`.
 
+/// Whether `name` is a tool name common agent APIs accept.
+pub fn is_portable_name(name: &str) -> bool {
+    (1..=crate::config::MAX_TOOL_NAME).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// The name an agent sees for an upstream's tool or prompt `name`.
 pub fn expose_name(prefix: &str, separator: &str, name: &str) -> String {
     if prefix.is_empty() {
@@ -35,6 +43,15 @@ mod tests {
         assert_eq!(exposed, "docs+file:///a+b.txt");
         assert_eq!(split_uri(&exposed), Some(("docs", "file:///a+b.txt")));
         assert_eq!(split_uri("no-server"), None);
+    }
+
+    #[test]
+    fn portable_names() {
+        assert!(is_portable_name("sql__get_customer"));
+        assert!(!is_portable_name(""));
+        assert!(!is_portable_name("a.b"));
+        assert!(!is_portable_name(&"x".repeat(65)));
+        assert!(is_portable_name(&"x".repeat(64)));
     }
 
     #[test]

@@ -190,7 +190,7 @@ impl UpstreamCalls {
     ) -> Option<&'a CacheSpec> {
         match (step, self.config.cache.tools.get(call_name)) {
             (_, Some(configured)) => Some(configured),
-            (Some(step), None) if definition.is_some_and(crate::catalog::is_read_only) => {
+            (Some(step), None) if definition.is_some_and(crate::annotations::is_read_only) => {
                 Some(step)
             }
             _ => None,

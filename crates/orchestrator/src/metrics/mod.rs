@@ -85,7 +85,7 @@ pub enum MetricsError {
 
 /// The orchestrator's instruments, their meter provider and the reader `/metrics` collects from.
 ///
-/// One per gateway ([`crate::gateway::Gateway::start_with_metrics`]); cheap to record into from
+/// One per gateway (`Gateway::start_with_metrics`); cheap to record into from
 /// any task.
 pub struct Metrics {
     /// Owns the readers; kept to shut export down cleanly.
@@ -151,7 +151,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Metrics read by `/metrics` only: nothing is exported. What tests, benches and the library
-    /// default ([`crate::gateway::Gateway::start`]) use.
+    /// default (`Gateway::start`) use.
     pub fn new() -> Self {
         Self::build(SdkMeterProvider::builder(), false)
     }

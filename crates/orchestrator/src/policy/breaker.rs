@@ -28,6 +28,9 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+
+/// The refusal, defined with the other call failures.
+pub use crate::error::BreakerOpen;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -113,19 +116,6 @@ impl fmt::Display for BreakerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Refusal while open (or half-open with all probe slots taken): fail fast.
-///
-/// Never retried by the retry layer: retrying would only hammer the breaker.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("circuit open for server `{server}`; next probe in {} ms", retry_in.as_millis())]
-pub struct BreakerOpen {
-    /// The upstream's name, so the agent knows which server is down.
-    pub server: String,
-    /// When a probe will be let through: the rest of `open_for`, or zero while half-open (a probe
-    /// slot may free at any moment).
-    pub retry_in: Duration,
 }
 
 /// Figures for `orchestrator://status`.

@@ -18,6 +18,9 @@ use std::sync::{
 };
 
 use serde::Serialize;
+
+/// The refusal, defined with the other call failures.
+pub use crate::error::BulkheadFull;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Default for [`BulkheadSettings::max_concurrent`].
@@ -43,20 +46,6 @@ impl Default for BulkheadSettings {
             max_queue: DEFAULT_MAX_QUEUE,
         }
     }
-}
-
-/// Refusal: the server has `max_concurrent` calls running and `max_queue` waiting.
-///
-/// Never retried by the retry layer: retrying a saturated server adds to the load that saturated it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("bulkhead full for server `{server}`: {max_concurrent} running and {max_queue} queued")]
-pub struct BulkheadFull {
-    /// The upstream's name.
-    pub server: String,
-    /// Its concurrency limit.
-    pub max_concurrent: usize,
-    /// Its queue limit.
-    pub max_queue: usize,
 }
 
 /// Figures for `orchestrator://status`.

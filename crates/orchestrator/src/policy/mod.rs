@@ -209,11 +209,8 @@ impl PolicyStack {
         definition: Option<&Tool>,
         arguments: Option<&JsonObject>,
     ) -> Plan {
-        let read_only = definition.is_some_and(crate::catalog::is_read_only);
-        let idempotent = definition
-            .and_then(|t| t.annotations.as_ref())
-            .and_then(|a| a.idempotent_hint)
-            .unwrap_or(false);
+        let read_only = definition.is_some_and(crate::annotations::is_read_only);
+        let idempotent = definition.is_some_and(crate::annotations::is_idempotent);
         let policy = self.policy.for_tool(tool, read_only);
         let safe =
             read_only || idempotent || policy.retry_safe || carries_idempotency_key(arguments);

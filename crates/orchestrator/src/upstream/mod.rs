@@ -154,8 +154,8 @@ impl Upstream {
         self.link.connected_since()
     }
 
-    /// One request on the wire: one attempt, no policy. Only the call path
-    /// ([`crate::call::upstream`]) sends, inside the server's policy stack.
+    /// One request on the wire: one attempt, no policy. Only the call path sends, inside the
+    /// server's policy stack.
     pub(crate) fn send<'a>(
         &'a self,
         request: ClientRequest,

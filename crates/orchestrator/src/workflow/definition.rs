@@ -182,7 +182,7 @@ impl Workflow {
         max_for_each_items: usize,
     ) -> Result<Self, ConfigError> {
         let base = format!("orchestrator.composites.{name}");
-        if !crate::catalog::is_portable_name(name) {
+        if !crate::naming::is_portable_name(name) {
             return Err(err(
                 base,
                 "composite names must be 1-64 characters of A-Z a-z 0-9 _ -",
