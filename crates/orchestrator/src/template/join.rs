@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
-use super::render::{Key, array_argument, kind, render_error};
+use super::values::{Key, array_argument, kind, render_error};
 use super::{TemplateError, key_at};
 
 /// A running `$join` sum: integers exactly, decimals as f64.

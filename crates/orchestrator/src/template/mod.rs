@@ -134,6 +134,7 @@
 //! - `render`: a compiled template rendered against a [`Scope`]; `$concat`, `$zip`, `$pick` and
 //!   `$default` run here.
 //! - `join`: the `$join` aggregation, the one helper big enough for its own file.
+//! - `values`: what rendering and the helpers share (render errors, array arguments, keys).
 
 mod compile;
 #[cfg(test)]
@@ -142,6 +143,7 @@ mod inspect;
 mod join;
 mod render;
 mod tree;
+mod values;
 
 use serde_json::Value;
 
