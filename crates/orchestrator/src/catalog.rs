@@ -61,16 +61,11 @@ pub struct CatalogProblem {
 /// One consistent view of what the orchestrator offers.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    /// Exposed tools, in server then upstream order.
-    pub tools: Vec<Tool>,
-    /// Exposed prompts.
-    pub prompts: Vec<Prompt>,
-    /// Exposed resources (URIs mapped).
-    pub resources: Vec<Resource>,
-    /// Exposed resource templates (URI templates mapped).
-    pub templates: Vec<ResourceTemplate>,
-    /// Names left out and why.
-    pub problems: Vec<CatalogProblem>,
+    tools: Vec<Tool>,
+    prompts: Vec<Prompt>,
+    resources: Vec<Resource>,
+    templates: Vec<ResourceTemplate>,
+    problems: Vec<CatalogProblem>,
     tool_routes: HashMap<String, Target>,
     /// Exposed name → index in `tools`, so a call finds its tool's annotations in O(1).
     tool_positions: HashMap<String, usize>,
@@ -246,6 +241,31 @@ impl Catalog {
         self.tool_positions.insert(name.clone(), self.tools.len());
         self.tools.push(tool);
         self.invalidate_tool = name;
+    }
+
+    /// Exposed tools, in server then upstream order, then composites and built-ins.
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+
+    /// Exposed prompts.
+    pub fn prompts(&self) -> &[Prompt] {
+        &self.prompts
+    }
+
+    /// Exposed resources (URIs mapped).
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// Exposed resource templates (URI templates mapped).
+    pub fn templates(&self) -> &[ResourceTemplate] {
+        &self.templates
+    }
+
+    /// Names left out and why.
+    pub fn problems(&self) -> &[CatalogProblem] {
+        &self.problems
     }
 
     /// Where the exposed tool `name` leads.

@@ -188,17 +188,12 @@ impl ServerHandler for Frontend {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(
-            self.gateway.catalog().tools.clone(),
+            self.gateway.catalog().tools().to_vec(),
         ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.gateway
-            .catalog()
-            .tools
-            .iter()
-            .find(|t| t.name == name)
-            .cloned()
+        self.gateway.catalog().tool_definition(name).cloned()
     }
 
     async fn call_tool(
@@ -280,7 +275,7 @@ impl ServerHandler for Frontend {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let mut resources = vec![Self::status_resource()];
-        resources.extend(self.gateway.catalog().resources.iter().cloned());
+        resources.extend(self.gateway.catalog().resources().iter().cloned());
         Ok(ListResourcesResult::with_all_items(resources))
     }
 
@@ -290,7 +285,7 @@ impl ServerHandler for Frontend {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         Ok(ListResourceTemplatesResult::with_all_items(
-            self.gateway.catalog().templates.clone(),
+            self.gateway.catalog().templates().to_vec(),
         ))
     }
 
@@ -389,7 +384,7 @@ impl ServerHandler for Frontend {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         Ok(ListPromptsResult::with_all_items(
-            self.gateway.catalog().prompts.clone(),
+            self.gateway.catalog().prompts().to_vec(),
         ))
     }
 

@@ -121,13 +121,14 @@ impl Gateway {
             }
             let Some(gw) = gateway.upgrade() else { return };
             let next = gw.catalog();
-            if previous.tools != next.tools {
+            if previous.tools() != next.tools() {
                 gw.relay.tools_changed().await;
             }
-            if previous.resources != next.resources || previous.templates != next.templates {
+            if previous.resources() != next.resources() || previous.templates() != next.templates()
+            {
                 gw.relay.resources_changed().await;
             }
-            if previous.prompts != next.prompts {
+            if previous.prompts() != next.prompts() {
                 gw.relay.prompts_changed().await;
             }
             previous = next;

@@ -121,8 +121,8 @@ impl StatusReport {
                 })
                 .collect(),
             disabled: gw.config().disabled.clone(),
-            exposed_tools: catalog.tools.len(),
-            catalog_problems: catalog.problems.clone(),
+            exposed_tools: catalog.tools().len(),
+            catalog_problems: catalog.problems().to_vec(),
             composites: gw
                 .config()
                 .workflows

@@ -9,7 +9,7 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<i32> {
     let gateway = super::start(path).await?;
     let catalog = gateway.catalog();
     if json {
-        out!("{}", serde_json::to_string_pretty(&catalog.tools)?);
+        out!("{}", serde_json::to_string_pretty(catalog.tools())?);
     } else {
         let mut t = table(&["tool", "server", "read-only", "description"]);
         for (tool, server) in catalog.tool_servers() {
@@ -37,10 +37,10 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<i32> {
         out!("{t}");
         out!(
             "{} tools from {} servers",
-            catalog.tools.len(),
+            catalog.tools().len(),
             gateway.upstreams().len()
         );
-        for p in &catalog.problems {
+        for p in catalog.problems() {
             out!("note: {}: {}", p.server, p.message);
         }
     }
