@@ -263,3 +263,137 @@ impl Relay {
         agents.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rmcp::{
+        ClientHandler, RoleClient, ServerHandler, ServiceExt,
+        model::{NumberOrString, ResourceUpdatedNotificationParam},
+        service::{NotificationContext, RunningService},
+    };
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// The orchestrator's side of an agent session; it answers nothing of its own here.
+    struct Front;
+    impl ServerHandler for Front {}
+
+    /// What the agent hears.
+    #[derive(Debug)]
+    enum Heard {
+        Progress(ProgressNotificationParam),
+        Updated(String),
+    }
+
+    /// An agent that notes every progress and resource update it hears.
+    #[derive(Clone)]
+    struct Agent(mpsc::UnboundedSender<Heard>);
+
+    impl ClientHandler for Agent {
+        async fn on_progress(
+            &self,
+            params: ProgressNotificationParam,
+            _context: NotificationContext<RoleClient>,
+        ) {
+            let _ = self.0.send(Heard::Progress(params));
+        }
+
+        async fn on_resource_updated(
+            &self,
+            params: ResourceUpdatedNotificationParam,
+            _context: NotificationContext<RoleClient>,
+        ) {
+            let _ = self.0.send(Heard::Updated(params.uri));
+        }
+    }
+
+    type Session = (
+        RunningService<RoleServer, Front>,
+        RunningService<RoleClient, Agent>,
+        mpsc::UnboundedReceiver<Heard>,
+    );
+
+    /// An agent session over an in-memory pipe: no process, no socket.
+    async fn session() -> Session {
+        let (front, agent) = tokio::io::duplex(64 * 1024);
+        let (heard, hearing) = mpsc::unbounded_channel();
+        let (front, agent) = tokio::join!(Front.serve(front), Agent(heard).serve(agent));
+        (
+            front.expect("the front's handshake"),
+            agent.expect("the agent's handshake"),
+            hearing,
+        )
+    }
+
+    fn token(n: i64) -> ProgressToken {
+        ProgressToken(NumberOrString::Number(n))
+    }
+
+    async fn next(hearing: &mut mpsc::UnboundedReceiver<Heard>) -> Heard {
+        tokio::time::timeout(std::time::Duration::from_secs(5), hearing.recv())
+            .await
+            .expect("the agent heard something")
+            .expect("the session is open")
+    }
+
+    #[tokio::test]
+    async fn an_upstreams_progress_reaches_the_agent_that_asked_under_the_agents_own_token() {
+        let relay = Arc::new(Relay::default());
+        let (front, _agent, mut hearing) = session().await;
+        let agent_token = ProgressToken(NumberOrString::String("agent-call-1".into()));
+        let _call = relay.register_progress("sql", token(7), front.peer().clone(), agent_token);
+        // Another server's token 7 belongs to another call: not this agent's.
+        relay
+            .forward_progress("cosmos", ProgressNotificationParam::new(token(7), 9.0))
+            .await;
+        relay
+            .forward_progress(
+                "sql",
+                ProgressNotificationParam::new(token(7), 1.0).with_total(2.0),
+            )
+            .await;
+        match next(&mut hearing).await {
+            Heard::Progress(p) => {
+                assert_eq!(
+                    p.progress_token.0,
+                    NumberOrString::String("agent-call-1".into())
+                );
+                assert_eq!((p.progress, p.total), (1.0, Some(2.0)));
+            }
+            other => panic!("expected progress, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_for_no_call_in_flight_goes_nowhere() {
+        let relay = Arc::new(Relay::default());
+        let (front, _agent, mut hearing) = session().await;
+        relay
+            .forward_progress("sql", ProgressNotificationParam::new(token(1), 1.0))
+            .await;
+        // A later, routed notification is the first thing the agent hears.
+        let _call = relay.register_progress("sql", token(2), front.peer().clone(), token(20));
+        relay
+            .forward_progress("sql", ProgressNotificationParam::new(token(2), 5.0))
+            .await;
+        match next(&mut hearing).await {
+            Heard::Progress(p) => assert_eq!((p.progress_token, p.progress), (token(20), 5.0)),
+            other => panic!("expected progress, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resource_update_reaches_its_subscribers_under_the_exposed_uri() {
+        let relay = Arc::new(Relay::default());
+        let (front, _agent, mut hearing) = session().await;
+        let exposed = crate::naming::expose_uri("docs", "file:///a.txt");
+        relay.subscribe(&exposed, front.peer().clone());
+        relay.resource_updated("other", "file:///a.txt").await;
+        relay.resource_updated("docs", "file:///a.txt").await;
+        match next(&mut hearing).await {
+            Heard::Updated(uri) => assert_eq!(uri, "docs+file:///a.txt"),
+            other => panic!("expected an update, got {other:?}"),
+        }
+    }
+}
