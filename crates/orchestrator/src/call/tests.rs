@@ -88,6 +88,18 @@ fn never_answers(
     futures::future::pending().boxed()
 }
 
+fn connection_lost(
+    _: &ClientRequest,
+) -> futures::future::BoxFuture<'static, Result<ServerResult, CallError>> {
+    async {
+        Err(CallError::ConnectionLost {
+            server: "s".into(),
+            detail: "reset".into(),
+        })
+    }
+    .boxed()
+}
+
 impl Fixture {
     async fn call(&self, name: &str) -> Result<CallToolResult, CallError> {
         let route = self.catalog.route(name).expect("a listed tool");
@@ -136,15 +148,7 @@ async fn a_prompt_get_to_a_server_whose_breaker_is_open_fails_fast_without_reach
             "retry": { "maxAttempts": 1 },
             "circuitBreaker": { "consecutiveFailures": 1, "openMs": 60000 }
         }),
-        |_| {
-            async {
-                Err(CallError::ConnectionLost {
-                    server: "s".into(),
-                    detail: "reset".into(),
-                })
-            }
-            .boxed()
-        },
+        connection_lost,
     );
     let cx = CallContext::default();
     let get = || {
@@ -232,15 +236,7 @@ async fn an_open_breaker_reads_the_same_through_a_pass_through_call_and_a_compos
             "retry": { "maxAttempts": 2, "baseDelayMs": 1, "jitter": "none" },
             "circuitBreaker": { "consecutiveFailures": 1, "openMs": 60000 }
         }),
-        |_| {
-            async {
-                Err(CallError::ConnectionLost {
-                    server: "s".into(),
-                    detail: "reset".into(),
-                })
-            }
-            .boxed()
-        },
+        connection_lost,
     )
     .await;
 }

@@ -145,6 +145,8 @@ mod render;
 mod tree;
 mod values;
 
+pub use values::kind as kind_of;
+
 use serde_json::Value;
 
 use tree::Node;

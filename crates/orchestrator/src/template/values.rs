@@ -13,8 +13,8 @@ pub(super) fn render_error(at: &str, message: impl Into<String>) -> TemplateErro
     }
 }
 
-/// What kind of JSON value this is, for messages.
-pub(super) fn kind(value: &Value) -> &'static str {
+/// What kind of JSON value this is, for messages (`a string`, `an array`, ...).
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

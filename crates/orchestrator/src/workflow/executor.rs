@@ -26,7 +26,7 @@ use super::definition::{Step, Workflow};
 use crate::{
     context::CallContext,
     error::{CallError, Fault},
-    template::Scope,
+    template::{Scope, kind_of},
 };
 
 /// One upstream call made for a step.
@@ -721,17 +721,6 @@ fn as_object(v: Value) -> Result<JsonObject, String> {
             "arguments must be an object, got {}",
             kind_of(&other)
         )),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
