@@ -6,9 +6,12 @@
 //!   leaves the name as the upstream gave it.
 //! - Resource URIs: `<server>+<uri>`, reversible because server names cannot hold `+`.
 
+/// Longest tool name common agent APIs accept (`^[a-zA-Z0-9_-]{1,64}$`).
+pub const MAX_TOOL_NAME: usize = 64;
+
 /// Whether `name` is a tool name common agent APIs accept.
 pub fn is_portable_name(name: &str) -> bool {
-    (1..=crate::config::MAX_TOOL_NAME).contains(&name.len())
+    (1..=MAX_TOOL_NAME).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')

@@ -20,8 +20,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Longest tool name common agent APIs accept (`^[a-zA-Z0-9_-]{1,64}$`).
-pub const MAX_TOOL_NAME: usize = 64;
+pub use crate::naming::MAX_TOOL_NAME;
 
 /// A configuration error: where and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
