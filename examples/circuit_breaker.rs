@@ -3,8 +3,9 @@
 //! Run: `cargo build --workspace --bins && cargo run -p mcp-orchestrator --example circuit_breaker`
 //!
 //! Starts the bundled Cosmos server over streamable HTTP with every call failing after 20 ms
-//! (`--failure-rate 1 --latency-ms 20`), behind a breaker that opens after 3 failures in a row and
-//! stays open for 1 s. Calls until it opens, then shows fast failures while open (µs, the server
+//! (`--failure-rate 1 --latency-ms 20`), behind a breaker that opens once more than half of at
+//! least 3 calls failed (the server answers, so it is the failure share that trips, not the
+//! unreachable-in-a-row rule) and stays open for 1 s. Calls until it opens, then shows fast failures while open (µs, the server
 //! sees nothing), heals the server with SIGUSR1 (which pauses its injected faults), waits out the
 //! open period and shows the probe closing the breaker. After each call it prints the breaker's
 //! state from the gateway's status report (`orchestrator://status`), and at the end its transitions.
@@ -62,7 +63,8 @@ async fn main() -> anyhow::Result<()> {
         "mcpServers": { "cosmos": { "url": url } },
         "orchestrator": { "servers": { "cosmos": {
             "retry": { "maxAttempts": 1 },
-            "circuitBreaker": { "consecutiveFailures": 3, "openMs": 1000 }
+            "circuitBreaker": { "consecutiveFailures": 0, "failureRate": 0.5, "minCalls": 3,
+                                "openMs": 1000, "minOpenMs": 1000 }
         } } }
     });
     let config = Config::parse(&config.to_string(), Path::new("."), &|_| None)?;

@@ -295,7 +295,11 @@ async fn an_optional_source_down_gives_a_partial_result_and_a_critical_one_fails
         .cloned()
         .unwrap_or_default();
     assert_eq!(behavior["server"], "cosmos");
-    assert_eq!(behavior["errorKind"], "not_connected");
+    // The server never started: its breaker opened when the connection could not be made, so the
+    // step failed at once, and the refusal says why.
+    assert_eq!(behavior["errorKind"], "circuit_open");
+    let why = behavior["error"].as_str().unwrap_or_default();
+    assert!(why.contains("cannot start"), "{why}");
     gw.shutdown().await;
 
     let gw = start(config_with(

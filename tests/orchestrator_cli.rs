@@ -194,8 +194,9 @@ fn table_rows(table: &str) -> Vec<HashMap<String, String>> {
 async fn status_shows_each_servers_breaker_bulkhead_and_retries() -> anyhow::Result<()> {
     let dir = TempDir::new("cli-status-policy")?;
     let path = dir.path().join("mcp.json");
-    // `flaky` always fails: 2 calls of 3 attempts (2 retries each) reach its breaker's 6
-    // failures. `slow` takes 30 s per call and holds 1 running and 1 queued.
+    // `flaky` answers every call with an error: 2 calls (3 attempts each, counted once per call)
+    // reach its breaker's failure share over `minCalls: 2`. `slow` takes 30 s per call and holds
+    // 1 running and 1 queued.
     let cfg = json!({
         "mcpServers": {
             "flaky": { "command": bin_path("cosmos-mcp-server")?,
@@ -205,7 +206,8 @@ async fn status_shows_each_servers_breaker_bulkhead_and_retries() -> anyhow::Res
         },
         "orchestrator": { "servers": {
             "flaky": { "retry": { "maxAttempts": 3, "baseDelayMs": 1, "maxDelayMs": 2 },
-                       "circuitBreaker": { "consecutiveFailures": 6, "openMs": 600000 } },
+                       "circuitBreaker": { "consecutiveFailures": 0, "failureRate": 0.5, "minCalls": 2,
+                                          "openMs": 600000, "minOpenMs": 600000 } },
             "slow": { "timeoutMs": 60000, "retry": { "maxAttempts": 1 },
                       "bulkhead": { "maxConcurrent": 1, "maxQueue": 1 } }
         } }

@@ -671,7 +671,10 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() -> anyhow::Result<()> 
         "mcpServers": cosmos_http(&cosmos.url, json!({})),
         "orchestrator": { "servers": { "cosmos": {
             "retry": { "maxAttempts": 1 },
-            "circuitBreaker": { "consecutiveFailures": 3, "openMs": 800 }
+            // The server answers every call with an error: the failure share trips the breaker
+            // (answers never count as unreachable). A fixed open period keeps the timing simple.
+            "circuitBreaker": { "consecutiveFailures": 0, "failureRate": 0.5, "minCalls": 3,
+                                "openMs": 800, "minOpenMs": 800 }
         } } }
     }))?;
     ready(&gw).await?;

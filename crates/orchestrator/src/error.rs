@@ -23,10 +23,13 @@ use rmcp::{
 ///
 /// Never retried by the retry layer: retrying would only hammer the breaker.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("circuit open for server `{server}`; next probe in {} ms", retry_in.as_millis())]
+#[error("circuit open for server `{server}` ({why}); next probe in {} ms", retry_in.as_millis())]
 pub struct BreakerOpen {
     /// The upstream's name, so the agent knows which server is down.
     pub server: String,
+    /// Why it opened (`connection lost: ...`, `5 calls in a row found the server unreachable`):
+    /// the cause reaches the agent, not only the refusal.
+    pub why: std::sync::Arc<str>,
     /// When a probe will be let through: the rest of `open_for`, or zero while half-open (a probe
     /// slot may free at any moment).
     pub retry_in: Duration,
@@ -107,6 +110,15 @@ pub enum CallError {
     /// The server's circuit breaker is open: refused without calling it.
     #[error(transparent)]
     CircuitOpen(#[from] BreakerOpen),
+    /// The server asked its callers to wait (`retryAfterMs`) longer than this call's deadline
+    /// leaves: refused without calling it.
+    #[error("server `{server}` asked callers to wait {} ms before calling again, past this call's deadline", retry_in.as_millis())]
+    Held {
+        /// The upstream's name.
+        server: String,
+        /// How long it asked to wait, from now.
+        retry_in: Duration,
+    },
     /// The server's bulkhead is full: refused without calling it.
     #[error(transparent)]
     BulkheadFull(#[from] BulkheadFull),
@@ -125,6 +137,7 @@ impl CallError {
             CallError::Deadline { .. } => "deadline",
             CallError::CircuitOpen(_) => "circuit_open",
             CallError::BulkheadFull(_) => "bulkhead_full",
+            CallError::Held { .. } => "retry_after",
         }
     }
 
@@ -135,7 +148,8 @@ impl CallError {
             | CallError::ConnectionLost { server, .. }
             | CallError::Protocol { server, .. }
             | CallError::Timeout { server, .. }
-            | CallError::Deadline { server, .. } => Some(server),
+            | CallError::Deadline { server, .. }
+            | CallError::Held { server, .. } => Some(server),
             CallError::CircuitOpen(e) => Some(&e.server),
             CallError::BulkheadFull(e) => Some(&e.server),
             CallError::Unknown { .. } | CallError::Cancelled => None,
@@ -155,6 +169,9 @@ impl CallError {
             CallError::CircuitOpen(open) => ToolError::unavailable(self.to_string())
                 .with_retry_after_ms(open.retry_in.as_millis() as u64),
             CallError::BulkheadFull(_) => ToolError::throttled(self.to_string(), 100),
+            CallError::Held { retry_in, .. } => {
+                ToolError::throttled(self.to_string(), retry_in.as_millis() as u64)
+            }
             CallError::Unknown { .. } | CallError::Protocol { .. } | CallError::Cancelled => {
                 return None;
             }

@@ -49,7 +49,13 @@ async fn with_server(bins: &Bins, out: &Out, data_dir: &str) -> anyhow::Result<V
             c["orchestrator"]["cache"] = json!({});
             c["orchestrator"]["servers"] = json!({ "cosmos": {
                 "retry": { "maxAttempts": 1 },
-                "circuitBreaker": { "consecutiveFailures": FAILURES, "openMs": OPEN_MS }
+                "circuitBreaker": {
+                    "consecutiveFailures": 0,
+                    "failureRate": 0.5,
+                    "minCalls": FAILURES,
+                    "openMs": OPEN_MS,
+                    "minOpenMs": OPEN_MS
+                }
             } });
         })?,
         out,

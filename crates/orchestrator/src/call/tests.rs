@@ -267,3 +267,203 @@ async fn a_tool_call_routes_to_the_upstream_and_a_composite_calls_down_through_t
         Err(CallError::Unknown { .. })
     ));
 }
+
+/// A script that answers after `latency`, failing (an `unavailable` tool error, as the bundled
+/// servers' injected faults are) with probability `share`, from a fixed seed.
+fn flaky(
+    share: f64,
+    latency: Duration,
+) -> impl Fn(&ClientRequest) -> futures::future::BoxFuture<'static, Result<ServerResult, CallError>>
++ Send
++ Sync
++ 'static {
+    use rand::{Rng as _, SeedableRng as _};
+    let rng = std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(7));
+    move |_| {
+        let fail = rng.lock().expect("rng").random_bool(share);
+        async move {
+            tokio::time::sleep(latency).await;
+            let result = if fail {
+                kit::ToolError::unavailable("injected failure").to_call_tool_result()
+            } else {
+                CallToolResult::structured(json!({ "ok": true }))
+            };
+            Ok(ServerResult::CallToolResult(result))
+        }
+        .boxed()
+    }
+}
+
+/// Makes `calls` calls of `s.get`, `in_flight` at a time; returns how many succeeded.
+async fn load(f: &Fixture, calls: usize, in_flight: usize) -> usize {
+    use futures::StreamExt as _;
+    let cx = CallContext::default();
+    futures::stream::iter(0..calls)
+        .map(|_| f.calls.upstream().call_tool(0, "get", None, None, &cx))
+        .buffer_unordered(in_flight)
+        .filter(|call| {
+            std::future::ready(
+                call.outcome
+                    .as_ref()
+                    .is_ok_and(|r| r.is_error != Some(true)),
+            )
+        })
+        .count()
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fifth_of_calls_failing_at_random_at_64_in_flight_leaves_the_breaker_closed() {
+    // The default breaker and retries; a budget that covers a 20% failure rate.
+    let f = fixture(
+        json!({ "retry": { "budgetRatio": 1.0 } }),
+        flaky(0.2, Duration::from_millis(5)),
+    );
+    let succeeded = load(&f, 4_000, 64).await;
+    let breaker = f.upstream.policy().breaker().snapshot();
+    assert_eq!(breaker.opens, 0, "{breaker:?}");
+    // Three attempts leave 0.2^3 = 0.8% failed.
+    assert!(succeeded >= 3_940, "{succeeded} of 4000 succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_answering_every_call_with_an_error_opens_the_breaker_by_min_calls() {
+    let f = fixture(
+        json!({ "retry": { "maxAttempts": 1 } }),
+        flaky(1.0, Duration::from_millis(5)),
+    );
+    // Default `minCalls` 20 and `failureRate` 0.5: the 20th failed call opens it.
+    for n in 1..=20 {
+        assert_eq!(
+            f.upstream.policy().breaker().state(),
+            BreakerState::Closed,
+            "call {n}"
+        );
+        let _ = f.call("s__get").await;
+    }
+    assert_eq!(f.upstream.policy().breaker().state(), BreakerState::Open);
+    assert!(matches!(
+        f.call("s__get").await,
+        Err(CallError::CircuitOpen(_))
+    ));
+    assert_eq!(f.link.received().len(), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_server_opens_the_breaker_after_consecutive_failures_calls() {
+    let f = fixture(
+        json!({ "retry": { "maxAttempts": 3, "baseDelayMs": 1 } }),
+        connection_lost,
+    );
+    // Default `consecutiveFailures` 5, each call counted once however many attempts it made.
+    for _ in 0..5 {
+        let _ = f.call("s__get").await;
+    }
+    assert_eq!(f.upstream.policy().breaker().state(), BreakerState::Open);
+    assert_eq!(f.link.received().len(), 15, "three attempts per call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_killed_connection_opens_the_breaker_and_calls_fail_fast_without_reaching_it() {
+    // A server that would hang every call: without the supervisor's word each call would wait out
+    // its 5 s attempt timeout.
+    let f = fixture(json!({}), never_answers);
+    f.link.watched_by(f.upstream.policy().breaker().clone());
+    f.link.lose_connection();
+    assert_eq!(f.upstream.policy().breaker().state(), BreakerState::Open);
+    let started = tokio::time::Instant::now();
+    for _ in 0..10 {
+        let refused = f.call("s__get").await;
+        assert!(
+            matches!(refused, Err(CallError::CircuitOpen(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO, "no call waited");
+    assert!(f.link.received().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconnect_half_opens_the_breaker_at_once_and_the_first_success_closes_it() {
+    let f = fixture(
+        json!({ "circuitBreaker": { "openMs": 60000, "minOpenMs": 60000 } }),
+        flaky(0.0, Duration::from_millis(1)),
+    );
+    let breaker = f.upstream.policy().breaker().clone();
+    f.link.watched_by(breaker.clone());
+    f.link.lose_connection();
+    assert!(matches!(
+        f.call("s__get").await,
+        Err(CallError::CircuitOpen(_))
+    ));
+    let started = tokio::time::Instant::now();
+    f.link.restore_connection();
+    assert_eq!(
+        breaker.state(),
+        BreakerState::HalfOpen,
+        "not after 60 s: now"
+    );
+    let probe = f.call("s__get").await.expect("the probe's answer");
+    assert_eq!(probe.is_error, Some(false));
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert!(started.elapsed() < Duration::from_millis(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_hint_holds_every_caller_and_refuses_one_whose_deadline_ends_first() {
+    // The first request is throttled with a 500 ms hint; later ones succeed. Each request notes
+    // when it reached the server.
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    let f = fixture(
+        json!({ "retry": { "maxAttempts": 1 }, "deadlineMs": 2000 }),
+        move |_| {
+            let mut seen = seen.lock().expect("lock");
+            seen.push(tokio::time::Instant::now());
+            let first = seen.len() == 1;
+            async move {
+                let result = if first {
+                    kit::ToolError::throttled("over the RU budget", 500).to_call_tool_result()
+                } else {
+                    CallToolResult::structured(json!({ "ok": true }))
+                };
+                Ok(ServerResult::CallToolResult(result))
+            }
+            .boxed()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let throttled = f.call("s__get").await.expect("an answer");
+    assert_eq!(
+        kit::ToolError::from_call_tool_result(&throttled).map(|e| e.kind),
+        Some(kit::ErrorKind::Throttled)
+    );
+    // Another caller, which never saw the hint, waits it out before reaching the server.
+    let other = f.call("s__get").await.expect("an answer");
+    assert_eq!(other.is_error, Some(false));
+    let arrivals = arrivals.lock().expect("lock").clone();
+    assert_eq!(arrivals.len(), 2);
+    assert!(arrivals[1] - started >= Duration::from_millis(500));
+
+    // A hint longer than what is left of a call's deadline refuses it at once.
+    let g = fixture(
+        json!({ "retry": { "maxAttempts": 1 }, "deadlineMs": 100 }),
+        |_| {
+            async {
+                Ok(ServerResult::CallToolResult(
+                    kit::ToolError::throttled("slow down", 5_000).to_call_tool_result(),
+                ))
+            }
+            .boxed()
+        },
+    );
+    let _ = g.call("s__get").await;
+    let started = tokio::time::Instant::now();
+    let held = g.call("s__get").await;
+    assert!(matches!(held, Err(CallError::Held { .. })), "{held:?}");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(g.link.received().len(), 1, "the held call never left");
+    let answer = agent_error(held);
+    assert_eq!(answer.kind, kit::ErrorKind::Throttled);
+    assert!(answer.retry_after_ms.is_some_and(|ms| ms > 4_000));
+}

@@ -88,8 +88,11 @@ pub struct BreakerConfig {
     pub min_calls: Option<u32>,
     /// The rate rule's window. Default 30000 ms.
     pub window_ms: Option<u64>,
-    /// How long it stays open before letting a probe through. Default 5000 ms.
+    /// The longest it stays open before letting a probe through. Default 5000 ms.
     pub open_ms: Option<u64>,
+    /// The first open period; each failed probe doubles it, up to `openMs`. Default 250 ms (or
+    /// `openMs`, if that is shorter).
+    pub min_open_ms: Option<u64>,
     /// Probe calls let through while half-open. Default 1.
     pub half_open_probes: Option<u32>,
 }
@@ -289,6 +292,7 @@ impl BreakerConfig {
             min_calls: pick(&self.min_calls, &under.min_calls),
             window_ms: pick(&self.window_ms, &under.window_ms),
             open_ms: pick(&self.open_ms, &under.open_ms),
+            min_open_ms: pick(&self.min_open_ms, &under.min_open_ms),
             half_open_probes: pick(&self.half_open_probes, &under.half_open_probes),
         }
     }
@@ -322,6 +326,7 @@ pub fn resolve_server(
         .clone()
         .unwrap_or_default()
         .over(&defaults.circuit_breaker.clone().unwrap_or_default());
+    let breaker_cfg_min_open = breaker.min_open_ms;
     let bulkhead_w = server.bulkhead.clone().unwrap_or_default();
     let bulkhead_d = defaults.bulkhead.clone().unwrap_or_default();
     let b = crate::policy::breaker::BreakerSettings::default();
@@ -339,7 +344,13 @@ pub fn resolve_server(
             .open_ms
             .map(Duration::from_millis)
             .unwrap_or(b.open_for),
+        min_open: Duration::ZERO,
         half_open_probes: breaker.half_open_probes.unwrap_or(b.half_open_probes),
+    };
+    let mut breaker = breaker;
+    breaker.min_open = match breaker_cfg_min_open {
+        Some(ms) => Duration::from_millis(ms),
+        None => b.min_open.min(breaker.open_for),
     };
     let bpath = |f: &str| format!("{path}.circuitBreaker.{f}");
     if !(0.0..=1.0).contains(&breaker.failure_rate) {
@@ -352,6 +363,18 @@ pub fn resolve_server(
         return Err(ConfigError {
             path: bpath("openMs"),
             message: "must be at least 1".into(),
+        });
+    }
+    if breaker.min_open.is_zero() {
+        return Err(ConfigError {
+            path: bpath("minOpenMs"),
+            message: "must be at least 1".into(),
+        });
+    }
+    if breaker.min_open > breaker.open_for {
+        return Err(ConfigError {
+            path: bpath("minOpenMs"),
+            message: "must not exceed openMs".into(),
         });
     }
     if breaker.half_open_probes == 0 {
@@ -537,5 +560,31 @@ mod tests {
             Duration::from_secs(5),
             "other reads keep the read default"
         );
+    }
+
+    #[test]
+    fn the_first_open_period_defaults_to_250_ms_within_open_ms_and_is_checked() {
+        let resolve = |breaker: serde_json::Value| {
+            let server: PolicyDefaults = layer(json!({ "circuitBreaker": breaker }));
+            resolve_server(
+                &PolicyDefaults::default(),
+                &server,
+                &BTreeMap::new(),
+                "orchestrator.servers.s",
+            )
+        };
+        let p = resolve(json!({})).expect("valid");
+        assert_eq!(p.breaker.min_open, Duration::from_millis(250));
+        let p = resolve(json!({ "openMs": 100 })).expect("valid");
+        assert_eq!(
+            p.breaker.min_open,
+            Duration::from_millis(100),
+            "never past openMs"
+        );
+        let e = resolve(json!({ "openMs": 100, "minOpenMs": 200 })).expect_err("refused");
+        assert_eq!(e.path, "orchestrator.servers.s.circuitBreaker.minOpenMs");
+        assert_eq!(e.message, "must not exceed openMs");
+        let e = resolve(json!({ "minOpenMs": 0 })).expect_err("refused");
+        assert_eq!(e.path, "orchestrator.servers.s.circuitBreaker.minOpenMs");
     }
 }

@@ -400,6 +400,17 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .build();
     let o = observed.clone();
     meter
+        .u64_observable_counter("mcp.orchestrator.retry.budget_exhausted")
+        .with_description("Retries the server's retry budget refused")
+        .with_unit("{retry}")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                obs.observe(u.policy().snapshot().budget_exhausted, &[server(&u)]);
+            }
+        })
+        .build();
+    let o = observed.clone();
+    meter
         .u64_observable_gauge("mcp.orchestrator.breaker.state")
         .with_description("Circuit breaker state: 0 closed, 1 open, 2 half-open")
         .with_callback(move |obs| {
@@ -667,7 +678,7 @@ mod tests {
 
         let breaker = up.policy().breaker();
         for _ in 0..2 {
-            breaker.acquire().expect("closed").failure();
+            breaker.acquire().expect("closed").unreachable();
         }
         let slot = up.policy().bulkhead().enter().await.expect("a free slot");
         assert!(up.policy().bulkhead().enter().await.is_err(), "full");
@@ -686,6 +697,8 @@ mod tests {
         assert_eq!(sample(&text, rejected, &sql), Some(1.0), "{text}");
         let retries = "mcp_orchestrator_upstream_retries_total";
         assert_eq!(sample(&text, retries, &sql), Some(0.0), "{text}");
+        let refused = "mcp_orchestrator_retry_budget_exhausted_total";
+        assert_eq!(sample(&text, refused, &sql), Some(0.0), "{text}");
 
         drop(slot);
         let text = m.render_prometheus().expect("collected");

@@ -1,16 +1,31 @@
 //! Circuit breaker per upstream server: fail fast while a server keeps failing, probe it to recover.
 //!
-//! Modelled on linkerd2-proxy's `breaker/consecutive_failures.rs`, with a second, rate-based rule and
-//! an explicit half-open state:
+//! Modelled on linkerd2-proxy's `breaker/consecutive_failures.rs`, with a second, rate-based rule,
+//! an explicit half-open state, and the connection's own news:
 //!
 //! ```text
-//!            consecutive-failures rule or rate rule trips
-//!   Closed ─────────────────────────────────────────────▶ Open { until = now + open_for }
-//!     ▲                                                     │ first acquire at or after `until`
-//!     │ a probe succeeds                                    ▼ (that call is the first probe)
+//!        unreachable rule, rate rule, or the connection is lost
+//!   Closed ─────────────────────────────────────────────▶ Open { until = now + period }
+//!     ▲                                                     │ first acquire at or after `until`, or
+//!     │ a probe succeeds                                    ▼ the connection is back (at once)
 //!     └──────────────────────────────────────────────── HalfOpen { probes in flight ≤ half_open_probes }
-//!                                   a probe fails: Open again for a full `open_for`
+//!                  a probe fails (or the connection is lost): Open again, for twice the period
 //! ```
+//!
+//! What trips it is chosen for what a breaker is for: a server that is down or overwhelmed.
+//! - **Unreachable in a row**: `consecutive_failures` failures that mean the server could not be
+//!   reached or did not answer (connection lost or refused, not connected, attempt timeout), with
+//!   no answer of any kind between them. A server that answers, even with an error, resets it.
+//! - **Failure share**: more than `failure_rate` of the calls in `window` failed, once there were
+//!   `min_calls`. The policy stack reports each logical call once (its last attempt), so a server
+//!   that fails one attempt in five, which retries absorb, stays well under the share.
+//! - **The connection is lost**: the supervisor says so, and the breaker opens without waiting for
+//!   calls to fail; when it has reconnected and listed the server's tools again, the breaker goes
+//!   half-open at once, and the first success closes it.
+//!
+//! The open period starts at `min_open` and doubles each time a probe fails, up to `open_for`;
+//! closing resets it. A brief blip costs a few hundred milliseconds, a long outage is probed
+//! rarely.
 //!
 //! Every transition bumps a *generation*. A [`BreakerPermit`] remembers the generation it was issued
 //! in and its outcome only counts if the breaker is still in that generation, so a call admitted while
@@ -44,6 +59,8 @@ pub const DEFAULT_MIN_CALLS: u32 = 20;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 /// Default for [`BreakerSettings::open_for`].
 pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
+/// Default for [`BreakerSettings::min_open`].
+pub const DEFAULT_MIN_OPEN: Duration = Duration::from_millis(250);
 /// Default for [`BreakerSettings::half_open_probes`].
 pub const DEFAULT_HALF_OPEN_PROBES: u32 = 1;
 
@@ -58,8 +75,8 @@ const BUCKETS: usize = 10;
 /// only guards against values that would wedge it (see the fields).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSettings {
-    /// Open after this many failures in a row: reacts within a few calls to a server that is down.
-    /// `0` disables this rule.
+    /// Open after this many unreachable failures in a row (connection lost or refused, attempt
+    /// timeout): reacts within a few calls to a server that is down. `0` disables this rule.
     pub consecutive_failures: u32,
     /// Or open when the share of failures over `window` exceeds this: catches a server that fails
     /// often but not in long runs. `1.0` or more never trips.
@@ -69,8 +86,10 @@ pub struct BreakerSettings {
     pub min_calls: u32,
     /// The sliding window of the rate rule.
     pub window: Duration,
-    /// How long the breaker stays open before it lets probes through.
+    /// The longest the breaker stays open before it lets probes through.
     pub open_for: Duration,
+    /// The first open period; each failed probe doubles it, up to `open_for`.
+    pub min_open: Duration,
     /// Probe calls let through at once while half-open. `0` is treated as `1`: with no probes the
     /// breaker could never close again.
     pub half_open_probes: u32,
@@ -84,6 +103,7 @@ impl Default for BreakerSettings {
             min_calls: DEFAULT_MIN_CALLS,
             window: DEFAULT_WINDOW,
             open_for: DEFAULT_OPEN_FOR,
+            min_open: DEFAULT_MIN_OPEN,
             half_open_probes: DEFAULT_HALF_OPEN_PROBES,
         }
     }
@@ -173,7 +193,12 @@ struct Inner {
     phase: Phase,
     /// Bumped on every transition; permits of an older generation are ignored.
     generation: u64,
+    /// Unreachable failures since the server last answered.
     consecutive_failures: u32,
+    /// The next open period: `min_open`, doubled by every failed probe, up to `open_for`.
+    open_period: Duration,
+    /// Why it last opened, for refusals (shared, so a refusal does not copy the text).
+    open_reason: Arc<str>,
     window: Window,
     opens: u64,
     transitions: u64,
@@ -204,7 +229,10 @@ impl Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Success,
+    /// The server answered with a failure of its own (a 5xx-class tool error).
     Failure,
+    /// The server could not be reached, or did not answer in time.
+    Unreachable,
     /// Dropped unreported (the call was cancelled): says nothing about the server.
     Dropped,
 }
@@ -213,6 +241,7 @@ impl Breaker {
     /// A closed breaker for `server`.
     pub fn new(server: impl Into<String>, settings: BreakerSettings) -> Self {
         let window = Window::new(settings.window);
+        let open_period = settings.min_open.min(settings.open_for);
         Self {
             server: server.into(),
             settings,
@@ -221,6 +250,8 @@ impl Breaker {
                 phase: Phase::Closed,
                 generation: 0,
                 consecutive_failures: 0,
+                open_period,
+                open_reason: Arc::from(""),
                 window,
                 opens: 0,
                 transitions: 0,
@@ -252,13 +283,11 @@ impl Breaker {
             Phase::Open { until } => {
                 let now = Instant::now();
                 if now < until {
+                    let why = inner.open_reason.clone();
                     drop(inner);
-                    return Err(self.refuse(until - now));
+                    return Err(self.refuse(until - now, why));
                 }
-                let reason = format!(
-                    "open for {} ms; probing",
-                    self.settings.open_for.as_millis()
-                );
+                let reason = format!("open for {} ms; probing", inner.open_period.as_millis());
                 let transition =
                     self.transition(&mut inner, Phase::HalfOpen { probes: 1 }, now, reason);
                 let permit = self.permit(inner.generation);
@@ -271,8 +300,9 @@ impl Breaker {
                 Ok(self.permit(inner.generation))
             }
             Phase::HalfOpen { .. } => {
+                let why = inner.open_reason.clone();
                 drop(inner);
-                Err(self.refuse(Duration::ZERO))
+                Err(self.refuse(Duration::ZERO, why))
             }
         }
     }
@@ -332,26 +362,24 @@ impl Breaker {
                 inner.window.record(epoch, false);
                 None
             }
-            (Phase::Closed, Outcome::Failure) => {
-                inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
+            (Phase::Closed, Outcome::Failure | Outcome::Unreachable) => {
+                // An answer, even an error, shows the server is reachable.
+                inner.consecutive_failures = match outcome {
+                    Outcome::Unreachable => inner.consecutive_failures.saturating_add(1),
+                    _ => 0,
+                };
                 let epoch = inner.window.epoch(self.offset(now));
                 inner.window.record(epoch, true);
-                self.trip_reason(&inner, epoch).map(|reason| {
-                    let until = now + self.settings.open_for;
-                    self.transition(&mut inner, Phase::Open { until }, now, reason)
-                })
+                self.trip_reason(&inner, epoch)
+                    .map(|reason| self.open(&mut inner, now, reason))
             }
             (Phase::HalfOpen { .. }, Outcome::Success) => {
                 Some(self.transition(&mut inner, Phase::Closed, now, "probe succeeded".to_owned()))
             }
-            (Phase::HalfOpen { .. }, Outcome::Failure) => {
-                let until = now + self.settings.open_for;
-                Some(self.transition(
-                    &mut inner,
-                    Phase::Open { until },
-                    now,
-                    "probe failed".to_owned(),
-                ))
+            (Phase::HalfOpen { .. }, Outcome::Failure | Outcome::Unreachable) => {
+                // Probed too soon: wait longer next time.
+                inner.open_period = (inner.open_period * 2).min(self.settings.open_for);
+                Some(self.open(&mut inner, now, "probe failed".to_owned()))
             }
             (Phase::HalfOpen { probes }, Outcome::Dropped) => {
                 inner.phase = Phase::HalfOpen {
@@ -374,7 +402,7 @@ impl Breaker {
         let limit = self.settings.consecutive_failures;
         if limit > 0 && inner.consecutive_failures >= limit {
             return Some(format!(
-                "{} consecutive failures",
+                "{} calls in a row found the server unreachable",
                 inner.consecutive_failures
             ));
         }
@@ -394,6 +422,49 @@ impl Breaker {
         })
     }
 
+    /// The supervisor lost the connection: open now (or stay open), rather than let calls find out
+    /// one by one. Returns whether the breaker opened.
+    pub fn connection_lost(&self, reason: &str) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if matches!(inner.phase, Phase::Open { .. }) {
+            return false;
+        }
+        if matches!(inner.phase, Phase::HalfOpen { .. }) {
+            inner.open_period = (inner.open_period * 2).min(self.settings.open_for);
+        }
+        let transition = self.open(&mut inner, now, format!("connection lost: {reason}"));
+        drop(inner);
+        self.log(&transition);
+        true
+    }
+
+    /// The supervisor reconnected and listed the server again: let a probe through at once
+    /// instead of waiting out the open period. Returns whether the breaker went half-open.
+    pub fn connection_restored(&self) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if !matches!(inner.phase, Phase::Open { .. }) {
+            return false;
+        }
+        let transition = self.transition(
+            &mut inner,
+            Phase::HalfOpen { probes: 0 },
+            now,
+            "connection restored; probing".to_owned(),
+        );
+        drop(inner);
+        self.log(&transition);
+        true
+    }
+
+    /// Opens for the current open period.
+    fn open(&self, inner: &mut Inner, now: Instant, reason: String) -> Transition {
+        let until = now + inner.open_period;
+        inner.open_reason = Arc::from(reason.as_str());
+        self.transition(inner, Phase::Open { until }, now, reason)
+    }
+
     /// Moves to `to`, updating generation, counters and history; the caller logs the result once
     /// the lock is released.
     fn transition(&self, inner: &mut Inner, to: Phase, now: Instant, reason: String) -> Transition {
@@ -406,6 +477,7 @@ impl Breaker {
             Phase::Open { .. } => inner.opens += 1,
             Phase::Closed => {
                 inner.consecutive_failures = 0;
+                inner.open_period = self.settings.min_open.min(self.settings.open_for);
                 inner.window.reset();
             }
             Phase::HalfOpen { .. } => {}
@@ -431,7 +503,6 @@ impl Breaker {
                 from = %t.from,
                 to = %t.to,
                 reason = %t.reason,
-                open_for_ms = self.settings.open_for.as_millis() as u64,
                 "circuit breaker opened"
             );
         } else {
@@ -453,9 +524,10 @@ impl Breaker {
         }
     }
 
-    fn refuse(&self, retry_in: Duration) -> BreakerOpen {
+    fn refuse(&self, retry_in: Duration, why: Arc<str>) -> BreakerOpen {
         BreakerOpen {
             server: self.server.clone(),
+            why,
             retry_in,
         }
     }
@@ -494,9 +566,15 @@ impl BreakerPermit {
         self.settle(Outcome::Success);
     }
 
-    /// The call failed in a way that is the server's fault (transport error, timeout, 5xx-class).
+    /// The server answered with a failure of its own (a 5xx-class tool error).
     pub fn failure(mut self) {
         self.settle(Outcome::Failure);
+    }
+
+    /// The server could not be reached or did not answer in time (connection lost or refused,
+    /// not connected, attempt timeout).
+    pub fn unreachable(mut self) {
+        self.settle(Outcome::Unreachable);
     }
 
     fn settle(&mut self, outcome: Outcome) {
@@ -587,12 +665,14 @@ mod tests {
 
     const OPEN_FOR: Duration = Duration::from_secs(5);
 
-    /// Only the consecutive-failures rule (the rate rule cannot reach its minimum).
+    /// Only the unreachable-in-a-row rule (the rate rule cannot reach its minimum), with a fixed
+    /// open period.
     fn consecutive(n: u32) -> BreakerSettings {
         BreakerSettings {
             consecutive_failures: n,
             min_calls: u32::MAX,
             open_for: OPEN_FOR,
+            min_open: OPEN_FOR,
             ..BreakerSettings::default()
         }
     }
@@ -601,7 +681,15 @@ mod tests {
         Arc::new(Breaker::new("sql", settings))
     }
 
+    /// Calls that found the server unreachable: they count towards both rules.
     fn fail(b: &Arc<Breaker>, times: u32) {
+        for _ in 0..times {
+            b.acquire().expect("admitted").unreachable();
+        }
+    }
+
+    /// Calls the server answered with an error of its own: they count towards the share only.
+    fn answered_failures(b: &Arc<Breaker>, times: u32) {
         for _ in 0..times {
             b.acquire().expect("admitted").failure();
         }
@@ -628,6 +716,7 @@ mod tests {
         assert_eq!(s.min_calls, 20);
         assert_eq!(s.window, Duration::from_secs(30));
         assert_eq!(s.open_for, Duration::from_secs(5));
+        assert_eq!(s.min_open, Duration::from_millis(250));
         assert_eq!(s.half_open_probes, 1);
     }
 
@@ -647,7 +736,10 @@ mod tests {
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].from, BreakerState::Closed);
         assert_eq!(history[0].to, BreakerState::Open);
-        assert_eq!(history[0].reason, "3 consecutive failures");
+        assert_eq!(
+            history[0].reason,
+            "3 calls in a row found the server unreachable"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -677,6 +769,7 @@ mod tests {
             min_calls,
             window: Duration::from_secs(10),
             open_for: OPEN_FOR,
+            min_open: OPEN_FOR,
             half_open_probes: 1,
         }
     }
@@ -740,6 +833,7 @@ mod tests {
                 err,
                 BreakerOpen {
                     server: "sql".into(),
+                    why: Arc::from("2 calls in a row found the server unreachable"),
                     retry_in: Duration::from_secs(3)
                 }
             );
@@ -747,7 +841,8 @@ mod tests {
         assert_eq!(Instant::now(), start, "refusals must not wait");
         assert_eq!(
             b.acquire().expect_err("open").to_string(),
-            "circuit open for server `sql`; next probe in 3000 ms"
+            "circuit open for server `sql` (2 calls in a row found the server unreachable); \
+             next probe in 3000 ms"
         );
         advance(OPEN_FOR - Duration::from_secs(2) - Duration::from_millis(1)).await;
         assert_eq!(
@@ -943,9 +1038,98 @@ mod tests {
         let t = serde_json::to_value(&b.transitions()[0]).expect("serializes");
         assert_eq!(t["from"], "closed");
         assert_eq!(t["to"], "open");
-        assert_eq!(t["reason"], "1 consecutive failures");
+        assert_eq!(t["reason"], "1 calls in a row found the server unreachable");
         let at = t["at"].as_str().expect("a string");
         assert!(DateTime::parse_from_rfc3339(at).is_ok(), "RFC 3339: {at}");
         assert_eq!(t.as_object().map(|o| o.len()), Some(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answered_failures_never_trip_the_unreachable_rule_and_reset_its_run() {
+        let b = breaker(consecutive(3));
+        answered_failures(&b, 1_000);
+        assert_eq!(b.state(), BreakerState::Closed, "the server answers");
+        fail(&b, 2);
+        answered_failures(&b, 1);
+        assert_eq!(
+            b.snapshot().consecutive_failures,
+            0,
+            "an answer resets the run"
+        );
+        fail(&b, 2);
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b, 1);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_open_period_doubles_with_each_failed_probe_up_to_open_for_and_resets_on_close() {
+        let b = breaker(BreakerSettings {
+            min_open: Duration::from_millis(250),
+            open_for: Duration::from_secs(2),
+            ..consecutive(1)
+        });
+        fail(&b, 1);
+        let mut periods = Vec::new();
+        for _ in 0..5 {
+            let period = b.acquire().expect_err("open").retry_in;
+            periods.push(period.as_millis());
+            advance(period).await;
+            b.acquire().expect("probe").unreachable();
+        }
+        assert_eq!(periods, [250, 500, 1000, 2000, 2000]);
+        advance(Duration::from_secs(2)).await;
+        b.acquire().expect("probe").success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b, 1);
+        assert_eq!(
+            b.acquire().expect_err("open").retry_in,
+            Duration::from_millis(250),
+            "closing started the periods over"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_connection_opens_at_once_and_a_restored_one_half_opens_at_once() {
+        let b = breaker(BreakerSettings {
+            min_open: Duration::from_millis(250),
+            ..consecutive(5)
+        });
+        assert!(!b.connection_restored(), "closed: nothing to do");
+        assert!(b.connection_lost("connection closed"));
+        assert_eq!(b.state(), BreakerState::Open, "no call had to fail");
+        assert!(!b.connection_lost("again"), "already open");
+        assert!(b.transitions()[0].reason.starts_with("connection lost"));
+        let refused = b.acquire().expect_err("open");
+        assert!(refused.retry_in <= Duration::from_millis(250));
+        // Reconnected well before the open period ends: a probe may go at once.
+        assert!(b.connection_restored());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let probe = b.acquire().expect("a probe, with no wait");
+        assert!(b.acquire().is_err(), "one probe at a time");
+        probe.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_lost_while_probing_reopens_for_longer() {
+        let b = breaker(BreakerSettings {
+            min_open: Duration::from_millis(250),
+            ..consecutive(5)
+        });
+        b.connection_lost("closed");
+        b.connection_restored();
+        let probe = b.acquire().expect("probe");
+        assert!(b.connection_lost("closed again"));
+        assert_eq!(
+            b.acquire().expect_err("open").retry_in,
+            Duration::from_millis(500)
+        );
+        probe.unreachable();
+        assert_eq!(
+            b.snapshot().opens,
+            2,
+            "the late probe outcome changes nothing"
+        );
     }
 }

@@ -64,8 +64,11 @@ pub struct Verdict {
 pub enum Health {
     /// The server answered as a healthy server does (including "not found", "invalid").
     Healthy,
-    /// The server failed (transport, timeout, 5xx-class tool errors).
+    /// The server answered with a failure of its own (5xx-class tool errors, internal errors).
     Failing,
+    /// The server could not be reached or did not answer in time (connection lost or refused,
+    /// not connected, attempt timeout): what the breaker's unreachable rule counts.
+    Unreachable,
     /// Says nothing about the server (cancelled by the caller, refused by our own policy).
     Neutral,
 }
@@ -95,13 +98,13 @@ pub fn classify<T: Answer>(outcome: &Result<T, CallError>) -> Verdict {
         },
         Err(e) => match e {
             CallError::NotConnected { .. } => Verdict {
-                health: Health::Failing,
+                health: Health::Unreachable,
                 retryable: true,
                 not_sent: true,
                 retry_after: None,
             },
             CallError::ConnectionLost { .. } | CallError::Timeout { .. } => Verdict {
-                health: Health::Failing,
+                health: Health::Unreachable,
                 retryable: true,
                 not_sent: false,
                 retry_after: None,
@@ -124,6 +127,7 @@ pub fn classify<T: Answer>(outcome: &Result<T, CallError>) -> Verdict {
             | CallError::Cancelled
             | CallError::CircuitOpen(_)
             | CallError::BulkheadFull(_)
+            | CallError::Held { .. }
             | CallError::Deadline { .. } => Verdict {
                 health: Health::Neutral,
                 retryable: false,
@@ -166,6 +170,7 @@ mod tests {
             last_error: None,
         }));
         assert!(v.retryable && v.not_sent);
+        assert_eq!(v.health, Health::Unreachable);
         let v = classify::<CallToolResult>(&Err(CallError::Timeout {
             server: "s".into(),
             tool: "t".into(),
@@ -179,6 +184,7 @@ mod tests {
     fn policy_refusals_are_never_retried_and_neutral() {
         let open = CallError::CircuitOpen(crate::policy::breaker::BreakerOpen {
             server: "s".into(),
+            why: "connection lost".into(),
             retry_in: Duration::from_secs(1),
         });
         let v = classify::<CallToolResult>(&Err(open));

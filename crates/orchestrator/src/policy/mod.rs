@@ -25,7 +25,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tracing::{Instrument, field::Empty};
 
 use self::{
-    breaker::Breaker,
+    breaker::{Breaker, BreakerPermit},
     bulkhead::Bulkhead,
     classify::{Answer, Health, Verdict, classify},
 };
@@ -120,6 +120,24 @@ pub struct PolicyStack {
     bulkhead: Bulkhead,
     budget: TpsBudget,
     counters: Counters,
+    /// Until when the server asked every caller to wait (its last `retryAfterMs`), in nanoseconds
+    /// from `created`; 0 when it did not. Shared by all calls, so one caller's hint holds them all.
+    hold_until: AtomicU64,
+    created: Instant,
+}
+
+/// The breaker permit of a call's last failed attempt, and how it failed: settled once the call
+/// ends, so the breaker counts each logical call once, not each attempt.
+type Pending = Mutex<Option<(BreakerPermit, Health)>>;
+
+/// Reports a permit's outcome by the attempt's health.
+fn settle(permit: BreakerPermit, health: Health) {
+    match health {
+        Health::Healthy => permit.success(),
+        Health::Failing => permit.failure(),
+        Health::Unreachable => permit.unreachable(),
+        Health::Neutral => drop(permit),
+    }
 }
 
 impl std::fmt::Debug for PolicyStack {
@@ -185,6 +203,8 @@ impl PolicyStack {
                 policy.budget_ratio as f32,
             ),
             counters: Counters::default(),
+            hold_until: AtomicU64::new(0),
+            created: Instant::now(),
             policy,
         }
     }
@@ -263,16 +283,41 @@ impl PolicyStack {
             .with_max_delay(policy.max_delay)
             .with_max_times(policy.max_attempts.saturating_sub(1) as usize);
         let attempts = AtomicU64::new(0);
+        let pending: Pending = Mutex::new(None);
         let one = || async {
             let started = Instant::now();
             let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             let span = self.attempt_span(op, number);
-            let outcome = self
-                .attempt(op, policy, &attempt)
-                .instrument(span.clone())
-                .await;
+            let (outcome, permit) = match self.wait_for_hold(start, policy.deadline).await {
+                Ok(()) => {
+                    self.attempt(op, policy, &attempt)
+                        .instrument(span.clone())
+                        .await
+                }
+                Err(held) => (Err(held), None),
+            };
             record_attempt(&span, &outcome);
             let verdict = classify(&outcome);
+            if let Some(retry_after) = verdict.retry_after {
+                self.hold(retry_after);
+            }
+            // A failed attempt is counted only if it is the call's last; a success at once (and
+            // the earlier failure it replaces is forgotten).
+            let earlier = match (permit, verdict.health) {
+                (Some(permit), Health::Healthy) => {
+                    permit.success();
+                    pending.lock().ok().and_then(|mut p| p.take())
+                }
+                (Some(permit), health @ (Health::Failing | Health::Unreachable)) => pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.replace((permit, health))),
+                (permit, _) => {
+                    drop(permit);
+                    None
+                }
+            };
+            drop(earlier);
             if let Ok(mut r) = report.lock() {
                 r.attempts.push(AttemptReport {
                     started_ms: ms(started - start),
@@ -362,8 +407,41 @@ impl PolicyStack {
                 })
             }
         };
+        if let Some((permit, health)) = pending.into_inner().ok().flatten() {
+            settle(permit, health);
+        }
         let report = report.into_inner().unwrap_or_else(|e| e.into_inner());
         (outcome, report)
+    }
+
+    /// Waits out the server's last `retryAfterMs`, which holds every caller, not only the one it
+    /// was given to; refuses at once when the wait would end past the call's deadline.
+    async fn wait_for_hold(&self, start: Instant, deadline: Duration) -> Result<(), CallError> {
+        let until = self.hold_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return Ok(());
+        }
+        let until = self.created + Duration::from_nanos(until);
+        let now = Instant::now();
+        if until <= now {
+            return Ok(());
+        }
+        let wait = until - now;
+        if now + wait >= start + deadline {
+            return Err(CallError::Held {
+                server: self.server.clone(),
+                retry_in: wait,
+            });
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Holds every caller for `retry_after` from now (a later hold never shortens an earlier one).
+    fn hold(&self, retry_after: Duration) {
+        let until = (Instant::now() + retry_after).saturating_duration_since(self.created);
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.hold_until.fetch_max(nanos, Ordering::Relaxed);
     }
 
     /// The span of one attempt: a client span whose context the upstream request carries in
@@ -394,23 +472,28 @@ impl PolicyStack {
     }
 
     /// One attempt: breaker, bulkhead, timeout, transport.
+    ///
+    /// The breaker permit comes back unsettled: the caller knows whether this attempt is the
+    /// call's last.
     async fn attempt<T, F, Fut>(
         &self,
         op: Op<'_>,
         policy: &CallPolicy,
         attempt: &F,
-    ) -> Result<T, CallError>
+    ) -> (Result<T, CallError>, Option<BreakerPermit>)
     where
         T: Answer,
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        let permit = self.breaker.acquire().map_err(CallError::CircuitOpen)?;
-        let _slot = self
-            .bulkhead
-            .enter()
-            .await
-            .map_err(CallError::BulkheadFull)?;
+        let permit = match self.breaker.acquire() {
+            Ok(permit) => permit,
+            Err(open) => return (Err(CallError::CircuitOpen(open)), None),
+        };
+        let _slot = match self.bulkhead.enter().await {
+            Ok(slot) => slot,
+            Err(full) => return (Err(CallError::BulkheadFull(full)), None),
+        };
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         let outcome = match tokio::time::timeout(policy.timeout, attempt()).await {
             Ok(outcome) => outcome,
@@ -423,12 +506,7 @@ impl PolicyStack {
                 })
             }
         };
-        match classify(&outcome).health {
-            Health::Healthy => permit.success(),
-            Health::Failing => permit.failure(),
-            Health::Neutral => drop(permit),
-        }
-        outcome
+        (outcome, Some(permit))
     }
 
     /// Figures for status.

@@ -106,7 +106,9 @@ impl Upstream {
     }
 
     /// An upstream over a real connection, and its supervisor (to run until shutdown). Its
-    /// errors are kept and logged with `secrets` masked.
+    /// errors are kept and logged with `secrets` masked. The supervisor tells the server's
+    /// breaker when the connection is lost (it opens at once) and when it is back (a probe may go
+    /// at once).
     pub fn supervised(
         spec: ServerSpec,
         relay: Arc<Relay>,
@@ -114,14 +116,22 @@ impl Upstream {
         secrets: Vec<String>,
     ) -> (Self, Arc<supervisor::Supervised>) {
         let stats = Arc::new(ServerStats::default());
+        let policy = PolicyStack::new(&spec.name, spec.policy.clone());
         let link = Arc::new(supervisor::Supervised::new(
             spec.clone(),
             stats.clone(),
+            policy.breaker().clone(),
             relay,
             changed,
             secrets,
         ));
-        (Self::new(spec, link.clone(), stats), link)
+        let upstream = Self {
+            spec,
+            stats,
+            policy,
+            link: link.clone(),
+        };
+        (upstream, link)
     }
 
     /// Its configuration.

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use rmcp::model::{ClientRequest, ServerResult};
 
 use super::{Link, Offer};
-use crate::{context::CallContext, error::CallError};
+use crate::{context::CallContext, error::CallError, policy::breaker::Breaker};
 
 type Script =
     dyn Fn(&ClientRequest) -> BoxFuture<'static, Result<ServerResult, CallError>> + Send + Sync;
@@ -24,6 +24,8 @@ pub struct Scripted {
     since: DateTime<Utc>,
     script: Box<Script>,
     received: Mutex<Vec<String>>,
+    /// Told when the connection is lost or restored, as the real supervisor tells it.
+    breaker: Mutex<Option<Arc<Breaker>>>,
 }
 
 impl std::fmt::Debug for Scripted {
@@ -49,6 +51,38 @@ impl Scripted {
             since: Utc::now(),
             script: Box::new(script),
             received: Mutex::new(Vec::new()),
+            breaker: Mutex::new(None),
+        }
+    }
+
+    /// Tells `breaker` of connection changes from now on.
+    pub fn watched_by(&self, breaker: Arc<Breaker>) {
+        *self.breaker.lock().unwrap_or_else(|e| e.into_inner()) = Some(breaker);
+    }
+
+    /// The connection ends, as when the server process is killed: requests fail as not connected.
+    pub fn lose_connection(&self) {
+        self.connected.store(false, Ordering::SeqCst);
+        if let Some(b) = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            b.connection_lost("connection closed");
+        }
+    }
+
+    /// The connection is back (initialized and listed again).
+    pub fn restore_connection(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+        if let Some(b) = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            b.connection_restored();
         }
     }
 
@@ -75,6 +109,14 @@ impl Link for Scripted {
         request: ClientRequest,
         _cx: &'a CallContext,
     ) -> BoxFuture<'a, Result<ServerResult, CallError>> {
+        if !self.connected.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(CallError::NotConnected {
+                    server: "scripted".into(),
+                    last_error: Some("connection closed".into()),
+                })
+            });
+        }
         self.received
             .lock()
             .unwrap_or_else(|e| e.into_inner())

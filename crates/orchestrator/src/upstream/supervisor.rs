@@ -26,7 +26,8 @@ use super::{
     connect,
 };
 use crate::{
-    config::ServerSpec, context::CallContext, error::CallError, relay::Relay, stats::ServerStats,
+    config::ServerSpec, context::CallContext, error::CallError, policy::breaker::Breaker,
+    relay::Relay, stats::ServerStats,
 };
 
 /// How long listing what a freshly connected (or changed) server offers may take.
@@ -45,6 +46,8 @@ struct Live {
 pub struct Supervised {
     spec: ServerSpec,
     stats: Arc<ServerStats>,
+    /// The server's breaker, told of every connection lost and restored.
+    breaker: Arc<Breaker>,
     relay: Arc<Relay>,
     live: RwLock<Option<Live>>,
     /// What it offered when last connected: kept while it is down, so its tools stay listed and
@@ -86,6 +89,7 @@ impl Supervised {
     pub fn new(
         spec: ServerSpec,
         stats: Arc<ServerStats>,
+        breaker: Arc<Breaker>,
         relay: Arc<Relay>,
         changed: watch::Sender<u64>,
         secrets: Vec<String>,
@@ -93,6 +97,7 @@ impl Supervised {
         Self {
             spec,
             stats,
+            breaker,
             relay,
             live: RwLock::new(None),
             last_offer: RwLock::new(Arc::default()),
@@ -156,6 +161,7 @@ impl Supervised {
                     let e = self.redact(&e.to_string());
                     tracing::warn!(server = %self.spec.name, error = %e, "cannot connect");
                     self.stats.set_error(&e);
+                    self.breaker.connection_lost(&e);
                 }
             }
             let delay = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -181,11 +187,14 @@ impl Supervised {
                     offer: Arc::new(offer),
                     since: Utc::now(),
                 }));
+                // Initialized and listed: a probe may go now, not when the open period ends.
+                self.breaker.connection_restored();
             }
             Err(e) => {
                 let e = self.redact(&format!("listing tools failed: {e}"));
                 tracing::warn!(server = %self.spec.name, error = %e, "connected but unusable");
                 self.stats.set_error(&e);
+                self.breaker.connection_lost(&e);
                 ct.cancel();
                 let _ = running.waiting().await;
                 return;
@@ -223,6 +232,8 @@ impl Supervised {
         tracing::warn!(server = %self.spec.name, %reason, "upstream went away; reconnecting");
         self.stats.set_error(&reason);
         self.set_live(None);
+        // Calls fail as unavailable at once from now on, instead of each finding out.
+        self.breaker.connection_lost(&reason);
     }
 
     /// Sends one request with the agent's `_meta`, progress relay and cancellation.
