@@ -30,6 +30,9 @@ use crate::{
     relay::Relay, stats::ServerStats,
 };
 
+/// How long a connection must have lived for the next reconnect to start from the shortest delay.
+const FRESH_BACKOFF_AFTER: Duration = Duration::from_secs(1);
+
 /// How long listing what a freshly connected (or changed) server offers may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -152,8 +155,10 @@ impl Supervised {
                 Ok(running) => {
                     let started = Instant::now();
                     self.run_connection(running, &shutdown).await;
-                    // A connection that lived a while earns a fresh backoff.
-                    if started.elapsed() > Duration::from_secs(10) {
+                    // A connection that served for a while earns a fresh backoff: the server
+                    // is restarting, not crash-looping, and every delay here is downtime for
+                    // its callers. One that died within a second keeps backing off.
+                    if started.elapsed() > FRESH_BACKOFF_AFTER {
                         backoff = new_backoff();
                     }
                 }
