@@ -13,19 +13,34 @@
 //! build them with `cargo build --workspace --bins` (add `--release` for a real soak).
 //! `scripts/soak.sh` runs the full soak; `tests/soak.rs` a short one in CI. Linux only (`/proc`).
 //!
+//! # Goodput
+//! The report gives, per server role, the share of pass-through calls that succeeded against
+//! the share that could have: `uptime × (1 − failure_rate^attempts)`, with `attempts` the
+//! flaky tool's `retry.maxAttempts` in the run's `mcp.json` and the killed server's downtime
+//! running from each SIGKILL to the next `connectedSince` the orchestrator reports for it in
+//! `orchestrator://status` (read every 100 ms). It also gives each breaker's state, opens and
+//! transitions at the end, and the readings where they changed. These are figures; two opt-in
+//! flags make invariants of them: `--min-goodput-flaky PCT` (the flaky server's calls succeed
+//! at least PCT%) and `--max-goodput-gap-killed POINTS` (the killed server's succeed at most
+//! POINTS under its could-have share).
+//!
 //! # Layout
 //! - `setup`: the temporary folder and `mcp.json`; which servers a composite depends on
 //! - `mix`: the n-th call of the run and how its answer is classified
 //! - `rpc`: the JSON-RPC connection, matching every response to its request id
 //! - `procs`: `/proc` readings (RSS, descriptors, children, the run's processes) and the kill
 //! - `watch`: the killer and the sampler, every 100 ms
+//! - `status`: `orchestrator://status` read every 100 ms: reconnections and breaker moves
+//! - `goodput`: succeeded against could-have shares
 //! - `report`: figures, invariants, text and JSON
 
+mod goodput;
 mod mix;
 mod procs;
 mod report;
 mod rpc;
 mod setup;
+mod status;
 mod watch;
 
 use std::{
@@ -92,6 +107,14 @@ struct Args {
     /// Folder of the binaries (default: the folder of this executable).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Invariant, off unless given: Cosmos's pass-through calls succeed at least this often, in
+    /// percent (e.g. 95).
+    #[arg(long)]
+    min_goodput_flaky: Option<f64>,
+    /// Invariant, off unless given: REST's pass-through calls succeed at most this many
+    /// percentage points under its could-have share (its uptime; e.g. 5).
+    #[arg(long)]
+    max_goodput_gap_killed: Option<f64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -130,8 +153,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     );
     let bin_dir = setup::bin_dir(args.bin_dir.clone())?;
     let mut tmp = setup::TempDir::new()?;
+    let failure_rate = args.failure_rate;
     let faults = setup::Options {
-        failure_rate: args.failure_rate,
+        failure_rate,
         seed: args.seed,
         max_attempts: args.max_attempts,
         in_flight: args.concurrency,
@@ -144,13 +168,24 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         calls: args.calls,
         concurrency: args.concurrency,
         kill_every,
-        failure_rate: args.failure_rate,
+        failure_rate,
         seed: args.seed,
         max_attempts: args.max_attempts,
         warmup_calls: ((args.calls as f64) * args.warmup.clamp(0.0, 1.0)) as u64,
         max_rss_growth: args.max_rss_growth,
         max_fd_growth: args.max_fd_growth,
         bin_dir: bin_dir.clone(),
+        flaky_attempts: setup::retry_attempts(
+            &config,
+            setup::FLAKY,
+            // The upstream's own name: the exposed one without `cosmos__`.
+            Kind::CosmosBehavior
+                .tool()
+                .split_once("__")
+                .map_or(Kind::CosmosBehavior.tool(), |(_, tool)| tool),
+        ),
+        min_goodput_flaky: args.min_goodput_flaky,
+        max_goodput_gap_killed: args.max_goodput_gap_killed,
     };
 
     // The orchestrator, its stderr in a log file; the marker tells this run's processes apart.
@@ -205,8 +240,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         )));
     }
 
-    // The calls, with the killer and the sampler watching.
+    // The calls, with the killer and the samplers watching.
     let began = Instant::now();
+    let began_wall = std::time::SystemTime::now();
     let watch = Arc::new(Mutex::new(Watch {
         killing: true,
         ..Watch::default()
@@ -223,6 +259,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         marker.clone(),
         conn.clone(),
         watch.clone(),
+    ));
+    let trace = Arc::new(Mutex::new(status::Trace::default()));
+    let status_sampler = tokio::spawn(status::sample(
+        conn.clone(),
+        began,
+        began_wall,
+        trace.clone(),
     ));
     let drain = Duration::from_secs(args.drain_secs);
     let window = Arc::new(Semaphore::new(args.concurrency));
@@ -254,6 +297,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let settled = settle(&conn, orch, &marker, Duration::from_secs(args.settle_secs)).await;
     let end = Snapshot::take(orch, &marker, conn.answered(), began);
     watcher.abort();
+    status_sampler.abort();
+    // The breakers as the orchestrator tells them, once everything is back.
+    let breakers = status::Breakers::of(&status::read(&conn).await);
     let killed = lock(&watch).killed.clone();
     let unreaped: Vec<u32> = killed
         .iter()
@@ -311,6 +357,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         orphans,
         shutdown,
         log: None,
+        began,
+        trace: std::mem::take(&mut *trace.lock().unwrap_or_else(|e| e.into_inner())),
+        breakers,
     };
     let passed = report.checks().iter().all(|c| c.ok);
     if !passed || args.keep_temp {

@@ -24,6 +24,9 @@ pub const FLAKY: &str = "cosmos";
 /// The server whose process is killed every few seconds.
 pub const KILLED: &str = "rest";
 
+/// The healthy server.
+pub const HEALTHY: &str = "sql";
+
 /// The repository's `mcp.json`, compiled in: the soak runs the composites and policy defaults
 /// that ship, and cargo rebuilds the driver when they change.
 const REPO_CONFIG: &str = include_str!("../../../mcp.json");
@@ -57,6 +60,18 @@ impl Role {
             Role::Killed => "killed",
         }
     }
+
+    /// The server whose pass-through calls have this role.
+    pub fn server(self) -> &'static str {
+        match self {
+            Role::Healthy => HEALTHY,
+            Role::Flaky => FLAKY,
+            Role::Killed => KILLED,
+        }
+    }
+
+    /// Every role, in report order.
+    pub const ALL: [Role; 3] = [Role::Healthy, Role::Flaky, Role::Killed];
 }
 
 /// What the soak changes in the repository's `orchestrator` section.
@@ -72,6 +87,34 @@ pub struct Options {
     /// many calls in flight, which must not be refused as too many.
     pub in_flight: usize,
 }
+
+/// The attempts one call of `server`'s `tool` gets, and the `mcp.json` field it comes from:
+/// the tool's `retry.maxAttempts` over the server's over `orchestrator.defaults`, else the
+/// orchestrator's built-in 3.
+pub fn retry_attempts(config: &Value, server: &str, tool: &str) -> (u32, String) {
+    let layers = [
+        format!("orchestrator.servers.{server}.tools.{tool}.retry.maxAttempts"),
+        format!("orchestrator.servers.{server}.retry.maxAttempts"),
+        "orchestrator.defaults.retry.maxAttempts".to_owned(),
+    ];
+    for path in layers {
+        let pointer = format!("/{}", path.replace('.', "/"));
+        if let Some(n) = config
+            .pointer(&pointer)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+        {
+            return (n, path);
+        }
+    }
+    (
+        BUILTIN_MAX_ATTEMPTS,
+        "the orchestrator's built-in default".to_owned(),
+    )
+}
+
+/// `retry.maxAttempts` when no layer of `mcp.json` sets it (`config/policy.rs`).
+const BUILTIN_MAX_ATTEMPTS: u32 = 3;
 
 /// The folder of the binaries: `explicit`, else the folder of this executable
 /// (`target/<profile>/`, where cargo puts every workspace binary: [`kit::binaries`]), once the
@@ -127,8 +170,7 @@ impl Drop for TempDir {
 
 /// Writes `<dir>/mcp.json` and returns it with its path: the repository's `orchestrator`
 /// section (composites, cache, policy defaults) with `retry.maxAttempts` and the per-client
-/// limit set, and the three
-/// servers started from `bins` with their data in `dir`.
+/// limit set, and the three servers started from `bins` with their data in `dir`.
 pub fn write_config(dir: &Path, bins: &Path, faults: Options) -> anyhow::Result<(PathBuf, Value)> {
     let repo: Value =
         serde_json::from_str(REPO_CONFIG).context("parsing the repository mcp.json")?;
@@ -260,5 +302,36 @@ mod tests {
             BTreeSet::from(["sql".to_owned(), "cosmos".to_owned()])
         );
         Ok(())
+    }
+
+    #[test]
+    fn retry_attempts_come_from_the_closest_layer_that_sets_them() {
+        let mut config = json!({ "orchestrator": {
+            "defaults": { "retry": { "maxAttempts": 2 } },
+            "servers": { "cosmos": { "tools": { "other": { "retry": { "maxAttempts": 9 } } } } }
+        }});
+        let at = |c: &Value| retry_attempts(c, "cosmos", "get_user_behavior");
+        assert_eq!(
+            at(&config),
+            (2, "orchestrator.defaults.retry.maxAttempts".to_owned())
+        );
+        config["orchestrator"]["servers"]["cosmos"]["retry"] = json!({ "maxAttempts": 4 });
+        assert_eq!(
+            at(&config),
+            (
+                4,
+                "orchestrator.servers.cosmos.retry.maxAttempts".to_owned()
+            )
+        );
+        config["orchestrator"]["servers"]["cosmos"]["tools"]["get_user_behavior"] =
+            json!({ "retry": { "maxAttempts": 1 } });
+        assert_eq!(
+            at(&config),
+            (
+                1,
+                "orchestrator.servers.cosmos.tools.get_user_behavior.retry.maxAttempts".to_owned()
+            )
+        );
+        assert_eq!(at(&json!({})).0, BUILTIN_MAX_ATTEMPTS);
     }
 }

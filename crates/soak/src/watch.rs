@@ -99,6 +99,8 @@ pub struct Watch {
     pub kills: u64,
     /// The killed processes, as (pid, start time).
     pub killed: Vec<(u32, u64)>,
+    /// When each kill was sent, in seconds since the calls began.
+    pub kill_times: Vec<f64>,
     /// Every REST server process seen, as (pid, start time).
     pub rest_seen: BTreeSet<(u32, u64)>,
     /// Time with no live REST server, while killing.
@@ -189,12 +191,15 @@ pub async fn run(plan: Plan, marker: String, conn: Arc<Conn>, watch: Arc<Mutex<W
                 let now = Instant::now();
                 for p in &rest {
                     let born = *first_seen.entry((p.pid, p.start)).or_insert(now);
+                    // Taken before the kill: the server is unusable from that moment.
+                    let at = plan.since.elapsed().as_secs_f64();
                     if now.duration_since(born) >= every
                         && procs::exists(p.pid, p.start)
                         && procs::kill9(p.pid).unwrap_or(false)
                     {
                         w.kills += 1;
                         w.killed.push((p.pid, p.start));
+                        w.kill_times.push(at);
                     }
                 }
             }
