@@ -1,5 +1,5 @@
 //! Goodput: per server role, the share of pass-through calls that succeeded against the share
-//! that could have (what the faults leave possible).
+//! that could have (what the faults leave possible), and the calls to a server around an outage.
 //!
 //! "Could have" is `uptime × (1 − failure_rate^attempts)`: a call can only succeed while its
 //! server is up, and fails while up only when every attempt draws an injected failure (each
@@ -9,9 +9,10 @@
 
 use std::time::Instant;
 
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::{report::Answer, setup::Role, watch::round};
+use crate::{mix::Kind, report::Answer, setup::Role, watch::round};
 
 /// A stretch of the run, in seconds since the calls began.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +77,55 @@ pub fn could_have(uptime: f64, failure_rate: f64, attempts: u32) -> f64 {
         .clamp(0.0, 1.0)
         .powi(i32::try_from(attempts.max(1)).unwrap_or(i32::MAX));
     uptime * (1.0 - all_fail)
+}
+
+/// Where a call sent at some moment falls relative to an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Sent before the server was taken down.
+    Before,
+    /// Sent while it was down.
+    During,
+    /// Sent once it was back.
+    After,
+}
+
+impl Phase {
+    /// The phase of a call sent at `at` (seconds into the run).
+    pub fn of(at: f64, outage: Span) -> Self {
+        if at < outage.from {
+            Phase::Before
+        } else if at < outage.to {
+            Phase::During
+        } else {
+            Phase::After
+        }
+    }
+
+    /// The name used in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Before => "before",
+            Phase::During => "during",
+            Phase::After => "after",
+        }
+    }
+}
+
+/// Of calls as (sent at, succeeded) in order of sending: how many sent at or after `since`
+/// failed before the first that succeeded, and when that one was sent (`None`: none did).
+pub fn failures_before_first_success(
+    calls: impl IntoIterator<Item = (f64, bool)>,
+    since: f64,
+) -> (u64, Option<f64>) {
+    let mut failed = 0;
+    for (at, ok) in calls.into_iter().filter(|(at, _)| *at >= since) {
+        if ok {
+            return (failed, Some(at));
+        }
+        failed += 1;
+    }
+    (failed, None)
 }
 
 /// Seconds from `began` to `at`.
@@ -290,10 +340,144 @@ impl RoleGoodput {
 pub const TEXT_HEADER: &str =
     "  role     server    calls      ok    share  could have  vs could  derivation of could have";
 
+/// Calls to the server during one outage and after it.
+#[derive(Debug, Clone)]
+pub struct OutageCalls {
+    /// The outage.
+    pub outage: Span,
+    /// Calls by the phase they were sent in.
+    pub by_phase: [Count; 3],
+    /// Failures by label, of calls sent during the outage.
+    pub failures_during: std::collections::BTreeMap<String, u64>,
+    /// Latency (µs) of calls sent during the outage.
+    pub latency_during: Histogram<u64>,
+    /// Latency (µs) of the healthy server's pass-through calls sent during the outage: how
+    /// fast the orchestrator answered at all then.
+    pub healthy_latency_during: Histogram<u64>,
+    /// Calls sent before the outage and answered during it: in flight when it began.
+    pub in_flight_at_down: u64,
+    /// When each call sent during the outage was sent, ascending.
+    pub sent_during: Vec<f64>,
+    /// Calls sent after the return that failed before the first success.
+    pub failed_after_return: u64,
+    /// When the first successful call after the return was sent and answered (seconds into
+    /// the run).
+    pub first_success: Option<(f64, f64)>,
+}
+
+impl OutageCalls {
+    /// The pass-through calls of `kind` around `outage`.
+    pub fn of(
+        kind: Kind,
+        answers: &[Answer],
+        began: Instant,
+        outage: Span,
+    ) -> anyhow::Result<Self> {
+        let micros = |a: &Answer| {
+            u64::try_from(a.latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        };
+        let mut calls: Vec<&Answer> = answers.iter().filter(|a| a.kind == kind).collect();
+        calls.sort_by_key(|a| a.sent);
+        let mut by_phase = [Count::default(); 3];
+        let mut failures_during = std::collections::BTreeMap::new();
+        let mut latency_during = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+        let mut in_flight_at_down = 0;
+        let mut sent_during = Vec::new();
+        for a in &calls {
+            let sent = secs_since(began, a.sent);
+            let phase = Phase::of(sent, outage);
+            by_phase[phase as usize].add(a.failure.is_none());
+            match phase {
+                Phase::Before if sent + a.latency.as_secs_f64() >= outage.from => {
+                    in_flight_at_down += 1;
+                }
+                Phase::During => {
+                    sent_during.push(sent);
+                    latency_during.saturating_record(micros(a));
+                    if let Some(label) = &a.failure {
+                        *failures_during.entry(label.clone()).or_insert(0) += 1;
+                    }
+                }
+                Phase::Before | Phase::After => {}
+            }
+        }
+        let mut healthy_latency_during = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+        for a in answers.iter().filter(|a| {
+            a.kind.server() == Some(Role::Healthy.server())
+                && outage.contains(secs_since(began, a.sent))
+        }) {
+            healthy_latency_during.saturating_record(micros(a));
+        }
+        let (failed_after_return, first) = failures_before_first_success(
+            calls
+                .iter()
+                .map(|a| (secs_since(began, a.sent), a.failure.is_none())),
+            outage.to,
+        );
+        let first_success = first.and_then(|sent| {
+            calls
+                .iter()
+                .find(|a| a.failure.is_none() && secs_since(began, a.sent) == sent)
+                .map(|a| (sent, sent + a.latency.as_secs_f64()))
+        });
+        Ok(Self {
+            outage,
+            by_phase,
+            failures_during,
+            latency_during,
+            healthy_latency_during,
+            in_flight_at_down,
+            sent_during,
+            failed_after_return,
+            first_success,
+        })
+    }
+
+    /// Milliseconds at quantile `q` of the calls sent during the outage.
+    pub fn during_ms(&self, q: f64) -> f64 {
+        self.latency_during.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Calls sent during the outage within `secs` of its start.
+    pub fn sent_within(&self, secs: f64) -> u64 {
+        self.sent_during
+            .partition_point(|at| *at < self.outage.from + secs) as u64
+    }
+
+    /// Milliseconds at quantile `q` of the healthy calls sent during the outage.
+    pub fn healthy_during_ms(&self, q: f64) -> f64 {
+        self.healthy_latency_during.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        let phases: serde_json::Map<String, Value> = [Phase::Before, Phase::During, Phase::After]
+            .into_iter()
+            .map(|p| (p.label().to_owned(), self.by_phase[p as usize].to_json()))
+            .collect();
+        json!({
+            "byPhase": phases,
+            "failuresDuring": self.failures_during,
+            "duringP50Ms": round(self.during_ms(0.5), 2),
+            "duringP99Ms": round(self.during_ms(0.99), 2),
+            "duringMaxMs": round(self.latency_during.max() as f64 / 1000.0, 2),
+            "healthyDuringP50Ms": round(self.healthy_during_ms(0.5), 2),
+            "healthyDuringP99Ms": round(self.healthy_during_ms(0.99), 2),
+            "inFlightAtDown": self.in_flight_at_down,
+            "failedAfterReturnBeforeFirstSuccess": self.failed_after_return,
+            "firstSuccessAfterReturn": self.first_success.map(|(sent, answered)| json!({
+                "sentSecsAfterReturn": round(sent - self.outage.to, 3),
+                "answeredSecsAfterReturn": round(answered - self.outage.to, 3),
+            })),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mix::Kind;
 
     fn span(from: f64, to: f64) -> Span {
         Span { from, to }
@@ -327,29 +511,52 @@ mod tests {
         assert!((could_have(1.0, 0.5, 0) - 0.5).abs() < 1e-12);
     }
 
-    fn answer(began: Instant, kind: Kind, sent: f64, failure: Option<&str>) -> Answer {
+    #[test]
+    fn calls_are_placed_by_when_they_were_sent() {
+        let outage = span(5.0, 15.0);
+        assert_eq!(Phase::of(4.999, outage), Phase::Before);
+        assert_eq!(Phase::of(5.0, outage), Phase::During);
+        assert_eq!(Phase::of(14.999, outage), Phase::During);
+        assert_eq!(Phase::of(15.0, outage), Phase::After);
+    }
+
+    fn answer(
+        began: Instant,
+        kind: Kind,
+        sent: f64,
+        latency: f64,
+        failure: Option<&str>,
+    ) -> Answer {
         Answer {
             kind,
             sent: began + std::time::Duration::from_secs_f64(sent),
+            latency: std::time::Duration::from_secs_f64(latency),
             failure: failure.map(str::to_owned),
         }
     }
 
-    #[test]
-    fn goodput_counts_a_role_s_calls_by_whether_its_server_was_up() {
+    /// Calls sent around an outage from 5 s to 15 s: two before (one in flight at the kill),
+    /// two refused during, one refused and two successes after; a healthy one during.
+    fn around_an_outage() -> (Instant, Vec<Answer>) {
         let began = Instant::now();
         let c = Kind::CosmosBehavior;
         let open = Some("unavailable/circuit_open");
-        let answers = [
-            answer(began, c, 1.0, None),
-            answer(began, c, 4.9, Some("unavailable/connection_lost")),
-            answer(began, c, 5.1, open),
-            answer(began, Kind::SqlCustomer, 5.5, None),
-            answer(began, c, 6.0, open),
-            answer(began, c, 15.0, open),
-            answer(began, c, 15.1, None),
-            answer(began, c, 15.2, None),
+        let answers = vec![
+            answer(began, c, 1.0, 0.1, None),
+            answer(began, c, 4.9, 0.3, Some("unavailable/connection_lost")),
+            answer(began, c, 5.1, 0.002, open),
+            answer(began, Kind::SqlCustomer, 5.5, 0.05, None),
+            answer(began, c, 6.0, 0.004, open),
+            answer(began, c, 15.0, 0.001, open),
+            answer(began, c, 15.1, 0.02, None),
+            answer(began, c, 15.2, 0.02, None),
         ];
+        (began, answers)
+    }
+
+    #[test]
+    fn goodput_counts_a_role_s_calls_by_whether_its_server_was_up() {
+        let (began, answers) = around_an_outage();
         let faults = Faults {
             failure_rate: 0.0,
             attempts: (2, "test".to_owned()),
@@ -362,5 +569,49 @@ mod tests {
         assert_eq!(g.sent_up, Count { calls: 5, ok: 3 });
         assert!((g.could_have() - 0.5).abs() < 1e-12);
         assert!((g.gap_points() - (50.0 - 300.0 / 7.0)).abs() < 0.01);
+    }
+
+    #[test]
+    fn calls_around_an_outage_are_counted_by_when_they_were_sent() -> anyhow::Result<()> {
+        let (began, answers) = around_an_outage();
+        let c = Kind::CosmosBehavior;
+        let calls = OutageCalls::of(c, &answers, began, span(5.0, 15.0))?;
+        assert_eq!(
+            calls.by_phase,
+            [
+                Count { calls: 2, ok: 1 },
+                Count { calls: 2, ok: 0 },
+                Count { calls: 3, ok: 2 }
+            ]
+        );
+        assert_eq!(calls.in_flight_at_down, 1);
+        assert_eq!(
+            calls.failures_during.get("unavailable/circuit_open"),
+            Some(&2)
+        );
+        assert_eq!(calls.sent_within(0.5), 1);
+        assert_eq!(calls.sent_within(10.0), 2);
+        assert_eq!(calls.failed_after_return, 1);
+        let (sent, answered) = calls.first_success.expect("a success after the return");
+        assert!((sent - 15.1).abs() < 1e-6 && (answered - 15.12).abs() < 1e-6);
+        assert!((calls.during_ms(1.0) - 4.0).abs() < 0.01);
+        assert!((calls.healthy_during_ms(0.5) - 50.0).abs() < 0.1);
+
+        Ok(())
+    }
+
+    #[test]
+    fn failures_after_the_return_count_until_the_first_success() {
+        let calls = [
+            (4.0, true),
+            (14.0, false),
+            (15.0, false),
+            (15.1, false),
+            (15.2, true),
+            (15.3, false),
+        ];
+        assert_eq!(failures_before_first_success(calls, 15.0), (2, Some(15.2)));
+        assert_eq!(failures_before_first_success(calls, 15.25), (1, None));
+        assert_eq!(failures_before_first_success([], 0.0), (0, None));
     }
 }

@@ -10,12 +10,13 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::{
-    goodput::{self, Faults, RoleGoodput},
+    goodput::{self, Faults, OutageCalls, RoleGoodput},
     mix::{Kind, MIX, Outcome},
+    outage,
     procs::Proc,
     rpc::Matching,
     setup::{FLAKY, KILLED, Role},
-    status::{Breakers, Trace},
+    status::{self, Breakers, Trace},
     watch::{Snapshot, Watch, round},
 };
 
@@ -45,6 +46,8 @@ pub struct Answer {
     pub kind: Kind,
     /// When it was sent.
     pub sent: Instant,
+    /// From send to answer.
+    pub latency: Duration,
     /// Its failure label (see [`Outcome::label`]); `None`: it succeeded.
     pub failure: Option<String>,
 }
@@ -98,6 +101,7 @@ impl Tally {
         self.answers.push(Answer {
             kind,
             sent,
+            latency,
             failure: (!outcome.is_ok()).then(|| outcome.label.clone()),
         });
         let micros = u64::try_from(latency.as_micros())
@@ -178,6 +182,10 @@ pub struct Settings {
     /// Opt-in invariant: the killed server's goodput is at most this many points under its
     /// could-have share.
     pub max_goodput_gap_killed: Option<f64>,
+    /// The flaky server's outage, when the soak runs it over HTTP to take it down.
+    pub outage: Option<outage::Plan>,
+    /// The orchestrator's children when all is well, by executable.
+    pub children: BTreeMap<String, u32>,
 }
 
 /// How the orchestrator ended.
@@ -232,6 +240,11 @@ pub struct Report {
     pub trace: Trace,
     /// The breakers in `orchestrator://status` read at the end.
     pub breakers: Breakers,
+    /// The outage, when there was one (`settings.outage`).
+    pub outage: Option<outage::Record>,
+    /// Whether the flaky server the soak runs over HTTP was running at the end (`None`: the
+    /// orchestrator runs it over stdio).
+    pub flaky_http_running: Option<bool>,
 }
 
 /// One invariant and whether it held.
@@ -316,7 +329,15 @@ impl Report {
                 };
                 match role {
                     Role::Healthy => {}
-                    Role::Flaky => faults.failure_rate = s.failure_rate,
+                    Role::Flaky => {
+                        faults.failure_rate = s.failure_rate;
+                        if let Some(span) = self.outage.as_ref().and_then(outage::Record::span) {
+                            faults.down = goodput::downtime(&[span.from], &[span.to], run);
+                            faults.down_from = "killed by the soak until its port accepted \
+                                               connections again"
+                                .to_owned();
+                        }
+                    }
                     Role::Killed => {
                         let connections = self
                             .trace
@@ -335,6 +356,12 @@ impl Report {
                 RoleGoodput::of(role, &self.tally.answers, self.began, run, faults)
             })
             .collect()
+    }
+
+    /// The flaky server's pass-through calls around its outage, once the outage is over.
+    pub fn outage_calls(&self) -> Option<OutageCalls> {
+        let span = self.outage.as_ref()?.span()?;
+        OutageCalls::of(Kind::CosmosBehavior, &self.tally.answers, self.began, span).ok()
     }
 
     fn rss_ratio(&self) -> Option<f64> {
@@ -398,6 +425,14 @@ impl Report {
                 self.flaky_failures()
             ));
         }
+        if s.outage.is_some() {
+            let span = self.outage.as_ref().and_then(outage::Record::span);
+            faults_ok &= span.is_some();
+            exercised.push(match span {
+                Some(span) => format!("{FLAKY} down {:.2} s", span.secs()),
+                None => format!("{FLAKY} never down and back during the calls"),
+            });
+        }
         out.push(Check {
             name: "the faults happened",
             ok: faults_ok,
@@ -434,11 +469,18 @@ impl Report {
         });
         out.push(Check {
             name: "exactly the three servers at the end",
-            ok: self.settled && self.end.has_exactly_the_servers(),
+            ok: self.settled
+                && self.end.has_exactly(&s.children)
+                && self.flaky_http_running != Some(false),
             detail: format!(
-                "children {}, zombies {}{}",
+                "children {}, zombies {}{}{}",
                 fmt_counts(&self.end.live),
                 self.end.zombies,
+                match self.flaky_http_running {
+                    None => "",
+                    Some(true) => "; cosmos over HTTP (run by the soak) running",
+                    Some(false) => "; cosmos over HTTP (run by the soak) NOT running",
+                },
                 if self.settled {
                     ""
                 } else {
@@ -562,6 +604,8 @@ impl Report {
                 "flakyRetryMaxAttemptsFrom": s.flaky_attempts.1,
                 "minGoodputFlaky": s.min_goodput_flaky,
                 "maxGoodputGapKilled": s.max_goodput_gap_killed,
+                "flakyDownAfterSecs": s.outage.map(|o| o.after.as_secs_f64()),
+                "flakyDownSecs": s.outage.map(|o| o.down_for.as_secs_f64()),
             },
             "calls": {
                 "sent": self.sent,
@@ -593,6 +637,7 @@ impl Report {
             },
             "goodput": self.goodput().iter().map(|g| (g.role.label().to_owned(), g.to_json())).collect::<serde_json::Map<_, _>>(),
             "breakers": self.breakers.to_json(&self.trace),
+            "outage": self.outage_figures().map(|f| f.to_json()),
             "process": {
                 "baseline": self.watch.baseline.as_ref().map(Snapshot::to_json),
                 "end": self.end.to_json(),
@@ -616,6 +661,28 @@ impl Report {
             "serverRequests": self.matching.server_requests,
             "log": self.log.as_ref().map(|p| p.display().to_string()),
             "invariants": checks.iter().map(|c| json!({ "name": c.name, "ok": c.ok, "detail": c.detail })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The outage's figures, when the run had one.
+    fn outage_figures(&self) -> Option<outage::Figures<'_>> {
+        let plan = self.settings.outage?;
+        let record = self.outage.as_ref()?;
+        let trace = self.trace.servers.get(FLAKY);
+        let around = record.span().map(|span| {
+            (
+                self.outage_calls(),
+                trace
+                    .map(|t| status::AroundOutage::of(&t.breaker, span))
+                    .unwrap_or_default(),
+            )
+        });
+        Some(outage::Figures {
+            plan,
+            record,
+            calls: around.as_ref().and_then(|(c, _)| c.clone()),
+            breaker: around.map(|(_, b)| b).unwrap_or_default(),
+            transitions: trace.map_or(&[][..], |t| t.transitions.as_slice()),
         })
     }
 
@@ -657,6 +724,14 @@ impl Report {
             s.flaky_attempts.1,
             (1.0 - goodput::could_have(1.0, s.failure_rate, s.flaky_attempts.0)) * 100.0
         );
+        if let Some(plan) = s.outage {
+            let _ = writeln!(
+                o,
+                "outage: {FLAKY} served over HTTP by the soak, killed with SIGKILL {:.1} s into the calls and kept down {:.1} s",
+                plan.after.as_secs_f64(),
+                plan.down_for.as_secs_f64()
+            );
+        }
         for (kind, (role, deps)) in &self.roles {
             if kind.server().is_none() {
                 let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
@@ -748,6 +823,9 @@ impl Report {
         );
         self.goodput_text(&mut o);
         self.breakers.to_text(&self.trace, &mut o);
+        if let Some(f) = self.outage_figures() {
+            f.to_text(&mut o);
+        }
         let _ = writeln!(o);
         let tenths: Vec<String> = w
             .rss_by_tenth

@@ -1,7 +1,7 @@
 //! The soak's temporary folder and `mcp.json`: the three bundled servers over stdio, Cosmos flaky.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -74,8 +74,9 @@ impl Role {
     pub const ALL: [Role; 3] = [Role::Healthy, Role::Flaky, Role::Killed];
 }
 
-/// What the soak changes in the repository's `orchestrator` section.
-#[derive(Debug, Clone, Copy)]
+/// What the soak changes in the repository's `orchestrator` section, and how it runs the
+/// flaky server.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// `--failure-rate` of the flaky server.
     pub failure_rate: f64,
@@ -86,6 +87,34 @@ pub struct Options {
     /// `orchestrator.limits.maxConcurrentCallsPerClient`: the soak is one client keeping this
     /// many calls in flight, which must not be refused as too many.
     pub in_flight: usize,
+    /// Where the flaky server listens when the soak runs it over HTTP itself (for an outage):
+    /// `http://127.0.0.1:PORT/mcp`. `None`: the orchestrator starts it over stdio.
+    pub flaky_url: Option<String>,
+}
+
+/// The flaky server's arguments beside the transport: its data in `dir`, the injected failures.
+pub fn flaky_args(dir: &Path, faults: &Options) -> Vec<String> {
+    vec![
+        "--data-dir".to_owned(),
+        dir.join(FLAKY).display().to_string(),
+        "--failure-rate".to_owned(),
+        faults.failure_rate.to_string(),
+        "--seed".to_owned(),
+        faults.seed.to_string(),
+        // No throttling: the flaky server's failures are the injected ones only.
+        "--ru-per-second".to_owned(),
+        "1000000".to_owned(),
+    ]
+}
+
+/// The children the orchestrator should have when all is well: one process per server it
+/// starts over stdio (not the flaky server when the soak runs it over HTTP), by executable.
+pub fn expected_children(flaky_over_http: bool) -> BTreeMap<String, u32> {
+    SERVERS
+        .iter()
+        .filter(|(name, _)| !(flaky_over_http && *name == FLAKY))
+        .map(|(_, bin)| ((*bin).to_owned(), 1))
+        .collect()
 }
 
 /// The attempts one call of `server`'s `tool` gets, and the `mcp.json` field it comes from:
@@ -170,7 +199,8 @@ impl Drop for TempDir {
 
 /// Writes `<dir>/mcp.json` and returns it with its path: the repository's `orchestrator`
 /// section (composites, cache, policy defaults) with `retry.maxAttempts` and the per-client
-/// limit set, and the three servers started from `bins` with their data in `dir`.
+/// limit set, and the three servers started from `bins` with their data in `dir` (the flaky one
+/// reached at `faults.flaky_url` instead, when set).
 pub fn write_config(dir: &Path, bins: &Path, faults: Options) -> anyhow::Result<(PathBuf, Value)> {
     let repo: Value =
         serde_json::from_str(REPO_CONFIG).context("parsing the repository mcp.json")?;
@@ -182,22 +212,17 @@ pub fn write_config(dir: &Path, bins: &Path, faults: Options) -> anyhow::Result<
     orchestrator["limits"]["maxConcurrentCallsPerClient"] = json!(faults.in_flight);
     let bin = |name: &str| kit::binaries::path_in(bins, name).display().to_string();
     let data = |name: &str| dir.join(name).display().to_string();
+    let flaky = match &faults.flaky_url {
+        Some(url) => json!({ "url": url }),
+        None => json!({ "command": bin("cosmos-mcp-server"), "args": flaky_args(dir, &faults) }),
+    };
     let config = json!({
         "mcpServers": {
             "sql": {
                 "command": bin("sql-mcp-server"),
                 "args": ["--data-dir", data("sql")]
             },
-            "cosmos": {
-                "command": bin("cosmos-mcp-server"),
-                "args": [
-                    "--data-dir", data("cosmos"),
-                    "--failure-rate", faults.failure_rate.to_string(),
-                    "--seed", faults.seed.to_string(),
-                    // No throttling: the flaky server's failures are the injected ones only.
-                    "--ru-per-second", "1000000"
-                ]
-            },
+            "cosmos": flaky,
             "rest": { "command": bin("rest-mcp-server"), "args": [] }
         },
         "orchestrator": orchestrator
@@ -333,5 +358,32 @@ mod tests {
             )
         );
         assert_eq!(at(&json!({})).0, BUILTIN_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn the_flaky_server_is_reached_by_url_when_the_soak_runs_it() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        let bins = Path::new("/bin");
+        let mut faults = Options {
+            failure_rate: 0.2,
+            seed: 1,
+            max_attempts: 2,
+            in_flight: 64,
+            flaky_url: None,
+        };
+        let (_, stdio) = write_config(dir.path(), bins, faults.clone())?;
+        assert!(stdio.pointer("/mcpServers/cosmos/command").is_some());
+        faults.flaky_url = Some("http://127.0.0.1:9/mcp".to_owned());
+        let (_, http) = write_config(dir.path(), bins, faults)?;
+        assert_eq!(
+            http["mcpServers"]["cosmos"],
+            json!({ "url": "http://127.0.0.1:9/mcp" })
+        );
+        assert_eq!(expected_children(false).len(), 3);
+        assert_eq!(
+            expected_children(true).keys().collect::<Vec<_>>(),
+            ["rest-mcp-server", "sql-mcp-server"]
+        );
+        Ok(())
     }
 }

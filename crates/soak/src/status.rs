@@ -280,6 +280,8 @@ impl Breakers {
                     "changes": t.map(|t| t.breaker.iter().take(MAX_POINTS).map(BreakerPoint::to_json).collect::<Vec<_>>()),
                     "changesLeftOff": t.map_or(0, |t| t.breaker.len().saturating_sub(MAX_POINTS)),
                     "transitionList": t.map(|t| t.transitions.iter().map(Transition::to_json).collect::<Vec<_>>()),
+                    "connectedSecs": t.map(|t| t.connections.iter().map(|x| round(*x, 3)).collect::<Vec<_>>()),
+                    "connectedChanges": t.map(|t| t.connected.iter().map(|(at, c)| json!([round(*at, 2), c])).collect::<Vec<_>>()),
                 });
                 ((*name).to_owned(), v)
             })
@@ -355,6 +357,58 @@ impl Transition {
     }
 }
 
+/// How a breaker moved around an outage `[span.from, span.to)`, from the readings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AroundOutage {
+    /// The readings that changed, from the last one before the outage to the first one after
+    /// the return that shows it closed.
+    pub points: Vec<BreakerPoint>,
+    /// Seconds from the kill to the first reading showing that it had opened.
+    pub open_after_down: Option<f64>,
+    /// Times it opened between the kill and the return (a failed probe opens it again).
+    pub opens_during: u64,
+    /// Seconds from the return to the first reading showing it closed.
+    pub closed_after_back: Option<f64>,
+    /// Times it opened after the return before that reading: probes that failed although the
+    /// server was back.
+    pub opens_after_back: Option<u64>,
+}
+
+impl AroundOutage {
+    /// From the change points of one breaker (ascending) and the outage.
+    pub fn of(points: &[BreakerPoint], span: crate::goodput::Span) -> Self {
+        let before = points.iter().rev().find(|p| p.at < span.from);
+        let base_opens = before.map_or(0, |p| p.opens);
+        let open_after_down = points
+            .iter()
+            .find(|p| p.at >= span.from && p.opens > base_opens)
+            .map(|p| p.at - span.from);
+        let at_back = points.iter().rev().find(|p| p.at < span.to);
+        let opens_during = at_back.map_or(0, |p| p.opens.saturating_sub(base_opens));
+        let closed = points
+            .iter()
+            .find(|p| p.at >= span.to && p.state == "closed");
+        let closed_after_back = closed.map(|p| p.at - span.to);
+        let opens_after_back = closed.map(|p| {
+            p.opens
+                .saturating_sub(at_back.map_or(base_opens, |b| b.opens))
+        });
+        let until = closed.map_or(f64::INFINITY, |p| p.at);
+        let start = before.map_or(f64::NEG_INFINITY, |p| p.at);
+        Self {
+            points: points
+                .iter()
+                .filter(|p| p.at >= start && p.at <= until)
+                .cloned()
+                .collect(),
+            open_after_down,
+            opens_during,
+            closed_after_back,
+            opens_after_back,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +456,47 @@ mod tests {
             .collect();
         assert_eq!(states, vec![("closed", 0), ("open", 1), ("closed", 3)]);
         assert!(rest.transitions.is_empty());
+    }
+
+    fn point(at: f64, state: &str, opens: u64) -> BreakerPoint {
+        BreakerPoint {
+            at,
+            state: state.to_owned(),
+            opens,
+            transitions: 0,
+        }
+    }
+
+    #[test]
+    fn the_breaker_around_an_outage_is_read_from_its_change_points() {
+        let outage = crate::goodput::Span {
+            from: 5.0,
+            to: 15.0,
+        };
+        let points = [
+            point(0.0, "closed", 2),
+            point(1.0, "open", 3),
+            point(2.0, "closed", 3),
+            point(5.3, "open", 4),
+            point(10.4, "half_open", 4),
+            point(10.5, "open", 5),
+            point(15.1, "half_open", 5),
+            point(15.2, "open", 6),
+            point(15.6, "closed", 6),
+            point(20.0, "open", 7),
+        ];
+        let a = AroundOutage::of(&points, outage);
+        assert_eq!(a.points.first(), Some(&points[2]));
+        assert_eq!(a.points.last(), Some(&points[8]));
+        assert!((a.open_after_down.expect("opened") - 0.3).abs() < 1e-9);
+        assert_eq!(a.opens_during, 2);
+        assert!((a.closed_after_back.expect("closed") - 0.6).abs() < 1e-9);
+        assert_eq!(a.opens_after_back, Some(1));
+
+        // Never closed again within the readings.
+        let a = AroundOutage::of(&points[..8], outage);
+        assert_eq!((a.closed_after_back, a.opens_after_back), (None, None));
+        assert_eq!(a.points.len(), 6);
     }
 
     #[test]
