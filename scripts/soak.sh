@@ -11,8 +11,13 @@
 #   - the orchestrator's RSS at the end is within 10% of its RSS after warm-up (10% of the calls);
 #   - its open file descriptors do not grow; exactly the three servers run as its children at the
 #     end, killed ones are reaped, none is orphaned, and it exits cleanly when its stdin closes.
+# It also reports goodput per server role (succeeded against could-have shares) and each breaker's
+# transitions; --min-goodput-flaky PCT and --max-goodput-gap-killed POINTS make invariants of them.
+# --cosmos-down-secs N takes Cosmos fully down for N s mid-run (served over HTTP by the soak,
+# killed, started again) and reports the calls and the breaker around the outage.
 #
 # Usage: scripts/soak.sh [CALLS] [more mcp-soak flags, e.g. --json --kill-every-secs 5]
+#        scripts/soak.sh 50000 --cosmos-down-secs 10
 # Environment: SOAK_NO_BUILD=1 skips the build (uses target/release as it is). Linux only.
 # The short CI version is tests/soak.rs (debug binaries, 5,000 calls).
 set -euo pipefail

@@ -3,7 +3,7 @@
 //! its calls and REST killed one second after each (re)start, and this test checks its `--json`
 //! report. The invariants are behaviour, not timing: every request answered exactly once, every
 //! call that depends only on healthy servers succeeded, no descriptor, zombie or orphan left,
-//! a clean shutdown.
+//! a clean shutdown. The goodput figures are checked for their arithmetic, not their level.
 //!
 //! Memory is checked looser than in the full soak (25% instead of 10%, from a baseline after
 //! the first 20% of the calls instead of 10%): a debug orchestrator a few hundred calls in has
@@ -99,6 +99,45 @@ fn the_orchestrator_answers_every_call_once_and_leaks_nothing_under_faults() -> 
         "{}",
         report["killer"]
     );
+
+    // Goodput: figures, not invariants here; their arithmetic and wiring are checked.
+    let goodput = &report["goodput"];
+    for (role, tools) in [
+        (
+            "healthy",
+            &["sql__get_customer", "sql__get_top_customers"][..],
+        ),
+        ("flaky", &["cosmos__get_user_behavior"][..]),
+        ("killed", &["rest__check_inventory"][..]),
+    ] {
+        let answered: u64 = report["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| tools.iter().any(|name| t["tool"] == *name))
+            .filter_map(|t| t["answered"].as_u64())
+            .sum();
+        assert_eq!(goodput[role]["calls"], answered, "{role}: {goodput:#}");
+    }
+    assert_eq!(goodput["healthy"]["share"], 1.0, "{goodput:#}");
+    assert_eq!(goodput["healthy"]["couldHave"], 1.0, "{goodput:#}");
+    // Cosmos fails 20% of attempts and gets `--max-attempts` 2 (the soak's default).
+    assert_eq!(goodput["flaky"]["maxAttempts"], 2, "{goodput:#}");
+    assert_eq!(goodput["flaky"]["couldHave"], 0.96, "{goodput:#}");
+    let uptime = goodput["killed"]["uptimeShare"].as_f64();
+    assert!(
+        uptime.is_some_and(|u| u > 0.0 && u < 1.0),
+        "REST was killed, so down part of the run: {goodput:#}"
+    );
+    let breakers = &report["breakers"];
+    assert!(breakers["readings"].as_u64() > Some(0), "{breakers:#}");
+    for server in ["sql", "cosmos", "rest"] {
+        assert!(
+            breakers["servers"][server]["state"].is_string(),
+            "{server}: {breakers:#}"
+        );
+    }
+    assert_eq!(report["outage"], Value::Null, "no outage asked");
 
     let process = &report["process"];
     let servers = serde_json::json!({

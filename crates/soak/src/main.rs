@@ -13,19 +13,49 @@
 //! build them with `cargo build --workspace --bins` (add `--release` for a real soak).
 //! `scripts/soak.sh` runs the full soak; `tests/soak.rs` a short one in CI. Linux only (`/proc`).
 //!
+//! # Goodput
+//! The report gives, per server role, the share of pass-through calls that succeeded against
+//! the share that could have: `uptime × (1 − failure_rate^attempts)`, with `attempts` the
+//! flaky tool's `retry.maxAttempts` in the run's `mcp.json` and the killed server's downtime
+//! running from each SIGKILL to the next `connectedSince` the orchestrator reports for it in
+//! `orchestrator://status` (read every 100 ms). It also gives each breaker's state, opens and
+//! transitions at the end, and the readings where they changed. These are figures; two opt-in
+//! flags make invariants of them: `--min-goodput-flaky PCT` (the flaky server's calls succeed
+//! at least PCT%) and `--max-goodput-gap-killed POINTS` (the killed server's succeed at most
+//! POINTS under its could-have share).
+//!
+//! # Outage
+//! `--cosmos-down-secs N` takes Cosmos fully down for N seconds, `--cosmos-down-after-secs M`
+//! (default 5) into the calls: the soak then runs Cosmos itself over streamable HTTP on a free
+//! loopback port (the orchestrator reaches it by URL), kills it with SIGKILL (its port refuses
+//! connections), and starts it again on the same port N seconds later. Its failure rate
+//! defaults to 0 then, so the outage is its only fault (give `--failure-rate` to have both).
+//! The report says when it went down and came back, how the calls sent before, during and
+//! after fared (and how fast those during failed), how many failed after its return before
+//! the first success, and how its breaker moved relative to the outage. E.g.
+//! `scripts/soak.sh 50000 --cosmos-down-secs 10`. The memory and descriptor baseline is then
+//! taken before the outage, early if need be: while Cosmos is down the orchestrator's pool of
+//! HTTP connections to it empties, and it fills again only once the breaker lets calls through.
+//!
 //! # Layout
 //! - `setup`: the temporary folder and `mcp.json`; which servers a composite depends on
 //! - `mix`: the n-th call of the run and how its answer is classified
 //! - `rpc`: the JSON-RPC connection, matching every response to its request id
 //! - `procs`: `/proc` readings (RSS, descriptors, children, the run's processes) and the kill
 //! - `watch`: the killer and the sampler, every 100 ms
+//! - `status`: `orchestrator://status` read every 100 ms: reconnections and breaker moves
+//! - `outage`: Cosmos run over HTTP by the soak, taken down and brought back
+//! - `goodput`: succeeded against could-have shares; the calls around an outage
 //! - `report`: figures, invariants, text and JSON
 
+mod goodput;
 mod mix;
+mod outage;
 mod procs;
 mod report;
 mod rpc;
 mod setup;
+mod status;
 mod watch;
 
 use std::{
@@ -62,9 +92,10 @@ struct Args {
     /// Kill the REST server (SIGKILL) once it has run this long; 0: never.
     #[arg(long, default_value_t = 3.0)]
     kill_every_secs: f64,
-    /// Share of the Cosmos server's calls that fail (injected, retryable `unavailable`).
-    #[arg(long, default_value_t = 0.2)]
-    failure_rate: f64,
+    /// Share of the Cosmos server's calls that fail (injected, retryable `unavailable`);
+    /// default 0.2, or 0 with `--cosmos-down-secs`.
+    #[arg(long)]
+    failure_rate: Option<f64>,
     /// Seed of the injected failures and of the call mix.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -92,6 +123,21 @@ struct Args {
     /// Folder of the binaries (default: the folder of this executable).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Take Cosmos fully down for this long (it is then served over HTTP by the soak, killed
+    /// with SIGKILL and started again on the same port); 0: never.
+    #[arg(long, default_value_t = 0.0)]
+    cosmos_down_secs: f64,
+    /// When to take Cosmos down, in seconds after the first call.
+    #[arg(long, default_value_t = 5.0)]
+    cosmos_down_after_secs: f64,
+    /// Invariant, off unless given: Cosmos's pass-through calls succeed at least this often, in
+    /// percent (e.g. 95).
+    #[arg(long)]
+    min_goodput_flaky: Option<f64>,
+    /// Invariant, off unless given: REST's pass-through calls succeed at most this many
+    /// percentage points under its could-have share (its uptime; e.g. 5).
+    #[arg(long)]
+    max_goodput_gap_killed: Option<f64>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -128,29 +174,68 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.calls > 0 && args.concurrency > 0,
         "--calls and --concurrency must be > 0"
     );
+    anyhow::ensure!(
+        args.cosmos_down_secs >= 0.0 && args.cosmos_down_after_secs >= 0.0,
+        "--cosmos-down-secs and --cosmos-down-after-secs must be >= 0"
+    );
     let bin_dir = setup::bin_dir(args.bin_dir.clone())?;
     let mut tmp = setup::TempDir::new()?;
-    let faults = setup::Options {
-        failure_rate: args.failure_rate,
+    let outage_plan = (args.cosmos_down_secs > 0.0).then(|| outage::Plan {
+        after: Duration::from_secs_f64(args.cosmos_down_after_secs),
+        down_for: Duration::from_secs_f64(args.cosmos_down_secs),
+    });
+    let failure_rate = args
+        .failure_rate
+        .unwrap_or(if outage_plan.is_some() { 0.0 } else { 0.2 });
+    let mut faults = setup::Options {
+        failure_rate,
         seed: args.seed,
         max_attempts: args.max_attempts,
         in_flight: args.concurrency,
+        flaky_url: None,
     };
+    // For an outage the soak runs Cosmos itself, before the orchestrator connects to it.
+    let mut flaky_http = None;
+    if outage_plan.is_some() {
+        let server = outage::HttpServer::start(
+            kit::binaries::path_in(&bin_dir, "cosmos-mcp-server"),
+            setup::flaky_args(tmp.path(), &faults),
+            tmp.path().join("cosmos.log"),
+        )
+        .await
+        .context("starting Cosmos over HTTP for the outage")?;
+        faults.flaky_url = Some(server.url());
+        flaky_http = Some(server);
+    }
     let (config_path, config) = setup::write_config(tmp.path(), &bin_dir, faults)?;
     let roles = roles(&config)?;
+    let children = setup::expected_children(outage_plan.is_some());
     let kill_every =
         (args.kill_every_secs > 0.0).then(|| Duration::from_secs_f64(args.kill_every_secs));
     let settings = Settings {
         calls: args.calls,
         concurrency: args.concurrency,
         kill_every,
-        failure_rate: args.failure_rate,
+        failure_rate,
         seed: args.seed,
         max_attempts: args.max_attempts,
         warmup_calls: ((args.calls as f64) * args.warmup.clamp(0.0, 1.0)) as u64,
         max_rss_growth: args.max_rss_growth,
         max_fd_growth: args.max_fd_growth,
         bin_dir: bin_dir.clone(),
+        flaky_attempts: setup::retry_attempts(
+            &config,
+            setup::FLAKY,
+            // The upstream's own name: the exposed one without `cosmos__`.
+            Kind::CosmosBehavior
+                .tool()
+                .split_once("__")
+                .map_or(Kind::CosmosBehavior.tool(), |(_, tool)| tool),
+        ),
+        min_goodput_flaky: args.min_goodput_flaky,
+        max_goodput_gap_killed: args.max_goodput_gap_killed,
+        outage: outage_plan,
+        children: children.clone(),
     };
 
     // The orchestrator, its stderr in a log file; the marker tells this run's processes apart.
@@ -205,8 +290,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         )));
     }
 
-    // The calls, with the killer and the sampler watching.
+    // The calls, with the killer and the samplers watching (and the outage, if any).
     let began = Instant::now();
+    let began_wall = std::time::SystemTime::now();
     let watch = Arc::new(Mutex::new(Watch {
         killing: true,
         ..Watch::default()
@@ -217,6 +303,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         warmup_calls: settings.warmup_calls,
         calls: args.calls,
         since: began,
+        children: children.clone(),
+        outage: outage_plan.map(|o| (o.after, o.after + o.down_for + BASELINE_MARGIN)),
     };
     let watcher = tokio::spawn(watch::run(
         plan,
@@ -224,6 +312,23 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         conn.clone(),
         watch.clone(),
     ));
+    let trace = Arc::new(Mutex::new(status::Trace::default()));
+    let status_sampler = tokio::spawn(status::sample(
+        conn.clone(),
+        began,
+        began_wall,
+        trace.clone(),
+    ));
+    let (calls_done, calls_done_rx) = tokio::sync::watch::channel(false);
+    let outage_task = match (flaky_http.take(), outage_plan) {
+        (Some(server), Some(plan)) => Some(tokio::spawn(outage::run(
+            server,
+            plan,
+            began,
+            calls_done_rx,
+        ))),
+        _ => None,
+    };
     let drain = Duration::from_secs(args.drain_secs);
     let window = Arc::new(Semaphore::new(args.concurrency));
     let mut sent = 0;
@@ -249,11 +354,33 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let elapsed = began.elapsed();
     lock(&watch).killing = false;
+    let _ = calls_done.send(true);
+    let mut outage_record = None;
+    if let Some(task) = outage_task {
+        match task.await {
+            Ok((server, record)) => {
+                flaky_http = Some(server);
+                outage_record = Some(record);
+            }
+            Err(e) => eprintln!("mcp-soak: the outage task failed: {e}"),
+        }
+    }
 
     // Settle: the REST server back and listed, so the end snapshot compares like with like.
-    let settled = settle(&conn, orch, &marker, Duration::from_secs(args.settle_secs)).await;
+    let settled = settle(
+        &conn,
+        orch,
+        &marker,
+        &children,
+        Duration::from_secs(args.settle_secs),
+    )
+    .await;
     let end = Snapshot::take(orch, &marker, conn.answered(), began);
+    let flaky_http_running = flaky_http.as_mut().map(outage::HttpServer::running);
     watcher.abort();
+    status_sampler.abort();
+    // The breakers as the orchestrator tells them, once everything is back.
+    let breakers = status::Breakers::of(&status::read(&conn).await);
     let killed = lock(&watch).killed.clone();
     let unreaped: Vec<u32> = killed
         .iter()
@@ -281,6 +408,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     shutdown.secs = closed.elapsed().as_secs_f64();
+    if let Some(server) = flaky_http.as_mut() {
+        server.stop().await;
+    }
     let gone_by = Instant::now() + Duration::from_secs(5);
     loop {
         shutdown.left = procs::scan(orch, &marker)
@@ -311,6 +441,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         orphans,
         shutdown,
         log: None,
+        began,
+        trace: std::mem::take(&mut *trace.lock().unwrap_or_else(|e| e.into_inner())),
+        breakers,
+        outage: outage_record,
+        flaky_http_running,
     };
     let passed = report.checks().iter().all(|c| c.ok);
     if !passed || args.keep_temp {
@@ -324,6 +459,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     Ok(passed)
 }
+
+/// How long after an outage the memory and descriptor baseline may not be taken, when it could
+/// not be taken before.
+const BASELINE_MARGIN: Duration = Duration::from_secs(3);
 
 fn lock(w: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
     w.lock().unwrap_or_else(|e| e.into_inner())
@@ -409,13 +548,19 @@ async fn wait_for_tools(conn: &Conn, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// Waits until exactly the three servers run (no zombie) and REST's tools are listed again.
-async fn settle(conn: &Conn, orch: u32, marker: &str, timeout: Duration) -> bool {
+/// Waits until exactly the `children` run (no zombie) and REST's tools are listed again.
+async fn settle(
+    conn: &Conn,
+    orch: u32,
+    marker: &str,
+    children: &BTreeMap<String, u32>,
+    timeout: Duration,
+) -> bool {
     let deadline = Instant::now() + timeout;
     let since = Instant::now();
     loop {
         let snap = Snapshot::take(orch, marker, 0, since);
-        if snap.has_exactly_the_servers()
+        if snap.has_exactly(children)
             && tool_names(conn)
                 .await
                 .is_ok_and(|n| n.iter().any(|t| t == Kind::RestInventory.tool()))

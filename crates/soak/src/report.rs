@@ -3,17 +3,20 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::{
+    goodput::{self, Faults, OutageCalls, RoleGoodput},
     mix::{Kind, MIX, Outcome},
+    outage,
     procs::Proc,
     rpc::Matching,
-    setup::{FLAKY, Role},
+    setup::{FLAKY, KILLED, Role},
+    status::{self, Breakers, Trace},
     watch::{Snapshot, Watch, round},
 };
 
@@ -36,6 +39,19 @@ pub struct KindTally {
     pub latency: Histogram<u64>,
 }
 
+/// One answered call, for the figures over time (goodput, the outage).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// What it called.
+    pub kind: Kind,
+    /// When it was sent.
+    pub sent: Instant,
+    /// From send to answer.
+    pub latency: Duration,
+    /// Its failure label (see [`Outcome::label`]); `None`: it succeeded.
+    pub failure: Option<String>,
+}
+
 /// Answers of every kind.
 #[derive(Debug, Clone)]
 pub struct Tally {
@@ -43,6 +59,8 @@ pub struct Tally {
     pub kinds: BTreeMap<Kind, KindTally>,
     /// Latency of every call, in µs.
     pub all: Histogram<u64>,
+    /// Every answer, in the order they came.
+    pub answers: Vec<Answer>,
 }
 
 impl Tally {
@@ -67,6 +85,7 @@ impl Tally {
         Ok(Self {
             kinds,
             all: hist()?,
+            answers: Vec::new(),
         })
     }
 
@@ -77,8 +96,14 @@ impl Tally {
         }
     }
 
-    /// Counts one answer.
-    pub fn record(&mut self, kind: Kind, outcome: &Outcome, latency: Duration) {
+    /// Counts one answer to a call sent at `sent`.
+    pub fn record(&mut self, kind: Kind, outcome: &Outcome, sent: Instant, latency: Duration) {
+        self.answers.push(Answer {
+            kind,
+            sent,
+            latency,
+            failure: (!outcome.is_ok()).then(|| outcome.label.clone()),
+        });
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -109,7 +134,9 @@ impl Tally {
 
     /// Moves the figures out, leaving an empty tally.
     pub fn take(&mut self) -> Self {
-        let taken = self.clone();
+        let answers = std::mem::take(&mut self.answers);
+        let mut taken = self.clone();
+        taken.answers = answers;
         for k in self.kinds.values_mut() {
             k.sent = 0;
             k.answered = 0;
@@ -147,6 +174,18 @@ pub struct Settings {
     pub max_fd_growth: i64,
     /// Where the binaries came from.
     pub bin_dir: PathBuf,
+    /// Attempts per call of the flaky server's pass-through tool, and the `mcp.json` field
+    /// they come from.
+    pub flaky_attempts: (u32, String),
+    /// Opt-in invariant: the flaky server's goodput is at least this many percent.
+    pub min_goodput_flaky: Option<f64>,
+    /// Opt-in invariant: the killed server's goodput is at most this many points under its
+    /// could-have share.
+    pub max_goodput_gap_killed: Option<f64>,
+    /// The flaky server's outage, when the soak runs it over HTTP to take it down.
+    pub outage: Option<outage::Plan>,
+    /// The orchestrator's children when all is well, by executable.
+    pub children: BTreeMap<String, u32>,
 }
 
 /// How the orchestrator ended.
@@ -195,6 +234,17 @@ pub struct Report {
     pub shutdown: Shutdown,
     /// The orchestrator's log, when kept.
     pub log: Option<PathBuf>,
+    /// When the first call was sent.
+    pub began: Instant,
+    /// `orchestrator://status` read every 100 ms during the run.
+    pub trace: Trace,
+    /// The breakers in `orchestrator://status` read at the end.
+    pub breakers: Breakers,
+    /// The outage, when there was one (`settings.outage`).
+    pub outage: Option<outage::Record>,
+    /// Whether the flaky server the soak runs over HTTP was running at the end (`None`: the
+    /// orchestrator runs it over stdio).
+    pub flaky_http_running: Option<bool>,
 }
 
 /// One invariant and whether it held.
@@ -259,6 +309,61 @@ impl Report {
         n
     }
 
+    /// Seconds from the first call sent to the last answer.
+    fn run_secs(&self) -> f64 {
+        self.elapsed.as_secs_f64()
+    }
+
+    /// Goodput of each role's pass-through calls.
+    pub fn goodput(&self) -> Vec<RoleGoodput> {
+        let s = &self.settings;
+        let run = self.run_secs();
+        Role::ALL
+            .into_iter()
+            .map(|role| {
+                let mut faults = Faults {
+                    failure_rate: 0.0,
+                    attempts: s.flaky_attempts.clone(),
+                    down: Vec::new(),
+                    down_from: String::new(),
+                };
+                match role {
+                    Role::Healthy => {}
+                    Role::Flaky => {
+                        faults.failure_rate = s.failure_rate;
+                        if let Some(span) = self.outage.as_ref().and_then(outage::Record::span) {
+                            faults.down = goodput::downtime(&[span.from], &[span.to], run);
+                            faults.down_from = "killed by the soak until its port accepted \
+                                               connections again"
+                                .to_owned();
+                        }
+                    }
+                    Role::Killed => {
+                        let connections = self
+                            .trace
+                            .servers
+                            .get(KILLED)
+                            .map_or(&[][..], |t| t.connections.as_slice());
+                        faults.down = goodput::downtime(&self.watch.kill_times, connections, run);
+                        faults.down_from = format!(
+                            "from each SIGKILL to the next `connectedSince` of {KILLED} in \
+                             orchestrator://status, read every 100 ms; no {KILLED} process \
+                             alive for {:.2} s of it",
+                            self.watch.rest_down.as_secs_f64()
+                        );
+                    }
+                }
+                RoleGoodput::of(role, &self.tally.answers, self.began, run, faults)
+            })
+            .collect()
+    }
+
+    /// The flaky server's pass-through calls around its outage, once the outage is over.
+    pub fn outage_calls(&self) -> Option<OutageCalls> {
+        let span = self.outage.as_ref()?.span()?;
+        OutageCalls::of(Kind::CosmosBehavior, &self.tally.answers, self.began, span).ok()
+    }
+
     fn rss_ratio(&self) -> Option<f64> {
         let base = self.watch.baseline.as_ref()?.rss_kib;
         (base > 0).then(|| self.end.rss_kib as f64 / base as f64)
@@ -320,6 +425,14 @@ impl Report {
                 self.flaky_failures()
             ));
         }
+        if s.outage.is_some() {
+            let span = self.outage.as_ref().and_then(outage::Record::span);
+            faults_ok &= span.is_some();
+            exercised.push(match span {
+                Some(span) => format!("{FLAKY} down {:.2} s", span.secs()),
+                None => format!("{FLAKY} never down and back during the calls"),
+            });
+        }
         out.push(Check {
             name: "the faults happened",
             ok: faults_ok,
@@ -356,11 +469,18 @@ impl Report {
         });
         out.push(Check {
             name: "exactly the three servers at the end",
-            ok: self.settled && self.end.has_exactly_the_servers(),
+            ok: self.settled
+                && self.end.has_exactly(&s.children)
+                && self.flaky_http_running != Some(false),
             detail: format!(
-                "children {}, zombies {}{}",
+                "children {}, zombies {}{}{}",
                 fmt_counts(&self.end.live),
                 self.end.zombies,
+                match self.flaky_http_running {
+                    None => "",
+                    Some(true) => "; cosmos over HTTP (run by the soak) running",
+                    Some(false) => "; cosmos over HTTP (run by the soak) NOT running",
+                },
                 if self.settled {
                     ""
                 } else {
@@ -390,6 +510,38 @@ impl Report {
                 fmt_procs(&self.shutdown.left)
             ),
         });
+        let goodput = self.goodput();
+        let of = |role: Role| goodput.iter().find(|g| g.role == role);
+        if let (Some(min), Some(g)) = (s.min_goodput_flaky, of(Role::Flaky)) {
+            out.push(Check {
+                name: "goodput of the flaky server (--min-goodput-flaky)",
+                ok: g.all.calls > 0 && g.all.share() * 100.0 >= min,
+                detail: format!(
+                    "{}: {}/{} ok ({:.2}%), at least {min}% asked; could have {:.2}%",
+                    g.server,
+                    g.all.ok,
+                    g.all.calls,
+                    g.all.share() * 100.0,
+                    g.could_have() * 100.0
+                ),
+            });
+        }
+        if let (Some(max), Some(g)) = (s.max_goodput_gap_killed, of(Role::Killed)) {
+            out.push(Check {
+                name: "goodput of the killed server (--max-goodput-gap-killed)",
+                ok: g.all.calls > 0 && g.gap_points() <= max,
+                detail: format!(
+                    "{}: {}/{} ok ({:.2}%), could have {:.2}% (up {:.2}% of the run): {:.2} points under, at most {max} asked",
+                    g.server,
+                    g.all.ok,
+                    g.all.calls,
+                    g.all.share() * 100.0,
+                    g.could_have() * 100.0,
+                    g.uptime() * 100.0,
+                    g.gap_points()
+                ),
+            });
+        }
         out
     }
 
@@ -448,6 +600,12 @@ impl Report {
                 "maxRssGrowth": s.max_rss_growth,
                 "maxFdGrowth": s.max_fd_growth,
                 "binDir": s.bin_dir.display().to_string(),
+                "flakyRetryMaxAttempts": s.flaky_attempts.0,
+                "flakyRetryMaxAttemptsFrom": s.flaky_attempts.1,
+                "minGoodputFlaky": s.min_goodput_flaky,
+                "maxGoodputGapKilled": s.max_goodput_gap_killed,
+                "flakyDownAfterSecs": s.outage.map(|o| o.after.as_secs_f64()),
+                "flakyDownSecs": s.outage.map(|o| o.down_for.as_secs_f64()),
             },
             "calls": {
                 "sent": self.sent,
@@ -475,7 +633,11 @@ impl Report {
                 "kills": self.watch.kills,
                 "restSeen": self.watch.rest_seen.len(),
                 "restDownSecs": round(self.watch.rest_down.as_secs_f64(), 2),
+                "killAtSecs": self.watch.kill_times.iter().map(|t| round(*t, 3)).collect::<Vec<_>>(),
             },
+            "goodput": self.goodput().iter().map(|g| (g.role.label().to_owned(), g.to_json())).collect::<serde_json::Map<_, _>>(),
+            "breakers": self.breakers.to_json(&self.trace),
+            "outage": self.outage_figures().map(|f| f.to_json()),
             "process": {
                 "baseline": self.watch.baseline.as_ref().map(Snapshot::to_json),
                 "end": self.end.to_json(),
@@ -502,6 +664,41 @@ impl Report {
         })
     }
 
+    /// The outage's figures, when the run had one.
+    fn outage_figures(&self) -> Option<outage::Figures<'_>> {
+        let plan = self.settings.outage?;
+        let record = self.outage.as_ref()?;
+        let trace = self.trace.servers.get(FLAKY);
+        let around = record.span().map(|span| {
+            (
+                self.outage_calls(),
+                trace
+                    .map(|t| status::AroundOutage::of(&t.breaker, span))
+                    .unwrap_or_default(),
+            )
+        });
+        Some(outage::Figures {
+            plan,
+            record,
+            calls: around.as_ref().and_then(|(c, _)| c.clone()),
+            breaker: around.map(|(_, b)| b).unwrap_or_default(),
+            transitions: trace.map_or(&[][..], |t| t.transitions.as_slice()),
+        })
+    }
+
+    fn goodput_text(&self, o: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "goodput of pass-through calls, per role (could have: what the faults leave possible):"
+        );
+        let _ = writeln!(o, "{}", goodput::TEXT_HEADER);
+        for g in self.goodput() {
+            o.push_str(&g.to_text());
+        }
+    }
+
     /// The report as text.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
@@ -519,12 +716,22 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "faults: {FLAKY} --failure-rate {} --seed {} (flaky); rest killed with SIGKILL {kill}; retry maxAttempts {} (a flaky call fails when every attempt does: ≈{:.1}% expected)",
+            "faults: {FLAKY} --failure-rate {} --seed {} (flaky); rest killed with SIGKILL {kill}; retry maxAttempts {} for {} ({}: a flaky call fails when every attempt does, ≈{:.1}% expected)",
             s.failure_rate,
             s.seed,
-            s.max_attempts,
-            s.failure_rate.powi(s.max_attempts as i32) * 100.0
+            s.flaky_attempts.0,
+            Kind::CosmosBehavior.tool(),
+            s.flaky_attempts.1,
+            (1.0 - goodput::could_have(1.0, s.failure_rate, s.flaky_attempts.0)) * 100.0
         );
+        if let Some(plan) = s.outage {
+            let _ = writeln!(
+                o,
+                "outage: {FLAKY} served over HTTP by the soak, killed with SIGKILL {:.1} s into the calls and kept down {:.1} s",
+                plan.after.as_secs_f64(),
+                plan.down_for.as_secs_f64()
+            );
+        }
         for (kind, (role, deps)) in &self.roles {
             if kind.server().is_none() {
                 let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
@@ -614,6 +821,12 @@ impl Report {
             w.rest_seen.len(),
             w.rest_down.as_secs_f64()
         );
+        self.goodput_text(&mut o);
+        self.breakers.to_text(&self.trace, &mut o);
+        if let Some(f) = self.outage_figures() {
+            f.to_text(&mut o);
+        }
+        let _ = writeln!(o);
         let tenths: Vec<String> = w
             .rss_by_tenth
             .iter()

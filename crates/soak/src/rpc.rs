@@ -317,7 +317,7 @@ fn handle(shared: &Mutex<Shared>, msg: Value) -> Option<Value> {
             if let Some(slot) = usize::try_from(n).ok().and_then(|i| s.answered.get_mut(i)) {
                 *slot = true;
             }
-            s.tally.record(p.call.kind, &outcome, latency);
+            s.tally.record(p.call.kind, &outcome, p.sent, latency);
         }
         None => {
             let seen = usize::try_from(n)

@@ -1,7 +1,7 @@
 //! The soak's temporary folder and `mcp.json`: the three bundled servers over stdio, Cosmos flaky.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -23,6 +23,9 @@ pub const FLAKY: &str = "cosmos";
 
 /// The server whose process is killed every few seconds.
 pub const KILLED: &str = "rest";
+
+/// The healthy server.
+pub const HEALTHY: &str = "sql";
 
 /// The repository's `mcp.json`, compiled in: the soak runs the composites and policy defaults
 /// that ship, and cargo rebuilds the driver when they change.
@@ -57,10 +60,23 @@ impl Role {
             Role::Killed => "killed",
         }
     }
+
+    /// The server whose pass-through calls have this role.
+    pub fn server(self) -> &'static str {
+        match self {
+            Role::Healthy => HEALTHY,
+            Role::Flaky => FLAKY,
+            Role::Killed => KILLED,
+        }
+    }
+
+    /// Every role, in report order.
+    pub const ALL: [Role; 3] = [Role::Healthy, Role::Flaky, Role::Killed];
 }
 
-/// What the soak changes in the repository's `orchestrator` section.
-#[derive(Debug, Clone, Copy)]
+/// What the soak changes in the repository's `orchestrator` section, and how it runs the
+/// flaky server.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// `--failure-rate` of the flaky server.
     pub failure_rate: f64,
@@ -71,7 +87,63 @@ pub struct Options {
     /// `orchestrator.limits.maxConcurrentCallsPerClient`: the soak is one client keeping this
     /// many calls in flight, which must not be refused as too many.
     pub in_flight: usize,
+    /// Where the flaky server listens when the soak runs it over HTTP itself (for an outage):
+    /// `http://127.0.0.1:PORT/mcp`. `None`: the orchestrator starts it over stdio.
+    pub flaky_url: Option<String>,
 }
+
+/// The flaky server's arguments beside the transport: its data in `dir`, the injected failures.
+pub fn flaky_args(dir: &Path, faults: &Options) -> Vec<String> {
+    vec![
+        "--data-dir".to_owned(),
+        dir.join(FLAKY).display().to_string(),
+        "--failure-rate".to_owned(),
+        faults.failure_rate.to_string(),
+        "--seed".to_owned(),
+        faults.seed.to_string(),
+        // No throttling: the flaky server's failures are the injected ones only.
+        "--ru-per-second".to_owned(),
+        "1000000".to_owned(),
+    ]
+}
+
+/// The children the orchestrator should have when all is well: one process per server it
+/// starts over stdio (not the flaky server when the soak runs it over HTTP), by executable.
+pub fn expected_children(flaky_over_http: bool) -> BTreeMap<String, u32> {
+    SERVERS
+        .iter()
+        .filter(|(name, _)| !(flaky_over_http && *name == FLAKY))
+        .map(|(_, bin)| ((*bin).to_owned(), 1))
+        .collect()
+}
+
+/// The attempts one call of `server`'s `tool` gets, and the `mcp.json` field it comes from:
+/// the tool's `retry.maxAttempts` over the server's over `orchestrator.defaults`, else the
+/// orchestrator's built-in 3.
+pub fn retry_attempts(config: &Value, server: &str, tool: &str) -> (u32, String) {
+    let layers = [
+        format!("orchestrator.servers.{server}.tools.{tool}.retry.maxAttempts"),
+        format!("orchestrator.servers.{server}.retry.maxAttempts"),
+        "orchestrator.defaults.retry.maxAttempts".to_owned(),
+    ];
+    for path in layers {
+        let pointer = format!("/{}", path.replace('.', "/"));
+        if let Some(n) = config
+            .pointer(&pointer)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+        {
+            return (n, path);
+        }
+    }
+    (
+        BUILTIN_MAX_ATTEMPTS,
+        "the orchestrator's built-in default".to_owned(),
+    )
+}
+
+/// `retry.maxAttempts` when no layer of `mcp.json` sets it (`config/policy.rs`).
+const BUILTIN_MAX_ATTEMPTS: u32 = 3;
 
 /// The folder of the binaries: `explicit`, else the folder of this executable
 /// (`target/<profile>/`, where cargo puts every workspace binary: [`kit::binaries`]), once the
@@ -127,8 +199,8 @@ impl Drop for TempDir {
 
 /// Writes `<dir>/mcp.json` and returns it with its path: the repository's `orchestrator`
 /// section (composites, cache, policy defaults) with `retry.maxAttempts` and the per-client
-/// limit set, and the three
-/// servers started from `bins` with their data in `dir`.
+/// limit set, and the three servers started from `bins` with their data in `dir` (the flaky one
+/// reached at `faults.flaky_url` instead, when set).
 pub fn write_config(dir: &Path, bins: &Path, faults: Options) -> anyhow::Result<(PathBuf, Value)> {
     let repo: Value =
         serde_json::from_str(REPO_CONFIG).context("parsing the repository mcp.json")?;
@@ -140,22 +212,17 @@ pub fn write_config(dir: &Path, bins: &Path, faults: Options) -> anyhow::Result<
     orchestrator["limits"]["maxConcurrentCallsPerClient"] = json!(faults.in_flight);
     let bin = |name: &str| kit::binaries::path_in(bins, name).display().to_string();
     let data = |name: &str| dir.join(name).display().to_string();
+    let flaky = match &faults.flaky_url {
+        Some(url) => json!({ "url": url }),
+        None => json!({ "command": bin("cosmos-mcp-server"), "args": flaky_args(dir, &faults) }),
+    };
     let config = json!({
         "mcpServers": {
             "sql": {
                 "command": bin("sql-mcp-server"),
                 "args": ["--data-dir", data("sql")]
             },
-            "cosmos": {
-                "command": bin("cosmos-mcp-server"),
-                "args": [
-                    "--data-dir", data("cosmos"),
-                    "--failure-rate", faults.failure_rate.to_string(),
-                    "--seed", faults.seed.to_string(),
-                    // No throttling: the flaky server's failures are the injected ones only.
-                    "--ru-per-second", "1000000"
-                ]
-            },
+            "cosmos": flaky,
             "rest": { "command": bin("rest-mcp-server"), "args": [] }
         },
         "orchestrator": orchestrator
@@ -258,6 +325,64 @@ mod tests {
         assert_eq!(
             servers,
             BTreeSet::from(["sql".to_owned(), "cosmos".to_owned()])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn retry_attempts_come_from_the_closest_layer_that_sets_them() {
+        let mut config = json!({ "orchestrator": {
+            "defaults": { "retry": { "maxAttempts": 2 } },
+            "servers": { "cosmos": { "tools": { "other": { "retry": { "maxAttempts": 9 } } } } }
+        }});
+        let at = |c: &Value| retry_attempts(c, "cosmos", "get_user_behavior");
+        assert_eq!(
+            at(&config),
+            (2, "orchestrator.defaults.retry.maxAttempts".to_owned())
+        );
+        config["orchestrator"]["servers"]["cosmos"]["retry"] = json!({ "maxAttempts": 4 });
+        assert_eq!(
+            at(&config),
+            (
+                4,
+                "orchestrator.servers.cosmos.retry.maxAttempts".to_owned()
+            )
+        );
+        config["orchestrator"]["servers"]["cosmos"]["tools"]["get_user_behavior"] =
+            json!({ "retry": { "maxAttempts": 1 } });
+        assert_eq!(
+            at(&config),
+            (
+                1,
+                "orchestrator.servers.cosmos.tools.get_user_behavior.retry.maxAttempts".to_owned()
+            )
+        );
+        assert_eq!(at(&json!({})).0, BUILTIN_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn the_flaky_server_is_reached_by_url_when_the_soak_runs_it() -> anyhow::Result<()> {
+        let dir = TempDir::new()?;
+        let bins = Path::new("/bin");
+        let mut faults = Options {
+            failure_rate: 0.2,
+            seed: 1,
+            max_attempts: 2,
+            in_flight: 64,
+            flaky_url: None,
+        };
+        let (_, stdio) = write_config(dir.path(), bins, faults.clone())?;
+        assert!(stdio.pointer("/mcpServers/cosmos/command").is_some());
+        faults.flaky_url = Some("http://127.0.0.1:9/mcp".to_owned());
+        let (_, http) = write_config(dir.path(), bins, faults)?;
+        assert_eq!(
+            http["mcpServers"]["cosmos"],
+            json!({ "url": "http://127.0.0.1:9/mcp" })
+        );
+        assert_eq!(expected_children(false).len(), 3);
+        assert_eq!(
+            expected_children(true).keys().collect::<Vec<_>>(),
+            ["rest-mcp-server", "sql-mcp-server"]
         );
         Ok(())
     }

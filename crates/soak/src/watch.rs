@@ -63,11 +63,10 @@ impl Snapshot {
         self.fds.values().sum()
     }
 
-    /// Whether exactly the three servers run as children, none exited unreaped.
-    pub fn has_exactly_the_servers(&self) -> bool {
-        let want: BTreeMap<String, u32> =
-            SERVERS.iter().map(|(_, b)| ((*b).to_owned(), 1)).collect();
-        self.live == want && self.zombies == 0
+    /// Whether exactly the servers in `want` (by executable, see
+    /// [`crate::setup::expected_children`]) run as children, none exited unreaped.
+    pub fn has_exactly(&self, want: &BTreeMap<String, u32>) -> bool {
+        self.live == *want && self.zombies == 0
     }
 
     /// As JSON.
@@ -99,6 +98,8 @@ pub struct Watch {
     pub kills: u64,
     /// The killed processes, as (pid, start time).
     pub killed: Vec<(u32, u64)>,
+    /// When each kill was sent, in seconds since the calls began.
+    pub kill_times: Vec<f64>,
     /// Every REST server process seen, as (pid, start time).
     pub rest_seen: BTreeSet<(u32, u64)>,
     /// Time with no live REST server, while killing.
@@ -116,7 +117,7 @@ pub struct Watch {
 }
 
 /// Settings of the watcher.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// The orchestrator's pid.
     pub orch: u32,
@@ -128,6 +129,14 @@ pub struct Plan {
     pub calls: u64,
     /// When the calls began.
     pub since: Instant,
+    /// The children the orchestrator has when all is well, by executable.
+    pub children: BTreeMap<String, u32>,
+    /// The planned outage, from its start to a margin after its end (since the first call).
+    /// The baseline is taken before it, early if the warm-up is not over by then: the
+    /// orchestrator's pool of HTTP connections to the server empties while it is down and
+    /// fills again only once its breaker lets calls through, so a baseline during or soon
+    /// after the outage would compare an empty pool with a full one.
+    pub outage: Option<(Duration, Duration)>,
 }
 
 /// Runs until the process is gone or the task is dropped.
@@ -189,12 +198,15 @@ pub async fn run(plan: Plan, marker: String, conn: Arc<Conn>, watch: Arc<Mutex<W
                 let now = Instant::now();
                 for p in &rest {
                     let born = *first_seen.entry((p.pid, p.start)).or_insert(now);
+                    // Taken before the kill: the server is unusable from that moment.
+                    let at = plan.since.elapsed().as_secs_f64();
                     if now.duration_since(born) >= every
                         && procs::exists(p.pid, p.start)
                         && procs::kill9(p.pid).unwrap_or(false)
                     {
                         w.kills += 1;
                         w.killed.push((p.pid, p.start));
+                        w.kill_times.push(at);
                     }
                 }
             }
@@ -209,9 +221,17 @@ pub async fn run(plan: Plan, marker: String, conn: Arc<Conn>, watch: Arc<Mutex<W
         {
             w.rss_by_tenth.push((answered, rss));
         }
-        if w.baseline.is_none() && answered >= plan.warmup_calls {
+        let elapsed = plan.since.elapsed();
+        let (in_outage, outage_next) = plan.outage.map_or((false, false), |(from, to)| {
+            (
+                elapsed >= from && elapsed < to,
+                elapsed < from && elapsed + 2 * TICK >= from,
+            )
+        });
+        let warm = answered >= plan.warmup_calls || outage_next;
+        if w.baseline.is_none() && warm && !in_outage {
             let s = Snapshot::take(plan.orch, &marker, answered, plan.since);
-            if s.has_exactly_the_servers() {
+            if s.has_exactly(&plan.children) {
                 w.baseline = Some(s);
             }
         }
