@@ -750,6 +750,102 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() -> anyhow::Result<()> 
     cosmos.stop().await
 }
 
+/// Waits until `done` holds, checking every 50 ms for at most `within`.
+async fn until(within: Duration, done: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstream_that_goes_away_is_seen_gone_and_its_return_half_opens_the_breaker()
+-> anyhow::Result<()> {
+    let cosmos = HttpServer::start(
+        "cosmos-mcp-server",
+        &["--data-dir".into(), ":memory:".into()],
+    )
+    .await?;
+    let url = cosmos.url.clone();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    // An open period of a minute: only the supervisor's word can let a call through sooner.
+    let gw = gateway(json!({
+        "mcpServers": cosmos_http(&url, json!({})),
+        "orchestrator": { "servers": { "cosmos": {
+            "retry": { "maxAttempts": 1 },
+            "circuitBreaker": { "openMs": 60000, "minOpenMs": 60000 }
+        } } }
+    }))?;
+    ready(&gw).await?;
+    let cx = CallContext::default();
+    let call = || async {
+        answer(
+            gw.call_tool(
+                "cosmos__get_user_behavior",
+                args(json!({ "userId": "CUST-0001" })),
+                &cx,
+            )
+            .await,
+        )
+    };
+    assert_eq!(call().await?.is_error, Some(false));
+    let upstream = gw.upstreams()[0].clone();
+
+    cosmos.stop().await?;
+    // The first call finds the server gone; the supervisor ends the session and the breaker
+    // opens, so status tells the truth and later calls are refused at once.
+    let failed = call().await?;
+    assert_eq!(kind(&failed).as_deref(), Some("unavailable"), "{failed:?}");
+    assert!(
+        until(Duration::from_secs(10), || upstream
+            .connected_since()
+            .is_none())
+        .await,
+        "the upstream is shown disconnected after {failed:?}"
+    );
+    assert_eq!(upstream.policy().breaker().state().as_str(), "open");
+    let refused = call().await?;
+    assert_eq!(
+        reason(&refused).as_deref(),
+        Some("circuit_open"),
+        "{refused:?}"
+    );
+
+    // Back on the same port: the supervisor reconnects, the breaker goes half-open long before
+    // its minute is up, and the first call closes it.
+    let back = HttpServer::spawn(
+        "cosmos-mcp-server",
+        &[
+            "--http".into(),
+            addr,
+            "--data-dir".into(),
+            ":memory:".into(),
+        ],
+        &std::collections::HashMap::new(),
+    )
+    .await?;
+    assert!(
+        until(Duration::from_secs(20), || upstream
+            .connected_since()
+            .is_some())
+        .await,
+        "reconnected"
+    );
+    assert_eq!(upstream.policy().breaker().state().as_str(), "half_open");
+    let healed = call().await?;
+    assert_eq!(healed.is_error, Some(false), "{healed:?}");
+    assert_eq!(upstream.policy().breaker().state().as_str(), "closed");
+    gw.shutdown().await;
+    back.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bulkhead_admits_its_limit_rejects_the_rest_and_isolates_other_servers()
 -> anyhow::Result<()> {

@@ -16,8 +16,9 @@ use rmcp::{
         CancelledNotificationParam, ClientRequest, RequestId, RequestMetaObject, ServerResult,
     },
     service::PeerRequestOptions,
+    transport::streamable_http_client::StreamableHttpError,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -29,6 +30,10 @@ use crate::{
     config::ServerSpec, context::CallContext, error::CallError, policy::breaker::Breaker,
     relay::Relay, stats::ServerStats,
 };
+
+/// The longest reconnect delay for a server that has never connected (a wrong command or URL
+/// should not be hammered).
+const NEVER_CONNECTED_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// How long a connection must have lived for the next reconnect to start from the shortest delay.
 const FRESH_BACKOFF_AFTER: Duration = Duration::from_secs(1);
@@ -42,6 +47,9 @@ struct Live {
     peer: Peer<RoleClient>,
     offer: Arc<Offer>,
     since: DateTime<Utc>,
+    /// Which connection this is (one per `run_connection`), so a request that failed on an
+    /// earlier connection cannot end the current one.
+    connection: u64,
 }
 
 /// One supervised connection to an upstream server.
@@ -58,6 +66,12 @@ pub struct Supervised {
     /// caller's mistake), and agents are not told the list changed twice per restart.
     last_offer: RwLock<Arc<Offer>>,
     refresh: Arc<RefreshRequests>,
+    /// Woken when a request finds the server gone (connection refused or reset). Over
+    /// streamable HTTP nothing else would say so: the client keeps its session while the server
+    /// is down, so the supervisor ends it and reconnects, and the breaker hears of both.
+    gone: Notify,
+    /// Numbers the connections, for [`Live::connection`].
+    connections: std::sync::atomic::AtomicU64,
     /// Bumped whenever the offer or the connection changes, so the catalog can rebuild.
     changed: watch::Sender<u64>,
     /// Values from `${env:..}`, masked in every error text before it is logged or kept (a
@@ -105,6 +119,8 @@ impl Supervised {
             live: RwLock::new(None),
             last_offer: RwLock::new(Arc::default()),
             refresh: Arc::new(RefreshRequests::default()),
+            gone: Notify::new(),
+            connections: std::sync::atomic::AtomicU64::new(0),
             changed,
             secrets,
         }
@@ -122,10 +138,10 @@ impl Supervised {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    fn peer(&self) -> Result<Peer<RoleClient>, CallError> {
+    fn peer(&self) -> Result<(Peer<RoleClient>, u64), CallError> {
         self.read_live()
-            .map(|l| l.peer)
-            .filter(|p| !p.is_transport_closed())
+            .map(|l| (l.peer, l.connection))
+            .filter(|(p, _)| !p.is_transport_closed())
             .ok_or_else(|| CallError::NotConnected {
                 server: self.spec.name.clone(),
                 last_error: self.stats.last_error(),
@@ -138,9 +154,11 @@ impl Supervised {
 
     /// Keeps the upstream connected until `shutdown`: connects, lists what it offers, watches
     /// for the connection to end or the lists to change, and reconnects with exponential backoff
-    /// and jitter (200 ms doubling to 30 s) after any failure.
+    /// and jitter after any failure: 200 ms doubling to 30 s for a server that never connected,
+    /// to the breaker's `openMs` (5 s by default) once it has been up, since every delay then is
+    /// downtime for its callers.
     pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut backoff = new_backoff();
+        let mut backoff = new_backoff(NEVER_CONNECTED_MAX_DELAY);
         while !shutdown.is_cancelled() {
             let handler = UpstreamClient {
                 server: self.spec.name.clone(),
@@ -159,7 +177,7 @@ impl Supervised {
                     // is restarting, not crash-looping, and every delay here is downtime for
                     // its callers. One that died within a second keeps backing off.
                     if started.elapsed() > FRESH_BACKOFF_AFTER {
-                        backoff = new_backoff();
+                        backoff = new_backoff(self.breaker.settings().open_for);
                     }
                 }
                 Err(e) => {
@@ -178,6 +196,9 @@ impl Supervised {
     }
 
     async fn run_connection(&self, running: connect::Running, shutdown: &CancellationToken) {
+        let connection = self
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let peer = running.peer().clone();
         let ct = running.cancellation_token();
         match list_offer(&peer).await {
@@ -191,6 +212,7 @@ impl Supervised {
                     peer: peer.clone(),
                     offer: Arc::new(offer),
                     since: Utc::now(),
+                    connection,
                 }));
                 // Initialized and listed: a probe may go now, not when the open period ends.
                 self.breaker.connection_restored();
@@ -216,7 +238,7 @@ impl Supervised {
                 _ = self.refresh.notify.notified() => {
                     match list_offer(&peer).await {
                         Ok(offer) => {
-                            self.set_live(Some(Live { peer: peer.clone(), offer: Arc::new(offer), since: Utc::now() }));
+                            self.set_live(Some(Live { peer: peer.clone(), offer: Arc::new(offer), since: Utc::now(), connection }));
                         }
                         Err(e) => tracing::warn!(
                             server = %self.spec.name,
@@ -224,6 +246,11 @@ impl Supervised {
                             "refresh failed"
                         ),
                     }
+                }
+                _ = self.gone.notified() => {
+                    ct.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut waiting).await;
+                    break "the server stopped accepting connections".to_owned();
                 }
                 _ = shutdown.cancelled() => {
                     ct.cancel();
@@ -247,7 +274,7 @@ impl Supervised {
         request: ClientRequest,
         cx: &CallContext,
     ) -> Result<ServerResult, CallError> {
-        let peer = self.peer()?;
+        let (peer, connection) = self.peer()?;
         let mut options = PeerRequestOptions::no_options();
         if let Some(meta) = outgoing_meta(cx.meta.as_ref(), &tracing::Span::current()) {
             options = options.with_meta(meta);
@@ -255,7 +282,7 @@ impl Supervised {
         let handle = peer
             .send_request_with_option(request, options)
             .await
-            .map_err(|e| self.service_error(e))?;
+            .map_err(|e| self.service_error(e, connection))?;
         let _progress = cx.progress.as_ref().map(|(agent, token)| {
             self.relay.register_progress(
                 &self.spec.name,
@@ -273,16 +300,29 @@ impl Supervised {
             _ = cx.ct.cancelled() => return Err(CallError::Cancelled),
         };
         guard.id = None;
-        response.map_err(|e| self.service_error(e))
+        response.map_err(|e| self.service_error(e, connection))
     }
 
-    fn service_error(&self, e: ServiceError) -> CallError {
+    /// What a failed request on `connection` means for the caller; a request that finds the
+    /// server gone also tells the supervisor, if that connection is still the current one.
+    fn service_error(&self, e: ServiceError, connection: u64) -> CallError {
         match e {
             ServiceError::McpError(error) => CallError::Protocol {
                 server: self.spec.name.clone(),
                 error,
             },
             ServiceError::Cancelled { .. } => CallError::Cancelled,
+            other if connection_gone(&other) => {
+                if self.read_live().is_some_and(|l| l.connection == connection) {
+                    // Wakes the supervisor if it is watching; never stores a wake-up that could
+                    // end a later, healthy connection.
+                    self.gone.notify_waiters();
+                }
+                CallError::ConnectionLost {
+                    server: self.spec.name.clone(),
+                    detail: other.to_string(),
+                }
+            }
             other => CallError::ConnectionLost {
                 server: self.spec.name.clone(),
                 detail: other.to_string(),
@@ -342,10 +382,49 @@ fn outgoing_meta(
     Some(meta)
 }
 
-fn new_backoff() -> impl Iterator<Item = Duration> {
+/// Whether a failed request says the server itself is gone: the connection was refused, reset or
+/// closed. An HTTP error status (a 413, a 503) is an answer, not this.
+fn connection_gone(e: &ServiceError) -> bool {
+    use std::io::ErrorKind;
+    if matches!(e, ServiceError::TransportClosed) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect)
+        {
+            return true;
+        }
+        // rmcp's HTTP client error names its cause without exposing it as a `source`.
+        if let Some(StreamableHttpError::Client(client)) =
+            err.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+            && client.is_connect()
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::NotConnected
+            )
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
+        .with_min_delay(Duration::from_millis(200).min(max))
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()
