@@ -81,7 +81,7 @@ fn main() {
         }
 
         // Open the breaker with one failure, then measure refusals.
-        let (open, plan) = stack(r#""circuitBreaker": { "consecutiveFailures": 1, "openMs": 600000 }, "retry": { "maxAttempts": 1 }"#);
+        let (open, plan) = stack(r#""circuitBreaker": { "consecutiveFailures": 1, "openMs": 600000, "minOpenMs": 600000 }, "retry": { "maxAttempts": 1 }"#);
         let _ = open
             .call(Op::tool("get"), &plan, || async {
                 Err::<CallToolResult, _>(CallError::ConnectionLost { server: "bench".into(), detail: "down".into() })
