@@ -467,3 +467,27 @@ async fn a_retry_after_hint_holds_every_caller_and_refuses_one_whose_deadline_en
     assert_eq!(answer.kind, kit::ErrorKind::Throttled);
     assert!(answer.retry_after_ms.is_some_and(|ms| ms > 4_000));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_probe_found_the_server_still_gone_probes_again_on_its_retry() {
+    let f = Arc::new(fixture(
+        json!({
+            "retry": { "maxAttempts": 2, "baseDelayMs": 50, "jitter": "none" },
+            "circuitBreaker": { "minOpenMs": 250 }
+        }),
+        flaky(0.0, Duration::from_millis(1)),
+    ));
+    f.link.watched_by(f.upstream.policy().breaker().clone());
+    f.link.lose_connection();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The call's first attempt is the probe and finds no connection; the server is back 25 ms
+    // later, before the retry.
+    let link = f.link.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        link.restore_connection();
+    });
+    let answer = f.call("s__get").await.expect("an answer");
+    assert_eq!(answer.is_error, Some(false), "{answer:?}");
+    assert_eq!(f.upstream.policy().breaker().state(), BreakerState::Closed);
+}

@@ -444,6 +444,13 @@ impl Breaker {
     pub fn connection_restored(&self) -> bool {
         let now = Instant::now();
         let mut inner = self.lock();
+        if let Phase::HalfOpen { .. } = inner.phase {
+            // Probes in flight went out on the connection that was lost: their outcomes no
+            // longer say anything, so they are ignored and the probe slots freed for the new one.
+            inner.generation = inner.generation.wrapping_add(1);
+            inner.phase = Phase::HalfOpen { probes: 0 };
+            return false;
+        }
         if !matches!(inner.phase, Phase::Open { .. }) {
             return false;
         }
@@ -1108,6 +1115,29 @@ mod tests {
         let probe = b.acquire().expect("a probe, with no wait");
         assert!(b.acquire().is_err(), "one probe at a time");
         probe.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_sent_before_the_reconnect_cannot_reopen_the_breaker() {
+        let b = breaker(BreakerSettings {
+            min_open: Duration::from_millis(250),
+            ..consecutive(5)
+        });
+        b.connection_lost("closed");
+        advance(Duration::from_millis(250)).await;
+        let stale = b.acquire().expect("a probe, on the dead connection");
+        assert!(!b.connection_restored(), "already half-open");
+        let fresh = b
+            .acquire()
+            .expect("the slot is free for the new connection");
+        stale.unreachable();
+        assert_eq!(
+            b.state(),
+            BreakerState::HalfOpen,
+            "the stale probe is ignored"
+        );
+        fresh.success();
         assert_eq!(b.state(), BreakerState::Closed);
     }
 

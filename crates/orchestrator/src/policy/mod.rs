@@ -288,6 +288,9 @@ impl PolicyStack {
             let started = Instant::now();
             let number = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             let span = self.attempt_span(op, number);
+            // This attempt replaces the last one's failure: its permit goes back uncounted, so a
+            // retry of a failed half-open probe may take the probe slot again.
+            drop(pending.lock().ok().and_then(|mut p| p.take()));
             let (outcome, permit) = match self.wait_for_hold(start, policy.deadline).await {
                 Ok(()) => {
                     self.attempt(op, policy, &attempt)

@@ -35,6 +35,11 @@ use crate::{
 /// should not be hammered).
 const NEVER_CONNECTED_MAX_DELAY: Duration = Duration::from_secs(30);
 
+/// The longest reconnect delay for a server that was up: while it is away, the supervisor looks
+/// for it about every second (a refused connection, or a process that fails to start, costs
+/// little), so its return is noticed within a second or two and its breaker half-opens then.
+const WAS_UP_MAX_DELAY: Duration = Duration::from_secs(1);
+
 /// How long a connection must have lived for the next reconnect to start from the shortest delay.
 const FRESH_BACKOFF_AFTER: Duration = Duration::from_secs(1);
 
@@ -155,8 +160,7 @@ impl Supervised {
     /// Keeps the upstream connected until `shutdown`: connects, lists what it offers, watches
     /// for the connection to end or the lists to change, and reconnects with exponential backoff
     /// and jitter after any failure: 200 ms doubling to 30 s for a server that never connected,
-    /// to the breaker's `openMs` (5 s by default) once it has been up, since every delay then is
-    /// downtime for its callers.
+    /// to 1 s once it has been up, since every delay then is downtime for its callers.
     pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = new_backoff(NEVER_CONNECTED_MAX_DELAY);
         while !shutdown.is_cancelled() {
@@ -177,7 +181,7 @@ impl Supervised {
                     // is restarting, not crash-looping, and every delay here is downtime for
                     // its callers. One that died within a second keeps backing off.
                     if started.elapsed() > FRESH_BACKOFF_AFTER {
-                        backoff = new_backoff(self.breaker.settings().open_for);
+                        backoff = new_backoff(WAS_UP_MAX_DELAY);
                     }
                 }
                 Err(e) => {
