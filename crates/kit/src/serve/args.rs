@@ -1,0 +1,125 @@
+//! The flags every server shares for its transport and its HTTP security.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::DEFAULT_ALLOWED_ORIGINS;
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.is_empty() {
+        Err("the token must not be empty".into())
+    } else {
+        Ok(Secret::new(s))
+    }
+}
+
+/// Parses `PORT`, `HOST:PORT` or `[V6]:PORT`; a bare port binds 127.0.0.1.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("`{port}` is not a port number"))?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("`{s}` is not PORT, HOST:PORT or [IPV6]:PORT"))
+}
+
+/// Transport and HTTP security flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Serve streamable HTTP on ADDR (PORT binds 127.0.0.1) at /mcp instead of stdio.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub http: Option<SocketAddr>,
+    /// Bearer token every HTTP request must carry (`Authorization: Bearer TOKEN`).
+    #[arg(long, env = "MCP_AUTH_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
+    /// Browser origins allowed to call the HTTP endpoint (`scheme://host:port`, `:*` for any port);
+    /// a request carrying any other Origin gets 403.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_ALLOWED_ORIGINS.map(String::from))]
+    pub allowed_origins: Vec<String>,
+    /// Host names accepted in the Host header besides the loopback names (for a proxy in front).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Largest accepted request, in bytes: an HTTP body (larger → 413) or a stdio line (larger →
+    /// JSON-RPC -32600, and the line is skipped).
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Serve HTTP without sessions: each POST stands alone and answers with JSON.
+    #[arg(long)]
+    pub stateless: bool,
+    /// Allow a non-loopback HTTP bind without `--token` (anyone who can reach it can call tools).
+    #[arg(long)]
+    pub allow_unauthenticated_remote: bool,
+    /// Seconds to let in-flight calls finish after SIGINT/SIGTERM or, over stdio, after stdin
+    /// closes; calls still running then are cancelled and the process exits.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            http: None,
+            token: None,
+            allowed_origins: DEFAULT_ALLOWED_ORIGINS.map(String::from).to_vec(),
+            allowed_hosts: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            stateless: false,
+            allow_unauthenticated_remote: false,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addr_forms() {
+        assert_eq!(
+            parse_listen_addr("8080"),
+            Ok("127.0.0.1:8080".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_listen_addr("localhost:9"),
+            Ok("127.0.0.1:9".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:80"),
+            Ok("0.0.0.0:80".parse().expect("addr"))
+        );
+        assert!(parse_listen_addr("nope").is_err());
+    }
+
+    #[test]
+    fn secret_is_not_printed() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
