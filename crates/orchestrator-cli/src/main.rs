@@ -15,6 +15,12 @@ mod demo;
 
 use clap::Parser;
 
+/// jemalloc hands freed pages back to the system (its background thread purges them within
+/// seconds): after a burst (thousands of sessions that then idle out) the process shrinks back,
+/// where glibc's allocator kept its peak for good.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     // One thread means the current-thread scheduler: nothing to hand tasks between.

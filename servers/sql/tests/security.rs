@@ -107,7 +107,11 @@ async fn a_non_loopback_bind_starts_only_with_a_token_or_the_explicit_opt_out() 
         ),
         (
             &["--http", "0.0.0.0:0", "--token", ""][..],
-            "must not be empty",
+            "must not be blank",
+        ),
+        (
+            &["--http", "0.0.0.0:0", "--token", "t0k3n"][..],
+            "needs --allowed-hosts",
         ),
     ] {
         let out = tokio::process::Command::new(bin_path(BIN)?)
@@ -129,6 +133,8 @@ async fn a_non_loopback_bind_starts_only_with_a_token_or_the_explicit_opt_out() 
             ":memory:",
             "--http",
             "0.0.0.0:0",
+            "--allowed-hosts",
+            "mcp.internal",
             "--allow-unauthenticated-remote",
         ]),
         &HashMap::new(),
@@ -143,7 +149,14 @@ async fn a_non_loopback_bind_starts_only_with_a_token_or_the_explicit_opt_out() 
         (&["--token", "remote-token-1"][..], None),
         (&[][..], Some("remote-token-1")),
     ] {
-        let mut args = owned(&["--data-dir", ":memory:", "--http", "0.0.0.0:0"]);
+        let mut args = owned(&[
+            "--data-dir",
+            ":memory:",
+            "--http",
+            "0.0.0.0:0",
+            "--allowed-hosts",
+            "mcp.internal",
+        ]);
         args.extend(owned(flag));
         let env: HashMap<String, String> = env
             .map(|t| ("MCP_AUTH_TOKEN".to_owned(), t.to_owned()))

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::DEFAULT_ALLOWED_ORIGINS;
+use super::{DEFAULT_ALLOWED_ORIGINS, HttpLimits};
 
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,9 +26,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A token is compared with what follows `Bearer ` in a header value, trimmed: one that is blank,
+/// or holds spaces or control characters, could never be presented (or matches too much).
 fn parse_secret(s: &str) -> Result<Secret, String> {
-    if s.is_empty() {
-        Err("the token must not be empty".into())
+    if s.trim().is_empty() {
+        Err("the token must not be blank".into())
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("the token must not contain spaces or control characters".into())
     } else {
         Ok(Secret::new(s))
     }
@@ -62,7 +66,9 @@ pub struct ServeArgs {
     /// a request carrying any other Origin gets 403.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_ALLOWED_ORIGINS.map(String::from))]
     pub allowed_origins: Vec<String>,
-    /// Host names accepted in the Host header besides the loopback names (for a proxy in front).
+    /// Host names accepted in the Host header besides the loopback names: the names clients use
+    /// to reach this machine (or a proxy in front of it); `*` accepts any. Needed to serve on
+    /// every interface (0.0.0.0 or [::]).
     #[arg(long, value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
     /// Largest accepted request, in bytes: an HTTP body (larger → 413) or a stdio line (larger →
@@ -79,6 +85,9 @@ pub struct ServeArgs {
     /// closes; calls still running then are cancelled and the process exits.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// What one client may hold of the HTTP front.
+    #[command(flatten)]
+    pub limits: HttpLimits,
 }
 
 impl Default for ServeArgs {
@@ -92,6 +101,7 @@ impl Default for ServeArgs {
             stateless: false,
             allow_unauthenticated_remote: false,
             shutdown_grace_secs: 10,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -115,6 +125,15 @@ mod tests {
             Ok("0.0.0.0:80".parse().expect("addr"))
         );
         assert!(parse_listen_addr("nope").is_err());
+    }
+
+    #[test]
+    fn blank_or_spaced_tokens_are_refused() {
+        assert!(parse_secret(" ").is_err());
+        assert!(parse_secret("\t").is_err());
+        assert!(parse_secret("a b").is_err());
+        assert!(parse_secret("abc\n").is_err());
+        assert!(parse_secret("s3cr3t-Token_1.~+/=").is_ok());
     }
 
     #[test]

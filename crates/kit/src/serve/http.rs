@@ -3,23 +3,27 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    Router,
     extract::{Request, State},
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    serve::ListenerExt,
 };
 use rmcp::{
     ServerHandler,
-    transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-    },
+    transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService},
 };
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use super::{MCP_PATH, Secret, ServeArgs, ServeError, signal::listen_for_shutdown};
+use super::{
+    Front, MCP_PATH, Secret, ServeArgs, ServeError,
+    body::{self, BodyRules},
+    conn::{self, ConnLimits},
+    guard::{self, Guard},
+    limits,
+    sessions::BoundedSessions,
+    signal::listen_for_shutdown,
+};
 use crate::in_flight::InFlight;
 
 pub(super) async fn serve_http<H, F>(
@@ -28,7 +32,7 @@ pub(super) async fn serve_http<H, F>(
     in_flight: InFlight,
     grace: Duration,
     factory: F,
-    routes: Router,
+    front: Front,
 ) -> Result<(), ServeError>
 where
     H: ServerHandler,
@@ -37,16 +41,25 @@ where
     if !addr.ip().is_loopback() && args.token.is_none() && !args.allow_unauthenticated_remote {
         return Err(ServeError::UnauthenticatedRemote(addr));
     }
+    // Bound to every interface, the Host check would refuse every client that names the
+    // machine: say so at start rather than answer each of them 403.
+    if addr.ip().is_unspecified() && args.allowed_hosts.is_empty() {
+        return Err(ServeError::HostsNeeded(addr));
+    }
+    let Front { routes, stats } = front;
+    let limits = &args.limits;
     let sessions_ct = CancellationToken::new();
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     hosts.extend(args.allowed_hosts.iter().cloned());
     if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
         hosts.push(addr.ip().to_string());
     }
+    let guard =
+        Guard::new(&hosts, &args.allowed_origins, stats.clone()).map_err(ServeError::BadOrigin)?;
+    // The guard below checks Host and Origin for every route, `/mcp` included, in one way.
     let mut config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
-        .with_allowed_origins(args.allowed_origins.clone())
-        .enforce_origin_validation()
+        .disable_allowed_hosts()
+        .with_allowed_origins(Vec::<String>::new())
         .with_max_request_body_bytes(args.max_body_bytes)
         .with_cancellation_token(sessions_ct.clone());
     if args.stateless {
@@ -56,25 +69,43 @@ where
     }
     let service = StreamableHttpService::new(
         move || Ok(factory()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(BoundedSessions::new(
+            limits.max_sessions,
+            limits.session_idle(),
+            stats.clone(),
+        )),
         config,
     );
-    // Innermost: only requests that passed the token check are buffered and checked.
+    let body_rules = BodyRules {
+        max_body_bytes: args.max_body_bytes,
+        max_initialize_bytes: limits.max_initialize_bytes,
+        read_timeout: limits.body_read_timeout(),
+        max_sessions: (!args.stateless).then_some(limits.max_sessions),
+        retry_after: SESSION_FULL_RETRY_AFTER,
+        stats: stats.clone(),
+    };
+    // Innermost: only requests that passed the guard and the token check are read and checked.
     let mut router = routes
         .nest_service(MCP_PATH, service)
         .layer(middleware::from_fn_with_state(
             args.max_body_bytes,
             crate::framing::reject_malformed,
-        ));
+        ))
+        .layer(middleware::from_fn_with_state(body_rules, body::read));
     if let Some(token) = &args.token {
         router = router.layer(middleware::from_fn_with_state(
             Arc::new(token.clone()),
             require_bearer,
         ));
     }
-    // Outermost, so every response (a 401 from the bearer check too) echoes the request's id.
+    router = router.layer(middleware::from_fn_with_state(
+        Arc::new(guard),
+        guard::check,
+    ));
+    // Outermost, so every response (a 401 or 403 too) echoes the request's id.
     router = router.layer(middleware::from_fn(crate::correlation::correlate));
 
+    let max_connections = limits::connections_that_fit(limits.max_connections);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -84,15 +115,11 @@ where
     // Before the line below, so a signal sent as soon as it appears is handled, not fatal.
     let signal = listen_for_shutdown();
     // Tests and scripts read the bound address from this line (port 0 picks a free port).
-    tracing::info!(url = %format!("http://{local}{MCP_PATH}"), "listening on http://{local}{MCP_PATH}");
+    tracing::info!(url = %format!("http://{local}{MCP_PATH}"), max_connections, max_sessions = limits.max_sessions, "listening on http://{local}{MCP_PATH}");
 
-    // Without TCP_NODELAY a pooled client stalls ~40 ms per call (Nagle + delayed ACK).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // On a signal: stop accepting at once (axum's graceful shutdown), let running calls finish,
-    // give their responses a moment to be written, then end the sessions, whose open SSE streams
-    // would otherwise hold their connections (and so the shutdown) open forever.
+    // On a signal: stop accepting at once, let running calls finish, give their responses a
+    // moment to be written, then end the sessions, whose open SSE streams would otherwise hold
+    // their connections (and so the shutdown) open forever.
     let stop_accepting = CancellationToken::new();
     let drain = tokio::spawn({
         let stop_accepting = stop_accepting.clone();
@@ -110,13 +137,25 @@ where
             sessions_ct.cancel();
         }
     });
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(stop_accepting.cancelled_owned())
-        .await
-        .map_err(ServeError::Http);
+    let served = conn::serve(
+        listener,
+        router,
+        ConnLimits {
+            max: max_connections,
+            header_read_timeout: limits.header_read_timeout(),
+            idle: limits.idle_connection(),
+        },
+        stats,
+        stop_accepting,
+    )
+    .await
+    .map_err(ServeError::Http);
     drain.abort();
     served
 }
+
+/// What a client refused by the session cap is told to wait before it tries again.
+const SESSION_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Time between the last call finishing and the transport being torn down, so that call's
 /// response is written out first.

@@ -9,18 +9,29 @@
 //! (`--shutdown-grace-secs`); HTTP also stops accepting connections at once.
 
 mod args;
+mod body;
+mod conn;
+mod guard;
 mod http;
+pub mod limits;
+mod refusal;
+mod sessions;
 mod signal;
+mod stats;
 mod stdio;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use rmcp::ServerHandler;
 
 pub use self::{
     args::{Secret, ServeArgs, parse_listen_addr},
+    guard::BadOriginPattern,
+    limits::HttpLimits,
+    refusal::LIMIT_REFUSED,
     signal::shutdown_signal,
+    stats::{FrontLimit, FrontStats},
 };
 use crate::in_flight::InFlight;
 
@@ -48,6 +59,16 @@ pub enum ServeError {
          (pass --allow-unauthenticated-remote to do it anyway)"
     )]
     UnauthenticatedRemote(SocketAddr),
+    /// Bound to every interface with no `--allowed-hosts`.
+    #[error(
+        "serving HTTP on {0} (every interface) needs --allowed-hosts with the names clients \
+         use to reach this machine (or `*` to accept any Host header); without it every \
+         request not addressed to localhost would be refused"
+    )]
+    HostsNeeded(SocketAddr),
+    /// An `--allowed-origins` entry is not an origin.
+    #[error("--allowed-origins: {0}")]
+    BadOrigin(BadOriginPattern),
     /// The stdio session ended with a protocol or transport error.
     #[error("stdio session failed: {0}")]
     Stdio(String),
@@ -70,16 +91,26 @@ where
     H: ServerHandler,
     F: Fn() -> H + Send + Sync + 'static,
 {
-    serve_with_routes(args, in_flight, factory, Router::new()).await
+    serve_with(args, in_flight, factory, Front::default()).await
 }
 
-/// [`serve`], with `routes` mounted beside `/mcp` on the HTTP front (behind the same bearer
-/// token), for endpoints that are not MCP, such as `/metrics`. Ignored over stdio.
-pub async fn serve_with_routes<H, F>(
+/// What the HTTP front serves beside `/mcp`, and where it counts what it holds and refuses.
+#[derive(Debug, Default)]
+pub struct Front {
+    /// Routes mounted beside `/mcp` (behind the same guard and bearer token), for endpoints
+    /// that are not MCP, such as `/metrics`.
+    pub routes: Router,
+    /// Sessions and connections held, and refusals by limit.
+    pub stats: Arc<FrontStats>,
+}
+
+/// [`serve`], with `front` for the HTTP front's extra routes and figures. Both are unused over
+/// stdio.
+pub async fn serve_with<H, F>(
     args: &ServeArgs,
     in_flight: InFlight,
     factory: F,
-    routes: Router,
+    front: Front,
 ) -> Result<(), ServeError>
 where
     H: ServerHandler,
@@ -88,6 +119,6 @@ where
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     match args.http {
         None => stdio::serve_stdio(factory(), in_flight, grace, args.max_body_bytes).await,
-        Some(addr) => http::serve_http(addr, args, in_flight, grace, factory, routes).await,
+        Some(addr) => http::serve_http(addr, args, in_flight, grace, factory, front).await,
     }
 }

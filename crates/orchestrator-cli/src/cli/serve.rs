@@ -32,11 +32,14 @@ pub async fn run(
     let in_flight = kit::in_flight::InFlight::default();
     let gw = gateway.clone();
     let calls = in_flight.clone();
-    let served = kit::serve::serve_with_routes(
+    let served = kit::serve::serve_with(
         &serve,
         in_flight,
         move || Frontend::new(gw.clone(), calls.clone()),
-        metrics_route(metrics.clone()),
+        kit::serve::Front {
+            routes: metrics_route(metrics.clone()),
+            stats: metrics.front_stats(),
+        },
     )
     .await;
     gateway.shutdown().await;

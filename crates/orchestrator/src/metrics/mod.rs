@@ -107,6 +107,8 @@ pub struct Metrics {
     /// The upstreams whose policy figures the observed instruments report. Weak, so metrics never
     /// keep an upstream (and its connection) alive.
     observed: Arc<RwLock<Vec<Weak<Upstream>>>>,
+    /// What the HTTP front holds and refused, filled in by [`kit::serve`].
+    front: Arc<kit::serve::FrontStats>,
 }
 
 /// How many times each limit the front applies took effect since start.
@@ -184,6 +186,8 @@ impl Metrics {
         let meter = provider.meter(SCOPE);
         let observed = Arc::new(RwLock::new(Vec::new()));
         observe_policies(&meter, &observed);
+        let front = Arc::new(kit::serve::FrontStats::default());
+        observe_front(&meter, &front);
         Self {
             upstream_calls: meter
                 .u64_counter("mcp.orchestrator.upstream.calls")
@@ -235,7 +239,14 @@ impl Metrics {
             pull,
             exporting,
             observed,
+            front,
         }
+    }
+
+    /// Where the HTTP front counts its sessions, connections and refusals
+    /// ([`kit::serve::Front::stats`]), reported as `mcp.orchestrator.http.*`.
+    pub fn front_stats(&self) -> Arc<kit::serve::FrontStats> {
+        self.front.clone()
     }
 
     /// Reports the policy figures (retries, breaker, bulkhead) of `upstreams` from now on.
@@ -386,6 +397,37 @@ fn server(upstream: &Upstream) -> KeyValue {
 
 /// Registers the observed instruments: each reads the policy figures of every live upstream when
 /// a reader collects. The SDK keeps the callbacks for the provider's lifetime.
+/// The HTTP front's figures: sessions and connections held now, and refusals by limit.
+fn observe_front(meter: &Meter, front: &Arc<kit::serve::FrontStats>) {
+    let f = front.clone();
+    meter
+        .u64_observable_gauge("mcp.orchestrator.http.sessions")
+        .with_description("MCP sessions open on the HTTP front (--max-sessions caps them)")
+        .with_unit("{session}")
+        .with_callback(move |obs| obs.observe(f.sessions() as u64, &[]))
+        .build();
+    let f = front.clone();
+    meter
+        .u64_observable_gauge("mcp.orchestrator.http.connections")
+        .with_description("TCP connections open on the HTTP front (--max-connections caps them)")
+        .with_unit("{connection}")
+        .with_callback(move |obs| obs.observe(f.connections() as u64, &[]))
+        .build();
+    let f = front.clone();
+    meter
+        .u64_observable_counter("mcp.orchestrator.http.refused")
+        .with_description(
+            "Requests or connections the HTTP front refused or closed, by the limit that did it",
+        )
+        .with_unit("{refusal}")
+        .with_callback(move |obs| {
+            for limit in kit::serve::FrontLimit::ALL {
+                obs.observe(f.enforced(limit), &[KeyValue::new("limit", limit.name())]);
+            }
+        })
+        .build();
+}
+
 fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) {
     let o = observed.clone();
     meter

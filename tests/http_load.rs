@@ -1,0 +1,253 @@
+//! One careless client cannot hurt another: against the orchestrator's HTTP front (default
+//! limits, but sessions idle out after 5 s so the test ends), one client opens 10,000 sessions
+//! and holds 2,000 idle connections while a second client keeps calling a tool.
+//!
+//! Shown: the second client never fails; the session cap holds (sessions beyond it are refused
+//! with 503, not queued, not crashed); the orchestrator's memory stays under a bound while it
+//! is flooded, and comes back near its baseline once the flood's sessions idle out. The figures
+//! are printed for the README's "running it as a shared service" section.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use futures::StreamExt;
+use serde_json::json;
+use testkit::{HttpServer, PeerClient, TempDir, bin_path, call};
+use tokio::net::TcpStream;
+
+const SESSIONS: usize = 10_000;
+const IDLE_CONNECTIONS: usize = 2_000;
+/// The default `--max-sessions`.
+const MAX_SESSIONS: usize = kit::serve::limits::DEFAULT_MAX_SESSIONS;
+/// Peak RSS allowed while flooded: the baseline plus what the capped sessions and the idle
+/// connections may hold.
+const PEAK_MB_OVER_BASELINE: u64 = 150;
+/// RSS allowed over the baseline once the flood is gone.
+const SETTLED_MB_OVER_BASELINE: u64 = 20;
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("VmRSS")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("value")?
+        .parse()
+        .context("number")
+}
+
+async fn sessions_gauge(metrics: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(metrics).await?.text().await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mcp_orchestrator_http_sessions "))
+        .context("sessions gauge")?
+        .trim()
+        .parse::<f64>()
+        .map(|v| v as u64)
+        .context("gauge value")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_sessions_and_idle_connections_leaves_other_clients_unharmed()
+-> anyhow::Result<()> {
+    // The idle connections need descriptors on this side too.
+    rlimit::increase_nofile_limit(u64::MAX)?;
+    let dir = TempDir::new("front-load")?;
+    let cfg = json!({
+        "mcpServers": { "sql": {
+            "command": bin_path("sql-mcp-server")?,
+            "args": ["--data-dir", dir.path().join("sql")]
+        } }
+    });
+    let path = dir.path().join("mcp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
+    let args = [
+        "serve",
+        "--config",
+        &path.display().to_string(),
+        "--http",
+        "127.0.0.1:0",
+        "--session-idle-secs",
+        "5",
+    ]
+    .map(str::to_owned);
+    let server = HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await?;
+    let pid = server.child.id().context("pid")?;
+    let metrics = server.url.replace("/mcp", "/metrics");
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+
+    // The well-behaved client, and the orchestrator warmed up by it.
+    let client = server.connect(None).await?;
+    let peer = PeerClient(client.peer().clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .list_all_tools()
+        .await?
+        .iter()
+        .any(|t| t.name == "sql__get_customer")
+    {
+        ensure!(Instant::now() < deadline, "the sql server never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..50 {
+        call(
+            &peer,
+            "sql__get_customer",
+            json!({ "customerId": "CUST-0001" }),
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss_kb(pid)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let caller = tokio::spawn({
+        let (stop, ok, failed, peer) = (stop.clone(), ok.clone(), failed.clone(), peer.clone());
+        async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match call(
+                    &peer,
+                    "sql__get_customer",
+                    json!({ "customerId": "CUST-0002" }),
+                )
+                .await
+                {
+                    Ok(r) if r.is_error != Some(true) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    outcome => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        if errors.len() < 5 {
+                            errors.push(format!("{outcome:?}"));
+                        }
+                    }
+                }
+            }
+            errors
+        }
+    });
+
+    // The flood: idle connections first, then sessions, sampling memory as it goes.
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for _ in 0..IDLE_CONNECTIONS {
+        idle.push(TcpStream::connect(&addr).await?);
+    }
+    let flood = reqwest::Client::new();
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "flood", "version": "1.0" }
+        }
+    });
+    let mut peak = rss_kb(pid)?;
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    let mut answers = futures::stream::iter(0..SESSIONS)
+        .map(|_| {
+            let (flood, url, body) = (flood.clone(), server.url.clone(), body.clone());
+            async move {
+                let response = flood
+                    .post(url)
+                    .header("accept", "application/json, text/event-stream")
+                    .json(&body)
+                    .send()
+                    .await?;
+                let status = response.status().as_u16();
+                response.bytes().await?;
+                Ok::<_, anyhow::Error>(status)
+            }
+        })
+        .buffer_unordered(32);
+    let mut n = 0;
+    while let Some(status) = answers.next().await {
+        *statuses.entry(status?).or_default() += 1;
+        n += 1;
+        if n % 500 == 0 {
+            peak = peak.max(rss_kb(pid)?);
+        }
+    }
+    drop(answers);
+    let flood_secs = started.elapsed().as_secs_f64();
+    peak = peak.max(rss_kb(pid)?);
+    let held = sessions_gauge(&metrics).await?;
+    drop(idle);
+
+    // The flood's sessions idle out; the caller's session stays, since it keeps calling.
+    let settle = Instant::now();
+    while sessions_gauge(&metrics).await? > 1 {
+        ensure!(
+            settle.elapsed() < Duration::from_secs(60),
+            "the flood's sessions never idled out"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The allocator gives freed pages back within seconds; wait for it, within a bound.
+    let mut settled = rss_kb(pid)?;
+    let giving_back = Instant::now();
+    while settled >= baseline + SETTLED_MB_OVER_BASELINE * 1024
+        && giving_back.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        settled = rss_kb(pid)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let errors = caller.await?;
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+
+    eprintln!(
+        "flood: {SESSIONS} initialize in {flood_secs:.1} s -> {statuses:?}; \
+         {IDLE_CONNECTIONS} idle connections; sessions held at peak {held}\n\
+         orchestrator RSS: baseline {} MB, peak {} MB, after the sessions idled out {} MB\n\
+         second client: {ok} calls ok, {failed} failed",
+        baseline / 1024,
+        peak / 1024,
+        settled / 1024
+    );
+    ensure!(
+        failed == 0,
+        "the second client failed {failed} times: {errors:?}"
+    );
+    ensure!(ok > 0, "the second client made no call");
+    let accepted = statuses.get(&200).copied().unwrap_or_default();
+    let refused = statuses.get(&503).copied().unwrap_or_default();
+    ensure!(
+        accepted + refused == SESSIONS,
+        "every initialize is accepted or refused with 503: {statuses:?}"
+    );
+    // Sessions idle out during the flood and free their places, so more than the cap may be
+    // accepted over its course; never more than the cap at once.
+    ensure!(
+        held as usize <= MAX_SESSIONS && refused > 0,
+        "the session cap held: {accepted} accepted, {held} held at the end of the flood"
+    );
+    ensure!(
+        peak < baseline + PEAK_MB_OVER_BASELINE * 1024,
+        "peak RSS {} MB over a baseline of {} MB",
+        peak / 1024,
+        baseline / 1024
+    );
+    ensure!(
+        settled < baseline + SETTLED_MB_OVER_BASELINE * 1024,
+        "RSS {} MB after the flood, baseline {} MB",
+        settled / 1024,
+        baseline / 1024
+    );
+    Ok(())
+}
