@@ -132,11 +132,8 @@ async fn main() {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
-                tokio::spawn(async move {
-                    while term.recv().await.is_some() {
-                        eprintln!("unruly-mcp-server: ignoring SIGTERM");
-                    }
-                });
+                // Says nothing: a write to a stderr nobody reads any more would end it.
+                tokio::spawn(async move { while term.recv().await.is_some() {} });
             }
             Err(e) => eprintln!("unruly-mcp-server: cannot catch SIGTERM: {e}"),
         }
@@ -162,7 +159,7 @@ async fn main() {
         }
     }
     if f.ignore_term {
-        eprintln!("unruly-mcp-server: stdin closed; staying up");
+        // Stays up without a word (see above), as a server stuck in its own work would.
         loop {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
