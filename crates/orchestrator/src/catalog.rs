@@ -3,7 +3,9 @@
 //! Names and URIs are mapped as [`crate::naming`] says, with everything else the upstream said
 //! about them passed through unchanged. Names must stay within what agent APIs accept
 //! (`^[a-zA-Z0-9_-]{1,64}$`): a tool whose exposed name would not is left out and reported,
-//! never silently renamed.
+//! never silently renamed. A tool whose own name breaks the MCP specification (empty, over 128
+//! characters, outside A-Z a-z 0-9 `_` `-` `.`) is left out and reported the same way, even when
+//! a prefix would make its exposed name look valid.
 //!
 //! A tool name answers with a typed [`Route`]: an upstream's tool, a composite, or a built-in;
 //! the frontend's `tools/call` is one `match` on it.
@@ -17,7 +19,9 @@ use crate::{
     annotations::is_read_only,
     config::{Config, MAX_TOOL_NAME},
     error::CallError,
-    naming::{expose_name, expose_uri, is_portable_name, split_uri},
+    naming::{
+        MAX_SPEC_TOOL_NAME, expose_name, expose_uri, is_portable_name, is_spec_tool_name, split_uri,
+    },
     upstream::Upstream,
 };
 
@@ -85,6 +89,16 @@ impl Catalog {
             let offer = upstream.offer();
             let exposed = |name: &str| expose_name(&spec.prefix, &config.separator, name);
             for tool in &offer.tools {
+                if !is_spec_tool_name(&tool.name) {
+                    c.problems.push(CatalogProblem {
+                        server: spec.name.clone(),
+                        message: format!(
+                            "tool {:?} left out: its name is not 1-{MAX_SPEC_TOOL_NAME} characters of A-Z a-z 0-9 _ - .",
+                            tool.name.as_ref()
+                        ),
+                    });
+                    continue;
+                }
                 if !spec.filter.keeps(&tool.name) {
                     continue;
                 }
@@ -331,5 +345,65 @@ impl Catalog {
         self.tools
             .iter()
             .filter_map(|t| self.tool_routes.get(t.name.as_ref()).map(|r| (t, r.server)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use futures::FutureExt as _;
+
+    use super::*;
+    use crate::{
+        stats::ServerStats,
+        upstream::{Offer, scripted::Scripted},
+    };
+
+    fn catalog_of(names: &[String]) -> Catalog {
+        let text = r#"{ "mcpServers": { "fake": { "command": "never-started" } } }"#;
+        let config = Config::parse(text, Path::new("."), &|_| None).expect("valid config");
+        let tools = names
+            .iter()
+            .map(|n| Tool::new(n.clone(), "t", Arc::new(serde_json::Map::new())))
+            .collect();
+        let link = Arc::new(Scripted::new(Offer::of_tools(tools), |_| {
+            futures::future::pending().boxed()
+        }));
+        let upstream = Arc::new(Upstream::new(
+            config.servers[0].clone(),
+            link,
+            Arc::new(ServerStats::default()),
+        ));
+        Catalog::build(&config, &[upstream])
+    }
+
+    #[test]
+    fn tools_whose_own_names_break_the_spec_are_left_out_and_reported() {
+        let long = "x".repeat(129);
+        let names = [String::new(), long.clone(), "two words".into(), "ok".into()];
+        let catalog = catalog_of(&names);
+        let exposed: Vec<&str> = catalog
+            .tool_servers()
+            .map(|(t, _)| t.name.as_ref())
+            .collect();
+        assert_eq!(exposed, ["fake__ok"]);
+        assert!(
+            catalog.route("fake__").is_err(),
+            "an empty name is not callable"
+        );
+        let problems: Vec<&str> = catalog
+            .problems()
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("tool \"\" left out"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains(&long), "{problems:?}");
+        assert!(problems[2].contains("\"two words\""), "{problems:?}");
+        assert!(catalog.problems().iter().all(|p| p.server == "fake"));
     }
 }

@@ -49,6 +49,57 @@ pub struct BulkheadFull {
     pub max_queue: usize,
 }
 
+/// Which message of a call was over a size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// The request, before it left (or as the upstream refused it: HTTP 413).
+    Request,
+    /// The upstream's answer.
+    Answer,
+}
+
+/// A message too large for the way between the orchestrator and an upstream: the caller asked
+/// for (or sent) too much, so it is the caller's to fix, never retried and never held against
+/// the server (no agent can open a breaker every agent shares by sending large requests).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct TooLarge {
+    /// The upstream's name.
+    pub server: String,
+    /// Which message.
+    pub what: Oversize,
+    /// Its size, when known (a request's; an answer is never read whole).
+    pub bytes: Option<usize>,
+    /// The limit it went over, when known (an HTTP 413 does not say).
+    pub limit: Option<usize>,
+    /// The setting that holds the limit, or what the server said.
+    pub setting: String,
+}
+
+impl TooLarge {
+    fn describe(&self) -> String {
+        use crate::limits::human_bytes;
+        let size = self
+            .bytes
+            .map(|n| format!(" of {}", human_bytes(n)))
+            .unwrap_or_default();
+        let limit = self
+            .limit
+            .map(|n| format!("the {} limit", human_bytes(n)))
+            .unwrap_or_else(|| "its limit".into());
+        match self.what {
+            Oversize::Request => format!(
+                "request{size} to server `{}` is over {limit} ({}); send less",
+                self.server, self.setting
+            ),
+            Oversize::Answer => format!(
+                "server `{}` answered with a message over {limit} ({}); ask for less",
+                self.server, self.setting
+            ),
+        }
+    }
+}
+
 /// Why a routed call did not produce the upstream's answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
@@ -122,6 +173,9 @@ pub enum CallError {
     /// The server's bulkhead is full: refused without calling it.
     #[error(transparent)]
     BulkheadFull(#[from] BulkheadFull),
+    /// The request or its answer was over a size limit on the way to or from the server.
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
 }
 
 impl CallError {
@@ -138,6 +192,14 @@ impl CallError {
             CallError::CircuitOpen(_) => "circuit_open",
             CallError::BulkheadFull(_) => "bulkhead_full",
             CallError::Held { .. } => "retry_after",
+            CallError::TooLarge(TooLarge {
+                what: Oversize::Request,
+                ..
+            }) => "request_too_large",
+            CallError::TooLarge(TooLarge {
+                what: Oversize::Answer,
+                ..
+            }) => "answer_too_large",
         }
     }
 
@@ -152,6 +214,7 @@ impl CallError {
             | CallError::Held { server, .. } => Some(server),
             CallError::CircuitOpen(e) => Some(&e.server),
             CallError::BulkheadFull(e) => Some(&e.server),
+            CallError::TooLarge(e) => Some(&e.server),
             CallError::Unknown { .. } | CallError::Cancelled => None,
         }
     }
@@ -171,6 +234,13 @@ impl CallError {
             CallError::BulkheadFull(_) => ToolError::throttled(self.to_string(), 100),
             CallError::Held { retry_in, .. } => {
                 ToolError::throttled(self.to_string(), retry_in.as_millis() as u64)
+            }
+            CallError::TooLarge(e) => {
+                let mut error = ToolError::invalid(self.to_string()).with_retryable(false);
+                if let Some(limit) = e.limit {
+                    error = error.with_meta("limit", limit.into());
+                }
+                error.with_meta("setting", e.setting.clone().into())
             }
             CallError::Unknown { .. } | CallError::Protocol { .. } | CallError::Cancelled => {
                 return None;

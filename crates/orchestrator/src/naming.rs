@@ -9,6 +9,19 @@
 /// Longest tool name common agent APIs accept (`^[a-zA-Z0-9_-]{1,64}$`).
 pub const MAX_TOOL_NAME: usize = 64;
 
+/// Longest tool name the MCP specification allows (2025-11-25, "Tool names").
+pub const MAX_SPEC_TOOL_NAME: usize = 128;
+
+/// Whether an upstream's own tool name is one the MCP specification allows: 1-128 characters of
+/// A-Z a-z 0-9 `_` `-` `.`. One that is not (an empty name, above all, which a prefix would
+/// turn into a callable `sql__`) is left out of the catalog rather than exposed or repaired.
+pub fn is_spec_tool_name(name: &str) -> bool {
+    (1..=MAX_SPEC_TOOL_NAME).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// Whether `name` is a tool name common agent APIs accept.
 pub fn is_portable_name(name: &str) -> bool {
     (1..=MAX_TOOL_NAME).contains(&name.len())
@@ -55,6 +68,18 @@ mod tests {
         assert!(!is_portable_name("a.b"));
         assert!(!is_portable_name(&"x".repeat(65)));
         assert!(is_portable_name(&"x".repeat(64)));
+    }
+
+    #[test]
+    fn spec_tool_names() {
+        assert!(is_spec_tool_name("get_customer"));
+        assert!(is_spec_tool_name("admin.tools-list_v2"));
+        assert!(is_spec_tool_name(&"x".repeat(128)));
+        assert!(!is_spec_tool_name(""));
+        assert!(!is_spec_tool_name(&"x".repeat(129)));
+        assert!(!is_spec_tool_name("get customer"));
+        assert!(!is_spec_tool_name("a/b"));
+        assert!(!is_spec_tool_name("é"));
     }
 
     #[test]

@@ -75,6 +75,15 @@ pub struct LimitsStatus {
     pub upstream_stderr_lines_per_second: u32,
     /// Longest stderr line logged, in bytes.
     pub upstream_stderr_max_line_bytes: usize,
+    /// Largest request sent to an upstream (a server's `maxRequestBytes` may differ).
+    #[serde(default)]
+    pub upstream_max_request_bytes: usize,
+    /// Largest message read from a stdio upstream.
+    #[serde(default)]
+    pub upstream_max_message_bytes: usize,
+    /// How long listing an upstream may take, in milliseconds.
+    #[serde(default)]
+    pub upstream_list_timeout_ms: u64,
     /// Calls refused and results cut since start.
     pub enforced: crate::metrics::LimitCounts,
 }
@@ -88,6 +97,9 @@ impl LimitsStatus {
             max_result_bytes: l.max_result_bytes,
             upstream_stderr_lines_per_second: l.stderr.lines_per_second,
             upstream_stderr_max_line_bytes: l.stderr.max_line_bytes,
+            upstream_max_request_bytes: l.upstream.max_request_bytes,
+            upstream_max_message_bytes: l.upstream.max_message_bytes,
+            upstream_list_timeout_ms: l.upstream.list_timeout.as_millis() as u64,
             enforced: gw.metrics().limits_enforced(),
         }
     }

@@ -179,9 +179,13 @@ mod tests {
                 max_result_bytes: 4096,
                 upstream_stderr_lines_per_second: 200,
                 upstream_stderr_max_line_bytes: 2000,
+                upstream_max_request_bytes: 4 << 20,
+                upstream_max_message_bytes: 16 << 20,
+                upstream_list_timeout_ms: 30_000,
                 enforced: LimitCounts {
                     client_calls: 3,
                     result_bytes: 1,
+                    ..LimitCounts::default()
                 },
             },
         }

@@ -273,6 +273,12 @@ impl UpstreamCalls {
             Err(CallError::Cancelled) => None,
             Err(e) => Some(e.to_string()),
         };
+        if let Err(CallError::TooLarge(e)) = outcome {
+            self.metrics.limit_enforced(match e.what {
+                crate::error::Oversize::Request => crate::metrics::LimitEvent::UpstreamRequestBytes,
+                crate::error::Oversize::Answer => crate::metrics::LimitEvent::UpstreamMessageBytes,
+            });
+        }
         let elapsed = started.elapsed();
         upstream.stats().record(elapsed, failure.as_deref());
         self.metrics

@@ -9,7 +9,7 @@ use std::{fmt::Display, ops::RangeInclusive};
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::limits::{self, Limits, StderrLimits};
+use crate::limits::{self, Limits, StderrLimits, UpstreamLimits};
 
 /// `orchestrator.limits` as written; every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,13 @@ pub struct LimitsConfig {
     pub upstream_stderr_lines_per_second: u32,
     /// Longest upstream stderr line logged, in bytes (default 2000).
     pub upstream_stderr_max_line_bytes: usize,
+    /// Largest request sent to an upstream, `_meta` included (default 4 MiB); a server's
+    /// `maxRequestBytes` overrides.
+    pub upstream_max_request_bytes: usize,
+    /// Largest message read from a stdio upstream (default 16 MiB).
+    pub upstream_max_message_bytes: usize,
+    /// How long listing an upstream's tools, resources and prompts may take (default 30 s).
+    pub upstream_list_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -36,6 +43,9 @@ impl Default for LimitsConfig {
             max_result_bytes: d.max_result_bytes,
             upstream_stderr_lines_per_second: d.stderr.lines_per_second,
             upstream_stderr_max_line_bytes: d.stderr.max_line_bytes,
+            upstream_max_request_bytes: d.upstream.max_request_bytes,
+            upstream_max_message_bytes: d.upstream.max_message_bytes,
+            upstream_list_timeout_ms: d.upstream.list_timeout.as_millis() as u64,
         }
     }
 }
@@ -46,11 +56,20 @@ fn within<T: PartialOrd + Display + Copy>(
     range: &RangeInclusive<T>,
     field: &str,
 ) -> Result<T, ConfigError> {
+    within_at(value, range, &format!("orchestrator.limits.{field}"))
+}
+
+/// `value` if it is in `range`, else an error naming `path`.
+pub(super) fn within_at<T: PartialOrd + Display + Copy>(
+    value: T,
+    range: &RangeInclusive<T>,
+    path: &str,
+) -> Result<T, ConfigError> {
     if range.contains(&value) {
         Ok(value)
     } else {
         Err(ConfigError::new(
-            format!("orchestrator.limits.{field}"),
+            path,
             format!("must be {}-{}, got {value}", range.start(), range.end()),
         ))
     }
@@ -87,6 +106,23 @@ impl LimitsConfig {
                     "upstreamStderrMaxLineBytes",
                 )?,
             },
+            upstream: UpstreamLimits {
+                max_request_bytes: within(
+                    self.upstream_max_request_bytes,
+                    &limits::UPSTREAM_MESSAGE_BYTES_RANGE,
+                    "upstreamMaxRequestBytes",
+                )?,
+                max_message_bytes: within(
+                    self.upstream_max_message_bytes,
+                    &limits::UPSTREAM_MESSAGE_BYTES_RANGE,
+                    "upstreamMaxMessageBytes",
+                )?,
+                list_timeout: std::time::Duration::from_millis(within(
+                    self.upstream_list_timeout_ms,
+                    &limits::UPSTREAM_LIST_TIMEOUT_MS_RANGE,
+                    "upstreamListTimeoutMs",
+                )?),
+            },
         })
     }
 }
@@ -110,6 +146,9 @@ mod tests {
         assert_eq!(d.max_result_bytes, 1024 * 1024);
         assert_eq!(d.stderr.lines_per_second, 200);
         assert_eq!(d.stderr.max_line_bytes, 2_000);
+        assert_eq!(d.upstream.max_request_bytes, 4 * 1024 * 1024);
+        assert_eq!(d.upstream.max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(d.upstream.list_timeout.as_millis(), 30_000);
     }
 
     #[test]
@@ -139,6 +178,9 @@ mod tests {
             ("maxResultBytes", 1 << 40, "1073741824"),
             ("upstreamStderrLinesPerSecond", 0, "must be 1-100000"),
             ("upstreamStderrMaxLineBytes", 10, "must be 80-1048576"),
+            ("upstreamMaxRequestBytes", 0, "must be 1024-1073741824"),
+            ("upstreamMaxMessageBytes", 100, "must be 1024-1073741824"),
+            ("upstreamListTimeoutMs", 0, "must be 100-600000"),
         ];
         for (field, value, message) in cases {
             let e = parse(serde_json::json!({ field: value })).expect_err(field);

@@ -195,6 +195,11 @@ pub struct ServerOptions {
     /// Per-tool overrides (timeouts, retry, `retrySafe`), by the upstream's own tool name.
     #[serde(default)]
     pub tools: BTreeMap<String, policy::CallPolicyConfig>,
+    /// Largest request this server accepts, `_meta` included, when it differs from
+    /// `orchestrator.limits.upstreamMaxRequestBytes` (a server started with another
+    /// `--max-body-bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<usize>,
 }
 
 impl ServerOptions {
@@ -307,6 +312,8 @@ pub struct ServerSpec {
     pub policy: policy::ServerPolicy,
     /// How much of its stderr (stdio) reaches the log.
     pub stderr: crate::limits::StderrLimits,
+    /// How large its messages may be, and how long its listings may take.
+    pub limits: crate::limits::UpstreamLimits,
 }
 
 /// The whole configuration, validated.
@@ -476,6 +483,17 @@ impl Config {
                     &opt_path,
                 )?,
                 stderr: limits.stderr,
+                limits: crate::limits::UpstreamLimits {
+                    max_request_bytes: match options.max_request_bytes {
+                        Some(n) => limits::within_at(
+                            n,
+                            &crate::limits::UPSTREAM_MESSAGE_BYTES_RANGE,
+                            &format!("{opt_path}.maxRequestBytes"),
+                        )?,
+                        None => limits.upstream.max_request_bytes,
+                    },
+                    ..limits.upstream
+                },
             });
         }
         let enabled: std::collections::BTreeSet<String> =

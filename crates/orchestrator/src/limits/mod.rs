@@ -8,6 +8,9 @@
 //! | [`Limits::max_for_each_items`] | the workflow executor, per `forEach` step | the step fails, `invalid` |
 //! | [`Limits::max_result_bytes`] | [`result_size::truncate`], every `tools/call` result | truncated with a marker |
 //! | [`StderrLimits`] | [`stderr::relay`], each stdio upstream's stderr | lines cut, excess lines dropped and counted |
+//! | [`UpstreamLimits::max_request_bytes`] | each request before it leaves for an upstream | refused at once, `invalid`, never retried |
+//! | [`UpstreamLimits::max_message_bytes`] | each message read from a stdio upstream | the request it answers fails at once, `invalid` |
+//! | [`UpstreamLimits::list_timeout`] | each listing of an upstream's tools, resources, prompts | shown in status, logged, reconnected with backoff |
 //!
 //! None of them fails silently: each names itself (the config path) where it bites.
 //!
@@ -30,6 +33,15 @@ pub const DEFAULT_STDERR_LINES_PER_SECOND: u32 = 200;
 /// Default for [`StderrLimits::max_line_bytes`].
 pub const DEFAULT_STDERR_MAX_LINE_BYTES: usize = 2_000;
 
+/// Default for [`UpstreamLimits::max_request_bytes`]: 4 MiB, the bundled servers' own
+/// `--max-body-bytes` default, so a request they would refuse never leaves.
+pub const DEFAULT_UPSTREAM_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Default for [`UpstreamLimits::max_message_bytes`]: 16 MiB, what rmcp's clients accept by
+/// default over stdio and HTTP alike.
+pub const DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Default for [`UpstreamLimits::list_timeout`].
+pub const DEFAULT_UPSTREAM_LIST_TIMEOUT_MS: u64 = 30_000;
+
 /// Accepted range of [`Limits::max_concurrent_calls_per_client`].
 pub const CONCURRENT_CALLS_RANGE: std::ops::RangeInclusive<usize> = 1..=10_000;
 /// Accepted range of [`Limits::max_for_each_items`] (and of a step's `maxItems`).
@@ -41,6 +53,11 @@ pub const RESULT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 10
 pub const STDERR_LINES_PER_SECOND_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
 /// Accepted range of [`StderrLimits::max_line_bytes`].
 pub const STDERR_LINE_BYTES_RANGE: std::ops::RangeInclusive<usize> = 80..=1024 * 1024;
+/// Accepted range of [`UpstreamLimits::max_request_bytes`] and
+/// [`UpstreamLimits::max_message_bytes`]: room for a handshake, at most 1 GiB.
+pub const UPSTREAM_MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024 * 1024;
+/// Accepted range of [`UpstreamLimits::list_timeout`], in milliseconds.
+pub const UPSTREAM_LIST_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// The limits, validated (`orchestrator.limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +73,8 @@ pub struct Limits {
     pub max_result_bytes: usize,
     /// How much of each stdio upstream's stderr reaches the orchestrator's log.
     pub stderr: StderrLimits,
+    /// Sizes and listing time of every upstream's messages.
+    pub upstream: UpstreamLimits,
 }
 
 impl Default for Limits {
@@ -65,6 +84,7 @@ impl Default for Limits {
             max_for_each_items: DEFAULT_MAX_FOR_EACH_ITEMS,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             stderr: StderrLimits::default(),
+            upstream: UpstreamLimits::default(),
         }
     }
 }
@@ -85,6 +105,33 @@ impl Default for StderrLimits {
         Self {
             lines_per_second: DEFAULT_STDERR_LINES_PER_SECOND,
             max_line_bytes: DEFAULT_STDERR_MAX_LINE_BYTES,
+        }
+    }
+}
+
+/// How large an upstream's messages may be, and how long its listings may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    /// Largest request sent to the upstream, `_meta` included. An upstream refuses a larger one
+    /// in a way a caller cannot always see (over stdio the bundled servers answer `-32600` with
+    /// `id: null`, which no request can be matched to), so the call would wait out its deadline,
+    /// be retried, and count against a breaker every agent shares; refused before it leaves, it
+    /// is the caller's fault at once.
+    pub max_request_bytes: usize,
+    /// Largest message read from a stdio upstream (one line). A larger one is never held whole:
+    /// the request it answers fails at once naming this limit, instead of waiting for a deadline.
+    pub max_message_bytes: usize,
+    /// How long listing what an upstream offers (tools, resources, templates, prompts) may take:
+    /// a server that connects but never lists would otherwise hold its tools back forever.
+    pub list_timeout: std::time::Duration,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: DEFAULT_UPSTREAM_MAX_REQUEST_BYTES,
+            max_message_bytes: DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
+            list_timeout: std::time::Duration::from_millis(DEFAULT_UPSTREAM_LIST_TIMEOUT_MS),
         }
     }
 }
@@ -133,5 +180,10 @@ mod tests {
         assert!(RESULT_BYTES_RANGE.contains(&d.max_result_bytes));
         assert!(STDERR_LINES_PER_SECOND_RANGE.contains(&d.stderr.lines_per_second));
         assert!(STDERR_LINE_BYTES_RANGE.contains(&d.stderr.max_line_bytes));
+        assert!(UPSTREAM_MESSAGE_BYTES_RANGE.contains(&d.upstream.max_request_bytes));
+        assert!(UPSTREAM_MESSAGE_BYTES_RANGE.contains(&d.upstream.max_message_bytes));
+        assert!(
+            UPSTREAM_LIST_TIMEOUT_MS_RANGE.contains(&(d.upstream.list_timeout.as_millis() as u64))
+        );
     }
 }

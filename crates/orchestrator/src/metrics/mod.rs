@@ -23,7 +23,7 @@
 //! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
 //! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
 //! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
-//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`) |
+//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`; `upstreamRequestBytes`: a request refused as too large for its upstream; `upstreamMessageBytes`: an upstream's answer over `upstreamMaxMessageBytes`) |
 //!
 //! Labels are bounded: server, tool, composite and step names come from the configuration and the
 //! upstreams' tool lists, kinds and outcomes from fixed sets; never arguments or ids.
@@ -116,6 +116,8 @@ pub struct Metrics {
 struct LimitCounters {
     client_calls: AtomicU64,
     result_bytes: AtomicU64,
+    upstream_request_bytes: AtomicU64,
+    upstream_message_bytes: AtomicU64,
 }
 
 /// [`LimitCounters`] read at one moment, as `orchestrator://status` shows them.
@@ -126,6 +128,13 @@ pub struct LimitCounts {
     pub client_calls: u64,
     /// Results cut to `maxResultBytes`.
     pub result_bytes: u64,
+    /// Requests refused as too large for their upstream (`upstreamMaxRequestBytes`, a server's
+    /// `maxRequestBytes`, or an HTTP 413).
+    #[serde(default)]
+    pub upstream_request_bytes: u64,
+    /// Upstream answers over `upstreamMaxMessageBytes`.
+    #[serde(default)]
+    pub upstream_message_bytes: u64,
 }
 
 /// A limit of `orchestrator.limits` taking effect on an agent's call.
@@ -135,6 +144,10 @@ pub enum LimitEvent {
     ClientCalls,
     /// A result cut to `maxResultBytes`.
     ResultBytes,
+    /// A request refused as too large for its upstream.
+    UpstreamRequestBytes,
+    /// An upstream's answer over `upstreamMaxMessageBytes`.
+    UpstreamMessageBytes,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -292,6 +305,14 @@ impl Metrics {
         let (limit, count) = match limit {
             LimitEvent::ClientCalls => ("clientCalls", &self.enforced.client_calls),
             LimitEvent::ResultBytes => ("resultBytes", &self.enforced.result_bytes),
+            LimitEvent::UpstreamRequestBytes => (
+                "upstreamRequestBytes",
+                &self.enforced.upstream_request_bytes,
+            ),
+            LimitEvent::UpstreamMessageBytes => (
+                "upstreamMessageBytes",
+                &self.enforced.upstream_message_bytes,
+            ),
         };
         count.fetch_add(1, Ordering::Relaxed);
         self.limits_enforced
@@ -303,6 +324,8 @@ impl Metrics {
         LimitCounts {
             client_calls: self.enforced.client_calls.load(Ordering::Relaxed),
             result_bytes: self.enforced.result_bytes.load(Ordering::Relaxed),
+            upstream_request_bytes: self.enforced.upstream_request_bytes.load(Ordering::Relaxed),
+            upstream_message_bytes: self.enforced.upstream_message_bytes.load(Ordering::Relaxed),
         }
     }
 

@@ -123,6 +123,14 @@ pub fn classify<T: Answer>(outcome: &Result<T, CallError>) -> Verdict {
                     FINAL_HEALTHY
                 }
             }
+            // Too much asked or sent: the caller's to fix. Repeating cannot help, and it says
+            // nothing of the server, so one agent cannot open a breaker the others share.
+            CallError::TooLarge(_) => Verdict {
+                health: Health::Neutral,
+                retryable: false,
+                not_sent: false,
+                retry_after: None,
+            },
             CallError::Unknown { .. }
             | CallError::Cancelled
             | CallError::CircuitOpen(_)
@@ -178,6 +186,33 @@ mod tests {
         }));
         assert!(v.retryable && !v.not_sent);
         assert!(!classify(&tool_error(ToolError::internal("bug"))).retryable);
+    }
+
+    #[test]
+    fn messages_over_a_size_limit_are_the_callers_fault() {
+        for what in [
+            crate::error::Oversize::Request,
+            crate::error::Oversize::Answer,
+        ] {
+            let e = CallError::TooLarge(crate::error::TooLarge {
+                server: "s".into(),
+                what,
+                bytes: Some(5 << 20),
+                limit: Some(4 << 20),
+                setting: "orchestrator.limits.upstreamMaxRequestBytes".into(),
+            });
+            let v = classify::<CallToolResult>(&Err(e.clone()));
+            assert!(!v.retryable);
+            assert_eq!(v.health, Health::Neutral);
+            let answer = e.to_tool_error().expect("a tool error");
+            assert_eq!(answer.kind, ErrorKind::Invalid);
+            assert!(!answer.retryable);
+            assert!(
+                answer.message.contains("upstreamMaxRequestBytes"),
+                "{}",
+                answer.message
+            );
+        }
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! Opens one connection to an upstream, over stdio (a child process) or streamable HTTP.
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use rmcp::{
     ServiceExt,
     service::RunningService,
     transport::{
-        StreamableHttpClientTransport, TokioChildProcess,
-        streamable_http_client::StreamableHttpClientTransportConfig,
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
 
-use super::client::UpstreamClient;
+use super::{
+    child::{self, AnswersOverCap, ChildTransport},
+    client::UpstreamClient,
+};
 use crate::config::{ServerSpec, Transport};
 
 /// How long one connection attempt (spawn or connect, plus the MCP handshake) may take.
@@ -55,9 +57,14 @@ pub enum ConnectError {
     },
 }
 
-/// Connects to `spec` with `handler` as the client side.
-pub async fn connect(spec: &ServerSpec, handler: UpstreamClient) -> Result<Running, ConnectError> {
-    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(spec, handler))
+/// Connects to `spec` with `handler` as the client side. A stdio upstream's answers over the
+/// line cap are noted in `over_cap`.
+pub async fn connect(
+    spec: &ServerSpec,
+    handler: UpstreamClient,
+    over_cap: Arc<AnswersOverCap>,
+) -> Result<Running, ConnectError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(spec, handler, over_cap))
         .await
         .map_err(|_| ConnectError::Timeout(CONNECT_TIMEOUT))?
 }
@@ -65,6 +72,7 @@ pub async fn connect(spec: &ServerSpec, handler: UpstreamClient) -> Result<Runni
 async fn connect_inner(
     spec: &ServerSpec,
     handler: UpstreamClient,
+    over_cap: Arc<AnswersOverCap>,
 ) -> Result<Running, ConnectError> {
     match &spec.transport {
         Transport::Stdio {
@@ -75,17 +83,14 @@ async fn connect_inner(
         } => {
             let mut cmd = tokio::process::Command::new(command);
             cmd.args(args).envs(env).current_dir(cwd);
-            // Its own process group: a Ctrl-C in the terminal reaches the orchestrator only,
-            // which then closes each child in order instead of all dying mid-call.
-            #[cfg(unix)]
-            cmd.process_group(0);
-            let (transport, stderr) = TokioChildProcess::builder(cmd)
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|source| ConnectError::Spawn {
-                    command: command.clone(),
-                    source,
-                })?;
+            let spawn_error = |source| ConnectError::Spawn {
+                command: command.clone(),
+                source,
+            };
+            let process = child::spawn(cmd).map_err(spawn_error)?;
+            let (transport, stderr) =
+                ChildTransport::new(&spec.name, process, spec.limits.max_message_bytes, over_cap)
+                    .map_err(spawn_error)?;
             if let Some(stderr) = stderr {
                 crate::limits::stderr::spawn_relay(spec.name.clone(), stderr, spec.stderr);
             }

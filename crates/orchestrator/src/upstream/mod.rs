@@ -5,6 +5,7 @@
 //! [`scripted`]) as well as run against the real thing ([`supervisor::Supervised`]: a child
 //! process or an HTTP endpoint, connected, listed, and reconnected with backoff).
 
+pub mod child;
 pub mod client;
 pub mod connect;
 pub mod http;

@@ -23,12 +23,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Link, Offer,
+    child::AnswersOverCap,
     client::{RefreshRequests, UpstreamClient},
     connect,
 };
 use crate::{
-    config::ServerSpec, context::CallContext, error::CallError, policy::breaker::Breaker,
-    relay::Relay, stats::ServerStats,
+    config::ServerSpec,
+    context::CallContext,
+    error::{CallError, Oversize, TooLarge},
+    naming::{MAX_SPEC_TOOL_NAME, is_spec_tool_name},
+    policy::breaker::Breaker,
+    relay::Relay,
+    stats::ServerStats,
 };
 
 /// The longest reconnect delay for a server that has never connected (a wrong command or URL
@@ -43,8 +49,9 @@ const WAS_UP_MAX_DELAY: Duration = Duration::from_secs(1);
 /// How long a connection must have lived for the next reconnect to start from the shortest delay.
 const FRESH_BACKOFF_AFTER: Duration = Duration::from_secs(1);
 
-/// How long listing what a freshly connected (or changed) server offers may take.
-const LIST_TIMEOUT: Duration = Duration::from_secs(30);
+/// What rmcp adds to a request around its method, params and our `_meta`: the JSON-RPC
+/// envelope, the id, the progress token. Counted so the size check errs on the safe side.
+const ENVELOPE_BYTES: usize = 256;
 
 /// The live side of an upstream.
 #[derive(Debug, Clone)]
@@ -82,6 +89,9 @@ pub struct Supervised {
     /// Values from `${env:..}`, masked in every error text before it is logged or kept (a
     /// connection error quotes the server's URL or command, which may hold one).
     secrets: Vec<String>,
+    /// Requests whose answer was over the line cap (stdio), so their failure reads as the
+    /// caller's (too much asked), not the server's.
+    over_cap: Arc<AnswersOverCap>,
 }
 
 /// A notification (sent on drop) that tells the upstream a request was abandoned.
@@ -128,6 +138,7 @@ impl Supervised {
             connections: std::sync::atomic::AtomicU64::new(0),
             changed,
             secrets,
+            over_cap: Arc::default(),
         }
     }
 
@@ -170,7 +181,7 @@ impl Supervised {
                 refresh: self.refresh.clone(),
             };
             let attempt = tokio::select! {
-                r = connect::connect(&self.spec, handler) => r,
+                r = connect::connect(&self.spec, handler, self.over_cap.clone()) => r,
                 _ = shutdown.cancelled() => break,
             };
             match attempt {
@@ -205,7 +216,7 @@ impl Supervised {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let peer = running.peer().clone();
         let ct = running.cancellation_token();
-        match list_offer(&peer).await {
+        match list_offer(&peer, &self.spec).await {
             Ok(offer) => {
                 tracing::info!(
                     server = %self.spec.name,
@@ -240,15 +251,17 @@ impl Supervised {
                     Err(e) => format!("connection task failed: {e}"),
                 },
                 _ = self.refresh.notify.notified() => {
-                    match list_offer(&peer).await {
+                    match list_offer(&peer, &self.spec).await {
                         Ok(offer) => {
                             self.set_live(Some(Live { peer: peer.clone(), offer: Arc::new(offer), since: Utc::now(), connection }));
                         }
-                        Err(e) => tracing::warn!(
-                            server = %self.spec.name,
-                            error = %self.redact(&e.to_string()),
-                            "refresh failed"
-                        ),
+                        Err(e) => {
+                            // The old listing stays; the cause shows in status until the next
+                            // listing succeeds or the connection is replaced.
+                            let e = self.redact(&format!("refreshing the listing failed: {e}"));
+                            tracing::warn!(server = %self.spec.name, error = %e, "refresh failed");
+                            self.stats.set_error(&e);
+                        }
                     }
                 }
                 _ = self.gone.notified() => {
@@ -280,13 +293,18 @@ impl Supervised {
     ) -> Result<ServerResult, CallError> {
         let (peer, connection) = self.peer()?;
         let mut options = PeerRequestOptions::no_options();
-        if let Some(meta) = outgoing_meta(cx.meta.as_ref(), &tracing::Span::current()) {
+        let meta = outgoing_meta(cx.meta.as_ref(), &tracing::Span::current());
+        let bytes = json_len(&request) + meta.as_ref().map_or(0, json_len) + ENVELOPE_BYTES;
+        if bytes > self.spec.limits.max_request_bytes {
+            return Err(self.request_too_large(bytes, Some(self.spec.limits.max_request_bytes)));
+        }
+        if let Some(meta) = meta {
             options = options.with_meta(meta);
         }
         let handle = peer
             .send_request_with_option(request, options)
             .await
-            .map_err(|e| self.service_error(e, connection))?;
+            .map_err(|e| self.service_error(e, connection, bytes))?;
         let _progress = cx.progress.as_ref().map(|(agent, token)| {
             self.relay.register_progress(
                 &self.spec.name,
@@ -295,21 +313,65 @@ impl Supervised {
                 token.clone(),
             )
         });
+        let id = handle.id.clone();
         let mut guard = CancelOnDrop {
             peer,
-            id: Some(handle.id.clone()),
+            id: Some(id.clone()),
         };
         let response = tokio::select! {
             r = handle.await_response() => r,
             _ = cx.ct.cancelled() => return Err(CallError::Cancelled),
         };
         guard.id = None;
-        response.map_err(|e| self.service_error(e, connection))
+        response.map_err(|e| {
+            if matches!(e, ServiceError::McpError(_)) && self.over_cap.take(&id) {
+                return CallError::TooLarge(TooLarge {
+                    server: self.spec.name.clone(),
+                    what: Oversize::Answer,
+                    bytes: None,
+                    limit: Some(self.spec.limits.max_message_bytes),
+                    setting: "orchestrator.limits.upstreamMaxMessageBytes".into(),
+                });
+            }
+            self.service_error(e, connection, bytes)
+        })
     }
 
-    /// What a failed request on `connection` means for the caller; a request that finds the
-    /// server gone also tells the supervisor, if that connection is still the current one.
-    fn service_error(&self, e: ServiceError, connection: u64) -> CallError {
+    /// A request of `bytes` too large for this server (over `limit`, when known).
+    fn request_too_large(&self, bytes: usize, limit: Option<usize>) -> CallError {
+        CallError::TooLarge(TooLarge {
+            server: self.spec.name.clone(),
+            what: Oversize::Request,
+            bytes: Some(bytes),
+            limit,
+            setting: match limit {
+                Some(_) => format!(
+                    "orchestrator.servers.{}.maxRequestBytes, or orchestrator.limits.upstreamMaxRequestBytes",
+                    self.spec.name
+                ),
+                None => "the server answered HTTP 413".into(),
+            },
+        })
+    }
+
+    /// What a failed request of `bytes` on `connection` means for the caller; a request that
+    /// finds the server gone also tells the supervisor, if that connection is still the current
+    /// one. An HTTP 413 (the server's own size limit) or an answer body over the client's limit
+    /// is the caller's: too much sent or asked.
+    fn service_error(&self, e: ServiceError, connection: u64, bytes: usize) -> CallError {
+        match too_large(&e) {
+            Some(Oversize::Request) => return self.request_too_large(bytes, None),
+            Some(Oversize::Answer) => {
+                return CallError::TooLarge(TooLarge {
+                    server: self.spec.name.clone(),
+                    what: Oversize::Answer,
+                    bytes: None,
+                    limit: None,
+                    setting: "the HTTP client's response size limit".into(),
+                });
+            }
+            None => {}
+        }
         match e {
             ServiceError::McpError(error) => CallError::Protocol {
                 server: self.spec.name.clone(),
@@ -386,6 +448,48 @@ fn outgoing_meta(
     Some(meta)
 }
 
+/// Serialized size of `value`, counted without building the text.
+fn json_len<T: serde::Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing rmcp's own types into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Whether a failed HTTP request was over a size limit: the request (the server answered 413)
+/// or the answer (over the client's response limit).
+fn too_large(e: &ServiceError) -> Option<Oversize> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        match err.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+            Some(StreamableHttpError::UnexpectedServerResponse(text))
+                if text.starts_with("HTTP 413") =>
+            {
+                return Some(Oversize::Request);
+            }
+            Some(StreamableHttpError::HttpStatus(status)) if status.status == 413 => {
+                return Some(Oversize::Request);
+            }
+            Some(StreamableHttpError::ResponseBodyTooLarge { .. }) => {
+                return Some(Oversize::Answer);
+            }
+            _ => {}
+        }
+        source = err.source();
+    }
+    None
+}
+
 /// Whether a failed request says the server itself is gone: the connection was refused, reset or
 /// closed. An HTTP error status (a 413, a 503) is an answer, not this.
 fn connection_gone(e: &ServiceError) -> bool {
@@ -434,19 +538,33 @@ fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Lists what the server offers, within [`LIST_TIMEOUT`]: a server that connects but never
-/// answers its listings must not hold the supervisor (and the tools it would offer) forever.
-async fn list_offer(peer: &Peer<RoleClient>) -> Result<Offer, ListError> {
-    tokio::time::timeout(LIST_TIMEOUT, list_offer_inner(peer))
+/// Lists what the server offers, within `orchestrator.limits.upstreamListTimeoutMs`: a server
+/// that connects but never answers its listings must not hold the supervisor (and the tools it
+/// would offer) forever. Tools whose names break the specification are named in a warning here,
+/// once per listing (the catalog leaves them out).
+async fn list_offer(peer: &Peer<RoleClient>, spec: &ServerSpec) -> Result<Offer, ListError> {
+    let limit = spec.limits.list_timeout;
+    let offer = tokio::time::timeout(limit, list_offer_inner(peer))
         .await
-        .map_err(|_| ListError::Timeout(LIST_TIMEOUT))?
-        .map_err(ListError::Service)
+        .map_err(|_| ListError::Timeout(limit))?
+        .map_err(ListError::Service)?;
+    for tool in offer.tools.iter().filter(|t| !is_spec_tool_name(&t.name)) {
+        tracing::warn!(
+            server = %spec.name,
+            tool = ?tool.name.as_ref(),
+            "tool left out: its name is not 1-{MAX_SPEC_TOOL_NAME} characters of A-Z a-z 0-9 _ - ."
+        );
+    }
+    Ok(offer)
 }
 
 /// Why a listing failed.
 #[derive(Debug, thiserror::Error)]
 enum ListError {
-    #[error("no answer within {} s", .0.as_secs())]
+    #[error(
+        "no answer within {} ms (orchestrator.limits.upstreamListTimeoutMs)",
+        .0.as_millis()
+    )]
     Timeout(Duration),
     #[error(transparent)]
     Service(#[from] ServiceError),
