@@ -79,6 +79,17 @@ pub struct ServeArgs {
     /// closes; calls still running then are cancelled and the process exits.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Stdio: requests read and not yet answered, at most. At the limit stdin is not read until
+    /// answers go out, so a client that sends without reading cannot grow the process.
+    #[arg(
+        long,
+        default_value_t = 256,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u32).range(1..=1_000_000),
+            |n| n as usize,
+        )
+    )]
+    pub max_pending_requests: usize,
 }
 
 impl Default for ServeArgs {
@@ -92,6 +103,7 @@ impl Default for ServeArgs {
             stateless: false,
             allow_unauthenticated_remote: false,
             shutdown_grace_secs: 10,
+            max_pending_requests: 256,
         }
     }
 }
