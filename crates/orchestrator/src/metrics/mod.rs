@@ -23,7 +23,7 @@
 //! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
 //! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
 //! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
-//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`) |
+//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`; `subscriptions`: a `resources/subscribe` refused by `maxSubscriptionsPerClient`) |
 //!
 //! Labels are bounded: server, tool, composite and step names come from the configuration and the
 //! upstreams' tool lists, kinds and outcomes from fixed sets; never arguments or ids.
@@ -114,6 +114,7 @@ pub struct Metrics {
 struct LimitCounters {
     client_calls: AtomicU64,
     result_bytes: AtomicU64,
+    subscriptions: AtomicU64,
 }
 
 /// [`LimitCounters`] read at one moment, as `orchestrator://status` shows them.
@@ -124,6 +125,9 @@ pub struct LimitCounts {
     pub client_calls: u64,
     /// Results cut to `maxResultBytes`.
     pub result_bytes: u64,
+    /// Subscriptions refused by `maxSubscriptionsPerClient`.
+    #[serde(default)]
+    pub subscriptions: u64,
 }
 
 /// A limit of `orchestrator.limits` taking effect on an agent's call.
@@ -133,6 +137,9 @@ pub enum LimitEvent {
     ClientCalls,
     /// A result cut to `maxResultBytes`.
     ResultBytes,
+    /// A `resources/subscribe` refused because its agent already held
+    /// `maxSubscriptionsPerClient` subscriptions.
+    Subscriptions,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -281,6 +288,7 @@ impl Metrics {
         let (limit, count) = match limit {
             LimitEvent::ClientCalls => ("clientCalls", &self.enforced.client_calls),
             LimitEvent::ResultBytes => ("resultBytes", &self.enforced.result_bytes),
+            LimitEvent::Subscriptions => ("subscriptions", &self.enforced.subscriptions),
         };
         count.fetch_add(1, Ordering::Relaxed);
         self.limits_enforced
@@ -292,6 +300,7 @@ impl Metrics {
         LimitCounts {
             client_calls: self.enforced.client_calls.load(Ordering::Relaxed),
             result_bytes: self.enforced.result_bytes.load(Ordering::Relaxed),
+            subscriptions: self.enforced.subscriptions.load(Ordering::Relaxed),
         }
     }
 
