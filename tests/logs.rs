@@ -1,6 +1,7 @@
 //! JSON logs of one call: the orchestrator's HTTP front and the three servers behind it log every
 //! line of a call under one correlation id (the agent's `X-Correlation-ID`, or generated) and one
 //! trace id, echo the id in the response header and the result's `_meta`, and never log secrets.
+//! Text logs: no line break, carriage return or ANSI escape an agent sends can start a line.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -618,4 +619,145 @@ async fn ids_come_from_headers_or_meta_or_are_generated_and_secrets_stay_out() -
     assert_no_secrets(&rest_lines);
     orchestrator.stop().await?;
     rest.stop().await
+}
+
+/// Text that would pose as a log line of its own if written raw: a line break, a timestamp and
+/// level of a year no real line has, a carriage return and an ANSI colour.
+const FORGED: &str = "\n1999-01-01T00:00:00.000000Z  INFO forged-line\r\u{1b}[31mred";
+
+/// Sends JSON-RPC lines to a stdio server and reads its answers.
+struct StdioAgent {
+    stdin: tokio::process::ChildStdin,
+    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl StdioAgent {
+    async fn send(&mut self, message: Value) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stdin
+            .write_all(format!("{message}\n").as_bytes())
+            .await?;
+        Ok(())
+    }
+
+    /// Sends a request and waits for the answer with its id (skipping notifications).
+    async fn request(&mut self, id: u64, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
+            .await?;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = self.answers.next_line().await? {
+                let answer: Value = serde_json::from_str(&line)?;
+                if answer["id"] == id {
+                    return Ok(answer);
+                }
+            }
+            bail!("stdout closed before the answer to {id}")
+        })
+        .await
+        .with_context(|| format!("waiting for the answer to {method}"))?
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_from_an_agent_never_start_a_line_of_the_text_log() -> anyhow::Result<()>
+{
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = TempDir::new("logs-forged")?;
+    let config = json!({
+        "mcpServers": {
+            "sql": {
+                "command": bin_path("sql-mcp-server")?,
+                "args": ["--data-dir", dir.path().join("sql").display().to_string()]
+            }
+        }
+    });
+    let path = dir.path().join("mcp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    let mut child = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
+        .args(["serve", "--config", &path.display().to_string()])
+        .env("RUST_LOG", "info")
+        .env_remove("MCP_LOG_FORMAT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let log = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::BufReader::new(stderr), &mut bytes)
+            .await
+            .map(|_| bytes)
+    });
+    let mut agent = StdioAgent {
+        stdin: child.stdin.take().context("stdin")?,
+        answers: tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines(),
+    };
+    let init = agent
+        .request(
+            1,
+            "initialize",
+            json!({
+                "protocolVersion": PROTOCOL, "capabilities": {},
+                "clientInfo": { "name": format!("agent{FORGED}"), "version": "1" }
+            }),
+        )
+        .await?;
+    ensure!(init["result"].is_object(), "{init}");
+    agent
+        .send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+        .await?;
+    let name = agent
+        .request(
+            2,
+            "tools/call",
+            json!({ "name": format!("sql__get_customer{FORGED}"), "arguments": {} }),
+        )
+        .await?;
+    ensure!(
+        name["error"].is_object() || name["result"]["isError"] == true,
+        "{name}"
+    );
+    let argument = agent
+        .request(
+            3,
+            "tools/call",
+            json!({
+                "name": "sql__get_customer",
+                "arguments": { "customerId": format!("CUST-0001{FORGED}") },
+                "_meta": { "correlationId": format!("id{FORGED}") }
+            }),
+        )
+        .await?;
+    ensure!(argument["result"].is_object(), "{argument}");
+    let uri = agent
+        .request(
+            4,
+            "resources/read",
+            json!({ "uri": format!("sql+sql://schema{FORGED}") }),
+        )
+        .await?;
+    ensure!(uri["error"].is_object(), "{uri}");
+    drop(agent);
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .context("the orchestrator exits when its stdin closes")??;
+    let log = String::from_utf8(log.await??)?;
+
+    // The hostile text did reach the log (as the tool name of the `agent call` line)...
+    ensure!(
+        log.contains(r"\n1999-01-01T00:00:00.000000Z  INFO forged-line\r"),
+        "the injected text is logged, escaped:\n{log}"
+    );
+    // ... and no part of it stands as a line, rewrites one or colours one.
+    ensure!(!log.contains(['\r', '\u{1b}']), "a raw CR or ESC: {log:?}");
+    for line in log.lines() {
+        ensure!(!line.starts_with("1999-"), "a forged line:\n{log}");
+        let stamp = line.split(' ').next().unwrap_or_default();
+        ensure!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "a line that does not start with a timestamp: {line:?}\n{log}"
+        );
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The orchestrator in front of the real servers (and an in-test HTTP fixture): catalog,
-//! routing, progress, cancellation, list changes, failed and dying upstreams.
+//! routing, progress, cancellation, list changes, resource subscriptions, failed and dying
+//! upstreams.
 
 mod fixture;
 
@@ -29,6 +30,7 @@ use testkit::{TempDir, bin_path, call, call_ok, connect_stdio, error_kind, text_
 struct Recorder {
     progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
     tools_changed: Arc<AtomicUsize>,
+    updated: Arc<Mutex<Vec<String>>>,
 }
 
 impl ClientHandler for Recorder {
@@ -42,6 +44,14 @@ impl ClientHandler for Recorder {
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
         self.tools_changed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.updated.lock().expect("lock").push(params.uri);
     }
 }
 
@@ -683,4 +693,133 @@ async fn a_composite_reports_progress_and_cancelling_it_cancels_every_running_st
     );
     agent.cancel().await?;
     Ok(())
+}
+
+/// The exposed URI of a fixture resource.
+fn exposed(uri: &str) -> String {
+    format!("fixture+{uri}")
+}
+
+/// Touches `uri` on the fixture, then the end marker (so an agent knows when it has heard all
+/// of the change).
+async fn change(agent: &Agent, uri: &str) -> anyhow::Result<()> {
+    for touched in [uri, fixture::RESOURCES[1]] {
+        call_ok_text(agent, "fixture__touch", json!({ "uri": touched })).await?;
+    }
+    Ok(())
+}
+
+/// The updates `recorder` heard up to the end marker (and forgets them).
+async fn heard(recorder: &Recorder) -> anyhow::Result<Vec<String>> {
+    let end = exposed(fixture::RESOURCES[1]);
+    let arrived = eventually(Duration::from_secs(10), || async {
+        recorder.updated.lock().expect("lock").contains(&end)
+    })
+    .await;
+    anyhow::ensure!(arrived, "the end marker's update arrived");
+    let mut updated = std::mem::take(&mut *recorder.updated.lock().expect("lock"));
+    updated.retain(|u| *u != end);
+    Ok(updated)
+}
+
+// resources/subscribe is legacy-only from 2026-07-28 on; 2025-11-25 agents subscribe this way.
+#[allow(deprecated)]
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_are_per_agent_session_idempotent_and_capped() -> anyhow::Result<()> {
+    use rmcp::model::{SubscribeRequestParams, UnsubscribeRequestParams};
+    let dir = TempDir::new("orch-subscriptions")?;
+    let fixture = fixture::start().await?;
+    let config = dir.path().join("mcp.json");
+    std::fs::write(
+        &config,
+        serde_json::to_string(&json!({
+            "mcpServers": { "fixture": { "type": "http", "url": fixture.url } },
+            "orchestrator": { "limits": { "maxSubscriptionsPerClient": 2 } }
+        }))?,
+    )?;
+    let front = testkit::HttpServer::spawn(
+        "mcp-orchestrator",
+        &[
+            "serve".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+            "--http".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ],
+        &Default::default(),
+    )
+    .await?;
+    // Two agents that present themselves alike (the same clientInfo): two sessions all the same.
+    let connect = || async {
+        let recorder = Recorder::default();
+        let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(front.url.clone());
+        let agent = recorder.clone().serve(transport).await?;
+        anyhow::Ok((agent, recorder))
+    };
+    let (a, heard_a) = connect().await?;
+    let (b, heard_b) = connect().await?;
+    assert_eq!(a.peer().peer_info(), b.peer().peer_info());
+    wait_for_tools(&a, &["fixture__touch"]).await?;
+    let (doc, end) = (
+        exposed(fixture::RESOURCES[0]),
+        exposed(fixture::RESOURCES[1]),
+    );
+    let subscribe = |agent: &Agent, uri: &str| {
+        let peer = agent.peer().clone();
+        let params = SubscribeRequestParams::new(uri.to_owned());
+        async move { peer.subscribe(params).await }
+    };
+
+    // Agent A subscribes to the document 50 times, agent B once: each hears a change once, and
+    // the upstream was asked once per session.
+    for _ in 0..50 {
+        subscribe(&a, &doc).await?;
+    }
+    subscribe(&b, &doc).await?;
+    subscribe(&a, &end).await?;
+    subscribe(&b, &end).await?;
+    change(&a, fixture::RESOURCES[0]).await?;
+    assert_eq!(heard(&heard_a).await?, vec![doc.clone()]);
+    assert_eq!(heard(&heard_b).await?, vec![doc.clone()]);
+    let upstream_subscribes = |uri: &str| {
+        let seen = fixture.seen.subscribes.lock().expect("lock");
+        seen.iter().filter(|u| *u == uri).count()
+    };
+    assert_eq!(upstream_subscribes(fixture::RESOURCES[0]), 2);
+
+    // A unsubscribes: B still hears the document, A does not, and the upstream keeps it.
+    a.peer()
+        .unsubscribe(UnsubscribeRequestParams::new(doc.clone()))
+        .await?;
+    change(&a, fixture::RESOURCES[0]).await?;
+    assert_eq!(heard(&heard_a).await?, Vec::<String>::new());
+    assert_eq!(heard(&heard_b).await?, vec![doc.clone()]);
+    assert!(fixture.seen.unsubscribes.lock().expect("lock").is_empty());
+    // B, the last subscriber, unsubscribes: now the upstream is unsubscribed.
+    b.peer()
+        .unsubscribe(UnsubscribeRequestParams::new(doc.clone()))
+        .await?;
+    assert_eq!(
+        *fixture.seen.unsubscribes.lock().expect("lock"),
+        [fixture::RESOURCES[0]]
+    );
+
+    // maxSubscriptionsPerClient is 2: A holds `end`, may take `doc` again, not a third.
+    subscribe(&a, &doc).await?;
+    let refused = subscribe(&a, &exposed(fixture::RESOURCES[2]))
+        .await
+        .expect_err("a third subscription");
+    let message = refused.to_string();
+    assert!(
+        message.contains("maxSubscriptionsPerClient") && message.contains('2'),
+        "{message}"
+    );
+    // B's own count is its own.
+    subscribe(&b, &exposed(fixture::RESOURCES[2])).await?;
+    let status = status(&a).await?;
+    assert_eq!(status["limits"]["maxSubscriptionsPerClient"], 2);
+    assert_eq!(status["limits"]["enforced"]["subscriptions"], 1);
+    a.cancel().await?;
+    b.cancel().await?;
+    front.stop().await
 }

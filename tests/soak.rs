@@ -140,10 +140,17 @@ fn the_orchestrator_answers_every_call_once_and_leaks_nothing_under_faults() -> 
     assert_eq!(report["outage"], Value::Null, "no outage asked");
 
     let process = &report["process"];
-    let servers = serde_json::json!({
-        "sql-mcp-server": 1, "cosmos-mcp-server": 1, "rest-mcp-server": 1
-    });
-    assert_eq!(process["end"]["children"], servers, "{process:#}");
+    // The three servers, and beside each the watchdog shell that kills it if the orchestrator
+    // dies.
+    let children = process["end"]["children"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for server in ["sql-mcp-server", "cosmos-mcp-server", "rest-mcp-server"] {
+        assert_eq!(children.get(server), Some(&1.into()), "{process:#}");
+    }
+    let total: u64 = children.values().filter_map(Value::as_u64).sum();
+    assert_eq!(total, 6, "{process:#}");
     assert_eq!(process["end"]["zombies"], 0, "{process:#}");
     assert!(process["fdGrowth"].as_i64() <= Some(4), "{process:#}");
     assert!(process["rssRatio"].as_f64() <= Some(1.25), "{process:#}");

@@ -13,7 +13,10 @@
 //! | a sound request whose `params` do not parse (`"params": [1]`, `"_meta": "x"`) | `-32602` for a method we serve, `-32601` for any other, with its `id` |
 //! | a notification of a shape or method we do not know | none: JSON-RPC never answers notifications |
 //! | longer than the limit | `-32600` naming the limit, `id: null`; the rest of the line is skipped |
+//! | a valid message its [`Gate`] refuses (a request id already in flight, on the stdio front) | the gate's error, with the request's `id` |
 //!
+//! A [`Gate`] also decides *when* a message is passed on: while it waits, nothing more is read,
+//! so a peer that does not read the answers cannot make the process hold ever more requests.
 //! Valid messages take the same path as with rmcp's transport (one `serde_json` parse); only a
 //! line that fails it is parsed again to classify the failure.
 //!
@@ -26,6 +29,7 @@ use std::pin::Pin;
 use futures::{Sink, SinkExt, Stream};
 use rmcp::{
     RoleServer,
+    model::JsonRpcMessage,
     service::{RxJsonRpcMessage, TxJsonRpcMessage},
 };
 use serde_json::{Value, json};
@@ -55,6 +59,35 @@ pub enum FrameError {
     Serialize(#[from] serde_json::Error),
 }
 
+/// A message the [`Gate`] refused: the JSON-RPC error its request is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The JSON-RPC error code.
+    pub code: i64,
+    /// The error message, naming why.
+    pub message: String,
+}
+
+/// Admits each valid message read before the handler sees it, and decides when.
+pub trait Gate: Send + Sync + 'static {
+    /// Resolves when `message` may be passed on (`Ok`), or refuses it (`Err`: a request is
+    /// answered with the error, anything else dropped). Nothing more is read until it resolves.
+    fn admit(
+        &self,
+        message: &RxJsonRpcMessage<RoleServer>,
+    ) -> impl std::future::Future<Output = Result<(), Refused>> + Send;
+}
+
+/// A gate that admits every message at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Open;
+
+impl Gate for Open {
+    async fn admit(&self, _message: &RxJsonRpcMessage<RoleServer>) -> Result<(), Refused> {
+        Ok(())
+    }
+}
+
 /// Messages to the peer.
 pub type FrameSink = Pin<Box<dyn Sink<TxJsonRpcMessage<RoleServer>, Error = FrameError> + Send>>;
 /// Messages from the peer that passed the checks.
@@ -67,13 +100,13 @@ pub type FrameStream = Pin<Box<dyn Stream<Item = RxJsonRpcMessage<RoleServer>> +
 /// every read and write to a blocking thread, which costs two thread wake-ups per message, a
 /// large part of a fast call's latency on a small machine. Anything else (a terminal, a file)
 /// keeps the portable path.
-pub fn stdio(max_line: usize) -> (FrameSink, FrameStream) {
+pub fn stdio(max_line: usize, gate: impl Gate) -> (FrameSink, FrameStream) {
     #[cfg(unix)]
     if let Some((reader, writer)) = stdio_as_pipes() {
-        return transport(reader, writer, max_line);
+        return transport_with_gate(reader, writer, max_line, gate);
     }
     let (reader, writer) = rmcp::transport::stdio_pipes();
-    transport(reader, writer, max_line)
+    transport_with_gate(reader, writer, max_line, gate)
 }
 
 /// Stdin and stdout as non-blocking pipe ends, when both are pipes.
@@ -103,18 +136,37 @@ fn stdio_as_pipes() -> Option<(
     Some((reader, writer))
 }
 
-/// A server transport over any byte streams (tests use in-memory pipes).
+/// A server transport over any byte streams (tests use in-memory pipes), admitting every message.
 pub fn transport<R, W>(reader: R, writer: W, max_line: usize) -> (FrameSink, FrameStream)
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (messages_tx, messages_rx) = mpsc::channel::<RxJsonRpcMessage<RoleServer>>(256);
+    transport_with_gate(reader, writer, max_line, Open)
+}
+
+/// A server transport over any byte streams, each valid message passed on when `gate` admits it.
+///
+/// Both directions are bounded: at most [`QUEUED_FRAMES`] lines wait for the writer and as many
+/// messages for the handler; the writer awaits each write, and a full queue holds back whoever
+/// fills it.
+pub fn transport_with_gate<R, W>(
+    reader: R,
+    writer: W,
+    max_line: usize,
+    gate: impl Gate,
+) -> (FrameSink, FrameStream)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
+    let (messages_tx, messages_rx) = mpsc::channel::<RxJsonRpcMessage<RoleServer>>(QUEUED_FRAMES);
     tokio::spawn(write_frames(writer, frames_rx));
     tokio::spawn(read_frames(
         BufReader::new(reader),
         max_line,
+        gate,
         messages_tx,
         frames_tx.clone(),
     ));
@@ -126,6 +178,9 @@ where
     });
     (Box::pin(sink), Box::pin(stream))
 }
+
+/// Lines queued for the writer, and messages queued for the handler, at most.
+pub const QUEUED_FRAMES: usize = 256;
 
 /// One message as one line.
 fn encode(message: &TxJsonRpcMessage<RoleServer>) -> Result<Vec<u8>, FrameError> {
@@ -203,6 +258,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 async fn read_frames<R: AsyncBufRead + Unpin>(
     mut reader: R,
     max_line: usize,
+    gate: impl Gate,
     messages: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
     frames: mpsc::Sender<Vec<u8>>,
 ) {
@@ -223,12 +279,22 @@ async fn read_frames<R: AsyncBufRead + Unpin>(
                 &format!("message exceeds the limit of {max_line} bytes"),
             )),
             Line::Full => match check(&buf) {
-                Checked::Message(message) => {
-                    if messages.send(*message).await.is_err() {
-                        return;
+                Checked::Message(message) => match gate.admit(&message).await {
+                    Ok(()) => {
+                        if messages.send(*message).await.is_err() {
+                            return;
+                        }
+                        None
                     }
-                    None
-                }
+                    Err(refused) => match *message {
+                        JsonRpcMessage::Request(request) => Some(error_frame(
+                            &serde_json::to_value(&request.id).unwrap_or(Value::Null),
+                            refused.code,
+                            &refused.message,
+                        )),
+                        _ => None,
+                    },
+                },
                 Checked::Skip => None,
                 Checked::Answer(frame) => Some(frame),
             },

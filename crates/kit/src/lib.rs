@@ -17,6 +17,7 @@
 //! - `sqlite` (feature `sqlite`): a server's SQLite file in its data directory, one writer and a
 //!   pool of read-only connections.
 //! - [`telemetry`]: tracing to stderr, OTLP export, trace-context extraction from `_meta`.
+//! - [`log_fields`]: the text log's fields with control characters escaped (no forged lines).
 //! - [`faults`]: deterministic latency and failure injection (before or after the tool runs) for
 //!   demos and tests, paused and resumed at run time by SIGUSR1/SIGUSR2.
 //! - [`tool_error`]: the error convention (`errorKind`, `retryable`, `retryAfterMs` in `_meta`).
@@ -31,6 +32,7 @@ pub mod data_dir;
 pub mod faults;
 pub mod framing;
 pub mod in_flight;
+pub mod log_fields;
 pub mod serve;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

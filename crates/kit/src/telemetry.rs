@@ -104,6 +104,7 @@ pub fn init_with_default(
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(crate::log_fields::EscapedFields)
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)

@@ -6,7 +6,8 @@
 //! result returns in its `_meta`; one `agent call` line per call logs its outcome.
 //!
 //! Two limits apply to every `tools/call` here (see [`crate::limits`]): the session's cap on calls
-//! in flight, checked before any routing, and the result size, checked on the way out.
+//! in flight, checked before any routing, and the result size, checked on the way out. A third
+//! caps the resource subscriptions one session holds ([`crate::subscriptions`]).
 
 use std::{sync::Arc, time::Instant};
 
@@ -33,6 +34,7 @@ use crate::{
     limits::{client::ClientCalls, result_size},
     relay::ListChange,
     status::{STATUS_URI, StatusReport},
+    subscriptions::{SessionId, Subscribed, Unsubscribed},
     upstream::CallContext,
 };
 
@@ -44,6 +46,58 @@ pub struct Frontend {
     in_flight: kit::in_flight::InFlight,
     /// This session's calls in flight, capped so that one agent cannot starve the others.
     calls: ClientCalls,
+    /// Who this session is to the subscriptions; shared by clones of the handler, so its
+    /// subscriptions are let go when the last clone (the session) is dropped.
+    session: Arc<AgentSession>,
+}
+
+/// One agent session's identity; dropping it ends the session's resource subscriptions.
+#[derive(Debug)]
+struct AgentSession {
+    id: SessionId,
+    gateway: Arc<Gateway>,
+}
+
+impl Drop for AgentSession {
+    /// An agent that leaves without unsubscribing must not keep upstream subscriptions alive:
+    /// the URIs it was the last subscriber of are unsubscribed upstream, off this thread.
+    fn drop(&mut self) {
+        let orphaned = self.gateway.relay().subscriptions().end_session(self.id);
+        if orphaned.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let gateway = self.gateway.clone();
+            runtime.spawn(async move {
+                for uri in orphaned {
+                    release_upstream(&gateway, &uri, &CallContext::default()).await;
+                }
+            });
+        }
+    }
+}
+
+/// Unsubscribes the upstream from exposed `uri`, which just lost its last subscriber.
+///
+/// An agent may subscribe while this is on its way; its own upstream subscribe can then arrive
+/// before this unsubscribe and be undone by it. So once the upstream has answered, a URI that
+/// has a subscriber again is subscribed upstream again (subscribing twice is harmless).
+async fn release_upstream(gateway: &Gateway, uri: &str, cx: &CallContext) {
+    let Ok(target) = gateway.catalog().resource(uri) else {
+        return;
+    };
+    let upstream = gateway.calls().upstream();
+    if let Err(e) = upstream
+        .subscribe(target.server, &target.name, false, cx)
+        .await
+    {
+        tracing::debug!(uri, error = %e, "upstream unsubscribe failed");
+    }
+    if gateway.relay().subscriptions().is_subscribed(uri) {
+        let _ = upstream
+            .subscribe(target.server, &target.name, true, cx)
+            .await;
+    }
 }
 
 /// `_meta` keys that belong to one hop of the protocol and must not travel upstream.
@@ -85,10 +139,15 @@ impl Frontend {
     /// stdio connection or HTTP session), so each session gets its own cap on calls in flight.
     pub fn new(gateway: Arc<Gateway>, in_flight: kit::in_flight::InFlight) -> Self {
         let calls = ClientCalls::new(gateway.config().limits.max_concurrent_calls_per_client);
+        let session = Arc::new(AgentSession {
+            id: SessionId::next(),
+            gateway: gateway.clone(),
+        });
         Self {
             gateway,
             in_flight,
             calls,
+            session,
         }
     }
 
@@ -330,6 +389,10 @@ impl ServerHandler for Frontend {
         Ok(result.into())
     }
 
+    /// Subscribes this session to `uri`: once, however often it asks, within
+    /// `maxSubscriptionsPerClient`. Each session's first subscribe to a URI goes upstream too
+    /// (upstreams take a repeated subscribe as one), so no agent relies on another's subscribe
+    /// having reached the upstream.
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
@@ -343,35 +406,54 @@ impl ServerHandler for Frontend {
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
+        let subscriptions = self.gateway.relay().subscriptions();
+        let limit = self.gateway.config().limits.max_subscriptions_per_client;
+        match subscriptions.subscribe(&request.uri, self.session.id, context.peer.clone(), limit) {
+            Ok(Subscribed::Already) => return Ok(()),
+            Ok(Subscribed::New) => {}
+            Err(full) => {
+                self.gateway
+                    .metrics()
+                    .limit_enforced(crate::metrics::LimitEvent::Subscriptions);
+                tracing::warn!(
+                    limit = full.limit,
+                    "resources/subscribe refused: {}",
+                    crate::subscriptions::CONFIG_PATH
+                );
+                return Err(full.to_error_data());
+            }
+        }
         let (span, cx) = request_span("resources/subscribe", &request.uri, &context);
-        self.gateway
+        let subscribed = self
+            .gateway
             .calls()
             .upstream()
             .subscribe(target.server, &target.name, true, &cx)
             .instrument(span)
-            .await
-            .map_err(CallError::into_error_data)?;
-        self.gateway
-            .relay()
-            .subscribe(&request.uri, context.peer.clone());
+            .await;
+        if let Err(e) = subscribed {
+            // The upstream refused; the session holds no subscription it does not have.
+            subscriptions.unsubscribe(&request.uri, self.session.id);
+            return Err(e.into_error_data());
+        }
         Ok(())
     }
 
+    /// Ends this session's subscription to `uri`, and no other session's; the upstream is
+    /// unsubscribed when no session is subscribed any more.
     async fn unsubscribe(
         &self,
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.gateway
+        let left = self
+            .gateway
             .relay()
-            .unsubscribe(&request.uri, &context.peer);
-        if let Ok(target) = self.gateway.catalog().resource(&request.uri) {
+            .subscriptions()
+            .unsubscribe(&request.uri, self.session.id);
+        if left == Unsubscribed::Last {
             let (span, cx) = request_span("resources/unsubscribe", &request.uri, &context);
-            let _ = self
-                .gateway
-                .calls()
-                .upstream()
-                .subscribe(target.server, &target.name, false, &cx)
+            release_upstream(&self.gateway, &request.uri, &cx)
                 .instrument(span)
                 .await;
         }

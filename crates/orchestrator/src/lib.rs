@@ -16,6 +16,7 @@
 //!   ([`error::Fault`]).
 //! - [`policy`]: the per-server policy stack (deadline, retry, breaker, bulkhead, timeout), and
 //!   the rule for when a repeat is safe.
+//! - [`subscriptions`]: agents' resource subscriptions, per session and URI, capped per session.
 //! - [`relay`]: what upstreams send towards agents (progress, list changes, resource updates),
 //!   keyed by the call that caused it.
 //! - [`upstream`]: one server each: its policy stack and figures, and the [`upstream::Link`]
@@ -48,6 +49,7 @@ pub mod policy;
 pub mod relay;
 pub mod stats;
 pub mod status;
+pub mod subscriptions;
 pub mod template;
 pub mod upstream;
 pub mod workflow;

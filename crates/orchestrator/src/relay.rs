@@ -16,6 +16,8 @@ use rmcp::{
     model::{ProgressNotificationParam, ProgressToken},
 };
 
+use crate::subscriptions::Subscriptions;
+
 /// Where one upstream progress token leads.
 #[derive(Debug, Clone)]
 struct ProgressRoute {
@@ -62,8 +64,8 @@ impl ProgressRoutes {
 pub struct Relay {
     progress: Mutex<ProgressRoutes>,
     agents: Mutex<Vec<Peer<RoleServer>>>,
-    /// Exposed resource URI → agents subscribed to it.
-    subscriptions: Mutex<HashMap<String, Vec<Peer<RoleServer>>>>,
+    /// Agents' resource subscriptions, by session and exposed URI.
+    subscriptions: Subscriptions,
     /// List changes, for 2026-07-28 agents, who hear of them through `subscriptions/listen`
     /// rather than as session notifications.
     changes: ListChanges,
@@ -216,39 +218,18 @@ impl Relay {
         self.changes.0.subscribe()
     }
 
-    /// Remembers that `agent` wants updates of the exposed `uri`.
-    pub fn subscribe(&self, uri: &str, agent: Peer<RoleServer>) {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(uri.to_owned())
-            .or_default()
-            .push(agent);
+    /// Agents' resource subscriptions: the front subscribes and unsubscribes sessions here.
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
     }
 
-    /// Forgets `agent`'s subscription to `uri`.
-    pub fn unsubscribe(&self, uri: &str, agent: &Peer<RoleServer>) {
-        if let Some(list) = self
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(uri)
-        {
-            list.retain(|a| !a.is_transport_closed() && a.peer_info() != agent.peer_info());
-        }
-    }
-
-    /// Passes an upstream's resource update to the agents subscribed to it.
+    /// Passes an upstream's resource update to the agents subscribed to it, once per session.
     pub async fn resource_updated(&self, server: &str, uri: &str) {
         let exposed = crate::naming::expose_uri(server, uri);
-        let agents = self
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&exposed)
-            .cloned()
-            .unwrap_or_default();
-        for agent in agents {
+        for agent in self.subscriptions.subscribers(&exposed) {
+            if agent.is_transport_closed() {
+                continue;
+            }
             let _ = agent
                 .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
                     exposed.clone(),
@@ -274,6 +255,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::subscriptions::{SessionId, Subscribed, SubscriptionLimitReached, Unsubscribed};
 
     /// The orchestrator's side of an agent session; it answers nothing of its own here.
     struct Front;
@@ -388,12 +370,132 @@ mod tests {
         let relay = Arc::new(Relay::default());
         let (front, _agent, mut hearing) = session().await;
         let exposed = crate::naming::expose_uri("docs", "file:///a.txt");
-        relay.subscribe(&exposed, front.peer().clone());
+        let subscribed =
+            relay
+                .subscriptions()
+                .subscribe(&exposed, SessionId::next(), front.peer().clone(), 10);
+        assert_eq!(subscribed, Ok(Subscribed::New));
         relay.resource_updated("other", "file:///a.txt").await;
         relay.resource_updated("docs", "file:///a.txt").await;
         match next(&mut hearing).await {
             Heard::Updated(uri) => assert_eq!(uri, "docs+file:///a.txt"),
             other => panic!("expected an update, got {other:?}"),
         }
+    }
+
+    /// Updates heard until a marker update of `docs+file:///end` (sent last) arrives.
+    async fn updates_until_the_end_marker(
+        hearing: &mut mpsc::UnboundedReceiver<Heard>,
+    ) -> Vec<String> {
+        let mut heard = Vec::new();
+        loop {
+            match next(hearing).await {
+                Heard::Updated(uri) if uri == "docs+file:///end" => return heard,
+                Heard::Updated(uri) => heard.push(uri),
+                other => panic!("expected an update, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_subscribing_many_times_hears_each_change_once() {
+        let relay = Arc::new(Relay::default());
+        let (front, _agent, mut hearing) = session().await;
+        let me = SessionId::next();
+        let subs = relay.subscriptions();
+        assert_eq!(
+            subs.subscribe("docs+file:///a.txt", me, front.peer().clone(), 10),
+            Ok(Subscribed::New)
+        );
+        for _ in 0..500 {
+            assert_eq!(
+                subs.subscribe("docs+file:///a.txt", me, front.peer().clone(), 10),
+                Ok(Subscribed::Already)
+            );
+        }
+        assert_eq!(subs.held_by(me), 1);
+        let _ = subs.subscribe("docs+file:///end", me, front.peer().clone(), 10);
+        relay.resource_updated("docs", "file:///a.txt").await;
+        relay.resource_updated("docs", "file:///end").await;
+        assert_eq!(
+            updates_until_the_end_marker(&mut hearing).await,
+            ["docs+file:///a.txt"]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_agents_unsubscribe_leaves_another_agents_subscription_alone() {
+        let relay = Arc::new(Relay::default());
+        // Two sessions whose agents present the same clientInfo (rmcp's default).
+        let (front_a, _agent_a, mut hearing_a) = session().await;
+        let (front_b, _agent_b, mut hearing_b) = session().await;
+        assert_eq!(front_a.peer().peer_info(), front_b.peer().peer_info());
+        let (a, b) = (SessionId::next(), SessionId::next());
+        let subs = relay.subscriptions();
+        let uri = "docs+file:///a.txt";
+        assert_eq!(
+            subs.subscribe(uri, a, front_a.peer().clone(), 10),
+            Ok(Subscribed::New)
+        );
+        assert_eq!(
+            subs.subscribe(uri, b, front_b.peer().clone(), 10),
+            Ok(Subscribed::New)
+        );
+        assert_eq!(subs.unsubscribe(uri, a), Unsubscribed::OthersRemain);
+        assert_eq!(subs.unsubscribe(uri, a), Unsubscribed::NotSubscribed);
+        for (session, front) in [(a, &front_a), (b, &front_b)] {
+            let _ = subs.subscribe("docs+file:///end", session, front.peer().clone(), 10);
+        }
+        relay.resource_updated("docs", "file:///a.txt").await;
+        relay.resource_updated("docs", "file:///end").await;
+        assert_eq!(
+            updates_until_the_end_marker(&mut hearing_a).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(updates_until_the_end_marker(&mut hearing_b).await, [uri]);
+        // The last subscriber leaving is what lets the upstream subscription go.
+        assert_eq!(subs.unsubscribe(uri, b), Unsubscribed::Last);
+        assert!(!subs.is_subscribed(uri));
+    }
+
+    #[tokio::test]
+    async fn a_session_holds_at_most_its_limit_and_an_ended_session_lets_go_of_all() {
+        let relay = Arc::new(Relay::default());
+        let (front, _agent, _hearing) = session().await;
+        let (me, other) = (SessionId::next(), SessionId::next());
+        let subs = relay.subscriptions();
+        for i in 0..3 {
+            let uri = format!("docs+file:///{i}");
+            assert_eq!(
+                subs.subscribe(&uri, me, front.peer().clone(), 3),
+                Ok(Subscribed::New)
+            );
+        }
+        let refused = subs
+            .subscribe("docs+file:///3", me, front.peer().clone(), 3)
+            .expect_err("a fourth subscription");
+        assert_eq!(refused, SubscriptionLimitReached { limit: 3 });
+        let error = refused.to_error_data();
+        assert!(
+            error.message.contains("3")
+                && error.message.contains(crate::subscriptions::CONFIG_PATH),
+            "{}",
+            error.message
+        );
+        // Subscribing again to one held is no new subscription, so it is not refused.
+        assert_eq!(
+            subs.subscribe("docs+file:///0", me, front.peer().clone(), 3),
+            Ok(Subscribed::Already)
+        );
+        // Another session has its own count.
+        assert_eq!(
+            subs.subscribe("docs+file:///0", other, front.peer().clone(), 3),
+            Ok(Subscribed::New)
+        );
+        let mut orphaned = subs.end_session(me);
+        orphaned.sort();
+        assert_eq!(orphaned, ["docs+file:///1", "docs+file:///2"]);
+        assert_eq!(subs.held_by(me), 0);
+        assert!(subs.is_subscribed("docs+file:///0"));
     }
 }

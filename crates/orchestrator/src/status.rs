@@ -71,6 +71,9 @@ pub struct LimitsStatus {
     pub max_for_each_items: usize,
     /// Largest `tools/call` result returned to an agent, in bytes.
     pub max_result_bytes: usize,
+    /// Resource subscriptions one agent session may hold.
+    #[serde(default)]
+    pub max_subscriptions_per_client: usize,
     /// Lines of each stdio upstream's stderr logged per second.
     pub upstream_stderr_lines_per_second: u32,
     /// Longest stderr line logged, in bytes.
@@ -84,7 +87,7 @@ pub struct LimitsStatus {
     /// How long listing an upstream may take, in milliseconds.
     #[serde(default)]
     pub upstream_list_timeout_ms: u64,
-    /// Calls refused and results cut since start.
+    /// Calls refused, results cut and subscriptions refused since start.
     pub enforced: crate::metrics::LimitCounts,
 }
 
@@ -95,6 +98,7 @@ impl LimitsStatus {
             max_concurrent_calls_per_client: l.max_concurrent_calls_per_client,
             max_for_each_items: l.max_for_each_items,
             max_result_bytes: l.max_result_bytes,
+            max_subscriptions_per_client: l.max_subscriptions_per_client,
             upstream_stderr_lines_per_second: l.stderr.lines_per_second,
             upstream_stderr_max_line_bytes: l.stderr.max_line_bytes,
             upstream_max_request_bytes: l.upstream.max_request_bytes,

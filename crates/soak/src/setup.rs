@@ -108,13 +108,22 @@ pub fn flaky_args(dir: &Path, faults: &Options) -> Vec<String> {
 }
 
 /// The children the orchestrator should have when all is well: one process per server it
-/// starts over stdio (not the flaky server when the soak runs it over HTTP), by executable.
+/// starts over stdio (not the flaky server when the soak runs it over HTTP), by executable, and
+/// beside each the watchdog shell that kills it should the orchestrator die (`/bin/sh`, named
+/// by the executable it resolves to, as the process table shows it).
 pub fn expected_children(flaky_over_http: bool) -> BTreeMap<String, u32> {
-    SERVERS
+    let mut children: BTreeMap<String, u32> = SERVERS
         .iter()
         .filter(|(name, _)| !(flaky_over_http && *name == FLAKY))
         .map(|(_, bin)| ((*bin).to_owned(), 1))
-        .collect()
+        .collect();
+    let stdio = children.len() as u32;
+    let shell = std::fs::canonicalize("/bin/sh")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "sh".to_owned());
+    *children.entry(shell).or_default() += stdio;
+    children
 }
 
 /// The attempts one call of `server`'s `tool` gets, and the `mcp.json` field it comes from:
@@ -379,11 +388,22 @@ mod tests {
             http["mcpServers"]["cosmos"],
             json!({ "url": "http://127.0.0.1:9/mcp" })
         );
-        assert_eq!(expected_children(false).len(), 3);
+        let all = expected_children(false);
+        let servers = |c: &BTreeMap<String, u32>| {
+            c.keys()
+                .filter(|k| k.ends_with("-mcp-server"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(servers(&all).len(), 3);
+        // One watchdog shell per stdio child.
+        assert_eq!(all.values().sum::<u32>(), 6, "{all:?}");
+        let without_flaky = expected_children(true);
         assert_eq!(
-            expected_children(true).keys().collect::<Vec<_>>(),
+            servers(&without_flaky),
             ["rest-mcp-server", "sql-mcp-server"]
         );
+        assert_eq!(without_flaky.values().sum::<u32>(), 4, "{without_flaky:?}");
         Ok(())
     }
 }

@@ -39,6 +39,10 @@ pub struct Args {
     /// Milliseconds after which a `query` statement is interrupted.
     #[arg(long, default_value_t = 5_000)]
     pub query_timeout_ms: u64,
+    /// Largest `query` result, as the JSON of its rows; a larger one fails at once with an error
+    /// naming this flag (rows stop being read at the limit).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub query_max_result_bytes: usize,
     /// Transport, security, log and fault flags.
     #[command(flatten)]
     pub common: kit::CommonArgs,
@@ -52,6 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kit = kit::ServerKit::new("sql", kit::Faults::new(&args.common.faults));
     let limits = server::QueryLimits {
         max_rows: args.query_max_rows.max(1),
+        max_bytes: args.query_max_result_bytes.max(1),
         time_limit: Duration::from_millis(args.query_timeout_ms.max(1)),
     };
     let in_flight = kit.in_flight.clone();

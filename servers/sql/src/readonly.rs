@@ -4,7 +4,9 @@
 //! the connection is opened `SQLITE_OPEN_READ_ONLY`; `PRAGMA query_only` refuses any write the
 //! engine would make; and an authorizer denies, at prepare time, everything that is not reading
 //! tables (writes, DDL, `ATTACH`/`DETACH`, `PRAGMA`, transactions, `load_extension`). A progress
-//! handler interrupts a query that runs past its time limit, and rows are capped.
+//! handler interrupts a query that runs past its time limit, and rows and result bytes are capped:
+//! reading stops at the first value that takes the result over its byte cap, so one call never
+//! holds more than the cap (plus the one row SQLite holds) in memory.
 
 use std::{
     path::Path,
@@ -64,9 +66,42 @@ pub enum QueryError {
     /// The statement ran past the time limit and was interrupted.
     #[error("the query ran longer than {0} ms and was interrupted")]
     TimedOut(u64),
+    /// The rows read so far already take more than the byte cap; reading stopped there.
+    #[error(
+        "the query result is larger than the limit of {limit} bytes (stopped after {rows} \
+         row(s)); select fewer columns or rows, or add LIMIT"
+    )]
+    TooLarge {
+        /// The cap on the result's rows, as JSON bytes.
+        limit: usize,
+        /// Whole rows read before the cap was passed.
+        rows: usize,
+    },
     /// SQLite rejected the statement; the message is the engine's.
     #[error("{0}")]
     Sql(String),
+}
+
+/// How much one agent query may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryBudget {
+    /// Rows returned at most; more are left out and `truncated` is set.
+    pub max_rows: usize,
+    /// Size of the rows as JSON, at most; more fails the query with [`QueryError::TooLarge`].
+    pub max_bytes: usize,
+    /// Time after which the statement is interrupted in the engine.
+    pub time_limit: Duration,
+}
+
+impl Default for QueryBudget {
+    /// The server's flag defaults: 1,000 rows, 1 MiB, 5 s.
+    fn default() -> Self {
+        Self {
+            max_rows: 1_000,
+            max_bytes: 1024 * 1024,
+            time_limit: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Columns and rows of a query.
@@ -119,16 +154,16 @@ impl ReadOnlyConn {
         &self,
         sql: &str,
         params: &[Value],
-        max_rows: usize,
-        time_limit: Duration,
+        budget: QueryBudget,
     ) -> Result<QueryOutput, QueryError> {
+        let time_limit = budget.time_limit;
         *self.guard.denied.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self
             .guard
             .deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + time_limit);
-        let outcome = self.query_inner(sql, params, max_rows);
+        let outcome = self.query_inner(sql, params, budget);
         *self
             .guard
             .deadline
@@ -141,7 +176,7 @@ impl ReadOnlyConn {
         &self,
         sql: &str,
         params: &[Value],
-        max_rows: usize,
+        budget: QueryBudget,
     ) -> Result<QueryOutput, Failure> {
         let mut stmt = self.conn.prepare(sql)?;
         if !stmt.readonly() {
@@ -163,14 +198,33 @@ impl ReadOnlyConn {
         let mut rows_out = Vec::new();
         let mut truncated = false;
         let mut rows = stmt.raw_query();
+        // The rows' size as JSON so far: `[` and `]` around the rows, `,` between them.
+        let mut bytes = 2usize;
         while let Some(row) = rows.next()? {
-            if rows_out.len() == max_rows {
+            if rows_out.len() == budget.max_rows {
                 truncated = true;
                 break;
             }
+            let too_large = || {
+                Failure::Query(QueryError::TooLarge {
+                    limit: budget.max_bytes,
+                    rows: rows_out.len(),
+                })
+            };
+            bytes += 2 + usize::from(!rows_out.is_empty());
             let mut values = Vec::with_capacity(columns.len());
             for i in 0..columns.len() {
-                values.push(sql_to_json(row.get_ref(i)?));
+                let value = row.get_ref(i)?;
+                // A value that cannot fit is refused before it is copied out of SQLite.
+                if bytes.saturating_add(least_json_len(value)) > budget.max_bytes {
+                    return Err(too_large());
+                }
+                let value = sql_to_json(value);
+                bytes += json_len(&value) + usize::from(i > 0);
+                if bytes > budget.max_bytes {
+                    return Err(too_large());
+                }
+                values.push(value);
             }
             rows_out.push(values);
         }
@@ -265,6 +319,33 @@ fn authorize(guard: &Guard, ctx: &AuthContext<'_>) -> Authorization {
     Authorization::Deny
 }
 
+/// The fewest bytes `value` can take as JSON (a string is at least its text and two quotes).
+fn least_json_len(value: ValueRef<'_>) -> usize {
+    match value {
+        ValueRef::Text(t) => t.len() + 2,
+        ValueRef::Blob(b) => 2 * b.len() + 2,
+        ValueRef::Null | ValueRef::Integer(_) | ValueRef::Real(_) => 1,
+    }
+}
+
+/// `value`'s length as JSON text, counted without writing it anywhere.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 fn json_to_sql(value: &Value) -> SqlValue {
     match value {
         Value::Null => SqlValue::Null,
@@ -298,8 +379,17 @@ mod tests {
     use crate::db::Database;
     use serde_json::json;
 
+    fn budget(max_rows: usize, time_limit: Duration) -> QueryBudget {
+        QueryBudget {
+            max_rows,
+            max_bytes: 1024 * 1024,
+            time_limit,
+        }
+    }
+
     fn run(db: &Database, sql: &str) -> Result<QueryOutput, QueryError> {
-        db.reader().query(sql, &[], 100, Duration::from_secs(2))
+        db.reader()
+            .query(sql, &[], budget(100, Duration::from_secs(2)))
     }
 
     fn assert_refused(db: &Database, sql: &str) {
@@ -340,15 +430,18 @@ mod tests {
             .query(
                 "SELECT id, region FROM customers WHERE id = ?1",
                 &[json!("CUST-0001")],
-                10,
-                Duration::from_secs(2),
+                budget(10, Duration::from_secs(2)),
             )
             .expect("query");
         assert_eq!(out.columns, ["id", "region"]);
         assert_eq!(out.rows[0][0], json!("CUST-0001"));
         let capped = db
             .reader()
-            .query("SELECT id FROM orders", &[], 5, Duration::from_secs(2))
+            .query(
+                "SELECT id FROM orders",
+                &[],
+                budget(5, Duration::from_secs(2)),
+            )
             .expect("query");
         assert_eq!(capped.rows.len(), 5);
         assert!(capped.truncated);
@@ -378,9 +471,49 @@ mod tests {
     fn a_runaway_query_is_interrupted_at_the_time_limit() {
         let db = Database::open(":memory:").expect("open");
         let sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT COUNT(*) FROM n";
-        let out = db.reader().query(sql, &[], 10, Duration::from_millis(50));
+        let out = db
+            .reader()
+            .query(sql, &[], budget(10, Duration::from_millis(50)));
         assert_eq!(out, Err(QueryError::TimedOut(50)));
         // The connection is usable afterwards.
         assert!(run(&db, "SELECT 1").is_ok());
+    }
+
+    #[test]
+    fn reading_stops_at_the_first_value_past_the_byte_cap() {
+        let db = Database::open(":memory:").expect("open");
+        let limit = 4096;
+        let capped = |sql: &str| {
+            db.reader().query(
+                sql,
+                &[],
+                QueryBudget {
+                    max_bytes: limit,
+                    ..budget(1_000, Duration::from_secs(2))
+                },
+            )
+        };
+        // Every order id is 11 bytes as JSON; 2,000 of them are far over 4 KiB.
+        match capped("SELECT id FROM orders ORDER BY id") {
+            Err(QueryError::TooLarge { limit: l, rows }) => {
+                assert_eq!(l, limit);
+                // `["ORD-00001"]` and a comma: 14 bytes a row, 2 for the outer brackets.
+                assert_eq!(rows, (limit - 2) / 14);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // One value bigger than the cap is refused before it is copied.
+        assert!(matches!(
+            capped("SELECT printf('%.*c', 100000, 'x')"),
+            Err(QueryError::TooLarge { rows: 0, .. })
+        ));
+        // A result just under the cap passes whole, and its JSON fits the cap.
+        let rows = (limit - 2) / 14;
+        let out = capped(&format!("SELECT id FROM orders ORDER BY id LIMIT {rows}"))
+            .expect("under the cap");
+        assert_eq!(out.rows.len(), rows);
+        let json = serde_json::to_vec(&out.rows).expect("serializes");
+        assert!(json.len() <= limit, "{} bytes", json.len());
+        assert_eq!(json_len(&serde_json::json!(out.rows)), json.len());
     }
 }

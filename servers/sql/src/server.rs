@@ -1,6 +1,6 @@
 //! The MCP face of the database: tools, the `sql://schema` resource, and server info.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use kit::{ServerKit, ToolError, ToolFailure};
 use retail_seed::period::{Period, parse_since};
@@ -29,20 +29,34 @@ use crate::{
 pub const SCHEMA_URI: &str = "sql://schema";
 
 /// Limits of the agent-facing `query` tool.
-#[derive(Debug, Clone, Copy)]
-pub struct QueryLimits {
-    /// Rows returned at most; more are cut and `truncated` is set.
-    pub max_rows: usize,
-    /// Time after which the statement is interrupted.
-    pub time_limit: Duration,
-}
+pub type QueryLimits = crate::readonly::QueryBudget;
 
-impl Default for QueryLimits {
-    fn default() -> Self {
-        Self {
-            max_rows: 1_000,
-            time_limit: Duration::from_secs(5),
+/// Flag of [`QueryLimits::max_bytes`], named in the refusal.
+pub const MAX_RESULT_BYTES_FLAG: &str = "--query-max-result-bytes";
+/// Flag of [`QueryLimits::time_limit`], named in the refusal.
+pub const TIMEOUT_FLAG: &str = "--query-timeout-ms";
+
+/// The tool error for a failed `query`. Refusals by a limit say which flag sets it, and none is
+/// retryable: the same query hits the same limit again, so a caller that retries on its own
+/// (the orchestrator retries read-only tools) would only repeat the cost.
+fn query_failure(e: QueryError) -> ToolFailure {
+    match e {
+        QueryError::ParamCount { .. } => ToolFailure::invalid_params("params", e.to_string()),
+        QueryError::TimedOut(ms) => ToolError::invalid(format!("{e} ({TIMEOUT_FLAG})"))
+            .with_retryable(false)
+            .with_meta("reason", "query_time_limit".into())
+            .with_meta("limit", ms.into())
+            .into(),
+        QueryError::TooLarge { limit, .. } => {
+            ToolError::invalid(format!("{e} ({MAX_RESULT_BYTES_FLAG})"))
+                .with_retryable(false)
+                .with_meta("reason", "query_result_bytes".into())
+                .with_meta("limit", limit.into())
+                .into()
         }
+        QueryError::NotReadOnly(_) | QueryError::Sql(_) => ToolError::invalid(e.to_string())
+            .with_retryable(false)
+            .into(),
     }
 }
 
@@ -247,7 +261,7 @@ impl SqlServer {
     }
 
     #[tool(
-        description = "Run one read-only SELECT (SQLite dialect) and get columns and rows. Writes, ATTACH and PRAGMA are refused by the engine; rows are capped and long queries interrupted. The schema is the resource sql://schema.",
+        description = "Run one read-only SELECT (SQLite dialect) and get columns and rows. Writes, ATTACH and PRAGMA are refused by the engine; rows and result bytes are capped and long queries interrupted. The schema is the resource sql://schema.",
         annotations(
             title = "Read-only SQL query",
             read_only_hint = true,
@@ -263,12 +277,12 @@ impl SqlServer {
         }
         let db = self.db.clone();
         let limits = self.limits;
-        let out = tokio::task::spawn_blocking(move || {
-            db.reader()
-                .query(&args.sql, &args.params, limits.max_rows, limits.time_limit)
-        })
-        .await
-        .map_err(|e| ToolFailure::from(ToolError::internal(format!("query task failed: {e}"))))?;
+        let out =
+            tokio::task::spawn_blocking(move || db.reader().query(&args.sql, &args.params, limits))
+                .await
+                .map_err(|e| {
+                    ToolFailure::from(ToolError::internal(format!("query task failed: {e}")))
+                })?;
         match out {
             Ok(out) => Ok(Json(QueryResult {
                 row_count: out.rows.len(),
@@ -276,10 +290,7 @@ impl SqlServer {
                 rows: out.rows,
                 truncated: out.truncated,
             })),
-            Err(e @ QueryError::ParamCount { .. }) => {
-                Err(ToolFailure::invalid_params("params", e.to_string()))
-            }
-            Err(e) => Err(ToolError::invalid(e.to_string()).into()),
+            Err(e) => Err(query_failure(e)),
         }
     }
 }

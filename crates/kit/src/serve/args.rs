@@ -88,6 +88,17 @@ pub struct ServeArgs {
     /// What one client may hold of the HTTP front.
     #[command(flatten)]
     pub limits: HttpLimits,
+    /// Stdio: requests read and not yet answered, at most. At the limit stdin is not read until
+    /// answers go out, so a client that sends without reading cannot grow the process.
+    #[arg(
+        long,
+        default_value_t = 256,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u32).range(1..=1_000_000),
+            |n| n as usize,
+        )
+    )]
+    pub max_pending_requests: usize,
 }
 
 impl Default for ServeArgs {
@@ -102,6 +113,7 @@ impl Default for ServeArgs {
             allow_unauthenticated_remote: false,
             shutdown_grace_secs: 10,
             limits: HttpLimits::default(),
+            max_pending_requests: 256,
         }
     }
 }

@@ -19,6 +19,7 @@ mod sessions;
 mod signal;
 mod stats;
 mod stdio;
+mod unanswered;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -118,7 +119,16 @@ where
 {
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     match args.http {
-        None => stdio::serve_stdio(factory(), in_flight, grace, args.max_body_bytes).await,
+        None => {
+            stdio::serve_stdio(
+                factory(),
+                in_flight,
+                grace,
+                args.max_body_bytes,
+                args.max_pending_requests,
+            )
+            .await
+        }
         Some(addr) => http::serve_http(addr, args, in_flight, grace, factory, front).await,
     }
 }

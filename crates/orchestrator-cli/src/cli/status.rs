@@ -126,11 +126,14 @@ fn servers_table(report: &StatusReport) -> comfy_table::Table {
 fn limits_line(l: &LimitsStatus) -> String {
     format!(
         "limits: {} calls in flight per agent ({} refused), results up to {} bytes ({} cut), \
-         forEach up to {} items, upstream stderr {} lines/s of up to {} bytes",
+         {} subscriptions per agent ({} refused), forEach up to {} items, \
+         upstream stderr {} lines/s of up to {} bytes",
         l.max_concurrent_calls_per_client,
         l.enforced.client_calls,
         l.max_result_bytes,
         l.enforced.result_bytes,
+        l.max_subscriptions_per_client,
+        l.enforced.subscriptions,
         l.max_for_each_items,
         l.upstream_stderr_lines_per_second,
         l.upstream_stderr_max_line_bytes,
@@ -177,6 +180,7 @@ mod tests {
                 max_concurrent_calls_per_client: 16,
                 max_for_each_items: 1000,
                 max_result_bytes: 4096,
+                max_subscriptions_per_client: 1000,
                 upstream_stderr_lines_per_second: 200,
                 upstream_stderr_max_line_bytes: 2000,
                 upstream_max_request_bytes: 4 << 20,

@@ -21,6 +21,8 @@ pub struct LimitsConfig {
     pub max_for_each_items: usize,
     /// Serialized size of a `tools/call` result returned to an agent (default 1 MiB).
     pub max_result_bytes: usize,
+    /// Resource subscriptions one agent session may hold (default 1000).
+    pub max_subscriptions_per_client: usize,
     /// Stderr lines logged per second per stdio upstream (default 200).
     pub upstream_stderr_lines_per_second: u32,
     /// Longest upstream stderr line logged, in bytes (default 2000).
@@ -41,6 +43,7 @@ impl Default for LimitsConfig {
             max_concurrent_calls_per_client: d.max_concurrent_calls_per_client,
             max_for_each_items: d.max_for_each_items,
             max_result_bytes: d.max_result_bytes,
+            max_subscriptions_per_client: d.max_subscriptions_per_client,
             upstream_stderr_lines_per_second: d.stderr.lines_per_second,
             upstream_stderr_max_line_bytes: d.stderr.max_line_bytes,
             upstream_max_request_bytes: d.upstream.max_request_bytes,
@@ -94,6 +97,11 @@ impl LimitsConfig {
                 &limits::RESULT_BYTES_RANGE,
                 "maxResultBytes",
             )?,
+            max_subscriptions_per_client: within(
+                self.max_subscriptions_per_client,
+                &limits::SUBSCRIPTIONS_RANGE,
+                "maxSubscriptionsPerClient",
+            )?,
             stderr: StderrLimits {
                 lines_per_second: within(
                     self.upstream_stderr_lines_per_second,
@@ -144,6 +152,7 @@ mod tests {
         assert_eq!(d.max_concurrent_calls_per_client, 16);
         assert_eq!(d.max_for_each_items, 1_000);
         assert_eq!(d.max_result_bytes, 1024 * 1024);
+        assert_eq!(d.max_subscriptions_per_client, 1_000);
         assert_eq!(d.stderr.lines_per_second, 200);
         assert_eq!(d.stderr.max_line_bytes, 2_000);
         assert_eq!(d.upstream.max_request_bytes, 4 * 1024 * 1024);
@@ -176,6 +185,7 @@ mod tests {
             ("maxResultBytes", 0, "must be 1024-1073741824"),
             ("maxResultBytes", 100, "got 100"),
             ("maxResultBytes", 1 << 40, "1073741824"),
+            ("maxSubscriptionsPerClient", 0, "must be 1-1000000, got 0"),
             ("upstreamStderrLinesPerSecond", 0, "must be 1-100000"),
             ("upstreamStderrMaxLineBytes", 10, "must be 80-1048576"),
             ("upstreamMaxRequestBytes", 0, "must be 1024-1073741824"),

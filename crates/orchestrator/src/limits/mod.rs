@@ -7,6 +7,7 @@
 //! | [`Limits::max_concurrent_calls_per_client`] | [`client::ClientCalls`], per agent session | `throttled` tool error at once |
 //! | [`Limits::max_for_each_items`] | the workflow executor, per `forEach` step | the step fails, `invalid` |
 //! | [`Limits::max_result_bytes`] | [`result_size::truncate`], every `tools/call` result | truncated with a marker |
+//! | [`Limits::max_subscriptions_per_client`] | [`crate::subscriptions`], per agent session | `resources/subscribe` refused, `-32600` |
 //! | [`StderrLimits`] | [`stderr::relay`], each stdio upstream's stderr | lines cut, excess lines dropped and counted |
 //! | [`UpstreamLimits::max_request_bytes`] | each request before it leaves for an upstream | refused at once, `invalid`, never retried |
 //! | [`UpstreamLimits::max_message_bytes`] | each message read from a stdio upstream | the request it answers fails at once, `invalid` |
@@ -28,6 +29,8 @@ pub const DEFAULT_MAX_CONCURRENT_CALLS_PER_CLIENT: usize = 16;
 pub const DEFAULT_MAX_FOR_EACH_ITEMS: usize = 1_000;
 /// Default for [`Limits::max_result_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
+/// Default for [`Limits::max_subscriptions_per_client`].
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 1_000;
 /// Default for [`StderrLimits::lines_per_second`].
 pub const DEFAULT_STDERR_LINES_PER_SECOND: u32 = 200;
 /// Default for [`StderrLimits::max_line_bytes`].
@@ -49,6 +52,8 @@ pub const FOR_EACH_ITEMS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 /// Accepted range of [`Limits::max_result_bytes`]: at least room for the truncation marker and
 /// the `_meta` that explains it, at most 1 GiB.
 pub const RESULT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024 * 1024;
+/// Accepted range of [`Limits::max_subscriptions_per_client`].
+pub const SUBSCRIPTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 /// Accepted range of [`StderrLimits::lines_per_second`].
 pub const STDERR_LINES_PER_SECOND_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
 /// Accepted range of [`StderrLimits::max_line_bytes`].
@@ -71,6 +76,9 @@ pub struct Limits {
     /// Serialized size of a `tools/call` result returned to the agent: an agent's context is
     /// small, and one huge answer should not flood it or the transport.
     pub max_result_bytes: usize,
+    /// Resource subscriptions one agent session may hold: each costs an entry here and a
+    /// notification per change, so one agent cannot subscribe without bound.
+    pub max_subscriptions_per_client: usize,
     /// How much of each stdio upstream's stderr reaches the orchestrator's log.
     pub stderr: StderrLimits,
     /// Sizes and listing time of every upstream's messages.
@@ -83,6 +91,7 @@ impl Default for Limits {
             max_concurrent_calls_per_client: DEFAULT_MAX_CONCURRENT_CALLS_PER_CLIENT,
             max_for_each_items: DEFAULT_MAX_FOR_EACH_ITEMS,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            max_subscriptions_per_client: DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
             stderr: StderrLimits::default(),
             upstream: UpstreamLimits::default(),
         }
@@ -178,6 +187,7 @@ mod tests {
         assert!(CONCURRENT_CALLS_RANGE.contains(&d.max_concurrent_calls_per_client));
         assert!(FOR_EACH_ITEMS_RANGE.contains(&d.max_for_each_items));
         assert!(RESULT_BYTES_RANGE.contains(&d.max_result_bytes));
+        assert!(SUBSCRIPTIONS_RANGE.contains(&d.max_subscriptions_per_client));
         assert!(STDERR_LINES_PER_SECOND_RANGE.contains(&d.stderr.lines_per_second));
         assert!(STDERR_LINE_BYTES_RANGE.contains(&d.stderr.max_line_bytes));
         assert!(UPSTREAM_MESSAGE_BYTES_RANGE.contains(&d.upstream.max_request_bytes));

@@ -23,7 +23,7 @@
 //! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
 //! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
 //! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
-//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`; `upstreamRequestBytes`: a request refused as too large for its upstream; `upstreamMessageBytes`: an upstream's answer over `upstreamMaxMessageBytes`) |
+//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`; `subscriptions`: a `resources/subscribe` refused by `maxSubscriptionsPerClient`; `upstreamRequestBytes`: a request refused as too large for its upstream; `upstreamMessageBytes`: an upstream's answer over `upstreamMaxMessageBytes`) |
 //!
 //! Labels are bounded: server, tool, composite and step names come from the configuration and the
 //! upstreams' tool lists, kinds and outcomes from fixed sets; never arguments or ids.
@@ -118,6 +118,7 @@ struct LimitCounters {
     result_bytes: AtomicU64,
     upstream_request_bytes: AtomicU64,
     upstream_message_bytes: AtomicU64,
+    subscriptions: AtomicU64,
 }
 
 /// [`LimitCounters`] read at one moment, as `orchestrator://status` shows them.
@@ -135,6 +136,9 @@ pub struct LimitCounts {
     /// Upstream answers over `upstreamMaxMessageBytes`.
     #[serde(default)]
     pub upstream_message_bytes: u64,
+    /// Subscriptions refused by `maxSubscriptionsPerClient`.
+    #[serde(default)]
+    pub subscriptions: u64,
 }
 
 /// A limit of `orchestrator.limits` taking effect on an agent's call.
@@ -148,6 +152,9 @@ pub enum LimitEvent {
     UpstreamRequestBytes,
     /// An upstream's answer over `upstreamMaxMessageBytes`.
     UpstreamMessageBytes,
+    /// A `resources/subscribe` refused because its agent already held
+    /// `maxSubscriptionsPerClient` subscriptions.
+    Subscriptions,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -313,6 +320,7 @@ impl Metrics {
                 "upstreamMessageBytes",
                 &self.enforced.upstream_message_bytes,
             ),
+            LimitEvent::Subscriptions => ("subscriptions", &self.enforced.subscriptions),
         };
         count.fetch_add(1, Ordering::Relaxed);
         self.limits_enforced
@@ -326,6 +334,7 @@ impl Metrics {
             result_bytes: self.enforced.result_bytes.load(Ordering::Relaxed),
             upstream_request_bytes: self.enforced.upstream_request_bytes.load(Ordering::Relaxed),
             upstream_message_bytes: self.enforced.upstream_message_bytes.load(Ordering::Relaxed),
+            subscriptions: self.enforced.subscriptions.load(Ordering::Relaxed),
         }
     }
 
