@@ -375,9 +375,9 @@ async fn every_route_checks_host_and_origin_alike() -> anyhow::Result<()> {
     ensure!(status == 503);
     let (_, text) = get_metrics(&metrics, &[]).await?;
     for expected in [
-        "mcp_orchestrator_http_refused_total{limit=\"maxSessions\"} 1",
-        "mcp_orchestrator_http_refused_total{limit=\"allowedHosts\"} 4",
-        "mcp_orchestrator_http_refused_total{limit=\"allowedOrigins\"} 8",
+        "mcp_orchestrator_front_refused_total{limit=\"maxSessions\"} 1",
+        "mcp_orchestrator_front_refused_total{limit=\"allowedHosts\"} 4",
+        "mcp_orchestrator_front_refused_total{limit=\"allowedOrigins\"} 8",
         "mcp_orchestrator_http_sessions 1",
     ] {
         ensure!(

@@ -105,8 +105,8 @@ pub struct Front {
     pub stats: Arc<FrontStats>,
 }
 
-/// [`serve`], with `front` for the HTTP front's extra routes and figures. Both are unused over
-/// stdio.
+/// [`serve`], with `front` for the HTTP front's extra routes (unused over stdio) and the figures
+/// of either front.
 pub async fn serve_with<H, F>(
     args: &ServeArgs,
     in_flight: InFlight,
@@ -126,6 +126,7 @@ where
                 grace,
                 args.max_body_bytes,
                 args.max_pending_requests,
+                front.stats,
             )
             .await
         }

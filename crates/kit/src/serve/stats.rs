@@ -1,4 +1,5 @@
-//! What the HTTP front holds now and what it refused, for a process's metrics.
+//! What the front holds now and what it refused (HTTP sessions and connections, and the stdio
+//! front's pauses and refused ids), for a process's metrics.
 //!
 //! Kept as plain counters here, so every server shares them without a metrics stack; the
 //! orchestrator reads them into its own instruments.
@@ -29,11 +30,15 @@ pub enum FrontLimit {
     Host,
     /// The Origin check (`--allowed-origins`).
     Origin,
+    /// Stdio: `--max-pending-requests` paused reading (counted once per paused request).
+    PendingRequests,
+    /// Stdio: a request id reused while a request with it is in flight.
+    RequestIdInFlight,
 }
 
 impl FrontLimit {
     /// Every limit, in a stable order (for metrics).
-    pub const ALL: [FrontLimit; 9] = [
+    pub const ALL: [FrontLimit; 11] = [
         FrontLimit::Sessions,
         FrontLimit::Connections,
         FrontLimit::HeaderReadTimeout,
@@ -43,6 +48,8 @@ impl FrontLimit {
         FrontLimit::BodyBytes,
         FrontLimit::Host,
         FrontLimit::Origin,
+        FrontLimit::PendingRequests,
+        FrontLimit::RequestIdInFlight,
     ];
 
     /// The name used in metric labels and in the `data.limit` of a refusal.
@@ -57,6 +64,8 @@ impl FrontLimit {
             FrontLimit::BodyBytes => "maxBodyBytes",
             FrontLimit::Host => "allowedHosts",
             FrontLimit::Origin => "allowedOrigins",
+            FrontLimit::PendingRequests => "maxPendingRequests",
+            FrontLimit::RequestIdInFlight => "requestIdInFlight",
         }
     }
 
@@ -72,6 +81,10 @@ impl FrontLimit {
             FrontLimit::BodyBytes => "--max-body-bytes",
             FrontLimit::Host => "--allowed-hosts",
             FrontLimit::Origin => "--allowed-origins",
+            FrontLimit::PendingRequests => "--max-pending-requests",
+            FrontLimit::RequestIdInFlight => {
+                "(none: JSON-RPC ids are unique among requests in flight)"
+            }
         }
     }
 

@@ -1,12 +1,12 @@
 //! The stdio front: one session over stdin/stdout, drained on EOF or a signal.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures::{SinkExt, StreamExt};
 use rmcp::{RoleServer, ServerHandler, ServiceExt, service::TxJsonRpcMessage};
 use tokio_util::sync::CancellationToken;
 
-use super::{ServeError, signal::listen_for_shutdown, unanswered::Unanswered};
+use super::{FrontStats, ServeError, signal::listen_for_shutdown, unanswered::Unanswered};
 use crate::{framing::FrameError, in_flight::InFlight};
 
 /// Serves one stdio session until stdin EOF or a shutdown signal.
@@ -25,9 +25,10 @@ pub(super) async fn serve_stdio<H: ServerHandler>(
     grace: Duration,
     max_message_bytes: usize,
     max_pending: usize,
+    stats: Arc<FrontStats>,
 ) -> Result<(), ServeError> {
     let signal = listen_for_shutdown();
-    let unanswered = Unanswered::new(max_pending);
+    let unanswered = Unanswered::new(max_pending, stats);
     // Cancelled when stdin closed and `grace` passed with requests still unanswered.
     let overdue = CancellationToken::new();
     let (sink, stream) = crate::framing::stdio(max_message_bytes, unanswered.clone());

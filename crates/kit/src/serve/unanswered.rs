@@ -26,6 +26,7 @@ use rmcp::{
 };
 use tokio::sync::Notify;
 
+use super::{FrontLimit, FrontStats};
 use crate::framing::{Gate, INVALID_REQUEST, Refused};
 
 /// The flag setting [`Unanswered`]'s cap, named where the cap takes effect.
@@ -48,11 +49,13 @@ struct Inner {
     answered: Notify,
     /// Whether the reader was held at the cap before, so the log says it once per session.
     held_before: AtomicBool,
+    /// Where pauses and refused ids are counted.
+    stats: Arc<FrontStats>,
 }
 
 impl Unanswered {
     /// An empty set that lets `max_pending` requests (at least one) wait for their answers.
-    pub(super) fn new(max_pending: usize) -> Self {
+    pub(super) fn new(max_pending: usize, stats: Arc<FrontStats>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ids: Mutex::new(HashSet::new()),
@@ -60,6 +63,7 @@ impl Unanswered {
                 emptied: Notify::new(),
                 answered: Notify::new(),
                 held_before: AtomicBool::new(false),
+                stats,
             }),
         }
     }
@@ -109,12 +113,14 @@ impl Unanswered {
 
     /// Takes `id` into the set once there is room; refuses an id already in it.
     async fn enter(&self, id: &RequestId) -> Result<(), Refused> {
+        let mut paused = false;
         loop {
             // Created before the check, so an answer between the two still wakes us.
             let answered = self.inner.answered.notified();
             {
                 let mut ids = self.ids();
                 if ids.contains(id) {
+                    self.inner.stats.enforce(FrontLimit::RequestIdInFlight);
                     return Err(Refused {
                         code: INVALID_REQUEST,
                         message: format!(
@@ -128,6 +134,10 @@ impl Unanswered {
                     ids.insert(id.clone());
                     return Ok(());
                 }
+            }
+            if !paused {
+                paused = true;
+                self.inner.stats.enforce(FrontLimit::PendingRequests);
             }
             if !self.inner.held_before.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -190,7 +200,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_read_are_waited_for_until_answered_or_cancelled() {
-        let unanswered = Unanswered::new(16);
+        let unanswered = Unanswered::new(16, Arc::default());
         assert_eq!(unanswered.admit(&call(1)).await, Ok(()));
         assert_eq!(unanswered.admit(&call(2)).await, Ok(()));
         let initialized = from_client(serde_json::json!({
@@ -224,7 +234,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_id_in_flight_is_refused_naming_it_and_free_again_once_answered() {
-        let unanswered = Unanswered::new(16);
+        let unanswered = Unanswered::new(16, Arc::default());
         assert_eq!(unanswered.admit(&call(7)).await, Ok(()));
         let refused = unanswered
             .admit(&call(7))
@@ -245,7 +255,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn past_the_cap_a_request_waits_until_an_answer_goes_out() {
-        let unanswered = Unanswered::new(2);
+        let unanswered = Unanswered::new(2, Arc::default());
         assert_eq!(unanswered.admit(&call(1)).await, Ok(()));
         assert_eq!(unanswered.admit(&call(2)).await, Ok(()));
         let third = tokio::spawn({

@@ -447,9 +447,9 @@ fn observe_front(meter: &Meter, front: &Arc<kit::serve::FrontStats>) {
         .build();
     let f = front.clone();
     meter
-        .u64_observable_counter("mcp.orchestrator.http.refused")
+        .u64_observable_counter("mcp.orchestrator.front.refused")
         .with_description(
-            "Requests or connections the HTTP front refused or closed, by the limit that did it",
+            "Requests or connections the front refused, closed or paused, by the limit that did it",
         )
         .with_unit("{refusal}")
         .with_callback(move |obs| {
