@@ -357,6 +357,37 @@ async fn a_listing_that_never_comes_shows_its_cause_and_is_retried() -> anyhow::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_resources_and_prompts_cannot_be_listed_keeps_its_tools_and_shows_why()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("unruly-broken-listings")?;
+    let server = serve_http(&dir, unruly(&["--broken-listings"])?, json!({})).await?;
+    let client = server.connect(None).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = read_status(&client).await?;
+        let unruly = &status["servers"][0];
+        let error = unruly["lastError"].as_str().unwrap_or_default();
+        if unruly["connected"] == true && error.contains("listing resources failed") {
+            ensure!(error.contains("listing prompts failed"), "{error}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no cause of the failed listings in status: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tools = client.peer().list_all_tools().await?;
+    ensure!(
+        tools.iter().any(|t| t.name == "unruly__echo"),
+        "the tools are served"
+    );
+    ensure!(server.count_lines(&["part of the listing failed"]) >= 1);
+    client.cancel().await?;
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_over_the_line_cap_shows_its_cause() -> anyhow::Result<()> {
     let dir = TempDir::new("unruly-big-list")?;
     let server = serve_http(

@@ -217,7 +217,10 @@ impl Supervised {
         let peer = running.peer().clone();
         let ct = running.cancellation_token();
         match list_offer(&peer, &self.spec).await {
-            Ok(offer) => {
+            Ok((offer, problems)) => {
+                if let Some(p) = problems {
+                    self.stats.set_error(&self.redact(&p));
+                }
                 tracing::info!(
                     server = %self.spec.name,
                     tools = offer.tools.len(),
@@ -252,7 +255,10 @@ impl Supervised {
                 },
                 _ = self.refresh.notify.notified() => {
                     match list_offer(&peer, &self.spec).await {
-                        Ok(offer) => {
+                        Ok((offer, problems)) => {
+                            if let Some(p) = problems {
+                                self.stats.set_error(&self.redact(&p));
+                            }
                             self.set_live(Some(Live { peer: peer.clone(), offer: Arc::new(offer), since: Utc::now(), connection }));
                         }
                         Err(e) => {
@@ -542,9 +548,15 @@ fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
 /// that connects but never answers its listings must not hold the supervisor (and the tools it
 /// would offer) forever. Tools whose names break the specification are named in a warning here,
 /// once per listing (the catalog leaves them out).
-async fn list_offer(peer: &Peer<RoleClient>, spec: &ServerSpec) -> Result<Offer, ListError> {
+///
+/// A server whose resources, templates or prompts cannot be listed keeps its tools; what failed
+/// comes back beside the offer, for status and the log.
+async fn list_offer(
+    peer: &Peer<RoleClient>,
+    spec: &ServerSpec,
+) -> Result<(Offer, Option<String>), ListError> {
     let limit = spec.limits.list_timeout;
-    let offer = tokio::time::timeout(limit, list_offer_inner(peer))
+    let (offer, problems) = tokio::time::timeout(limit, list_offer_inner(peer))
         .await
         .map_err(|_| ListError::Timeout(limit))?
         .map_err(ListError::Service)?;
@@ -555,7 +567,11 @@ async fn list_offer(peer: &Peer<RoleClient>, spec: &ServerSpec) -> Result<Offer,
             "tool left out: its name is not 1-{MAX_SPEC_TOOL_NAME} characters of A-Z a-z 0-9 _ - ."
         );
     }
-    Ok(offer)
+    let problems = (!problems.is_empty()).then(|| problems.join("; "));
+    if let Some(p) = &problems {
+        tracing::warn!(server = %spec.name, problem = %p, "part of the listing failed; the tools are served");
+    }
+    Ok((offer, problems))
 }
 
 /// Why a listing failed.
@@ -570,7 +586,15 @@ enum ListError {
     Service(#[from] ServiceError),
 }
 
-async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<Offer, ServiceError> {
+/// A listing's items, or none with the failure noted in `problems`.
+fn kept<T>(problems: &mut Vec<String>, what: &str, listed: Result<Vec<T>, ServiceError>) -> Vec<T> {
+    listed.unwrap_or_else(|e| {
+        problems.push(format!("listing {what} failed: {e}"));
+        Vec::new()
+    })
+}
+
+async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<(Offer, Vec<String>), ServiceError> {
     let caps = peer
         .peer_info()
         .map(|i| i.capabilities.clone())
@@ -580,25 +604,33 @@ async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<Offer, ServiceError
     } else {
         Vec::new()
     };
+    let mut problems = Vec::new();
     let (resources, templates) = if caps.resources.is_some() {
         (
-            peer.list_all_resources().await.unwrap_or_default(),
-            peer.list_all_resource_templates().await.unwrap_or_default(),
+            kept(&mut problems, "resources", peer.list_all_resources().await),
+            kept(
+                &mut problems,
+                "resource templates",
+                peer.list_all_resource_templates().await,
+            ),
         )
     } else {
         (Vec::new(), Vec::new())
     };
     let prompts = if caps.prompts.is_some() {
-        peer.list_all_prompts().await.unwrap_or_default()
+        kept(&mut problems, "prompts", peer.list_all_prompts().await)
     } else {
         Vec::new()
     };
     let validators = super::compile_validators(&tools);
-    Ok(Offer {
-        tools,
-        resources,
-        templates,
-        prompts,
-        validators,
-    })
+    Ok((
+        Offer {
+            tools,
+            resources,
+            templates,
+            prompts,
+            validators,
+        },
+        problems,
+    ))
 }

@@ -27,6 +27,7 @@ struct Flags {
     list_bytes: usize,
     tool_names: Vec<String>,
     max_line: Option<usize>,
+    broken_listings: bool,
 }
 
 fn flags() -> Result<Flags, String> {
@@ -42,6 +43,7 @@ fn flags() -> Result<Flags, String> {
             "--tool-names" => {
                 f.tool_names = serde_json::from_str(&value()?).map_err(|e| format!("{e}"))?
             }
+            "--broken-listings" => f.broken_listings = true,
             "--max-line" => f.max_line = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -85,6 +87,12 @@ fn answer(request: &Value, f: &Flags) -> Option<Value> {
     let id = request.get("id")?.clone();
     let method = request.get("method")?.as_str()?;
     let result = match method {
+        // With --broken-listings it offers resources and prompts, and cannot list them.
+        "initialize" if f.broken_listings => json!({
+            "protocolVersion": request["params"]["protocolVersion"].clone(),
+            "capabilities": { "tools": {}, "resources": {}, "prompts": {} },
+            "serverInfo": { "name": "unruly", "version": "1" }
+        }),
         "initialize" => json!({
             "protocolVersion": request["params"]["protocolVersion"].clone(),
             "capabilities": { "tools": {} },
