@@ -440,3 +440,127 @@ async fn a_blank_token_and_an_every_interface_bind_without_hosts_are_refused_at_
     ensure!(stderr.contains("--allowed-hosts"), "{stderr}");
     Ok(())
 }
+
+/// Pids of `parent`'s children running `exe` (by the executable's file name).
+fn children_named(parent: u32, exe: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let name = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+            ppid == Some(parent) && name.as_deref() == Some(exe)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_upstream_restarts_while_clients_hold_every_connection() -> anyhow::Result<()> {
+    const HELD: usize = 450;
+    rlimit::increase_nofile_limit(u64::MAX)?;
+    let dir = TempDir::new("front-reserve")?;
+    let cfg = json!({
+        "mcpServers": { "sql": {
+            "command": bin_path("sql-mcp-server")?,
+            "args": ["--data-dir", dir.path().join("sql")]
+        } }
+    });
+    let path = dir.path().join("mcp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
+    // 400 descriptors in all: the connection cap comes out at 144, and 450 connections try.
+    let script = format!(
+        "ulimit -Sn 400 && ulimit -Hn 400 && exec '{}' serve --config '{}' --http 127.0.0.1:0",
+        bin_path("mcp-orchestrator")?.display(),
+        path.display()
+    );
+    let mut child = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        child.stderr.take().context("stderr")?,
+    ));
+    let listening = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("listening on http://") {
+                return Ok::<_, anyhow::Error>(line);
+            }
+        }
+        bail!("the orchestrator exited before listening")
+    })
+    .await
+    .context("waiting for the orchestrator to listen")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let start = listening.find("http://").context("url")?;
+    let url = listening[start..]
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .next()
+        .context("url")?
+        .to_owned();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let orchestrator = child.id().context("pid")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(pid) = children_named(orchestrator, "sql-mcp-server").first() {
+            break *pid;
+        }
+        ensure!(Instant::now() < deadline, "the sql server never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Clients take every connection there is, and more.
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        match TcpStream::connect(&addr).await {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The upstream crashes; the orchestrator must still have descriptors for its restart.
+    std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = children_named(orchestrator, "sql-mcp-server");
+        if now.iter().any(|pid| *pid != first) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the sql server was not restarted while {} connections were held",
+            held.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Released, the front serves again, and the restarted server answers.
+    drop(held);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, _) = post(&client, &url, &initialize("after"), &[]).await?;
+        if status == 200 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the front never served again: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
