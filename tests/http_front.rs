@@ -63,14 +63,28 @@ async fn post(
     Ok((status, headers, response.text().await?))
 }
 
-/// The JSON-RPC error of a refusal: its `data.limit`, and its message.
+/// A refusal's limit and message: from its JSON-RPC error (`data.limit`; a request that was
+/// read), or from its plain text (`... (limit: NAME)`; one that was not).
 fn refusal(body: &str) -> anyhow::Result<(String, String)> {
-    let v: Value = serde_json::from_str(body).with_context(|| format!("not JSON: {body}"))?;
-    let limit = v["error"]["data"]["limit"]
-        .as_str()
-        .with_context(|| format!("no data.limit in {body}"))?;
-    let message = v["error"]["message"].as_str().context("message")?;
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        let limit = v["error"]["data"]["limit"]
+            .as_str()
+            .with_context(|| format!("no data.limit in {body}"))?;
+        let message = v["error"]["message"].as_str().context("message")?;
+        return Ok((limit.to_owned(), message.to_owned()));
+    }
+    let line = body.trim_end();
+    let (message, rest) = line
+        .rsplit_once(" (limit: ")
+        .with_context(|| format!("no limit named in {body}"))?;
+    let limit = rest.strip_suffix(')').context("limit")?;
     Ok((limit.to_owned(), message.to_owned()))
+}
+
+/// The id of a JSON-RPC refusal.
+fn refusal_id(body: &str) -> anyhow::Result<Value> {
+    let v: Value = serde_json::from_str(body).with_context(|| format!("not JSON: {body}"))?;
+    Ok(v["id"].clone())
 }
 
 fn addr(server: &HttpServer) -> anyhow::Result<String> {
@@ -104,6 +118,8 @@ async fn sessions_beyond_the_cap_are_refused_until_idle_ones_are_closed() -> any
     let (limit, message) = refusal(&body)?;
     ensure!(limit == "maxSessions", "{limit}");
     ensure!(message.contains("--max-sessions"), "{message}");
+    // The refusal answers the request: it carries its id, so the client's call fails with it.
+    ensure!(refusal_id(&body)? == json!(1), "{body}");
     // Unused, the three sessions idle out, and their places are free again.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -129,6 +145,7 @@ async fn an_oversize_initialize_is_refused_naming_its_limit() -> anyhow::Result<
         post(&client, &server.url, &initialize(&"n".repeat(10_000)), &[]).await?;
     ensure!(status == 413, "{status} {body}");
     let (limit, message) = refusal(&body)?;
+    ensure!(refusal_id(&body)? == json!(1), "{body}");
     ensure!(limit == "maxInitializeBytes", "{limit}");
     ensure!(message.contains("--max-initialize-bytes"), "{message}");
     // A long name under the size limit is accepted (and cut to size, see kit's unit test).

@@ -443,3 +443,80 @@ async fn tools_with_names_the_spec_forbids_are_left_out_with_a_warning() -> anyh
     client.cancel().await?;
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstreams_413_is_the_callers_fault_never_retried_nor_held_against_it()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("http-413")?;
+    // The SQL server over HTTP, taking bodies of 8 KiB at most; the orchestrator's own limit
+    // (4 MiB by default) lets a 20 KB request leave, and the server refuses it with 413.
+    let sql = HttpServer::start(
+        "sql-mcp-server",
+        &[
+            "--data-dir".to_owned(),
+            dir.path().join("sql").display().to_string(),
+            "--max-body-bytes".to_owned(),
+            "8192".to_owned(),
+        ],
+    )
+    .await?;
+    let server = serve_http(
+        &dir,
+        json!({ "url": sql.url }),
+        json!({ "servers": { "unruly": { "timeoutMs": 20000, "deadlineMs": 60000 } } }),
+    )
+    .await?;
+    let client = server.connect(None).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .peer()
+        .list_all_tools()
+        .await?
+        .iter()
+        .any(|t| t.name == "unruly__query")
+    {
+        ensure!(Instant::now() < deadline, "the SQL server never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let big = json!({ "sql": format!("SELECT 1 -- {}", "x".repeat(20_000)) });
+    for n in 0..6 {
+        let started = Instant::now();
+        let result = call(&client, "unruly__query", big.clone()).await?;
+        let text = text_of(&result);
+        ensure!(result.is_error == Some(true), "call {n} succeeded: {text}");
+        ensure!(
+            error_kind(&result).as_deref() == Some("invalid"),
+            "call {n}: kind {:?}: {text}",
+            error_kind(&result)
+        );
+        ensure!(text.contains("HTTP 413"), "call {n}: {text}");
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "call {n} waited {:?}",
+            started.elapsed()
+        );
+    }
+    let status = read_status(&client).await?;
+    let upstream = &status["servers"][0];
+    ensure!(
+        upstream["policy"]["breaker"]["state"] == "closed",
+        "the breaker: {status:#}"
+    );
+    ensure!(
+        upstream["policy"]["retries"] == 0,
+        "a 413 was retried: {status:#}"
+    );
+    ensure!(
+        status["limits"]["enforced"]["upstreamRequestBytes"] == 6,
+        "{status:#}"
+    );
+    let small = call(
+        &client,
+        "unruly__query",
+        json!({ "sql": "SELECT 1 AS one" }),
+    )
+    .await?;
+    ensure!(small.is_error != Some(true), "{}", text_of(&small));
+    client.cancel().await?;
+    server.stop().await
+}

@@ -58,6 +58,7 @@ pub(super) async fn read(State(rules): State<BodyRules>, request: Request, next:
                     rules.max_body_bytes
                 ),
                 None,
+                None,
             );
         }
         Err(_) => {
@@ -70,11 +71,17 @@ pub(super) async fn read(State(rules): State<BodyRules>, request: Request, next:
                     rules.read_timeout.as_secs()
                 ),
                 None,
+                None,
             );
         }
     };
     let mut place = None;
-    let bytes = if opens_session && is_initialize(&bytes) {
+    let initialize = if opens_session {
+        initialize_id(&bytes)
+    } else {
+        None
+    };
+    let bytes = if let Some(id) = initialize {
         if bytes.len() > rules.max_initialize_bytes {
             return refuse(
                 &rules.stats,
@@ -87,6 +94,7 @@ pub(super) async fn read(State(rules): State<BodyRules>, request: Request, next:
                     rules.max_initialize_bytes
                 ),
                 None,
+                Some(id),
             );
         }
         if let Some(max) = rules.max_sessions {
@@ -102,6 +110,7 @@ pub(super) async fn read(State(rules): State<BodyRules>, request: Request, next:
                              (--max-sessions); retry later, or end unused sessions with DELETE"
                         ),
                         Some(rules.retry_after),
+                        Some(id),
                     );
                 }
             }
@@ -118,20 +127,24 @@ pub(super) async fn read(State(rules): State<BodyRules>, request: Request, next:
     response
 }
 
-/// Whether `body` is an `initialize` request; a cheap byte search first, since this runs on
-/// every request that carries no session (all of them, on a stateless front).
-fn is_initialize(body: &[u8]) -> bool {
+/// The id of `body` if it is an `initialize` request; a cheap byte search first, since this
+/// runs on every request that carries no session (all of them, on a stateless front).
+fn initialize_id(body: &[u8]) -> Option<serde_json::Value> {
     const NEEDLE: &[u8] = b"\"initialize\"";
     if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
-        return false;
+        return None;
     }
     #[derive(serde::Deserialize)]
-    struct Method<'a> {
+    struct Head<'a> {
         #[serde(borrow)]
         method: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        id: serde_json::Value,
     }
-    serde_json::from_slice::<Method<'_>>(body)
-        .is_ok_and(|m| m.method.as_deref() == Some("initialize"))
+    serde_json::from_slice::<Head<'_>>(body)
+        .ok()
+        .filter(|h| h.method.as_deref() == Some("initialize"))
+        .map(|h| h.id)
 }
 
 /// `body` with the strings of `params.clientInfo` cut to [`MAX_CLIENT_INFO_CHARS`]; unchanged
@@ -169,14 +182,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_initialize_is_recognised() {
-        assert!(is_initialize(
-            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#
-        ));
-        assert!(!is_initialize(
-            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"initialize"}}"#
-        ));
-        assert!(!is_initialize(b"not json \"initialize\""));
+    fn only_initialize_is_recognised_with_its_id() {
+        assert_eq!(
+            initialize_id(br#"{"jsonrpc":"2.0","id":7,"method":"initialize","params":{}}"#),
+            Some(serde_json::json!(7))
+        );
+        assert_eq!(
+            initialize_id(
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"initialize"}}"#
+            ),
+            None
+        );
+        assert_eq!(initialize_id(b"not json \"initialize\""), None);
     }
 
     #[test]

@@ -103,20 +103,12 @@ pub(super) async fn serve(
 /// Answers a connection over the cap with 503 and closes it, without reading its request: the
 /// point is to spend nothing on it.
 async fn refuse_connection(mut stream: TcpStream, max: usize) {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {
-            "code": super::refusal::LIMIT_REFUSED,
-            "message": format!(
-                "too many connections: the server holds its limit of {max} (--max-connections)"
-            ),
-            "data": { "limit": FrontLimit::Connections.name(), "flag": FrontLimit::Connections.flag() },
-        },
-    })
-    .to_string();
+    let body = super::refusal::plain_text(
+        FrontLimit::Connections,
+        &format!("too many connections: the server holds its limit of {max} (--max-connections)"),
+    );
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );

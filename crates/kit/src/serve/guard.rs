@@ -179,6 +179,7 @@ pub(super) async fn check(
             "Host header not allowed (--allowed-hosts names the hosts this server answers to)"
                 .into(),
             None,
+            None,
         );
     }
     if let Err(why) = guard.origin_allowed(&request) {
@@ -187,6 +188,7 @@ pub(super) async fn check(
             FrontLimit::Origin,
             StatusCode::FORBIDDEN,
             format!("{why} (--allowed-origins names the browser origins allowed)"),
+            None,
             None,
         );
     }
