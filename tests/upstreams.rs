@@ -520,3 +520,110 @@ async fn an_http_upstreams_413_is_the_callers_fault_never_retried_nor_held_again
     client.cancel().await?;
     server.stop().await
 }
+
+/// 10,000 calls with progress through a stdio upstream, read as raw lines from the
+/// orchestrator's stdio front: every call's progress notifications all come, and all before
+/// its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_progress_notification_of_a_call_arrives_before_its_result() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    const CALLS: u64 = 10_000;
+    const STEPS: u64 = 3;
+    const IN_FLIGHT: u64 = 8;
+    let dir = TempDir::new("unruly-progress")?;
+    let config = write_config(&dir, unruly(&[])?, json!({}))?;
+    let mut child = tokio::process::Command::new(bin_path("mcp-orchestrator")?)
+        .args(["serve", "--config", &config])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut send = async |v: Value| -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(&v)?;
+        line.push(b'\n');
+        stdin.write_all(&line).await?;
+        Ok(())
+    };
+    send(json!({
+        "jsonrpc": "2.0", "id": "init", "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": { "name": "progress-test", "version": "1" } }
+    }))
+    .await?;
+    let next = async |lines: &mut tokio::io::Lines<_>| -> anyhow::Result<Value> {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("no line within 30 s")??
+            .context("the orchestrator closed stdout")?;
+        Ok(serde_json::from_str(&line)?)
+    };
+    let init = next(&mut lines).await?;
+    ensure!(init["id"] == "init", "{init}");
+    send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await?;
+    // Wait for the upstream's tools.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        send(json!({ "jsonrpc": "2.0", "id": "list", "method": "tools/list" })).await?;
+        let listed = loop {
+            let v = next(&mut lines).await?;
+            if v["id"] == "list" {
+                break v;
+            }
+        };
+        let found = listed["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "unruly__progress"));
+        if found {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the upstream never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let call = |n: u64| {
+        json!({
+            "jsonrpc": "2.0", "id": n, "method": "tools/call",
+            "params": { "name": "unruly__progress", "arguments": { "steps": STEPS },
+                        "_meta": { "progressToken": format!("p{n}") } }
+        })
+    };
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let (mut sent, mut done, mut early) = (0u64, 0u64, Vec::new());
+    while sent < IN_FLIGHT.min(CALLS) {
+        send(call(sent)).await?;
+        sent += 1;
+    }
+    while done < CALLS {
+        let v = next(&mut lines).await?;
+        if v["method"] == "notifications/progress" {
+            let token = v["params"]["progressToken"].as_str().unwrap_or_default();
+            *seen.entry(token.to_owned()).or_default() += 1;
+            continue;
+        }
+        let Some(n) = v["id"].as_u64() else { continue };
+        ensure!(v["result"]["isError"] != true, "call {n} failed: {v}");
+        let got = seen.remove(&format!("p{n}")).unwrap_or_default();
+        if got != STEPS && early.len() < 10 {
+            early.push((n, got));
+        }
+        done += 1;
+        if sent < CALLS {
+            send(call(sent)).await?;
+            sent += 1;
+        }
+    }
+    ensure!(
+        early.is_empty(),
+        "results that came before all {STEPS} of their progress notifications (call, seen): {early:?}"
+    );
+    // Nothing arrives late either: no progress is left over for a finished call.
+    ensure!(
+        seen.is_empty(),
+        "progress after its result: {:?}",
+        seen.keys().take(5).collect::<Vec<_>>()
+    );
+    Ok(())
+}

@@ -69,6 +69,10 @@ pub struct Relay {
     /// List changes, for 2026-07-28 agents, who hear of them through `subscriptions/listen`
     /// rather than as session notifications.
     changes: ListChanges,
+    /// Progress notifications read from a stdio upstream and not yet passed on, by route key.
+    arrivals: Mutex<HashMap<ProgressKey, u64>>,
+    /// Woken whenever a counted notification was passed on (or found no route).
+    passed: tokio::sync::Notify,
 }
 
 /// Which list changed.
@@ -160,8 +164,69 @@ impl Relay {
         }
     }
 
+    /// Counts a progress notification as read from `server`, in the order of its stream, before
+    /// it is handed on for handling. rmcp handles each notification in a task of its own, so the
+    /// answer read after it can reach its caller first; [`Relay::progress_settled`] lets the call
+    /// wait for the notifications read before its answer.
+    pub fn progress_arrived(&self, server: &str, token: &ProgressToken) {
+        *self
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((server.to_owned(), token.clone()))
+            .or_default() += 1;
+    }
+
+    /// Waits (at most `within`) until every progress notification counted for `server`'s
+    /// `token` has been passed on, so a call's last progress reaches the agent before its result.
+    pub async fn progress_settled(
+        &self,
+        server: &str,
+        token: &ProgressToken,
+        within: std::time::Duration,
+    ) {
+        let key = (server.to_owned(), token.clone());
+        let settled = async {
+            loop {
+                // Created before the check, so a notification passed on between the two wakes us.
+                let passed = self.passed.notified();
+                if !self
+                    .arrivals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&key)
+                {
+                    return;
+                }
+                passed.await;
+            }
+        };
+        if tokio::time::timeout(within, settled).await.is_err() {
+            tracing::debug!(server, "progress still being passed on when the call ended");
+        }
+    }
+
+    /// Notes that one counted notification of `key` was handled.
+    fn progress_passed(&self, key: &ProgressKey) {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = arrivals.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                arrivals.remove(key);
+            }
+            drop(arrivals);
+            self.passed.notify_waiters();
+        }
+    }
+
     /// Passes an upstream's progress notification to the agent waiting for it, if any.
-    pub async fn forward_progress(&self, server: &str, mut params: ProgressNotificationParam) {
+    pub async fn forward_progress(&self, server: &str, params: ProgressNotificationParam) {
+        let key = (server.to_owned(), params.progress_token.clone());
+        self.pass_progress(server, params).await;
+        self.progress_passed(&key);
+    }
+
+    async fn pass_progress(&self, server: &str, mut params: ProgressNotificationParam) {
         let route = {
             let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();

@@ -137,6 +137,9 @@ pub struct ChildTransport {
     /// The line cap (`orchestrator.limits.upstreamMaxMessageBytes`).
     max_line: usize,
     over_cap: Arc<AnswersOverCap>,
+    /// Where progress notifications are counted as they are read, so a call can wait for the
+    /// ones read before its answer (see [`crate::relay::Relay::progress_arrived`]).
+    relay: Option<Arc<crate::relay::Relay>>,
 }
 
 impl std::fmt::Debug for ChildTransport {
@@ -175,6 +178,7 @@ impl ChildTransport {
             reader: LineReader::new(stdout, max_line),
             max_line,
             over_cap,
+            relay: None,
         };
         Ok((transport, stderr))
     }
@@ -197,6 +201,22 @@ impl Drop for ChildTransport {
             if let Some(child) = self.child.as_mut() {
                 let _ = child.start_kill();
             }
+        }
+    }
+}
+
+impl ChildTransport {
+    /// Counts the progress notifications read in `relay`.
+    pub fn counting_progress_in(mut self, relay: Arc<crate::relay::Relay>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    fn arrived(&self, message: &RxJsonRpcMessage<RoleClient>) {
+        if let (Some(relay), JsonRpcMessage::Notification(n)) = (&self.relay, message)
+            && let rmcp::model::ServerNotification::ProgressNotification(p) = &n.notification
+        {
+            relay.progress_arrived(&self.server, &p.params.progress_token);
         }
     }
 }
@@ -233,7 +253,10 @@ impl Transport<RoleClient> for ChildTransport {
                         continue;
                     }
                     match serde_json::from_slice(line) {
-                        Ok(message) => return Some(message),
+                        Ok(message) => {
+                            self.arrived(&message);
+                            return Some(message);
+                        }
                         Err(e) => tracing::debug!(
                             server = %self.server,
                             error = %e,

@@ -94,6 +94,7 @@ async fn connect_inner(
             if let Some(stderr) = stderr {
                 crate::limits::stderr::spawn_relay(spec.name.clone(), stderr, spec.stderr);
             }
+            let transport = transport.counting_progress_in(handler.relay.clone());
             handler
                 .serve(transport)
                 .await

@@ -311,10 +311,11 @@ impl Supervised {
             .send_request_with_option(request, options)
             .await
             .map_err(|e| self.service_error(e, connection, bytes))?;
+        let progress_token = handle.progress_token.clone();
         let _progress = cx.progress.as_ref().map(|(agent, token)| {
             self.relay.register_progress(
                 &self.spec.name,
-                handle.progress_token.clone(),
+                progress_token.clone(),
                 agent.clone(),
                 token.clone(),
             )
@@ -329,6 +330,12 @@ impl Supervised {
             _ = cx.ct.cancelled() => return Err(CallError::Cancelled),
         };
         guard.id = None;
+        if cx.progress.is_some() {
+            // The progress read before the answer reaches the agent before the result does.
+            self.relay
+                .progress_settled(&self.spec.name, &progress_token, PROGRESS_SETTLE)
+                .await;
+        }
         response.map_err(|e| {
             if matches!(e, ServiceError::McpError(_)) && self.over_cap.take(&id) {
                 return CallError::TooLarge(TooLarge {
@@ -543,6 +550,9 @@ fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
         .without_max_times()
         .build()
 }
+
+/// The longest a call's result waits for its last progress notifications to be passed on.
+const PROGRESS_SETTLE: Duration = Duration::from_secs(1);
 
 /// Lists what the server offers, within `orchestrator.limits.upstreamListTimeoutMs`: a server
 /// that connects but never answers its listings must not hold the supervisor (and the tools it

@@ -59,6 +59,10 @@ fn tools(f: &Flags) -> Vec<Value> {
     let mut list = vec![
         tool("echo", "Says how many bytes its arguments were"),
         tool("big", "Answers with `bytes` characters of text"),
+        tool(
+            "progress",
+            "Reports `steps` progress notifications (to the call's progressToken), then answers",
+        ),
     ];
     list.extend(
         f.tool_names
@@ -103,6 +107,19 @@ fn answer(request: &Value, f: &Flags) -> Option<Value> {
         "tools/call" => {
             let params = &request["params"];
             let text = match params["name"].as_str() {
+                Some("progress") => {
+                    let steps = params["arguments"]["steps"].as_u64().unwrap_or(5);
+                    if let Some(token) = params["_meta"].get("progressToken") {
+                        for step in 1..=steps {
+                            send(&json!({
+                                "jsonrpc": "2.0",
+                                "method": "notifications/progress",
+                                "params": { "progressToken": token, "progress": step, "total": steps }
+                            }));
+                        }
+                    }
+                    format!("{steps} steps")
+                }
                 Some("big") => {
                     let bytes = params["arguments"]["bytes"].as_u64().unwrap_or(0) as usize;
                     "b".repeat(bytes)
