@@ -823,3 +823,39 @@ async fn subscriptions_are_per_agent_session_idempotent_and_capped() -> anyhow::
     b.cancel().await?;
     front.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_an_empty_prefix_keeps_its_resource_uris() -> anyhow::Result<()> {
+    use rmcp::model::{ReadResourceRequestParams, ResourceContents};
+    let dir = TempDir::new("orch-unprefixed-uris")?;
+    let config = write_config_with(
+        &dir,
+        json!({}),
+        &[],
+        json!({ "servers": { "sql": { "prefix": "" } } }),
+    )?;
+    let (agent, _) = start_orchestrator(&config).await?;
+    // Unprefixed, the SQL server's tools keep their names, and so do its resources' URIs.
+    wait_for_tools(&agent, &["get_customer", "cosmos__get_user_behavior"]).await?;
+    let uris: Vec<String> = agent
+        .list_all_resources()
+        .await?
+        .into_iter()
+        .map(|r| r.uri.clone())
+        .collect();
+    anyhow::ensure!(uris.iter().any(|u| u == "sql://schema"), "{uris:?}");
+    anyhow::ensure!(!uris.iter().any(|u| u.starts_with("sql+")), "{uris:?}");
+    let read = agent
+        .read_resource(ReadResourceRequestParams::new("sql://schema"))
+        .await?;
+    let uri = match read.contents.first() {
+        Some(ResourceContents::TextResourceContents { uri, text, .. }) => {
+            anyhow::ensure!(text.contains("customers"), "{text}");
+            uri.clone()
+        }
+        other => anyhow::bail!("not text: {other:?}"),
+    };
+    anyhow::ensure!(uri == "sql://schema", "the contents name {uri}");
+    agent.cancel().await?;
+    Ok(())
+}

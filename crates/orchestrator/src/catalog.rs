@@ -20,7 +20,8 @@ use crate::{
     config::{Config, MAX_TOOL_NAME},
     error::CallError,
     naming::{
-        MAX_SPEC_TOOL_NAME, expose_name, expose_uri, is_portable_name, is_spec_tool_name, split_uri,
+        MAX_SPEC_TOOL_NAME, expose_name, expose_uri_of, is_portable_name, is_spec_tool_name,
+        split_uri,
     },
     upstream::Upstream,
 };
@@ -76,6 +77,11 @@ pub struct Catalog {
     prompt_routes: HashMap<String, Target>,
     server_index: HashMap<String, usize>,
     composite_routes: HashMap<String, usize>,
+    /// Resources of servers with an empty prefix, which keep their URIs: URI → server.
+    unprefixed_resources: HashMap<String, usize>,
+    /// Servers with an empty prefix that offer resource templates, with each template's fixed
+    /// start (before its first `{`), to route a URI no listing names.
+    unprefixed_templates: Vec<(String, usize)>,
     invalidate_tool: String,
 }
 
@@ -156,12 +162,19 @@ impl Catalog {
             }
             for resource in &offer.resources {
                 let mut r = resource.clone();
-                r.uri = expose_uri(&spec.name, &resource.uri);
+                r.uri = expose_uri_of(&spec.name, &spec.prefix, &resource.uri);
+                if spec.prefix.is_empty() {
+                    c.unprefixed_resources.entry(r.uri.clone()).or_insert(index);
+                }
                 c.resources.push(r);
             }
             for template in &offer.templates {
                 let mut t = template.clone();
-                t.uri_template = expose_uri(&spec.name, &template.uri_template);
+                t.uri_template = expose_uri_of(&spec.name, &spec.prefix, &template.uri_template);
+                if spec.prefix.is_empty() {
+                    let fixed = t.uri_template.split('{').next().unwrap_or_default();
+                    c.unprefixed_templates.push((fixed.to_owned(), index));
+                }
                 c.templates.push(t);
             }
         }
@@ -325,14 +338,31 @@ impl Catalog {
             })
     }
 
-    /// The upstream and its own URI for an exposed resource URI.
+    /// The upstream and its own URI for an exposed resource URI: a listed URI of a server that
+    /// keeps its URIs (empty prefix), else `server+uri`, else a URI that starts like one of the
+    /// templates of a server that keeps its URIs (the longest such start wins).
     pub fn resource(&self, uri: &str) -> Result<Target, CallError> {
-        split_uri(uri)
-            .and_then(|(server, inner)| {
-                self.server_index.get(server).map(|&i| Target {
-                    server: i,
-                    name: inner.to_owned(),
+        let unprefixed = |server: usize| Target {
+            server,
+            name: uri.to_owned(),
+        };
+        self.unprefixed_resources
+            .get(uri)
+            .map(|&i| unprefixed(i))
+            .or_else(|| {
+                split_uri(uri).and_then(|(server, inner)| {
+                    self.server_index.get(server).map(|&i| Target {
+                        server: i,
+                        name: inner.to_owned(),
+                    })
                 })
+            })
+            .or_else(|| {
+                self.unprefixed_templates
+                    .iter()
+                    .filter(|(fixed, _)| uri.starts_with(fixed.as_str()))
+                    .max_by_key(|(fixed, _)| fixed.len())
+                    .map(|&(_, i)| unprefixed(i))
             })
             .ok_or_else(|| CallError::Unknown {
                 what: "resource",

@@ -374,13 +374,14 @@ impl ServerHandler for Frontend {
             .instrument(span)
             .await
             .map_err(CallError::into_error_data)?;
-        let server = calls.upstreams()[target.server].name();
+        let upstream = &calls.upstreams()[target.server];
+        let (server, prefix) = (upstream.name(), &upstream.spec().prefix);
         // Contents name the URI the agent asked for, not the upstream's own.
         for c in &mut result.contents {
             match c {
                 ResourceContents::TextResourceContents { uri, .. }
                 | ResourceContents::BlobResourceContents { uri, .. } => {
-                    *uri = crate::naming::expose_uri(server, uri);
+                    *uri = crate::naming::expose_uri_of(server, prefix, uri);
                 }
                 _ => {}
             }

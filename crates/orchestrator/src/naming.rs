@@ -44,6 +44,17 @@ pub fn expose_uri(server: &str, uri: &str) -> String {
     format!("{server}+{uri}")
 }
 
+/// The URI an agent sees for the resource `uri` of a server whose tools are prefixed with
+/// `prefix`: a server with an empty prefix keeps its URIs, as it keeps its tool and prompt
+/// names, so a client that knows the upstream's URIs can read them.
+pub fn expose_uri_of(server: &str, prefix: &str, uri: &str) -> String {
+    if prefix.is_empty() {
+        uri.to_owned()
+    } else {
+        expose_uri(server, uri)
+    }
+}
+
 /// The server and its own URI behind an exposed resource URI, if it has the exposed form.
 pub fn split_uri(exposed: &str) -> Option<(&str, &str)> {
     exposed.split_once('+')
@@ -59,6 +70,15 @@ mod tests {
         assert_eq!(exposed, "docs+file:///a+b.txt");
         assert_eq!(split_uri(&exposed), Some(("docs", "file:///a+b.txt")));
         assert_eq!(split_uri("no-server"), None);
+    }
+
+    #[test]
+    fn an_unprefixed_server_keeps_its_uris() {
+        assert_eq!(expose_uri_of("docs", "", "file:///a.txt"), "file:///a.txt");
+        assert_eq!(
+            expose_uri_of("docs", "d", "file:///a.txt"),
+            "docs+file:///a.txt"
+        );
     }
 
     #[test]

@@ -290,7 +290,13 @@ impl Relay {
 
     /// Passes an upstream's resource update to the agents subscribed to it, once per session.
     pub async fn resource_updated(&self, server: &str, uri: &str) {
-        let exposed = crate::naming::expose_uri(server, uri);
+        self.exposed_resource_updated(&crate::naming::expose_uri(server, uri))
+            .await;
+    }
+
+    /// Passes an update of the resource agents know as `exposed` to the agents subscribed to it.
+    pub async fn exposed_resource_updated(&self, exposed: &str) {
+        let exposed = exposed.to_owned();
         for agent in self.subscriptions.subscribers(&exposed) {
             if agent.is_transport_closed() {
                 continue;

@@ -28,6 +28,8 @@ pub struct UpstreamClient {
     pub relay: Arc<Relay>,
     /// The supervisor listens here for list changes.
     pub refresh: Arc<RefreshRequests>,
+    /// The server's tool prefix: empty, and its resource URIs reach agents unchanged.
+    pub prefix: String,
 }
 
 impl ClientHandler for UpstreamClient {
@@ -60,7 +62,8 @@ impl ClientHandler for UpstreamClient {
         params: rmcp::model::ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        self.relay.resource_updated(&self.server, &params.uri).await;
+        let exposed = crate::naming::expose_uri_of(&self.server, &self.prefix, &params.uri);
+        self.relay.exposed_resource_updated(&exposed).await;
     }
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {

@@ -179,6 +179,7 @@ impl Supervised {
                 server: self.spec.name.clone(),
                 relay: self.relay.clone(),
                 refresh: self.refresh.clone(),
+                prefix: self.spec.prefix.clone(),
             };
             let attempt = tokio::select! {
                 r = connect::connect(&self.spec, handler, self.over_cap.clone()) => r,
