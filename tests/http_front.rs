@@ -267,16 +267,19 @@ async fn slow_headers_and_slow_bodies_are_cut_off() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_descriptor_limit_is_raised_and_the_connection_cap_fits_it() -> anyhow::Result<()> {
-    let dir = TempDir::new("front-nofile")?;
-    let bin = bin_path("sql-mcp-server")?;
-    // A soft limit of 300 under a hard limit of 600: raised to 600 at start, which leaves room
-    // for 600 - 256 connections.
+/// Starts `bin args...` under descriptor limits `soft`/`hard` (set by a shell, as an operator's
+/// `ulimit` would), keeps draining its stderr, and returns it with its "listening" line.
+async fn spawn_with_descriptor_limit(
+    soft: u32,
+    hard: u32,
+    bin: &str,
+    args: &[String],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
     let script = format!(
-        "ulimit -Sn 300 && ulimit -Hn 600 && exec '{}' --http 127.0.0.1:0 --data-dir '{}'",
-        bin.display(),
-        dir.path().display()
+        "ulimit -Sn {soft} && ulimit -Hn {hard} && exec '{}' {}",
+        bin_path(bin)?.display(),
+        quoted.join(" ")
     );
     let mut child = tokio::process::Command::new("bash")
         .args(["-c", &script])
@@ -294,10 +297,21 @@ async fn the_descriptor_limit_is_raised_and_the_connection_cap_fits_it() -> anyh
                 return Ok::<_, anyhow::Error>(line);
             }
         }
-        bail!("the server exited before listening")
+        bail!("{bin} exited before listening")
     })
     .await
-    .context("waiting for the server to listen")??;
+    .with_context(|| format!("waiting for {bin} to listen"))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, listening))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_descriptor_limit_is_raised_and_the_connection_cap_fits_it() -> anyhow::Result<()> {
+    let dir = TempDir::new("front-nofile")?;
+    // A soft limit of 300 under a hard limit of 600: raised to 600 at start, which leaves room
+    // for 600 - 256 connections.
+    let args = ["--http", "127.0.0.1:0", "--data-dir", &dir.arg()].map(str::to_owned);
+    let (child, listening) = spawn_with_descriptor_limit(300, 600, "sql-mcp-server", &args).await?;
     let pid = child.id().context("pid")?;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
     let line = limits
@@ -492,32 +506,16 @@ async fn a_crashed_upstream_restarts_while_clients_hold_every_connection() -> an
     let path = dir.path().join("mcp.json");
     std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
     // 400 descriptors in all: the connection cap comes out at 144, and 450 connections try.
-    let script = format!(
-        "ulimit -Sn 400 && ulimit -Hn 400 && exec '{}' serve --config '{}' --http 127.0.0.1:0",
-        bin_path("mcp-orchestrator")?.display(),
-        path.display()
-    );
-    let mut child = tokio::process::Command::new("bash")
-        .args(["-c", &script])
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
-        child.stderr.take().context("stderr")?,
-    ));
-    let listening = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if line.contains("listening on http://") {
-                return Ok::<_, anyhow::Error>(line);
-            }
-        }
-        bail!("the orchestrator exited before listening")
-    })
-    .await
-    .context("waiting for the orchestrator to listen")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let args = [
+        "serve",
+        "--config",
+        &path.display().to_string(),
+        "--http",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned);
+    let (child, listening) =
+        spawn_with_descriptor_limit(400, 400, "mcp-orchestrator", &args).await?;
     let start = listening.find("http://").context("url")?;
     let url = listening[start..]
         .split(|c: char| c.is_whitespace() || c == '"')

@@ -59,12 +59,8 @@ async fn sessions_gauge(metrics: &str) -> anyhow::Result<u64> {
         .context("gauge value")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_sessions_and_idle_connections_leaves_other_clients_unharmed()
--> anyhow::Result<()> {
-    // The idle connections need descriptors on this side too.
-    rlimit::increase_nofile_limit(u64::MAX)?;
-    let dir = TempDir::new("front-load")?;
+/// The orchestrator with one SQL upstream over stdio, serving HTTP with `flags`.
+async fn orchestrator(dir: &TempDir, flags: &[&str]) -> anyhow::Result<HttpServer> {
     let cfg = json!({
         "mcpServers": { "sql": {
             "command": bin_path("sql-mcp-server")?,
@@ -73,17 +69,74 @@ async fn a_flood_of_sessions_and_idle_connections_leaves_other_clients_unharmed(
     });
     let path = dir.path().join("mcp.json");
     std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
-    let args = [
+    let mut args = [
         "serve",
         "--config",
         &path.display().to_string(),
         "--http",
         "127.0.0.1:0",
-        "--session-idle-secs",
-        "5",
     ]
-    .map(str::to_owned);
-    let server = HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await?;
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(flags.iter().map(|f| f.to_string()));
+    HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await
+}
+
+/// `count` `initialize` requests from a client named `name`, 32 at a time: each one's status.
+fn initialize_requests(
+    url: &str,
+    name: &str,
+    count: usize,
+) -> impl futures::Stream<Item = anyhow::Result<u16>> {
+    let http = reqwest::Client::new();
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": name, "version": "1.0" }
+        }
+    });
+    let url = url.to_owned();
+    futures::stream::iter(0..count)
+        .map(move |_| {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            async move {
+                let response = http
+                    .post(url)
+                    .header("accept", "application/json, text/event-stream")
+                    .json(&body)
+                    .send()
+                    .await?;
+                let status = response.status().as_u16();
+                response.bytes().await?;
+                Ok(status)
+            }
+        })
+        .buffer_unordered(32)
+}
+
+/// RSS of `pid` once it is back within [`SETTLED_MB_OVER_BASELINE`] of `baseline`, or after
+/// 30 s: the allocator gives freed pages back within seconds.
+async fn settled_rss(pid: u32, baseline: u64) -> anyhow::Result<u64> {
+    let mut rss = rss_kb(pid)?;
+    let waiting = Instant::now();
+    while rss >= baseline + SETTLED_MB_OVER_BASELINE * 1024
+        && waiting.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss = rss_kb(pid)?;
+    }
+    Ok(rss)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_sessions_and_idle_connections_leaves_other_clients_unharmed()
+-> anyhow::Result<()> {
+    // The idle connections need descriptors on this side too.
+    rlimit::increase_nofile_limit(u64::MAX)?;
+    let dir = TempDir::new("front-load")?;
+    let server = orchestrator(&dir, &["--session-idle-secs", "5"]).await?;
     let pid = server.child.id().context("pid")?;
     let metrics = server.url.replace("/mcp", "/metrics");
     let addr = server
@@ -151,33 +204,9 @@ async fn a_flood_of_sessions_and_idle_connections_leaves_other_clients_unharmed(
     for _ in 0..IDLE_CONNECTIONS {
         idle.push(TcpStream::connect(&addr).await?);
     }
-    let flood = reqwest::Client::new();
-    let body = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": { "name": "flood", "version": "1.0" }
-        }
-    });
     let mut peak = rss_kb(pid)?;
     let mut statuses: HashMap<u16, usize> = HashMap::new();
-    let mut answers = futures::stream::iter(0..SESSIONS)
-        .map(|_| {
-            let (flood, url, body) = (flood.clone(), server.url.clone(), body.clone());
-            async move {
-                let response = flood
-                    .post(url)
-                    .header("accept", "application/json, text/event-stream")
-                    .json(&body)
-                    .send()
-                    .await?;
-                let status = response.status().as_u16();
-                response.bytes().await?;
-                Ok::<_, anyhow::Error>(status)
-            }
-        })
-        .buffer_unordered(32);
+    let mut answers = initialize_requests(&server.url, "flood", SESSIONS);
     let mut n = 0;
     while let Some(status) = answers.next().await {
         *statuses.entry(status?).or_default() += 1;
@@ -201,15 +230,7 @@ async fn a_flood_of_sessions_and_idle_connections_leaves_other_clients_unharmed(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // The allocator gives freed pages back within seconds; wait for it, within a bound.
-    let mut settled = rss_kb(pid)?;
-    let giving_back = Instant::now();
-    while settled >= baseline + SETTLED_MB_OVER_BASELINE * 1024
-        && giving_back.elapsed() < Duration::from_secs(30)
-    {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        settled = rss_kb(pid)?;
-    }
+    let settled = settled_rss(pid, baseline).await?;
     stop.store(true, Ordering::Relaxed);
     let errors = caller.await?;
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
@@ -259,27 +280,11 @@ async fn a_flood_of_sessions_and_idle_connections_leaves_other_clients_unharmed(
 async fn memory_comes_back_after_5000_sessions_expire() -> anyhow::Result<()> {
     const OPENED: usize = 5_000;
     let dir = TempDir::new("front-expire")?;
-    let cfg = json!({
-        "mcpServers": { "sql": {
-            "command": bin_path("sql-mcp-server")?,
-            "args": ["--data-dir", dir.path().join("sql")]
-        } }
-    });
-    let path = dir.path().join("mcp.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&cfg)?)?;
-    let args = [
-        "serve",
-        "--config",
-        &path.display().to_string(),
-        "--http",
-        "127.0.0.1:0",
-        "--max-sessions",
-        "5000",
-        "--session-idle-secs",
-        "3",
-    ]
-    .map(str::to_owned);
-    let server = HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await?;
+    let server = orchestrator(
+        &dir,
+        &["--max-sessions", "5000", "--session-idle-secs", "3"],
+    )
+    .await?;
     let pid = server.child.id().context("pid")?;
     let metrics = server.url.replace("/mcp", "/metrics");
     // Warm up: one session that comes and goes.
@@ -289,31 +294,7 @@ async fn memory_comes_back_after_5000_sessions_expire() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline = rss_kb(pid)?;
 
-    let http = reqwest::Client::new();
-    let body = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": { "name": "expiring", "version": "1.0" }
-        }
-    });
-    let statuses: Vec<u16> = futures::stream::iter(0..OPENED)
-        .map(|_| {
-            let (http, url, body) = (http.clone(), server.url.clone(), body.clone());
-            async move {
-                let response = http
-                    .post(url)
-                    .header("accept", "application/json, text/event-stream")
-                    .json(&body)
-                    .send()
-                    .await?;
-                let status = response.status().as_u16();
-                response.bytes().await?;
-                Ok::<_, anyhow::Error>(status)
-            }
-        })
-        .buffer_unordered(32)
+    let statuses: Vec<u16> = initialize_requests(&server.url, "expiring", OPENED)
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -336,13 +317,7 @@ async fn memory_comes_back_after_5000_sessions_expire() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut settled = rss_kb(pid)?;
-    while settled >= baseline + SETTLED_MB_OVER_BASELINE * 1024
-        && expiring.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        settled = rss_kb(pid)?;
-    }
+    let settled = settled_rss(pid, baseline).await?;
     eprintln!(
         "{OPENED} sessions opened then expired: orchestrator RSS {} MB before, {} MB with them \
          open, {} MB after they expired",

@@ -32,6 +32,7 @@ pub mod data_dir;
 pub mod faults;
 pub mod framing;
 pub mod in_flight;
+pub mod json_size;
 pub mod log_fields;
 pub mod serve;
 #[cfg(feature = "sqlite")]

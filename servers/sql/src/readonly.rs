@@ -220,7 +220,7 @@ impl ReadOnlyConn {
                     return Err(too_large());
                 }
                 let value = sql_to_json(value);
-                bytes += json_len(&value) + usize::from(i > 0);
+                bytes += kit::json_size::serialized_len(&value) + usize::from(i > 0);
                 if bytes > budget.max_bytes {
                     return Err(too_large());
                 }
@@ -326,24 +326,6 @@ fn least_json_len(value: ValueRef<'_>) -> usize {
         ValueRef::Blob(b) => 2 * b.len() + 2,
         ValueRef::Null | ValueRef::Integer(_) | ValueRef::Real(_) => 1,
     }
-}
-
-/// `value`'s length as JSON text, counted without writing it anywhere.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail, and a `Value` always serializes.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 fn json_to_sql(value: &Value) -> SqlValue {
@@ -514,6 +496,9 @@ mod tests {
         assert_eq!(out.rows.len(), rows);
         let json = serde_json::to_vec(&out.rows).expect("serializes");
         assert!(json.len() <= limit, "{} bytes", json.len());
-        assert_eq!(json_len(&serde_json::json!(out.rows)), json.len());
+        assert_eq!(
+            kit::json_size::serialized_len(&serde_json::json!(out.rows)),
+            json.len()
+        );
     }
 }

@@ -41,29 +41,7 @@ pub struct Truncation {
     pub meta_keys_dropped: Vec<String>,
 }
 
-/// Counts bytes written, to measure a serialization without holding it.
-struct Counter(usize);
-
-impl std::io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Size of `value` serialized as compact JSON.
-pub fn serialized_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    let mut counter = Counter(0);
-    match serde_json::to_writer(&mut counter, value) {
-        Ok(()) => counter.0,
-        // Our result types always serialize; count a failure as too big to pass unexamined.
-        Err(_) => usize::MAX,
-    }
-}
+pub use kit::json_size::serialized_len;
 
 /// Bytes one byte of a string takes inside a JSON string literal (serde_json's escaping).
 fn escaped_byte_len(b: u8) -> usize {

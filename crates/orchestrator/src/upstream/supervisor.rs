@@ -301,7 +301,9 @@ impl Supervised {
         let (peer, connection) = self.peer()?;
         let mut options = PeerRequestOptions::no_options();
         let meta = outgoing_meta(cx.meta.as_ref(), &tracing::Span::current());
-        let bytes = json_len(&request) + meta.as_ref().map_or(0, json_len) + ENVELOPE_BYTES;
+        let bytes = kit::json_size::serialized_len(&request)
+            .saturating_add(meta.as_ref().map_or(0, kit::json_size::serialized_len))
+            .saturating_add(ENVELOPE_BYTES);
         if bytes > self.spec.limits.max_request_bytes {
             return Err(self.request_too_large(bytes, Some(self.spec.limits.max_request_bytes)));
         }
@@ -460,24 +462,6 @@ fn outgoing_meta(
         }
     }
     Some(meta)
-}
-
-/// Serialized size of `value`, counted without building the text.
-fn json_len<T: serde::Serialize>(value: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Serializing rmcp's own types into a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// Whether a failed HTTP request was over a size limit: the request (the server answered 413)
