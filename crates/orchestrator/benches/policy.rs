@@ -29,6 +29,7 @@ fn stack(extra: &str) -> (PolicyStack, Plan) {
     let plan = Plan {
         policy: spec.policy.for_tool("get", true),
         safe: true,
+        wait: None,
     };
     (PolicyStack::new("bench", spec.policy.clone()), plan)
 }

@@ -4,7 +4,11 @@ use rmcp::{
     Peer, RoleServer,
     model::{ProgressToken, RequestMetaObject},
 };
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
+
+use crate::ask::Origin;
 
 /// The per-call context an upstream request carries from the agent.
 #[derive(Debug, Clone, Default)]
@@ -15,4 +19,7 @@ pub struct CallContext {
     pub progress: Option<(Peer<RoleServer>, ProgressToken)>,
     /// Cancelled when the agent cancels.
     pub ct: CancellationToken,
+    /// The agent request behind it, where an upstream's questions go (none for the
+    /// orchestrator's own requests, such as unsubscribing for a session that left).
+    pub origin: Option<Arc<Origin>>,
 }

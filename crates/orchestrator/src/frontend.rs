@@ -29,6 +29,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument as _;
 
 use crate::{
+    ask::{Origin, UserWait},
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
@@ -105,18 +106,13 @@ fn is_per_hop_key(key: &str) -> bool {
     key == "progressToken" || key.starts_with("io.modelcontextprotocol/")
 }
 
-/// What an upstream request carries from the agent's request, with the request's correlation id
-/// ([`kit::correlation::of_request`]).
-pub fn call_context(context: &RequestContext<RoleServer>) -> CallContext {
-    call_context_for(context, &kit::correlation::of_request(context))
-}
-
-/// What an upstream request carries from the agent's request: its `_meta` without the per-hop
-/// keys, with `correlationId` set to `correlation` so every upstream logs the call under the
-/// agent's id.
+/// What an upstream request carries from the agent's request of `session`: its `_meta` without
+/// the per-hop keys, with `correlationId` set to `correlation` so every upstream logs the call
+/// under the agent's id, and the request's origin, where an upstream's questions go.
 pub fn call_context_for(
     context: &RequestContext<RoleServer>,
     correlation: &CorrelationId,
+    session: SessionId,
 ) -> CallContext {
     let mut meta = context.meta.clone();
     meta.0.retain(|k, _| !is_per_hop_key(k));
@@ -131,6 +127,15 @@ pub fn call_context_for(
             .get_progress_token()
             .map(|token| (context.peer.clone(), token)),
         ct: context.ct.clone(),
+        origin: Some(Arc::new(Origin {
+            agent: context.peer.clone(),
+            request: context.id.clone(),
+            session,
+            capabilities: context.client_capabilities(),
+            protocol: context.protocol_version(),
+            wait: UserWait::default(),
+            ct: context.ct.clone(),
+        })),
     }
 }
 
@@ -263,7 +268,7 @@ impl ServerHandler for Frontend {
         let _in_flight = self.in_flight.enter();
         let started = Instant::now();
         let correlation = kit::correlation::of_request(&context);
-        let cx = call_context_for(&context, &correlation);
+        let cx = call_context_for(&context, &correlation, self.session.id);
         let span = tracing::info_span!(
             "tools/call",
             otel.name = %format!("tools/call {}", request.name),
@@ -367,7 +372,7 @@ impl ServerHandler for Frontend {
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
-        let (span, cx) = request_span("resources/read", &request.uri, &context);
+        let (span, cx) = request_span("resources/read", &request.uri, &context, self.session.id);
         let calls = self.gateway.calls().upstream();
         let mut result = calls
             .read_resource(target.server, &target.name, &cx)
@@ -424,7 +429,12 @@ impl ServerHandler for Frontend {
                 return Err(full.to_error_data());
             }
         }
-        let (span, cx) = request_span("resources/subscribe", &request.uri, &context);
+        let (span, cx) = request_span(
+            "resources/subscribe",
+            &request.uri,
+            &context,
+            self.session.id,
+        );
         let subscribed = self
             .gateway
             .calls()
@@ -453,7 +463,12 @@ impl ServerHandler for Frontend {
             .subscriptions()
             .unsubscribe(&request.uri, self.session.id);
         if left == Unsubscribed::Last {
-            let (span, cx) = request_span("resources/unsubscribe", &request.uri, &context);
+            let (span, cx) = request_span(
+                "resources/unsubscribe",
+                &request.uri,
+                &context,
+                self.session.id,
+            );
             release_upstream(&self.gateway, &request.uri, &cx)
                 .instrument(span)
                 .await;
@@ -482,7 +497,7 @@ impl ServerHandler for Frontend {
             .prompt(&request.name)
             .map_err(CallError::into_error_data)?
             .clone();
-        let (span, cx) = request_span("prompts/get", &request.name, &context);
+        let (span, cx) = request_span("prompts/get", &request.name, &context, self.session.id);
         let mut result = self
             .gateway
             .calls()
@@ -523,7 +538,7 @@ impl ServerHandler for Frontend {
                 ));
             }
         };
-        let (span, cx) = request_span("completion/complete", "", &context);
+        let (span, cx) = request_span("completion/complete", "", &context, self.session.id);
         let mut result = self
             .gateway
             .calls()
@@ -564,6 +579,7 @@ fn request_span(
     method: &'static str,
     target: &str,
     context: &RequestContext<RoleServer>,
+    session: SessionId,
 ) -> (tracing::Span, CallContext) {
     let correlation = kit::correlation::of_request(context);
     let span = tracing::info_span!(
@@ -574,7 +590,7 @@ fn request_span(
         correlation_id = %correlation,
     );
     kit::telemetry::continue_trace_from_meta(&span, &context.meta);
-    (span, call_context_for(context, &correlation))
+    (span, call_context_for(context, &correlation, session))
 }
 
 /// Results relayed from an upstream that speaks an older protocol carry no `resultType`, which

@@ -34,6 +34,7 @@
 //! `crates/orchestrator-cli`; this library needs no argument parser, tables or spinners.
 
 pub mod annotations;
+pub mod ask;
 pub mod cache;
 pub mod call;
 pub mod catalog;

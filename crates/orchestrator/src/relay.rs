@@ -66,6 +66,8 @@ pub struct Relay {
     agents: Mutex<Vec<Peer<RoleServer>>>,
     /// Agents' resource subscriptions, by session and exposed URI.
     subscriptions: Subscriptions,
+    /// The agent request behind each upstream request in flight, where its questions go.
+    origins: crate::ask::Origins,
     /// List changes, for 2026-07-28 agents, who hear of them through `subscriptions/listen`
     /// rather than as session notifications.
     changes: ListChanges,
@@ -286,6 +288,11 @@ impl Relay {
     /// Agents' resource subscriptions: the front subscribes and unsubscribes sessions here.
     pub fn subscriptions(&self) -> &Subscriptions {
         &self.subscriptions
+    }
+
+    /// The agent request behind each upstream request in flight.
+    pub fn origins(&self) -> &crate::ask::Origins {
+        &self.origins
     }
 
     /// Passes an upstream's resource update to the agents subscribed to it, once per session.

@@ -20,6 +20,9 @@ pub struct ServerStats {
     /// Microseconds, 1 µs to 10 min, 3 significant digits: enough for p99 of any call.
     latency: Mutex<Option<Histogram<u64>>>,
     last_error: Mutex<Option<(String, DateTime<Utc>)>>,
+    /// Questions the server asked agents (elicitation, sampling, roots), by method and how they
+    /// ended.
+    questions: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Default for ServerStats {
@@ -29,6 +32,7 @@ impl Default for ServerStats {
             errors: AtomicU64::new(0),
             latency: Mutex::new(new_histogram()),
             last_error: Mutex::new(None),
+            questions: Mutex::new(Default::default()),
         }
     }
 }
@@ -57,6 +61,26 @@ pub struct StatsSnapshot {
 }
 
 impl ServerStats {
+    /// Counts a question the server asked (`method`), which ended as `outcome`.
+    pub fn question(&self, method: &'static str, outcome: &'static str) {
+        *self
+            .questions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((method, outcome))
+            .or_default() += 1;
+    }
+
+    /// Questions asked so far: `((method, outcome), count)`.
+    pub fn questions(&self) -> Vec<((&'static str, &'static str), u64)> {
+        self.questions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
     /// Records one finished call.
     pub fn record(&self, elapsed: Duration, failed: Option<&str>) {
         self.calls.fetch_add(1, Ordering::Relaxed);

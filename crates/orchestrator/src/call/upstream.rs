@@ -112,7 +112,8 @@ impl UpstreamCalls {
         }
         let plan = upstream
             .policy()
-            .plan_tool(tool, definition, arguments.as_ref());
+            .plan_tool(tool, definition, arguments.as_ref())
+            .waiting_on(cx);
         let call_name = format!("{}.{tool}", upstream.name());
         let started = Instant::now();
         let call = match self.cache_spec(&call_name, cache, definition) {
@@ -157,7 +158,7 @@ impl UpstreamCalls {
         pick: fn(ServerResult) -> Option<T>,
     ) -> Result<T, CallError> {
         let upstream = &self.upstreams[server];
-        let plan = upstream.policy().plan_read();
+        let plan = upstream.policy().plan_read().waiting_on(cx);
         let started = Instant::now();
         let (outcome, _report) = upstream
             .policy()

@@ -34,6 +34,9 @@ pub struct LimitsConfig {
     pub upstream_max_message_bytes: usize,
     /// How long listing an upstream's tools, resources and prompts may take (default 30 s).
     pub upstream_list_timeout_ms: u64,
+    /// How long an upstream's question to the agent (elicitation, sampling, roots) may wait for
+    /// its answer (default 10 min).
+    pub user_input_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -49,6 +52,7 @@ impl Default for LimitsConfig {
             upstream_max_request_bytes: d.upstream.max_request_bytes,
             upstream_max_message_bytes: d.upstream.max_message_bytes,
             upstream_list_timeout_ms: d.upstream.list_timeout.as_millis() as u64,
+            user_input_timeout_ms: d.upstream.user_input_timeout.as_millis() as u64,
         }
     }
 }
@@ -130,6 +134,11 @@ impl LimitsConfig {
                     &limits::UPSTREAM_LIST_TIMEOUT_MS_RANGE,
                     "upstreamListTimeoutMs",
                 )?),
+                user_input_timeout: std::time::Duration::from_millis(within(
+                    self.user_input_timeout_ms,
+                    &limits::USER_INPUT_TIMEOUT_MS_RANGE,
+                    "userInputTimeoutMs",
+                )?),
             },
         })
     }
@@ -158,6 +167,7 @@ mod tests {
         assert_eq!(d.upstream.max_request_bytes, 4 * 1024 * 1024);
         assert_eq!(d.upstream.max_message_bytes, 16 * 1024 * 1024);
         assert_eq!(d.upstream.list_timeout.as_millis(), 30_000);
+        assert_eq!(d.upstream.user_input_timeout.as_millis(), 600_000);
     }
 
     #[test]
@@ -191,6 +201,7 @@ mod tests {
             ("upstreamMaxRequestBytes", 0, "must be 1024-1073741824"),
             ("upstreamMaxMessageBytes", 100, "must be 1024-1073741824"),
             ("upstreamListTimeoutMs", 0, "must be 100-600000"),
+            ("userInputTimeoutMs", 10, "must be 1000-86400000"),
         ];
         for (field, value, message) in cases {
             let e = parse(serde_json::json!({ field: value })).expect_err(field);

@@ -12,6 +12,7 @@
 //! | [`UpstreamLimits::max_request_bytes`] | each request before it leaves for an upstream | refused at once, `invalid`, never retried |
 //! | [`UpstreamLimits::max_message_bytes`] | each message read from a stdio upstream | the request it answers fails at once, `invalid` |
 //! | [`UpstreamLimits::list_timeout`] | each listing of an upstream's tools, resources, prompts | shown in status, logged, reconnected with backoff |
+//! | [`UpstreamLimits::user_input_timeout`] | each upstream question (elicitation, sampling, roots) put to an agent | the question is cancelled at the agent; the upstream gets an error naming the limit |
 //!
 //! None of them fails silently: each names itself (the config path) where it bites.
 //!
@@ -44,6 +45,9 @@ pub const DEFAULT_UPSTREAM_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default for [`UpstreamLimits::list_timeout`].
 pub const DEFAULT_UPSTREAM_LIST_TIMEOUT_MS: u64 = 30_000;
+/// Default for [`UpstreamLimits::user_input_timeout`]: ten minutes, time for a person to read
+/// and answer.
+pub const DEFAULT_USER_INPUT_TIMEOUT_MS: u64 = 600_000;
 
 /// Accepted range of [`Limits::max_concurrent_calls_per_client`].
 pub const CONCURRENT_CALLS_RANGE: std::ops::RangeInclusive<usize> = 1..=10_000;
@@ -63,6 +67,8 @@ pub const STDERR_LINE_BYTES_RANGE: std::ops::RangeInclusive<usize> = 80..=1024 *
 pub const UPSTREAM_MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024 * 1024;
 /// Accepted range of [`UpstreamLimits::list_timeout`], in milliseconds.
 pub const UPSTREAM_LIST_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// Accepted range of [`UpstreamLimits::user_input_timeout`], in milliseconds: a second to a day.
+pub const USER_INPUT_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=86_400_000;
 
 /// The limits, validated (`orchestrator.limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +139,11 @@ pub struct UpstreamLimits {
     /// How long listing what an upstream offers (tools, resources, templates, prompts) may take:
     /// a server that connects but never lists would otherwise hold its tools back forever.
     pub list_timeout: std::time::Duration,
+    /// How long a question an upstream asks the agent (elicitation, sampling, roots) may wait
+    /// for its answer. The call's own deadlines stop meanwhile (a person is reading), so
+    /// without this a question nobody answers would hold the call, its bulkhead slot and the
+    /// upstream's handler forever.
+    pub user_input_timeout: std::time::Duration,
 }
 
 impl Default for UpstreamLimits {
@@ -141,6 +152,7 @@ impl Default for UpstreamLimits {
             max_request_bytes: DEFAULT_UPSTREAM_MAX_REQUEST_BYTES,
             max_message_bytes: DEFAULT_UPSTREAM_MAX_MESSAGE_BYTES,
             list_timeout: std::time::Duration::from_millis(DEFAULT_UPSTREAM_LIST_TIMEOUT_MS),
+            user_input_timeout: std::time::Duration::from_millis(DEFAULT_USER_INPUT_TIMEOUT_MS),
         }
     }
 }
@@ -194,6 +206,10 @@ mod tests {
         assert!(UPSTREAM_MESSAGE_BYTES_RANGE.contains(&d.upstream.max_message_bytes));
         assert!(
             UPSTREAM_LIST_TIMEOUT_MS_RANGE.contains(&(d.upstream.list_timeout.as_millis() as u64))
+        );
+        assert!(
+            USER_INPUT_TIMEOUT_MS_RANGE
+                .contains(&(d.upstream.user_input_timeout.as_millis() as u64))
         );
     }
 }

@@ -20,6 +20,7 @@
 //! | `mcp.orchestrator.bulkhead.in_flight` | gauge (observed) | `{call}` | `server` |
 //! | `mcp.orchestrator.bulkhead.queued` | gauge (observed) | `{call}` | `server` |
 //! | `mcp.orchestrator.bulkhead.rejected` | counter (observed) | `{call}` | `server` |
+//! | `mcp.orchestrator.upstream.questions` | counter (observed) | `{request}` | `server`, `method` (`elicitation/create`, `sampling/createMessage`, `roots/list`), `outcome` (`answered`, `not_declared`, `wrong_era`, `cancelled`, `timed_out`, `failed`, `no_origin`) |
 //! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
 //! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
 //! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
@@ -546,6 +547,28 @@ fn observe_policies(meter: &Meter, observed: &Arc<RwLock<Vec<Weak<Upstream>>>>) 
         .with_callback(move |obs| {
             for u in live(&o) {
                 obs.observe(u.policy().bulkhead().snapshot().rejected, &[server(&u)]);
+            }
+        })
+        .build();
+    let o = observed.clone();
+    meter
+        .u64_observable_counter("mcp.orchestrator.upstream.questions")
+        .with_description(
+            "Requests an upstream made of the agent behind a call (elicitation, sampling, roots)",
+        )
+        .with_unit("{request}")
+        .with_callback(move |obs| {
+            for u in live(&o) {
+                for ((method, outcome), n) in u.stats().questions() {
+                    obs.observe(
+                        n,
+                        &[
+                            server(&u),
+                            KeyValue::new("method", method),
+                            KeyValue::new("outcome", outcome),
+                        ],
+                    );
+                }
             }
         })
         .build();

@@ -180,6 +180,16 @@ pub struct Plan {
     pub policy: CallPolicy,
     /// Whether a request that may have reached the server may be sent again.
     pub safe: bool,
+    /// The agent call's time with its user, which the timeout and deadline do not count.
+    pub wait: Option<crate::ask::UserWait>,
+}
+
+impl Plan {
+    /// This plan, with its deadlines stopped while `cx`'s user answers an upstream's question.
+    pub fn waiting_on(mut self, cx: &crate::context::CallContext) -> Self {
+        self.wait = cx.origin.as_ref().map(|o| o.wait.clone());
+        self
+    }
 }
 
 /// Whether the arguments carry a non-empty `idempotencyKey`, which makes repeating a write safe.
@@ -234,7 +244,11 @@ impl PolicyStack {
         let policy = self.policy.for_tool(tool, read_only);
         let safe =
             read_only || idempotent || policy.retry_safe || carries_idempotency_key(arguments);
-        Plan { policy, safe }
+        Plan {
+            policy,
+            safe,
+            wait: None,
+        }
     }
 
     /// How any other request runs (`resources/read`, `prompts/get`, `completion/complete`,
@@ -244,6 +258,7 @@ impl PolicyStack {
         Plan {
             policy: self.policy.call.resolve(true),
             safe: true,
+            wait: None,
         }
     }
 
@@ -293,7 +308,7 @@ impl PolicyStack {
             drop(pending.lock().ok().and_then(|mut p| p.take()));
             let (outcome, permit) = match self.wait_for_hold(start, policy.deadline).await {
                 Ok(()) => {
-                    self.attempt(op, policy, &attempt)
+                    self.attempt(op, policy, plan.wait.clone(), &attempt)
                         .instrument(span.clone())
                         .await
                 }
@@ -397,7 +412,8 @@ impl PolicyStack {
                     r.retry_delays_ms.push(ms(delay));
                 }
             });
-        let outcome = match tokio::time::timeout(policy.deadline, retried).await {
+        let wait = plan.wait.clone();
+        let outcome = match crate::ask::pause::within(policy.deadline, wait, retried).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(failed)) => failed.outcome,
             Err(_) => {
@@ -482,6 +498,7 @@ impl PolicyStack {
         &self,
         op: Op<'_>,
         policy: &CallPolicy,
+        wait: Option<crate::ask::UserWait>,
         attempt: &F,
     ) -> (Result<T, CallError>, Option<BreakerPermit>)
     where
@@ -498,7 +515,7 @@ impl PolicyStack {
             Err(full) => return (Err(CallError::BulkheadFull(full)), None),
         };
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let outcome = match tokio::time::timeout(policy.timeout, attempt()).await {
+        let outcome = match crate::ask::pause::within(policy.timeout, wait, attempt()).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -623,6 +640,7 @@ mod tests {
         Plan {
             policy: policy.clone(),
             safe,
+            wait: None,
         }
     }
 

@@ -1,12 +1,21 @@
 //! The client side of one upstream connection: what the orchestrator does when an upstream
-//! notifies it (progress, list changes, log messages).
+//! notifies it (progress, list changes, log messages) or asks it something (elicitation,
+//! sampling, roots: passed to the agent whose call caused them, see [`crate::ask`]).
 
-use std::sync::Arc;
+// Sampling and roots are deprecated from 2026-07-28 on (SEP-2577), but 2025-11-25 servers still
+// use them: relaying them is the point here.
+#![allow(deprecated)]
+
+use std::{sync::Arc, time::Duration};
 
 use rmcp::{
-    ClientHandler, RoleClient,
-    model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam},
-    service::NotificationContext,
+    ClientHandler, ErrorData, RoleClient,
+    model::{
+        ClientConfig, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
+        CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, Implementation,
+        ListRootsRequest, ListRootsResult, ProgressNotificationParam, ServerRequest,
+    },
+    service::{InboundStreamOrigin, NotificationContext, RequestContext},
 };
 use tokio::sync::Notify;
 
@@ -30,14 +39,98 @@ pub struct UpstreamClient {
     pub refresh: Arc<RefreshRequests>,
     /// The server's tool prefix: empty, and its resource URIs reach agents unchanged.
     pub prefix: String,
+    /// How long a question may wait for the agent's answer.
+    pub user_input_timeout: Duration,
+    /// The server's figures, where its questions are counted.
+    pub stats: Arc<crate::stats::ServerStats>,
+}
+
+impl UpstreamClient {
+    /// Puts `request` to the agent whose call caused it, and returns the agent's answer.
+    async fn ask(
+        &self,
+        method: &'static str,
+        request: ServerRequest,
+        context: &RequestContext<RoleClient>,
+    ) -> Result<ClientResult, ErrorData> {
+        let stream = context.extensions.get::<InboundStreamOrigin>();
+        let origin = match self.relay.origins().find(&self.server, stream).await {
+            Ok(origin) => origin,
+            Err(why) => {
+                tracing::warn!(server = %self.server, method, reason = %why, "upstream question refused");
+                self.stats.question(method, "no_origin");
+                return Err(ErrorData::invalid_request(
+                    format!("{method} refused: {why}"),
+                    None,
+                ));
+            }
+        };
+        let (answer, ending) = crate::ask::forward(
+            &origin,
+            method,
+            request,
+            &context.ct,
+            self.user_input_timeout,
+        )
+        .await;
+        tracing::info!(server = %self.server, method, outcome = ending.as_str(), "upstream question");
+        self.stats.question(method, ending.as_str());
+        answer
+    }
+}
+
+/// The answer the agent should have given to a `method`, for a reply of another kind.
+fn mismatched(method: &str, got: &ClientResult) -> ErrorData {
+    ErrorData::internal_error(
+        format!("the agent answered {method} with an unexpected result: {got:?}"),
+        None,
+    )
 }
 
 impl ClientHandler for UpstreamClient {
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(
-            ClientCapabilities::default(),
+            crate::ask::capability::declared_upstream(),
             Implementation::new("mcp-orchestrator", env!("CARGO_PKG_VERSION")),
         )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        const METHOD: &str = "elicitation/create";
+        let request = ServerRequest::ElicitRequest(ElicitRequest::new(request));
+        match self.ask(METHOD, request, &context).await? {
+            ClientResult::ElicitResult(answer) => Ok(answer),
+            other => Err(mismatched(METHOD, &other)),
+        }
+    }
+
+    async fn create_message(
+        &self,
+        request: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        const METHOD: &str = "sampling/createMessage";
+        let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(request));
+        match self.ask(METHOD, request, &context).await? {
+            ClientResult::CreateMessageResult(answer) => Ok(*answer),
+            other => Err(mismatched(METHOD, &other)),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        const METHOD: &str = "roots/list";
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self.ask(METHOD, request, &context).await? {
+            ClientResult::ListRootsResult(answer) => Ok(answer),
+            other => Err(mismatched(METHOD, &other)),
+        }
     }
 
     async fn on_progress(

@@ -180,6 +180,8 @@ impl Supervised {
                 relay: self.relay.clone(),
                 refresh: self.refresh.clone(),
                 prefix: self.spec.prefix.clone(),
+                user_input_timeout: self.spec.limits.user_input_timeout,
+                stats: self.stats.clone(),
             };
             let attempt = tokio::select! {
                 r = connect::connect(&self.spec, handler, self.over_cap.clone()) => r,
@@ -324,6 +326,12 @@ impl Supervised {
             )
         });
         let id = handle.id.clone();
+        // Questions the upstream asks while this request runs go to the agent behind it.
+        let _origin = cx.origin.as_ref().map(|origin| {
+            self.relay
+                .origins()
+                .register(&self.spec.name, id.clone(), origin.clone())
+        });
         let mut guard = CancelOnDrop {
             peer,
             id: Some(id.clone()),

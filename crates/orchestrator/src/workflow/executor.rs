@@ -355,7 +355,9 @@ pub async fn execute(
     on_progress: &(dyn Fn(usize, usize) + Send + Sync),
 ) -> Run {
     let start = Instant::now();
-    let expiry = tokio::time::sleep(workflow.deadline);
+    // The user's time answering a step's question does not count against the composite.
+    let wait = cx.origin.as_ref().map(|o| o.wait.clone());
+    let expiry = crate::ask::pause::expiry(workflow.deadline, wait);
     tokio::pin!(expiry);
     let n = workflow.steps.len();
     let mut states: Vec<StepState> = (0..n).map(|_| StepState::default()).collect();

@@ -1,0 +1,226 @@
+//! `asking-mcp-server`: an MCP server (rmcp, 2025-11-25) whose tools ask their client things, for
+//! the system tests of how the orchestrator relays an upstream's questions to the agent behind a
+//! call. It serves stdio by default and streamable HTTP with `--http ADDR`, like the bundled
+//! servers.
+//!
+//! | tool | what it asks | what it answers |
+//! |---|---|---|
+//! | `confirm_delete` `{files, message?}` | form elicitation: "Delete N files?" (`confirm`: boolean, default false) | `{"action", "content"}` as the client answered |
+//! | `open_link` `{url}` | URL elicitation | `{"action"}` |
+//! | `summarize` `{text, withTools?}` | `sampling/createMessage` (with a tool when `withTools`) | the model's answer: `{"model", "text", "stopReason"}` |
+//! | `roots` | `roots/list` | `{"roots": [...]}` |
+//! | `log` `{level, message}` | nothing: sends `notifications/message` at `level` | `{"logged": true}` |
+//!
+//! A question the client refuses (an error) makes the tool answer `isError` with
+//! `{"error": {"code", "message", "data"}}`, so a test sees exactly what the client said.
+
+#![allow(deprecated)] // Sampling, roots and logging are deprecated from 2026-07-28 on; this server speaks 2025-11-25.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, CreateMessageRequestParams,
+        ElicitRequestParams, ElicitationSchema, Implementation, JsonObject, ListToolsResult,
+        LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, SamplingMessage,
+        ServerCapabilities, ServerConfig, Tool,
+    },
+    service::{RequestContext, ServiceError},
+};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(flatten)]
+    serve: kit::serve::ServeArgs,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Asking;
+
+fn tool(name: &str, description: &str, schema: Value) -> Tool {
+    let Value::Object(schema) = schema else {
+        unreachable!("literal schemas are objects")
+    };
+    Tool::new(name.to_owned(), description.to_owned(), Arc::new(schema))
+}
+
+fn tools() -> Vec<Tool> {
+    vec![
+        tool(
+            "confirm_delete",
+            "Asks the user to confirm deleting `files` files (form elicitation)",
+            json!({ "type": "object", "properties": {
+                "files": { "type": "integer" }, "message": { "type": "string" } } }),
+        ),
+        tool(
+            "open_link",
+            "Sends the user to `url` (URL elicitation)",
+            json!({ "type": "object", "properties": { "url": { "type": "string" } } }),
+        ),
+        tool(
+            "summarize",
+            "Asks the client's model to summarize `text` (sampling)",
+            json!({ "type": "object", "properties": {
+                "text": { "type": "string" }, "withTools": { "type": "boolean" } } }),
+        ),
+        tool(
+            "roots",
+            "Lists the client's roots",
+            json!({ "type": "object" }),
+        ),
+        tool(
+            "log",
+            "Sends a log message at `level`",
+            json!({ "type": "object", "properties": {
+                "level": { "type": "string" }, "message": { "type": "string" } } }),
+        ),
+    ]
+}
+
+/// The tool's answer: `value` as structured content, or as an error when the question failed.
+fn answer(outcome: Result<Value, ServiceError>) -> CallToolResponse {
+    match outcome {
+        Ok(value) => CallToolResult::structured(value).into(),
+        Err(ServiceError::McpError(e)) => CallToolResult::structured_error(json!({
+            "error": { "code": e.code.0, "message": e.message, "data": e.data }
+        }))
+        .into(),
+        Err(e) => {
+            CallToolResult::structured_error(json!({ "error": { "message": e.to_string() } }))
+                .into()
+        }
+    }
+}
+
+fn arg<'a>(args: &'a JsonObject, name: &str) -> Option<&'a Value> {
+    args.get(name)
+}
+
+impl ServerHandler for Asking {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new("asking-mcp-server", "0.1.0"))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tools().into_iter().find(|t| t.name == name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = request.arguments.unwrap_or_default();
+        let peer = &context.peer;
+        let response = match request.name.as_ref() {
+            "confirm_delete" => {
+                let files = arg(&args, "files").and_then(Value::as_u64).unwrap_or(1);
+                let message = arg(&args, "message")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("Delete {files} files?"), str::to_owned);
+                let schema: ElicitationSchema = serde_json::from_value(json!({
+                    "type": "object",
+                    "properties": { "confirm": {
+                        "type": "boolean", "title": "Delete them", "default": false } },
+                    "required": ["confirm"]
+                }))
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                let params = ElicitRequestParams::FormElicitationParams {
+                    meta: None,
+                    message,
+                    requested_schema: schema,
+                };
+                answer(
+                    peer.create_elicitation(params)
+                        .await
+                        .map(|r| json!({ "action": r.action, "content": r.content })),
+                )
+            }
+            "open_link" => {
+                let url = arg(&args, "url")
+                    .and_then(Value::as_str)
+                    .unwrap_or("https://example.test/authorize")
+                    .to_owned();
+                let params = ElicitRequestParams::UrlElicitationParams {
+                    meta: None,
+                    message: "Authorize the retail API".into(),
+                    url,
+                    elicitation_id: "link-1".into(),
+                };
+                answer(
+                    peer.create_elicitation(params)
+                        .await
+                        .map(|r| json!({ "action": r.action })),
+                )
+            }
+            "summarize" => {
+                let text = arg(&args, "text").and_then(Value::as_str).unwrap_or("");
+                let mut params = CreateMessageRequestParams::new(
+                    vec![SamplingMessage::user_text(format!("Summarize: {text}"))],
+                    200,
+                );
+                if arg(&args, "withTools").and_then(Value::as_bool) == Some(true) {
+                    params.tools = Some(vec![tool(
+                        "lookup",
+                        "Looks a word up",
+                        json!({ "type": "object" }),
+                    )]);
+                }
+                answer(peer.create_message(params).await.map(|r| {
+                    json!({
+                        "model": r.model,
+                        "text": serde_json::to_value(&r.message.content).unwrap_or(Value::Null),
+                        "stopReason": r.stop_reason,
+                    })
+                }))
+            }
+            "roots" => answer(peer.list_roots().await.map(|r| json!({ "roots": r.roots }))),
+            "log" => {
+                let level: LoggingLevel = arg(&args, "level")
+                    .cloned()
+                    .and_then(|l| serde_json::from_value(l).ok())
+                    .unwrap_or(LoggingLevel::Info);
+                let message = arg(&args, "message").cloned().unwrap_or(Value::Null);
+                let sent = peer
+                    .notify_logging_message(
+                        LoggingMessageNotificationParam::new(level, message).with_logger("asking"),
+                    )
+                    .await;
+                answer(sent.map(|()| json!({ "logged": true })))
+            }
+            other => {
+                return Err(ErrorData::invalid_params(
+                    format!("unknown tool {other}"),
+                    None,
+                ));
+            }
+        };
+        Ok(response)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Logs to stderr, where the tests read the "listening on" line.
+    let _telemetry = kit::telemetry::init("asking-mcp-server", kit::telemetry::LogFormat::Text)?;
+    kit::serve::serve(&args.serve, kit::in_flight::InFlight::default(), || Asking).await?;
+    Ok(())
+}

@@ -1,0 +1,504 @@
+//! Questions an upstream asks (elicitation in form and URL mode, sampling, roots) reach the agent
+//! whose call caused them, and the agent's answer goes back unchanged: the real
+//! `mcp-orchestrator` in front of `asking-mcp-server` (crates/testkit), with an rmcp agent that
+//! declares chosen capabilities and answers as told.
+//!
+//! - accept, decline and cancel come back as the agent gave them, content included;
+//! - an agent that did not declare a capability is never asked: the upstream gets `-32021`;
+//! - over stdio and streamable HTTP, on both sides;
+//! - the call's timeout stops while the user answers; a question nobody answers ends at
+//!   `userInputTimeoutMs`, and the agent is told to drop it;
+//! - a composite step's question reaches the agent too.
+
+#![allow(deprecated)] // Sampling and roots are deprecated from 2026-07-28 on; these agents speak 2025-11-25.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient, ServiceExt,
+    model::{
+        ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+        ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, ListRootsResult,
+        Root, SamplingMessage,
+    },
+    service::{RequestContext, RunningService},
+    transport::{
+        ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess,
+        streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use serde_json::{Value, json};
+use testkit::{HttpServer, TempDir, bin_path, call};
+
+/// How the agent answers an elicitation.
+#[derive(Debug, Clone)]
+enum Reply {
+    Accept(Value),
+    Decline,
+    Cancel,
+    /// Accepts `Value` after waiting this long.
+    Slowly(Duration, Value),
+    /// Never answers; records whether the orchestrator withdrew the question.
+    Never,
+}
+
+/// What the agent saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Every question, as JSON.
+    questions: Mutex<Vec<Value>>,
+    /// Questions withdrawn (the request's cancellation token fired).
+    withdrawn: Mutex<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Agent {
+    capabilities: ClientCapabilities,
+    reply: Reply,
+    seen: Arc<Seen>,
+}
+
+impl Agent {
+    fn new(capabilities: Value, reply: Reply) -> Self {
+        Self {
+            capabilities: serde_json::from_value(capabilities).expect("capabilities"),
+            reply,
+            seen: Arc::default(),
+        }
+    }
+
+    fn questions(&self) -> Vec<Value> {
+        self.seen.questions.lock().expect("lock").clone()
+    }
+}
+
+impl ClientHandler for Agent {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            self.capabilities.clone(),
+            Implementation::new("questions-test-agent", "1"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.seen
+            .questions
+            .lock()
+            .expect("lock")
+            .push(json!({ "elicitation": request }));
+        let accept = |content: &Value| {
+            ElicitResult::new(ElicitationAction::Accept).with_content(content.clone())
+        };
+        match &self.reply {
+            Reply::Accept(content) => Ok(accept(content)),
+            Reply::Decline => Ok(ElicitResult::new(ElicitationAction::Decline)),
+            Reply::Cancel => Ok(ElicitResult::new(ElicitationAction::Cancel)),
+            Reply::Slowly(after, content) => {
+                tokio::time::sleep(*after).await;
+                Ok(accept(content))
+            }
+            Reply::Never => {
+                context.ct.cancelled().await;
+                *self.seen.withdrawn.lock().expect("lock") += 1;
+                Err(ErrorData::internal_error("withdrawn", None))
+            }
+        }
+    }
+
+    async fn create_message(
+        &self,
+        request: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let tools = request.tools.as_ref().map_or(0, Vec::len);
+        self.seen
+            .questions
+            .lock()
+            .expect("lock")
+            .push(json!({ "sampling": request }));
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text(format!("a short summary (tools offered: {tools})")),
+            "test-model-7".into(),
+        )
+        .with_stop_reason(CreateMessageResult::STOP_REASON_END_TURN))
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        self.seen
+            .questions
+            .lock()
+            .expect("lock")
+            .push(json!({ "roots": true }));
+        Ok(ListRootsResult::new(vec![
+            Root::new("file:///work/project").with_name("project"),
+        ]))
+    }
+}
+
+/// Where the upstream runs.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Stdio,
+    Http,
+}
+
+/// A running orchestrator in front of the asking server, and what keeps them alive.
+struct Setup {
+    _dir: TempDir,
+    _upstream: Option<HttpServer>,
+    front: Front,
+}
+
+enum Front {
+    Stdio(PathBuf),
+    Http(HttpServer),
+}
+
+async fn setup(upstream: Side, front: Side, orchestrator: Value) -> anyhow::Result<Setup> {
+    let dir = TempDir::new("questions")?;
+    let (server, http_upstream) = match upstream {
+        Side::Stdio => (json!({ "command": bin_path("asking-mcp-server")? }), None),
+        Side::Http => {
+            let s = HttpServer::start("asking-mcp-server", &[]).await?;
+            (json!({ "type": "http", "url": s.url }), Some(s))
+        }
+    };
+    let path = dir.path().join("mcp.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(
+            &json!({ "mcpServers": { "asking": server }, "orchestrator": orchestrator }),
+        )?,
+    )?;
+    let front = match front {
+        Side::Stdio => Front::Stdio(path),
+        Side::Http => Front::Http(
+            HttpServer::spawn(
+                "mcp-orchestrator",
+                &[
+                    "serve".into(),
+                    "--config".into(),
+                    path.display().to_string(),
+                    "--http".into(),
+                    "127.0.0.1:0".into(),
+                ],
+                &Default::default(),
+            )
+            .await?,
+        ),
+    };
+    Ok(Setup {
+        _dir: dir,
+        _upstream: http_upstream,
+        front,
+    })
+}
+
+impl Setup {
+    /// Connects `agent` and waits until the asking server's tools are listed.
+    async fn connect(&self, agent: Agent) -> anyhow::Result<RunningService<RoleClient, Agent>> {
+        let client = match &self.front {
+            Front::Stdio(config) => {
+                let transport = TokioChildProcess::new(
+                    tokio::process::Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
+                        c.arg("serve")
+                            .arg("--config")
+                            .arg(config)
+                            .env("RUST_LOG", "warn");
+                    }),
+                )?;
+                agent.serve(transport).await?
+            }
+            Front::Http(server) => {
+                let transport = StreamableHttpClientTransport::from_config(
+                    StreamableHttpClientTransportConfig::with_uri(server.url.clone()),
+                );
+                agent.serve(transport).await?
+            }
+        };
+        let started = Instant::now();
+        loop {
+            let tools = client.peer().list_all_tools().await?;
+            if tools.iter().any(|t| t.name == "asking__confirm_delete") {
+                return Ok(client);
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the asking server's tools never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The tool's structured answer (the upstream's view of what the agent said).
+async fn ask(
+    client: &RunningService<RoleClient, Agent>,
+    tool: &str,
+    args: Value,
+) -> anyhow::Result<(bool, Value)> {
+    let result = call(client, tool, args).await?;
+    let value = result
+        .structured_content
+        .clone()
+        .with_context(|| format!("{tool} answered without structured content: {result:?}"))?;
+    Ok((result.is_error == Some(true), value))
+}
+
+const FORM_AND_URL: &str = r#"{ "elicitation": { "form": {}, "url": {} } }"#;
+
+fn caps(json: &str) -> Value {
+    serde_json::from_str(json).expect("capabilities literal")
+}
+
+async fn accept_decline_cancel(upstream: Side, front: Side) -> anyhow::Result<()> {
+    let setup = setup(upstream, front, json!({})).await?;
+    let content = json!({ "confirm": true });
+    for (reply, action, expected_content) in [
+        (Reply::Accept(content.clone()), "accept", content.clone()),
+        (Reply::Decline, "decline", Value::Null),
+        (Reply::Cancel, "cancel", Value::Null),
+    ] {
+        let agent = Agent::new(caps(FORM_AND_URL), reply);
+        let client = setup.connect(agent.clone()).await?;
+        let (failed, answer) =
+            ask(&client, "asking__confirm_delete", json!({ "files": 3 })).await?;
+        ensure!(!failed, "{action}: {answer}");
+        ensure!(answer["action"] == action, "{action}: {answer}");
+        ensure!(answer["content"] == expected_content, "{action}: {answer}");
+        let questions = agent.questions();
+        ensure!(questions.len() == 1, "{questions:?}");
+        let asked = &questions[0]["elicitation"];
+        ensure!(asked["message"] == "Delete 3 files?", "{asked}");
+        ensure!(asked["mode"] == "form", "{asked}");
+        let confirm = &asked["requestedSchema"]["properties"]["confirm"];
+        ensure!(
+            confirm["type"] == "boolean" && confirm["default"] == false,
+            "{asked}"
+        );
+        client.cancel().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_elicitation_reaches_the_agent_and_its_answer_returns_unchanged_stdio()
+-> anyhow::Result<()> {
+    accept_decline_cancel(Side::Stdio, Side::Stdio).await
+}
+
+#[tokio::test]
+async fn an_elicitation_reaches_the_agent_and_its_answer_returns_unchanged_http()
+-> anyhow::Result<()> {
+    accept_decline_cancel(Side::Http, Side::Http).await
+}
+
+#[tokio::test]
+async fn an_elicitation_crosses_mixed_transports() -> anyhow::Result<()> {
+    accept_decline_cancel(Side::Http, Side::Stdio).await?;
+    accept_decline_cancel(Side::Stdio, Side::Http).await
+}
+
+#[tokio::test]
+async fn an_agent_is_never_asked_what_it_did_not_declare() -> anyhow::Result<()> {
+    let setup = setup(Side::Stdio, Side::Stdio, json!({})).await?;
+    let cases = [
+        ("{}", "asking__confirm_delete", json!({}), "elicitation"),
+        (
+            r#"{ "elicitation": { "form": {} } }"#,
+            "asking__open_link",
+            json!({}),
+            "elicitation",
+        ),
+        (
+            r#"{ "elicitation": { "url": {} } }"#,
+            "asking__confirm_delete",
+            json!({}),
+            "elicitation",
+        ),
+        (
+            "{}",
+            "asking__summarize",
+            json!({ "text": "x" }),
+            "sampling",
+        ),
+        (
+            r#"{ "sampling": {} }"#,
+            "asking__summarize",
+            json!({ "text": "x", "withTools": true }),
+            "sampling",
+        ),
+        (FORM_AND_URL, "asking__roots", json!({}), "roots"),
+    ];
+    for (declared, tool, args, capability) in cases {
+        let agent = Agent::new(caps(declared), Reply::Accept(json!({ "confirm": true })));
+        let client = setup.connect(agent.clone()).await?;
+        let (failed, answer) = ask(&client, tool, args).await?;
+        ensure!(failed, "{tool} with {declared}: {answer}");
+        ensure!(
+            answer["error"]["code"] == -32021,
+            "{tool} with {declared}: {answer}"
+        );
+        ensure!(
+            answer["error"]["data"]["requiredCapabilities"][capability].is_object(),
+            "{tool} with {declared}: {answer}"
+        );
+        ensure!(
+            agent.questions().is_empty(),
+            "{tool} with {declared}: the agent was asked"
+        );
+        client.cancel().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn url_elicitation_sampling_and_roots_pass_through() -> anyhow::Result<()> {
+    for (upstream, front) in [(Side::Stdio, Side::Stdio), (Side::Http, Side::Http)] {
+        let setup = setup(upstream, front, json!({})).await?;
+        let agent = Agent::new(
+            json!({ "elicitation": { "form": {}, "url": {} }, "sampling": { "tools": {} }, "roots": {} }),
+            Reply::Accept(json!({})),
+        );
+        let client = setup.connect(agent.clone()).await?;
+
+        let (failed, answer) = ask(
+            &client,
+            "asking__open_link",
+            json!({ "url": "https://shop.example/authorize?x=1" }),
+        )
+        .await?;
+        ensure!(!failed && answer["action"] == "accept", "{answer}");
+        let (failed, answer) = ask(
+            &client,
+            "asking__summarize",
+            json!({ "text": "orders", "withTools": true }),
+        )
+        .await?;
+        ensure!(!failed, "{answer}");
+        ensure!(answer["model"] == "test-model-7", "{answer}");
+        ensure!(answer["stopReason"] == "endTurn", "{answer}");
+        ensure!(
+            answer["text"]
+                .to_string()
+                .contains("a short summary (tools offered: 1)"),
+            "{answer}"
+        );
+        let (failed, answer) = ask(&client, "asking__roots", json!({})).await?;
+        ensure!(!failed, "{answer}");
+        ensure!(
+            answer["roots"] == json!([{ "uri": "file:///work/project", "name": "project" }]),
+            "{answer}"
+        );
+
+        let questions = agent.questions();
+        ensure!(questions.len() == 3, "{questions:?}");
+        let url = &questions[0]["elicitation"];
+        ensure!(url["mode"] == "url", "{url}");
+        ensure!(url["url"] == "https://shop.example/authorize?x=1", "{url}");
+        ensure!(url["elicitationId"] == "link-1", "{url}");
+        let sampling = &questions[1]["sampling"];
+        ensure!(sampling["maxTokens"] == 200, "{sampling}");
+        ensure!(sampling["tools"][0]["name"] == "lookup", "{sampling}");
+        client.cancel().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_calls_timeout_waits_for_the_user() -> anyhow::Result<()> {
+    // One attempt may take 1 s and the whole call 2 s; the user answers after 3 s.
+    let setup = setup(
+        Side::Stdio,
+        Side::Stdio,
+        json!({ "servers": { "asking": { "timeoutMs": 1000, "deadlineMs": 2000,
+                                          "retry": { "maxAttempts": 1 } } } }),
+    )
+    .await?;
+    let agent = Agent::new(
+        caps(FORM_AND_URL),
+        Reply::Slowly(Duration::from_secs(3), json!({ "confirm": true })),
+    );
+    let client = setup.connect(agent).await?;
+    let (failed, answer) = ask(&client, "asking__confirm_delete", json!({ "files": 1 })).await?;
+    ensure!(!failed && answer["action"] == "accept", "{answer}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_question_nobody_answers_ends_at_the_user_input_limit() -> anyhow::Result<()> {
+    let setup = setup(
+        Side::Stdio,
+        Side::Stdio,
+        json!({ "limits": { "userInputTimeoutMs": 1000 } }),
+    )
+    .await?;
+    let agent = Agent::new(caps(FORM_AND_URL), Reply::Never);
+    let client = setup.connect(agent.clone()).await?;
+    let (failed, answer) = ask(&client, "asking__confirm_delete", json!({})).await?;
+    ensure!(failed, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("orchestrator.limits.userInputTimeoutMs"),
+        "{answer}"
+    );
+    // The agent was told to drop the question.
+    let started = Instant::now();
+    while *agent.seen.withdrawn.lock().expect("lock") == 0 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "the agent's question was never withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_composite_steps_question_reaches_the_agent() -> anyhow::Result<()> {
+    let setup = setup(
+        Side::Stdio,
+        Side::Stdio,
+        json!({ "composites": { "cleanup": {
+            "description": "Asks before deleting, then lists the roots",
+            "input": { "type": "object" },
+            "steps": {
+                "confirm": { "call": "asking.confirm_delete", "args": { "files": 2 }, "critical": true },
+                "roots": { "call": "asking.roots", "args": { "after": "${confirm.action}" } }
+            },
+            "output": { "confirmed": "${confirm}", "roots": "${roots.roots}" }
+        } } }),
+    )
+    .await?;
+    let agent = Agent::new(
+        json!({ "elicitation": {}, "roots": {} }),
+        Reply::Accept(json!({ "confirm": true })),
+    );
+    let client = setup.connect(agent.clone()).await?;
+    let result = call(&client, "cleanup", json!({})).await?;
+    ensure!(result.is_error != Some(true), "{result:?}");
+    let output = result.structured_content.clone().context("output")?;
+    ensure!(output["confirmed"]["action"] == "accept", "{output}");
+    ensure!(
+        output["confirmed"]["content"]["confirm"] == true,
+        "{output}"
+    );
+    ensure!(
+        output["roots"][0]["uri"] == "file:///work/project",
+        "{output}"
+    );
+    ensure!(agent.questions().len() == 2, "{:?}", agent.questions());
+    Ok(())
+}
