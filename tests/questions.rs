@@ -8,7 +8,9 @@
 //! - over stdio and streamable HTTP, on both sides;
 //! - the call's timeout stops while the user answers; a question nobody answers ends at
 //!   `userInputTimeoutMs`, and the agent is told to drop it;
-//! - a composite step's question reaches the agent too.
+//! - a composite step's question reaches the agent too;
+//! - a 2026-07-28 agent is asked through `input_required`: its call is held, and its retry with
+//!   the answers and the signed `requestState` resumes it where it stopped.
 
 #![allow(deprecated)] // Sampling and roots are deprecated from 2026-07-28 on; these agents speak 2025-11-25.
 
@@ -20,13 +22,13 @@ use std::{
 
 use anyhow::{Context, ensure};
 use rmcp::{
-    ClientHandler, ErrorData, RoleClient, ServiceExt,
+    ClientHandler, ErrorData, RoleClient,
     model::{
-        ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
-        ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, ListRootsResult,
-        Root, SamplingMessage,
+        CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig,
+        CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult,
+        ElicitationAction, Implementation, ListRootsResult, ProtocolVersion, Root, SamplingMessage,
     },
-    service::{RequestContext, RunningService},
+    service::{ClientLifecycleMode, ClientServiceExt, RequestContext, RunningService},
     transport::{
         ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess,
         streamable_http_client::StreamableHttpClientTransportConfig,
@@ -207,8 +209,28 @@ async fn setup(upstream: Side, front: Side, orchestrator: Value) -> anyhow::Resu
 }
 
 impl Setup {
-    /// Connects `agent` and waits until the asking server's tools are listed.
+    /// Connects `agent` (2025-11-25) and waits until the asking server's tools are listed.
     async fn connect(&self, agent: Agent) -> anyhow::Result<RunningService<RoleClient, Agent>> {
+        self.connect_as(agent, ClientLifecycleMode::Initialize)
+            .await
+    }
+
+    /// Connects `agent` speaking 2026-07-28 (`server/discover`, no session).
+    async fn connect_stateless(
+        &self,
+        agent: Agent,
+    ) -> anyhow::Result<RunningService<RoleClient, Agent>> {
+        let mode = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        self.connect_as(agent, mode).await
+    }
+
+    async fn connect_as(
+        &self,
+        agent: Agent,
+        mode: ClientLifecycleMode,
+    ) -> anyhow::Result<RunningService<RoleClient, Agent>> {
         let client = match &self.front {
             Front::Stdio(config) => {
                 let transport = TokioChildProcess::new(
@@ -219,13 +241,13 @@ impl Setup {
                             .env("RUST_LOG", "warn");
                     }),
                 )?;
-                agent.serve(transport).await?
+                agent.serve_with_lifecycle(transport, mode).await?
             }
             Front::Http(server) => {
                 let transport = StreamableHttpClientTransport::from_config(
                     StreamableHttpClientTransportConfig::with_uri(server.url.clone()),
                 );
-                agent.serve(transport).await?
+                agent.serve_with_lifecycle(transport, mode).await?
             }
         };
         let started = Instant::now();
@@ -500,5 +522,155 @@ async fn a_composite_steps_question_reaches_the_agent() -> anyhow::Result<()> {
         "{output}"
     );
     ensure!(agent.questions().len() == 2, "{:?}", agent.questions());
+    Ok(())
+}
+
+/// One round of a 2026-07-28 call: what the orchestrator answered.
+async fn once(
+    client: &RunningService<RoleClient, Agent>,
+    params: CallToolRequestParams,
+) -> anyhow::Result<CallToolResponse> {
+    Ok(client.peer().call_tool_once(params).await?)
+}
+
+fn params(tool: &str, args: Value) -> CallToolRequestParams {
+    let Value::Object(args) = args else {
+        unreachable!("literal arguments are objects")
+    };
+    CallToolRequestParams::new(tool.to_owned()).with_arguments(args)
+}
+
+async fn input_required_round_trip(front: Side) -> anyhow::Result<()> {
+    let setup = setup(Side::Stdio, front, json!({})).await?;
+    let agent = Agent::new(caps(FORM_AND_URL), Reply::Decline);
+    let client = setup.connect_stateless(agent.clone()).await?;
+    let ask = params("asking__confirm_delete", json!({ "files": 3 }));
+
+    // The first round: the question, and a state to come back with.
+    let CallToolResponse::InputRequired(asked) = once(&client, ask.clone()).await? else {
+        anyhow::bail!("expected input_required");
+    };
+    let requests = serde_json::to_value(&asked.input_requests)?;
+    let (key, question) = requests
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .context("one input request")?;
+    ensure!(question["method"] == "elicitation/create", "{question}");
+    ensure!(
+        question["params"]["message"] == "Delete 3 files?",
+        "{question}"
+    );
+    let state = asked.request_state.clone().context("requestState")?;
+
+    // A state that was tampered with, or given for another tool, resumes nothing.
+    let mut forged = state.clone();
+    forged.pop();
+    forged.push(if state.ends_with('A') { 'B' } else { 'A' });
+    let answers: rmcp::model::InputResponses = [(
+        key.clone(),
+        json!({ "action": "accept", "content": { "confirm": true } }),
+    )]
+    .into();
+    for (tool, state) in [
+        ("asking__confirm_delete", &forged),
+        ("asking__roots", &state),
+    ] {
+        let retry = params(tool, json!({}))
+            .with_input_responses(answers.clone())
+            .with_request_state(state.clone());
+        let e = once(&client, retry).await.expect_err("refused");
+        ensure!(e.to_string().contains("requestState"), "{tool}: {e}");
+    }
+    // An answer of the wrong shape names the key, and leaves the call held.
+    let wrong: rmcp::model::InputResponses = [(key.clone(), json!({ "confirm": true }))].into();
+    let e = once(
+        &client,
+        ask.clone()
+            .with_input_responses(wrong)
+            .with_request_state(state.clone()),
+    )
+    .await
+    .expect_err("refused");
+    ensure!(
+        e.to_string().contains(&format!("inputResponses.{key}")),
+        "{e}"
+    );
+
+    // The retry with the answer finishes the same call.
+    let retry = ask
+        .with_input_responses(answers)
+        .with_request_state(state.clone());
+    let CallToolResponse::Complete(done) = once(&client, retry.clone()).await? else {
+        anyhow::bail!("expected the call to finish");
+    };
+    let answer = done.structured_content.clone().context("structured")?;
+    ensure!(
+        answer["action"] == "accept" && answer["content"]["confirm"] == true,
+        "{answer}"
+    );
+    // The state is spent: the call it held is over.
+    let e = once(&client, retry).await.expect_err("spent");
+    ensure!(e.to_string().contains("no longer held"), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_2026_agent_is_asked_through_input_required_stdio() -> anyhow::Result<()> {
+    input_required_round_trip(Side::Stdio).await
+}
+
+#[tokio::test]
+async fn a_2026_agent_is_asked_through_input_required_http() -> anyhow::Result<()> {
+    input_required_round_trip(Side::Http).await
+}
+
+#[tokio::test]
+async fn a_2026_agents_composite_resumes_where_it_stopped() -> anyhow::Result<()> {
+    let setup = setup(
+        Side::Http,
+        Side::Http,
+        json!({ "composites": { "cleanup": {
+            "description": "Asks before deleting, then lists the roots",
+            "input": { "type": "object" },
+            "steps": {
+                "confirm": { "call": "asking.confirm_delete", "args": { "files": 2 }, "critical": true },
+                "roots": { "call": "asking.roots", "args": { "after": "${confirm.action}" } }
+            },
+            "output": { "confirmed": "${confirm}", "roots": "${roots.roots}" }
+        } } }),
+    )
+    .await?;
+    let agent = Agent::new(
+        json!({ "elicitation": {}, "roots": {} }),
+        Reply::Accept(json!({ "confirm": true })),
+    );
+    let client = setup.connect_stateless(agent.clone()).await?;
+    // rmcp's client answers each input_required round with the agent's handler and retries.
+    let result = client.call_tool(params("cleanup", json!({}))).await?;
+    ensure!(result.is_error != Some(true), "{result:?}");
+    let output = result.structured_content.clone().context("output")?;
+    ensure!(output["confirmed"]["action"] == "accept", "{output}");
+    ensure!(
+        output["roots"][0]["uri"] == "file:///work/project",
+        "{output}"
+    );
+    // Two questions, each asked once: the confirmation step did not run again after it.
+    ensure!(agent.questions().len() == 2, "{:?}", agent.questions());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_2026_agent_without_the_capability_is_not_asked() -> anyhow::Result<()> {
+    let setup = setup(Side::Stdio, Side::Stdio, json!({})).await?;
+    let agent = Agent::new(json!({}), Reply::Accept(json!({})));
+    let client = setup.connect_stateless(agent.clone()).await?;
+    let CallToolResponse::Complete(done) =
+        once(&client, params("asking__confirm_delete", json!({}))).await?
+    else {
+        anyhow::bail!("expected the call to finish");
+    };
+    let answer = done.structured_content.clone().context("structured")?;
+    ensure!(answer["error"]["code"] == -32021, "{answer}");
+    ensure!(agent.questions().is_empty());
     Ok(())
 }

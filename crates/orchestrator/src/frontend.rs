@@ -29,7 +29,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument as _;
 
 use crate::{
-    ask::{Origin, UserWait},
+    ask::{Origin, UserWait, suspend::Step},
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
@@ -135,6 +135,7 @@ pub fn call_context_for(
             protocol: context.protocol_version(),
             wait: UserWait::default(),
             ct: context.ct.clone(),
+            questions: None,
         })),
     }
 }
@@ -154,6 +155,84 @@ impl Frontend {
             calls,
             session,
         }
+    }
+
+    /// A finished call's answer to the agent: logged, its correlation id set, cut to
+    /// `maxResultBytes`.
+    fn answer(
+        &self,
+        outcome: Result<rmcp::model::CallToolResult, CallError>,
+        span: &tracing::Span,
+        started: Instant,
+        correlation: &CorrelationId,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let label = crate::policy::outcome_label(&outcome);
+        if label != "ok" {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", label.as_str());
+        }
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        span.in_scope(|| tracing::info!(outcome = %label, elapsed_ms, "agent call"));
+        let mut answer = match outcome {
+            Ok(result) => Ok(result),
+            Err(e) => e.into_tool_answer(),
+        };
+        // A pass-through result is the upstream's own, which already names this id (unless it
+        // came from the cache, or the upstream ignores `_meta`): set it either way.
+        if let Ok(result) = &mut answer {
+            kit::correlation::set_in_meta(&mut result.meta, correlation);
+            mark_complete(&mut result.result_type);
+            let limit = self.gateway.config().limits.max_result_bytes;
+            if let Some(cut) = result_size::truncate(result, limit) {
+                let metrics = self.gateway.metrics();
+                metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
+                span.in_scope(|| {
+                    tracing::warn!(
+                        original_bytes = cut.original_bytes,
+                        limit_bytes = cut.limit_bytes,
+                        "result truncated to orchestrator.limits.maxResultBytes"
+                    )
+                });
+            }
+        }
+        answer.map(Into::into)
+    }
+
+    /// Runs a request-scoped agent's call in a task of its own, so that it can be held while
+    /// the agent answers what it asks ([`crate::ask::suspend`]).
+    async fn start_held(
+        &self,
+        request: CallToolRequestParams,
+        mut cx: CallContext,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        span: &tracing::Span,
+        agent_ct: &tokio_util::sync::CancellationToken,
+    ) -> Step {
+        let (questions, asked) = tokio::sync::mpsc::unbounded_channel();
+        // The call outlives the request that started it: its own token, cancelled by whichever
+        // of the agent's requests is waiting on it, or when it is given up.
+        let ct = tokio_util::sync::CancellationToken::new();
+        cx.ct = ct.clone();
+        if let Some(origin) = cx.origin.take() {
+            let mut origin = (*origin).clone();
+            origin.questions = Some(questions);
+            origin.ct = ct.clone();
+            cx.origin = Some(Arc::new(origin));
+        }
+        let gateway = self.gateway.clone();
+        let name = request.name.to_string();
+        let arguments = request.arguments;
+        let task = tokio::spawn(
+            async move {
+                let _slot = slot;
+                gateway.call_tool(&name, arguments, &cx).await
+            }
+            .instrument(span.clone()),
+        );
+        self.gateway
+            .suspensions()
+            .start(&request.name, task, asked, ct, agent_ct)
+            .await
     }
 
     fn status_resource() -> Resource {
@@ -281,8 +360,35 @@ impl ServerHandler for Frontend {
             correlation_id = %correlation,
         );
         kit::telemetry::continue_trace_from_meta(&span, &context.meta);
+        // A 2026-07-28 agent is asked through its call's result: its call may be held between
+        // requests, and a retry with `requestState` resumes it.
+        let request_scoped = cx.origin.as_ref().is_some_and(|o| o.is_request_scoped());
+        if request_scoped && let Some(state) = &request.request_state {
+            let step = self
+                .gateway
+                .suspensions()
+                .resume(
+                    &request.name,
+                    state,
+                    request.input_responses.as_ref(),
+                    &context.ct,
+                )
+                .instrument(span.clone())
+                .await?;
+            let outcome = match step {
+                Step::NeedsInput(asked) => return Ok(asked.into()),
+                Step::Finished(outcome) => outcome,
+            };
+            return self.answer(outcome, &span, started, &correlation);
+        }
         // Refused at once, never queued: a queue would let one agent hold the others' turn.
         let outcome = match self.calls.try_enter() {
+            Ok(slot) if request_scoped => {
+                match self.start_held(request, cx, slot, &span, &context.ct).await {
+                    Step::NeedsInput(asked) => return Ok(asked.into()),
+                    Step::Finished(outcome) => outcome,
+                }
+            }
             Ok(_slot) => {
                 // Boxed: the gateway's call is a large state machine, and rmcp moves the
                 // handler's future several times per request (into a task, through its
@@ -301,36 +407,7 @@ impl ServerHandler for Frontend {
                 Ok(full.to_tool_error().to_call_tool_result())
             }
         };
-        let label = crate::policy::outcome_label(&outcome);
-        if label != "ok" {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", label.as_str());
-        }
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        span.in_scope(|| tracing::info!(outcome = %label, elapsed_ms, "agent call"));
-        let mut answer = match outcome {
-            Ok(result) => Ok(result),
-            Err(e) => e.into_tool_answer(),
-        };
-        // A pass-through result is the upstream's own, which already names this id (unless it
-        // came from the cache, or the upstream ignores `_meta`): set it either way.
-        if let Ok(result) = &mut answer {
-            kit::correlation::set_in_meta(&mut result.meta, &correlation);
-            mark_complete(&mut result.result_type);
-            let limit = self.gateway.config().limits.max_result_bytes;
-            if let Some(cut) = result_size::truncate(result, limit) {
-                let metrics = self.gateway.metrics();
-                metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
-                span.in_scope(|| {
-                    tracing::warn!(
-                        original_bytes = cut.original_bytes,
-                        limit_bytes = cut.limit_bytes,
-                        "result truncated to orchestrator.limits.maxResultBytes"
-                    )
-                });
-            }
-        }
-        answer.map(Into::into)
+        self.answer(outcome, &span, started, &correlation)
     }
 
     async fn list_resources(
