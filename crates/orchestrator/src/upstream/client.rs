@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use rmcp::{
     ClientHandler, RoleClient,
-    model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam},
+    model::{
+        ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam,
+        ProtocolVersion,
+    },
     service::NotificationContext,
 };
 use tokio::sync::Notify;
@@ -33,11 +36,16 @@ pub struct UpstreamClient {
 }
 
 impl ClientHandler for UpstreamClient {
+    /// The `initialize` request names 2025-11-25, the newest version that has that handshake:
+    /// rmcp's default is its newest version, 2026-07-28, which has none, so a server that checks
+    /// the requested version against those it knows (the conformance suite's `initialize`
+    /// scenario does) finds one it cannot have been asked for.
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("mcp-orchestrator", env!("CARGO_PKG_VERSION")),
         )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
 
     async fn on_progress(
