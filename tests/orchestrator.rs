@@ -247,6 +247,28 @@ fn agent_as_client(agent: &Agent) -> testkit::PeerClient {
     testkit::PeerClient(agent.peer().clone())
 }
 
+/// An upstream is greeted with 2025-11-25, the newest version that still has an `initialize`
+/// handshake, not rmcp's newest (2026-07-28 has no handshake); the conformance suite's
+/// `initialize` client scenario checks the same.
+#[tokio::test]
+async fn an_upstream_is_greeted_with_the_newest_version_that_has_a_handshake() -> anyhow::Result<()>
+{
+    let fixture = fixture::start().await?;
+    let config = json!({ "mcpServers": { "fixture": { "type": "http", "url": fixture.url } } });
+    let config =
+        orchestrator::config::Config::parse(&config.to_string(), Path::new("."), &|_| None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = orchestrator::gateway::Gateway::start(config);
+    let ready = gateway.wait_ready(Duration::from_secs(30)).await;
+    gateway.shutdown().await;
+    anyhow::ensure!(ready, "the fixture connected");
+    assert_eq!(
+        *fixture.seen.greeted_with.lock().expect("lock"),
+        ["2025-11-25"]
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn progress_trace_context_and_cancellation_pass_through() -> anyhow::Result<()> {
     let dir = TempDir::new("orch-progress")?;
