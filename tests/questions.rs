@@ -56,6 +56,8 @@ struct Seen {
     questions: Mutex<Vec<Value>>,
     /// Questions withdrawn (the request's cancellation token fired).
     withdrawn: Mutex<usize>,
+    /// Log messages heard, as JSON.
+    logs: Mutex<Vec<Value>>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,18 @@ impl ClientHandler for Agent {
             "test-model-7".into(),
         )
         .with_stop_reason(CreateMessageResult::STOP_REASON_END_TURN))
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.seen
+            .logs
+            .lock()
+            .expect("lock")
+            .push(serde_json::to_value(params).unwrap_or_default());
     }
 
     async fn list_roots(
@@ -672,5 +686,97 @@ async fn a_2026_agent_without_the_capability_is_not_asked() -> anyhow::Result<()
     let answer = done.structured_content.clone().context("structured")?;
     ensure!(answer["error"]["code"] == -32021, "{answer}");
     ensure!(agent.questions().is_empty());
+    Ok(())
+}
+
+/// Over stdio each agent has an orchestrator of its own; over HTTP three share one.
+#[tokio::test]
+async fn upstream_log_messages_reach_the_agents_that_asked_at_their_level() -> anyhow::Result<()> {
+    use rmcp::model::{LoggingLevel, SetLevelRequestParams};
+    let heard = |agent: &Agent| agent.seen.logs.lock().expect("lock").clone();
+    async fn log(client: &RunningService<RoleClient, Agent>) -> anyhow::Result<()> {
+        for (level, message) in [("info", "stock counted"), ("error", "disk full")] {
+            let (failed, answer) = ask(
+                client,
+                "asking__log",
+                json!({ "level": level, "message": message }),
+            )
+            .await?;
+            ensure!(!failed, "{answer}");
+        }
+        Ok(())
+    }
+    async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let started = Instant::now();
+        while !done() {
+            if started.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A moment for anything that should not come.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        true
+    }
+
+    let stdio = setup(Side::Stdio, Side::Stdio, json!({})).await?;
+    let quiet = Agent::new(json!({}), Reply::Decline);
+    let client = stdio.connect(quiet.clone()).await?;
+    log(&client).await?;
+    ensure!(
+        !until(Duration::from_millis(300), || !heard(&quiet).is_empty()).await,
+        "an agent that never set a level heard {:?}",
+        heard(&quiet)
+    );
+    client
+        .peer()
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Warning))
+        .await?;
+    log(&client).await?;
+    ensure!(until(Duration::from_secs(10), || !heard(&quiet).is_empty()).await);
+    let got = heard(&quiet);
+    ensure!(got.len() == 1 && got[0]["data"] == "disk full", "{got:?}");
+    ensure!(
+        got[0]["level"] == "error" && got[0]["logger"] == "asking/asking",
+        "{got:?}"
+    );
+
+    let http = setup(Side::Stdio, Side::Http, json!({})).await?;
+    let (quiet, chatty, deaf) = (
+        Agent::new(json!({}), Reply::Decline),
+        Agent::new(json!({}), Reply::Decline),
+        Agent::new(json!({}), Reply::Decline),
+    );
+    let quiet_client = http.connect(quiet.clone()).await?;
+    let chatty_client = http.connect(chatty.clone()).await?;
+    let _deaf_client = http.connect(deaf.clone()).await?;
+    quiet_client
+        .peer()
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Warning))
+        .await?;
+    chatty_client
+        .peer()
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await?;
+    log(&chatty_client).await?;
+    ensure!(
+        until(Duration::from_secs(10), || heard(&chatty).len() >= 2
+            && !heard(&quiet).is_empty())
+        .await,
+        "chatty heard {:?}, quiet heard {:?}",
+        heard(&chatty),
+        heard(&quiet)
+    );
+    let got = heard(&chatty);
+    ensure!(
+        got.len() == 2 && got[0]["data"] == "stock counted",
+        "{got:?}"
+    );
+    let got = heard(&quiet);
+    ensure!(got.len() == 1 && got[0]["data"] == "disk full", "{got:?}");
+    ensure!(
+        heard(&deaf).is_empty(),
+        "an agent that never set a level heard logs"
+    );
     Ok(())
 }

@@ -63,6 +63,7 @@ impl Drop for AgentSession {
     /// An agent that leaves without unsubscribing must not keep upstream subscriptions alive:
     /// the URIs it was the last subscriber of are unsubscribed upstream, off this thread.
     fn drop(&mut self) {
+        self.gateway.relay().log_levels().end_session(self.id);
         let orphaned = self.gateway.relay().subscriptions().end_session(self.id);
         if orphaned.is_empty() {
             return;
@@ -633,9 +634,20 @@ impl ServerHandler for Frontend {
     async fn set_level(
         &self,
         request: rmcp::model::SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         tracing::info!(level = ?request.level, "agent set the log level");
+        // A 2026-07-28 agent has no session to hear log messages on.
+        let request_scoped = context
+            .protocol_version()
+            .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
+        if !request_scoped {
+            self.gateway.relay().log_levels().set(
+                self.session.id,
+                context.peer.clone(),
+                request.level,
+            );
+        }
         Ok(())
     }
 

@@ -33,6 +33,7 @@
 //! The `mcp-orchestrator` command (its CLI and the workshop demo) is the binary crate
 //! `crates/orchestrator-cli`; this library needs no argument parser, tables or spinners.
 
+pub mod agent_logs;
 pub mod annotations;
 pub mod ask;
 pub mod cache;

@@ -169,7 +169,8 @@ impl ClientHandler for UpstreamClient {
         self.refresh.notify.notify_one();
     }
 
-    // Upstreams on 2025-11-25 still log through notifications; their messages join our log.
+    // Upstreams on 2025-11-25 still log through notifications: their messages join our log and
+    // reach the agents that asked for their level.
     #[allow(deprecated)]
     async fn on_logging_message(
         &self,
@@ -185,5 +186,6 @@ impl ClientHandler for UpstreamClient {
             LoggingLevel::Warning => tracing::warn!(server = %server, "{data}"),
             _ => tracing::error!(server = %server, "{data}"),
         }
+        self.relay.log_message(server, params).await;
     }
 }
