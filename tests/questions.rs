@@ -182,7 +182,32 @@ enum Front {
     Http(HttpServer),
 }
 
+/// Which era the orchestrator speaks to the asking server: 2025-11-25, where it asks with
+/// requests of its own, or the newest (2026-07-28), where it asks through `input_required`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Requests,
+    InputRequired,
+}
+
+const ERAS: [Era; 2] = [Era::Requests, Era::InputRequired];
+
+/// The orchestrator in front of the asking server spoken to in 2025-11-25.
 async fn setup(upstream: Side, front: Side, orchestrator: Value) -> anyhow::Result<Setup> {
+    setup_in(Era::Requests, upstream, front, orchestrator).await
+}
+
+async fn setup_in(
+    era: Era,
+    upstream: Side,
+    front: Side,
+    mut orchestrator: Value,
+) -> anyhow::Result<Setup> {
+    let protocol = match era {
+        Era::Requests => "2025-11-25",
+        Era::InputRequired => "auto",
+    };
+    orchestrator["servers"]["asking"]["protocol"] = json!(protocol);
     let dir = TempDir::new("questions")?;
     let (server, http_upstream) = match upstream {
         Side::Stdio => (json!({ "command": bin_path("asking-mcp-server")? }), None),
@@ -300,7 +325,16 @@ fn caps(json: &str) -> Value {
 }
 
 async fn accept_decline_cancel(upstream: Side, front: Side) -> anyhow::Result<()> {
-    let setup = setup(upstream, front, json!({})).await?;
+    for era in ERAS {
+        accept_decline_cancel_in(era, upstream, front)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn accept_decline_cancel_in(era: Era, upstream: Side, front: Side) -> anyhow::Result<()> {
+    let setup = setup_in(era, upstream, front, json!({})).await?;
     let content = json!({ "confirm": true });
     for (reply, action, expected_content) in [
         (Reply::Accept(content.clone()), "accept", content.clone()),
@@ -397,13 +431,28 @@ async fn an_agent_is_never_asked_what_it_did_not_declare() -> anyhow::Result<()>
         );
         client.cancel().await?;
     }
+    // A 2026-07-28 server asks through its result and cannot be told: the agent's call ends
+    // with the same error.
+    let setup = setup_in(Era::InputRequired, Side::Stdio, Side::Stdio, json!({})).await?;
+    let agent = Agent::new(json!({}), Reply::Accept(json!({})));
+    let client = setup.connect(agent.clone()).await?;
+    let e = call(&client, "asking__confirm_delete", json!({}))
+        .await
+        .expect_err("not declared");
+    ensure!(format!("{e:#}").contains("-32021"), "{e:#}");
+    ensure!(agent.questions().is_empty(), "the agent was asked");
     Ok(())
 }
 
 #[tokio::test]
 async fn url_elicitation_sampling_and_roots_pass_through() -> anyhow::Result<()> {
-    for (upstream, front) in [(Side::Stdio, Side::Stdio), (Side::Http, Side::Http)] {
-        let setup = setup(upstream, front, json!({})).await?;
+    for (era, upstream, front) in [
+        (Era::Requests, Side::Stdio, Side::Stdio),
+        (Era::Requests, Side::Http, Side::Http),
+        (Era::InputRequired, Side::Stdio, Side::Stdio),
+        (Era::InputRequired, Side::Http, Side::Http),
+    ] {
+        let setup = setup_in(era, upstream, front, json!({})).await?;
         let agent = Agent::new(
             json!({ "elicitation": { "form": {}, "url": {} }, "sampling": { "tools": {} }, "roots": {} }),
             Reply::Accept(json!({})),
@@ -456,20 +505,24 @@ async fn url_elicitation_sampling_and_roots_pass_through() -> anyhow::Result<()>
 #[tokio::test]
 async fn the_calls_timeout_waits_for_the_user() -> anyhow::Result<()> {
     // One attempt may take 1 s and the whole call 2 s; the user answers after 3 s.
-    let setup = setup(
-        Side::Stdio,
-        Side::Stdio,
-        json!({ "servers": { "asking": { "timeoutMs": 1000, "deadlineMs": 2000,
-                                          "retry": { "maxAttempts": 1 } } } }),
-    )
-    .await?;
-    let agent = Agent::new(
-        caps(FORM_AND_URL),
-        Reply::Slowly(Duration::from_secs(3), json!({ "confirm": true })),
-    );
-    let client = setup.connect(agent).await?;
-    let (failed, answer) = ask(&client, "asking__confirm_delete", json!({ "files": 1 })).await?;
-    ensure!(!failed && answer["action"] == "accept", "{answer}");
+    for era in ERAS {
+        let setup = setup_in(
+            era,
+            Side::Stdio,
+            Side::Stdio,
+            json!({ "servers": { "asking": { "timeoutMs": 1000, "deadlineMs": 2000,
+                                              "retry": { "maxAttempts": 1 } } } }),
+        )
+        .await?;
+        let agent = Agent::new(
+            caps(FORM_AND_URL),
+            Reply::Slowly(Duration::from_secs(3), json!({ "confirm": true })),
+        );
+        let client = setup.connect(agent).await?;
+        let (failed, answer) =
+            ask(&client, "asking__confirm_delete", json!({ "files": 1 })).await?;
+        ensure!(!failed && answer["action"] == "accept", "{era:?}: {answer}");
+    }
     Ok(())
 }
 
@@ -499,12 +552,41 @@ async fn a_question_nobody_answers_ends_at_the_user_input_limit() -> anyhow::Res
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // A 2026-07-28 server cannot be told: the call ends with the error, naming the limit.
+    let setup = setup_in(
+        Era::InputRequired,
+        Side::Stdio,
+        Side::Stdio,
+        json!({ "limits": { "userInputTimeoutMs": 1000 } }),
+    )
+    .await?;
+    let client = setup
+        .connect(Agent::new(caps(FORM_AND_URL), Reply::Never))
+        .await?;
+    let e = call(&client, "asking__confirm_delete", json!({}))
+        .await
+        .expect_err("no answer");
+    ensure!(
+        format!("{e:#}").contains("orchestrator.limits.userInputTimeoutMs"),
+        "{e:#}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn a_composite_steps_question_reaches_the_agent() -> anyhow::Result<()> {
-    let setup = setup(
+    for era in ERAS {
+        composite_question(era)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn composite_question(era: Era) -> anyhow::Result<()> {
+    let setup = setup_in(
+        era,
         Side::Stdio,
         Side::Stdio,
         json!({ "composites": { "cleanup": {
@@ -555,7 +637,16 @@ fn params(tool: &str, args: Value) -> CallToolRequestParams {
 }
 
 async fn input_required_round_trip(front: Side) -> anyhow::Result<()> {
-    let setup = setup(Side::Stdio, front, json!({})).await?;
+    for era in ERAS {
+        input_required_round_trip_in(era, front)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn input_required_round_trip_in(era: Era, front: Side) -> anyhow::Result<()> {
+    let setup = setup_in(era, Side::Stdio, front, json!({})).await?;
     let agent = Agent::new(caps(FORM_AND_URL), Reply::Decline);
     let client = setup.connect_stateless(agent.clone()).await?;
     let ask = params("asking__confirm_delete", json!({ "files": 3 }));
@@ -640,7 +731,17 @@ async fn a_2026_agent_is_asked_through_input_required_http() -> anyhow::Result<(
 
 #[tokio::test]
 async fn a_2026_agents_composite_resumes_where_it_stopped() -> anyhow::Result<()> {
-    let setup = setup(
+    for era in ERAS {
+        composite_resumes(era)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn composite_resumes(era: Era) -> anyhow::Result<()> {
+    let setup = setup_in(
+        era,
         Side::Http,
         Side::Http,
         json!({ "composites": { "cleanup": {
@@ -675,17 +776,23 @@ async fn a_2026_agents_composite_resumes_where_it_stopped() -> anyhow::Result<()
 
 #[tokio::test]
 async fn a_2026_agent_without_the_capability_is_not_asked() -> anyhow::Result<()> {
-    let setup = setup(Side::Stdio, Side::Stdio, json!({})).await?;
-    let agent = Agent::new(json!({}), Reply::Accept(json!({})));
-    let client = setup.connect_stateless(agent.clone()).await?;
-    let CallToolResponse::Complete(done) =
-        once(&client, params("asking__confirm_delete", json!({}))).await?
-    else {
-        anyhow::bail!("expected the call to finish");
-    };
-    let answer = done.structured_content.clone().context("structured")?;
-    ensure!(answer["error"]["code"] == -32021, "{answer}");
-    ensure!(agent.questions().is_empty());
+    for era in ERAS {
+        let setup = setup_in(era, Side::Stdio, Side::Stdio, json!({})).await?;
+        let agent = Agent::new(json!({}), Reply::Accept(json!({})));
+        let client = setup.connect_stateless(agent.clone()).await?;
+        let outcome = once(&client, params("asking__confirm_delete", json!({}))).await;
+        match (era, outcome) {
+            // A 2025-11-25 server is told, and answers with the error.
+            (Era::Requests, Ok(CallToolResponse::Complete(done))) => {
+                let answer = done.structured_content.clone().context("structured")?;
+                ensure!(answer["error"]["code"] == -32021, "{answer}");
+            }
+            // A 2026-07-28 server cannot be: the call ends with it.
+            (Era::InputRequired, Err(e)) => ensure!(e.to_string().contains("-32021"), "{e}"),
+            (era, other) => anyhow::bail!("{era:?}: unexpected {other:?}"),
+        }
+        ensure!(agent.questions().is_empty());
+    }
     Ok(())
 }
 

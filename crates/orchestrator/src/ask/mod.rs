@@ -9,6 +9,7 @@ pub mod capability;
 pub mod forward;
 pub mod origins;
 pub mod pause;
+pub mod rounds;
 pub mod suspend;
 
 use rmcp::{

@@ -13,18 +13,24 @@
 //!
 //! A question the client refuses (an error) makes the tool answer `isError` with
 //! `{"error": {"code", "message", "data"}}`, so a test sees exactly what the client said.
+//!
+//! On 2025-11-25 it asks with requests of its own (`elicitation/create`, ...); on 2026-07-28,
+//! which has none, the first call answers `input_required` with the question under `ask` and a
+//! `requestState`, and the retry's `inputResponses.ask` is the answer.
 
 #![allow(deprecated)] // Sampling, roots and logging are deprecated from 2026-07-28 on; this server speaks 2025-11-25.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use clap::Parser;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, CreateMessageRequestParams,
-        ElicitRequestParams, ElicitationSchema, Implementation, JsonObject, ListToolsResult,
-        LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, SamplingMessage,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CreateMessageRequest,
+        CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
+        ElicitResult, ElicitationSchema, Implementation, InputRequest, InputRequiredResult,
+        JsonObject, ListRootsRequest, ListRootsResult, ListToolsResult, LoggingLevel,
+        LoggingMessageNotificationParam, PaginatedRequestParams, ProtocolVersion, SamplingMessage,
         ServerCapabilities, ServerConfig, Tool,
     },
     service::{RequestContext, ServiceError},
@@ -95,6 +101,44 @@ fn answer(outcome: Result<Value, ServiceError>) -> CallToolResponse {
     }
 }
 
+/// A question's outcome: the client's answer, or (2026-07-28, first round) the
+/// `input_required` result that asks it.
+enum Got<T> {
+    Answer(Result<T, ServiceError>),
+    Ask(CallToolResponse),
+}
+
+/// Asks `question`: with `legacy` (a request to the client) on 2025-11-25, through the result on
+/// 2026-07-28.
+async fn put<T: serde::de::DeserializeOwned>(
+    request: &CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+    question: InputRequest,
+    legacy: impl Future<Output = Result<T, ServiceError>>,
+) -> Got<T> {
+    let modern = context
+        .protocol_version()
+        .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+    if !modern {
+        return Got::Answer(legacy.await);
+    }
+    match request.input_responses.as_ref().and_then(|r| r.get("ask")) {
+        Some(answer) => Got::Answer(serde_json::from_value(answer.clone()).map_err(|e| {
+            ServiceError::McpError(ErrorData::invalid_params(
+                format!("inputResponses.ask: {e}"),
+                None,
+            ))
+        })),
+        None => Got::Ask(
+            InputRequiredResult::new(
+                Some([("ask".to_owned(), question)].into()),
+                Some(format!("asked:{}", request.name)),
+            )
+            .into(),
+        ),
+    }
+}
+
 fn arg<'a>(args: &'a JsonObject, name: &str) -> Option<&'a Value> {
     args.get(name)
 }
@@ -127,7 +171,7 @@ impl ServerHandler for Asking {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let args = request.arguments.unwrap_or_default();
+        let args = request.arguments.clone().unwrap_or_default();
         let peer = &context.peer;
         let response = match request.name.as_ref() {
             "confirm_delete" => {
@@ -147,11 +191,14 @@ impl ServerHandler for Asking {
                     message,
                     requested_schema: schema,
                 };
-                answer(
-                    peer.create_elicitation(params)
-                        .await
-                        .map(|r| json!({ "action": r.action, "content": r.content })),
-                )
+                let question = InputRequest::Elicitation(ElicitRequest::new(params.clone()));
+                let asked = peer.create_elicitation(params);
+                match put::<ElicitResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => {
+                        answer(r.map(|r| json!({ "action": r.action, "content": r.content })))
+                    }
+                }
             }
             "open_link" => {
                 let url = arg(&args, "url")
@@ -164,11 +211,12 @@ impl ServerHandler for Asking {
                     url,
                     elicitation_id: "link-1".into(),
                 };
-                answer(
-                    peer.create_elicitation(params)
-                        .await
-                        .map(|r| json!({ "action": r.action })),
-                )
+                let question = InputRequest::Elicitation(ElicitRequest::new(params.clone()));
+                let asked = peer.create_elicitation(params);
+                match put::<ElicitResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => answer(r.map(|r| json!({ "action": r.action }))),
+                }
             }
             "summarize" => {
                 let text = arg(&args, "text").and_then(Value::as_str).unwrap_or("");
@@ -183,15 +231,28 @@ impl ServerHandler for Asking {
                         json!({ "type": "object" }),
                     )]);
                 }
-                answer(peer.create_message(params).await.map(|r| {
-                    json!({
-                        "model": r.model,
-                        "text": serde_json::to_value(&r.message.content).unwrap_or(Value::Null),
-                        "stopReason": r.stop_reason,
-                    })
-                }))
+                let question =
+                    InputRequest::CreateMessage(CreateMessageRequest::new(params.clone()));
+                let asked = peer.create_message(params);
+                match put::<CreateMessageResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => answer(r.map(|r| {
+                        json!({
+                            "model": r.model,
+                            "text": serde_json::to_value(&r.message.content).unwrap_or(Value::Null),
+                            "stopReason": r.stop_reason,
+                        })
+                    })),
+                }
             }
-            "roots" => answer(peer.list_roots().await.map(|r| json!({ "roots": r.roots }))),
+            "roots" => {
+                let question = InputRequest::ListRoots(ListRootsRequest::default());
+                let asked = peer.list_roots();
+                match put::<ListRootsResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => answer(r.map(|r| json!({ "roots": r.roots }))),
+                }
+            }
             "log" => {
                 let level: LoggingLevel = arg(&args, "level")
                     .cloned()
