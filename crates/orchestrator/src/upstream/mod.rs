@@ -17,12 +17,15 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use rmcp::model::{ClientRequest, Prompt, Resource, ResourceTemplate, ServerResult, Tool};
+use rmcp::model::{
+    ClientRequest, Prompt, Resource, ResourceTemplate, ServerCapabilities, ServerResult, Tool,
+};
 use tokio::sync::watch;
 
 pub use crate::context::CallContext;
 use crate::{
-    config::ServerSpec, error::CallError, policy::PolicyStack, relay::Relay, stats::ServerStats,
+    config::ServerSpec, error::CallError, hints::ListHints, policy::PolicyStack, relay::Relay,
+    stats::ServerStats,
 };
 
 /// What an upstream offered when last listed.
@@ -39,15 +42,21 @@ pub struct Offer {
     /// Each tool's input schema, compiled once per listing: arguments are checked against it
     /// before a call leaves the orchestrator. A tool whose schema does not compile has none.
     pub validators: HashMap<String, Arc<jsonschema::Validator>>,
+    /// What it advertised in its handshake: the front advertises the union
+    /// ([`crate::capabilities`]), and requests it did not advertise are never sent to it.
+    pub capabilities: ServerCapabilities,
+    /// How long each of its lists stays fresh, as it said when listed ([`crate::hints`]).
+    pub hints: ListHints,
 }
 
 impl Offer {
-    /// An offer of `tools`, with their input schemas compiled.
+    /// An offer of `tools` (and the tools capability), with their input schemas compiled.
     pub fn of_tools(tools: Vec<Tool>) -> Self {
         let validators = compile_validators(&tools);
         Self {
             tools,
             validators,
+            capabilities: ServerCapabilities::builder().enable_tools().build(),
             ..Self::default()
         }
     }
