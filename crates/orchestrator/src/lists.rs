@@ -26,9 +26,11 @@ use crate::{
 /// the status resource are fixed while it runs, but the upstreams' items around them are not.
 pub const CATALOG_TTL: Duration = Duration::from_secs(60);
 
-/// How long a read of `orchestrator://status` stays fresh: its figures move with every call, so
-/// a second is enough to spare a dashboard that polls, and it is private (operators' data).
-pub const STATUS_TTL: Duration = Duration::from_secs(1);
+/// How long a read of `orchestrator://status` stays fresh: not at all. Its figures move with
+/// every call, and an agent that reads it wants them as they are now; rmcp's client keeps any
+/// answer with a positive TTL and would serve a second read from its copy. Private: it is
+/// operators' data, not to be shared across authorization contexts.
+pub const STATUS_TTL: Duration = Duration::ZERO;
 
 /// The hint of a list with the orchestrator's own part and the upstreams' `parts`, now.
 fn list_hint(parts: Option<Stated>) -> CacheHint {
@@ -207,9 +209,9 @@ mod tests {
     }
 
     #[test]
-    fn a_status_read_is_short_lived_and_private() {
+    fn a_status_read_is_stale_at_once_and_private() {
         let read = status_read(ReadResourceResult::new(vec![]));
-        assert_eq!(read.ttl_ms, Some(STATUS_TTL.as_millis() as u64));
+        assert_eq!(read.ttl_ms, Some(0));
         assert_eq!(read.cache_scope, Some(CacheScope::Private));
     }
 }
