@@ -16,12 +16,13 @@ use kit::correlation::CorrelationId;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-        GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
-        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
-        ResourceContents, ResultType, ServerCapabilities, ServerConfig, ServerNotification,
-        SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
+        CallToolRequestParams, CallToolResponse, CompleteRequestMethod, CompleteRequestParams,
+        CompleteResult, GetPromptRequestMethod, GetPromptRequestParams, GetPromptResponse,
+        Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+        ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+        ReadResourceResult, Reference, Resource, ResourceContents, ResultType, ServerConfig,
+        ServerNotification, SubscribeRequestMethod, SubscribeRequestParams, SubscriptionFilter,
+        Tool, UnsubscribeRequestMethod, UnsubscribeRequestParams,
     },
     service::{NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError},
 };
@@ -30,9 +31,13 @@ use tracing::Instrument as _;
 
 use crate::{
     ask::{Origin, UserWait, suspend::Step},
+    call::ReadFrom,
+    capabilities,
+    catalog::Catalog,
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
+    lists,
     relay::ListChange,
     status::{STATUS_URI, StatusReport},
     subscriptions::{SessionId, Subscribed, Unsubscribed},
@@ -89,6 +94,9 @@ async fn release_upstream(gateway: &Gateway, uri: &str, cx: &CallContext) {
         return;
     };
     let upstream = gateway.calls().upstream();
+    // Reads stored before or during the subscription (none was served meanwhile: subscribed
+    // resources are read from the upstream) may predate updates it told of.
+    upstream.forget_reads(target.server, &target.name);
     if let Err(e) = upstream
         .subscribe(target.server, &target.name, false, cx)
         .await
@@ -245,30 +253,19 @@ impl Frontend {
 }
 
 impl ServerHandler for Frontend {
-    // `enable_logging` is deprecated from 2026-07-28 on; 2025-11-25 agents still use setLevel.
-    #[allow(deprecated)]
+    /// What the upstreams offer now and what the orchestrator serves itself
+    /// ([`crate::capabilities`]): computed per call, so each new session (and each 2026-07-28
+    /// `server/discover`) sees the current union.
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_resources()
-                .enable_resources_list_changed()
-                .enable_resources_subscribe()
-                .enable_prompts()
-                .enable_prompts_list_changed()
-                .enable_logging()
-                .enable_completions()
-                .build(),
-        )
-        .with_server_info(Implementation::new(
-            "mcp-orchestrator",
-            env!("CARGO_PKG_VERSION"),
-        ))
-        .with_instructions(
-            "One server in front of many: tools are named <server>__<tool>. \
+        ServerConfig::new(self.gateway.catalog().offered().advertised())
+            .with_server_info(Implementation::new(
+                "mcp-orchestrator",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "One server in front of many: tools are named <server>__<tool>. \
              Read orchestrator://status for the state of every upstream.",
-        )
+            )
     }
 
     /// 2026-07-28 agents hear of list changes through `subscriptions/listen`. Resource update
@@ -331,9 +328,7 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.gateway.catalog().tools().to_vec(),
-        ))
+        Ok(lists::tools(&self.gateway.catalog()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -416,9 +411,8 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let mut resources = vec![Self::status_resource()];
-        resources.extend(self.gateway.catalog().resources().iter().cloned());
-        Ok(ListResourcesResult::with_all_items(resources))
+        let own = vec![Self::status_resource()];
+        Ok(lists::resources(&self.gateway.catalog(), own))
     }
 
     async fn list_resource_templates(
@@ -426,9 +420,7 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.gateway.catalog().templates().to_vec(),
-        ))
+        Ok(lists::templates(&self.gateway.catalog()))
     }
 
     async fn read_resource(
@@ -443,8 +435,19 @@ impl ServerHandler for Frontend {
             if let ResourceContents::TextResourceContents { mime_type, .. } = &mut contents {
                 *mime_type = Some("application/json".into());
             }
-            return Ok(ReadResourceResult::new(vec![contents]).into());
+            return Ok(lists::status_read(ReadResourceResult::new(vec![contents])).into());
         }
+        // A subscribed resource's upstream tells of its changes: it is read fresh each time.
+        let from = if self
+            .gateway
+            .relay()
+            .subscriptions()
+            .is_subscribed(&request.uri)
+        {
+            ReadFrom::Upstream
+        } else {
+            ReadFrom::CacheOrUpstream
+        };
         let target = self
             .gateway
             .catalog()
@@ -453,7 +456,7 @@ impl ServerHandler for Frontend {
         let (span, cx) = request_span("resources/read", &request.uri, &context, self.session.id);
         let calls = self.gateway.calls().upstream();
         let mut result = calls
-            .read_resource(target.server, &target.name, &cx)
+            .read_resource(target.server, &target.name, from, &cx)
             .instrument(span)
             .await
             .map_err(CallError::into_error_data)?;
@@ -482,6 +485,9 @@ impl ServerHandler for Frontend {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if !self.gateway.catalog().offered().subscribe {
+            return Err(ErrorData::method_not_found::<SubscribeRequestMethod>());
+        }
         if request.uri == STATUS_URI {
             return Ok(());
         }
@@ -490,6 +496,17 @@ impl ServerHandler for Frontend {
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
+        let upstream = &self.gateway.upstreams()[target.server];
+        if !capabilities::subscribes(&upstream.offer().capabilities) {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "resource `{}`: server `{}` does not offer subscriptions",
+                    request.uri,
+                    upstream.name()
+                ),
+                None,
+            ));
+        }
         let subscriptions = self.gateway.relay().subscriptions();
         let limit = self.gateway.config().limits.max_subscriptions_per_client;
         match subscriptions.subscribe(&request.uri, self.session.id, context.peer.clone(), limit) {
@@ -535,6 +552,9 @@ impl ServerHandler for Frontend {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if !self.gateway.catalog().offered().subscribe {
+            return Err(ErrorData::method_not_found::<UnsubscribeRequestMethod>());
+        }
         let left = self
             .gateway
             .relay()
@@ -559,9 +579,7 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(
-            self.gateway.catalog().prompts().to_vec(),
-        ))
+        lists::prompts(&self.gateway.catalog())
     }
 
     async fn get_prompt(
@@ -569,6 +587,9 @@ impl ServerHandler for Frontend {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if !self.gateway.catalog().offered().prompts {
+            return Err(ErrorData::method_not_found::<GetPromptRequestMethod>());
+        }
         let target = self
             .gateway
             .catalog()
@@ -594,6 +615,18 @@ impl ServerHandler for Frontend {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let catalog = self.gateway.catalog();
+        if !catalog.offered().completions {
+            return Err(ErrorData::method_not_found::<CompleteRequestMethod>());
+        }
+        // A prompt or resource whose server offers no completions has none to suggest: answered
+        // here, not sent to a server that never advertised the method.
+        if let Some(server) = completion_server(&catalog, &request.r#ref)
+            && !capabilities::completes(&self.gateway.upstreams()[server].offer().capabilities)
+        {
+            let mut none = CompleteResult::default();
+            mark_complete(&mut none.result_type);
+            return Ok(none);
+        }
         let server = match &mut request.r#ref {
             Reference::Prompt(p) => {
                 let route = catalog
@@ -686,4 +719,13 @@ fn request_span(
 /// 2026-07-28 agents require on every result; rmcp strips `complete` again for older agents.
 fn mark_complete(result_type: &mut Option<ResultType>) {
     result_type.get_or_insert(ResultType::COMPLETE);
+}
+
+/// The upstream a completion reference leads to, if it names a known prompt or resource.
+fn completion_server(catalog: &Catalog, reference: &Reference) -> Option<usize> {
+    match reference {
+        Reference::Prompt(p) => catalog.prompt(&p.name).ok().map(|t| t.server),
+        Reference::Resource(r) => catalog.resource(&r.uri).ok().map(|t| t.server),
+        _ => None,
+    }
 }

@@ -30,7 +30,7 @@ use crate::{
     policy::CallReport,
 };
 
-pub use self::{composite::Composites, upstream::UpstreamCalls};
+pub use self::{composite::Composites, requests::ReadFrom, upstream::UpstreamCalls};
 
 /// Everything a routed `tools/call` can reach.
 #[derive(Debug)]

@@ -87,6 +87,16 @@ impl UpstreamCalls {
         &self.cache
     }
 
+    /// The configuration the calls follow.
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where calls are recorded.
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// `tools/call` of upstream `server`'s own `tool`: through the cache when the tool (or the
     /// composite step's `cache`) asks for it, then the server's policy stack.
     pub async fn call_tool(
