@@ -30,9 +30,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument as _;
 
 use crate::{
-    call::ReadFrom,
-    capabilities,
-    catalog::Catalog,
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
@@ -361,9 +358,9 @@ impl ServerHandler for Frontend {
             .subscriptions()
             .is_subscribed(&request.uri)
         {
-            ReadFrom::Upstream
+            crate::call::ReadFrom::Upstream
         } else {
-            ReadFrom::CacheOrUpstream
+            crate::call::ReadFrom::CacheOrUpstream
         };
         let target = self
             .gateway
@@ -414,7 +411,7 @@ impl ServerHandler for Frontend {
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
         let upstream = &self.gateway.upstreams()[target.server];
-        if !capabilities::subscribes(&upstream.offer().capabilities) {
+        if !crate::capabilities::subscribes(&upstream.offer().capabilities) {
             return Err(ErrorData::invalid_params(
                 format!(
                     "resource `{}`: server `{}` does not offer subscriptions",
@@ -528,7 +525,9 @@ impl ServerHandler for Frontend {
         // A prompt or resource whose server offers no completions has none to suggest: answered
         // here, not sent to a server that never advertised the method.
         if let Some(server) = completion_server(&catalog, &request.r#ref)
-            && !capabilities::completes(&self.gateway.upstreams()[server].offer().capabilities)
+            && !crate::capabilities::completes(
+                &self.gateway.upstreams()[server].offer().capabilities,
+            )
         {
             let mut none = CompleteResult::default();
             mark_complete(&mut none.result_type);
@@ -617,7 +616,7 @@ fn mark_complete(result_type: &mut Option<ResultType>) {
 }
 
 /// The upstream a completion reference leads to, if it names a known prompt or resource.
-fn completion_server(catalog: &Catalog, reference: &Reference) -> Option<usize> {
+fn completion_server(catalog: &crate::catalog::Catalog, reference: &Reference) -> Option<usize> {
     match reference {
         Reference::Prompt(p) => catalog.prompt(&p.name).ok().map(|t| t.server),
         Reference::Resource(r) => catalog.resource(&r.uri).ok().map(|t| t.server),
