@@ -31,9 +31,6 @@ use tracing::Instrument as _;
 
 use crate::{
     ask::{Origin, UserWait, suspend::Step},
-    call::ReadFrom,
-    capabilities,
-    catalog::Catalog,
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
@@ -444,9 +441,9 @@ impl ServerHandler for Frontend {
             .subscriptions()
             .is_subscribed(&request.uri)
         {
-            ReadFrom::Upstream
+            crate::call::ReadFrom::Upstream
         } else {
-            ReadFrom::CacheOrUpstream
+            crate::call::ReadFrom::CacheOrUpstream
         };
         let target = self
             .gateway
@@ -497,7 +494,7 @@ impl ServerHandler for Frontend {
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
         let upstream = &self.gateway.upstreams()[target.server];
-        if !capabilities::subscribes(&upstream.offer().capabilities) {
+        if !crate::capabilities::subscribes(&upstream.offer().capabilities) {
             return Err(ErrorData::invalid_params(
                 format!(
                     "resource `{}`: server `{}` does not offer subscriptions",
@@ -621,7 +618,9 @@ impl ServerHandler for Frontend {
         // A prompt or resource whose server offers no completions has none to suggest: answered
         // here, not sent to a server that never advertised the method.
         if let Some(server) = completion_server(&catalog, &request.r#ref)
-            && !capabilities::completes(&self.gateway.upstreams()[server].offer().capabilities)
+            && !crate::capabilities::completes(
+                &self.gateway.upstreams()[server].offer().capabilities,
+            )
         {
             let mut none = CompleteResult::default();
             mark_complete(&mut none.result_type);
@@ -722,7 +721,7 @@ fn mark_complete(result_type: &mut Option<ResultType>) {
 }
 
 /// The upstream a completion reference leads to, if it names a known prompt or resource.
-fn completion_server(catalog: &Catalog, reference: &Reference) -> Option<usize> {
+fn completion_server(catalog: &crate::catalog::Catalog, reference: &Reference) -> Option<usize> {
     match reference {
         Reference::Prompt(p) => catalog.prompt(&p.name).ok().map(|t| t.server),
         Reference::Resource(r) => catalog.resource(&r.uri).ok().map(|t| t.server),
