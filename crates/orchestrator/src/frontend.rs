@@ -673,12 +673,30 @@ impl ServerHandler for Frontend {
         let request_scoped = context
             .protocol_version()
             .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
-        if !request_scoped {
-            self.gateway.relay().log_levels().set(
-                self.session.id,
-                context.peer.clone(),
-                request.level,
-            );
+        if request_scoped {
+            return Ok(());
+        }
+        let wanted = self.gateway.relay().log_levels().set(
+            self.session.id,
+            context.peer.clone(),
+            request.level,
+        );
+        // Each upstream that logs is asked for the most verbose level any agent wants; each
+        // agent then gets what it asked for.
+        let calls = self.gateway.calls().upstream();
+        let cx = call_context_for(
+            &context,
+            &kit::correlation::of_request(&context),
+            self.session.id,
+        );
+        for (server, upstream) in calls.upstreams().iter().enumerate() {
+            let logs = upstream.offer().capabilities.logging.is_some();
+            let legacy = upstream.protocol().as_deref() == Some("2025-11-25");
+            if logs && legacy {
+                if let Err(e) = calls.set_level(server, wanted, &cx).await {
+                    tracing::info!(server = %upstream.name(), error = %e, "upstream setLevel failed");
+                }
+            }
         }
         Ok(())
     }
