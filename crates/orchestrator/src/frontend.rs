@@ -692,10 +692,11 @@ impl ServerHandler for Frontend {
         for (server, upstream) in calls.upstreams().iter().enumerate() {
             let logs = upstream.offer().capabilities.logging.is_some();
             let legacy = upstream.protocol().as_deref() == Some("2025-11-25");
-            if logs && legacy {
-                if let Err(e) = calls.set_level(server, wanted, &cx).await {
-                    tracing::info!(server = %upstream.name(), error = %e, "upstream setLevel failed");
-                }
+            if logs
+                && legacy
+                && let Err(e) = calls.set_level(server, wanted, &cx).await
+            {
+                tracing::info!(server = %upstream.name(), error = %e, "upstream setLevel failed");
             }
         }
         Ok(())
