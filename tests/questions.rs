@@ -688,17 +688,22 @@ async fn input_required_round_trip_in(era: Era, front: Side) -> anyhow::Result<(
     }
     // An answer of the wrong shape names the key, and leaves the call held.
     let wrong: rmcp::model::InputResponses = [(key.clone(), json!({ "confirm": true }))].into();
-    let e = once(
+    // (A held call checks it here; a 2026-07-28 upstream checks its own, and says so.)
+    let refusal = match once(
         &client,
         ask.clone()
             .with_input_responses(wrong)
             .with_request_state(state.clone()),
     )
     .await
-    .expect_err("refused");
+    {
+        Err(e) => e.to_string(),
+        Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => format!("{r:?}"),
+        Ok(other) => anyhow::bail!("a wrong answer was taken: {other:?}"),
+    };
     ensure!(
-        e.to_string().contains(&format!("inputResponses.{key}")),
-        "{e}"
+        refusal.contains(&format!("inputResponses.{key}")),
+        "{refusal}"
     );
 
     // The retry with the answer finishes the same call.
@@ -713,9 +718,11 @@ async fn input_required_round_trip_in(era: Era, front: Side) -> anyhow::Result<(
         answer["action"] == "accept" && answer["content"]["confirm"] == true,
         "{answer}"
     );
-    // The state is spent: the call it held is over.
-    let e = once(&client, retry).await.expect_err("spent");
-    ensure!(e.to_string().contains("no longer held"), "{e}");
+    // A held call's state is spent with it; an upstream's own is the upstream's to judge.
+    if era == Era::Requests {
+        let e = once(&client, retry).await.expect_err("spent");
+        ensure!(e.to_string().contains("no longer held"), "{e}");
+    }
     Ok(())
 }
 
@@ -891,5 +898,97 @@ async fn upstream_log_messages_reach_the_agents_that_asked_at_their_level() -> a
     // The upstream is asked for the most verbose level any agent wants.
     let (_, level) = ask(&quiet_client, "asking__level", json!({})).await?;
     ensure!(level["level"] == "debug", "{level}");
+    Ok(())
+}
+
+/// A 2026-07-28 upstream's own question needs nothing held: the state the agent gets wraps the
+/// upstream's, so the retry may reach another instance with the same key (behind a load
+/// balancer), and only those.
+#[tokio::test]
+async fn an_upstreams_own_question_resumes_on_any_instance_with_the_same_key() -> anyhow::Result<()>
+{
+    let dir = TempDir::new("questions-instances")?;
+    let upstream = HttpServer::start("asking-mcp-server", &[]).await?;
+    let path = dir.path().join("mcp.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string(&json!({
+            "mcpServers": { "asking": { "type": "http", "url": upstream.url } }
+        }))?,
+    )?;
+    let front = |key: &str| {
+        let env = [("MCP_ORCHESTRATOR_STATE_KEY".to_owned(), key.to_owned())].into();
+        let args = [
+            "serve".to_owned(),
+            "--config".to_owned(),
+            path.display().to_string(),
+            "--http".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        async move { HttpServer::spawn("mcp-orchestrator", &args, &env).await }
+    };
+    let shared = "k".repeat(40);
+    let (one, two, other) = (
+        front(&shared).await?,
+        front(&shared).await?,
+        front(&"x".repeat(40)).await?,
+    );
+    let mut clients = Vec::new();
+    for server in [&one, &two, &other] {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(server.url.clone()),
+        );
+        let mode = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        let agent = Agent::new(caps(FORM_AND_URL), Reply::Decline);
+        let client = agent.serve_with_lifecycle(transport, mode).await?;
+        let started = Instant::now();
+        while !client
+            .peer()
+            .list_all_tools()
+            .await?
+            .iter()
+            .any(|t| t.name == "asking__confirm_delete")
+        {
+            ensure!(started.elapsed() < Duration::from_secs(30), "no tools");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        clients.push(client);
+    }
+    let ask = params("asking__confirm_delete", json!({ "files": 4 }));
+    let CallToolResponse::InputRequired(asked) = once(&clients[0], ask.clone()).await? else {
+        anyhow::bail!("expected input_required");
+    };
+    let requests = serde_json::to_value(&asked.input_requests)?;
+    ensure!(
+        requests["ask"]["params"]["message"] == "Delete 4 files?",
+        "{requests}"
+    );
+    let state = asked.request_state.clone().context("requestState")?;
+    ensure!(
+        !state.contains("asked:"),
+        "the upstream's state is wrapped, not shown: {state}"
+    );
+    let answers: rmcp::model::InputResponses = [(
+        "ask".to_owned(),
+        json!({ "action": "accept", "content": { "confirm": true } }),
+    )]
+    .into();
+    let retry = ask.with_input_responses(answers).with_request_state(state);
+    // Another instance with another key refuses it.
+    let e = once(&clients[2], retry.clone())
+        .await
+        .expect_err("another key");
+    ensure!(e.to_string().contains("requestState"), "{e}");
+    // Another instance with the same key finishes it.
+    let CallToolResponse::Complete(done) = once(&clients[1], retry).await? else {
+        anyhow::bail!("expected the call to finish");
+    };
+    let answer = done.structured_content.clone().context("structured")?;
+    ensure!(
+        answer["action"] == "accept" && answer["content"]["confirm"] == true,
+        "{answer}"
+    );
     Ok(())
 }

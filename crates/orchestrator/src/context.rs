@@ -22,4 +22,9 @@ pub struct CallContext {
     /// The agent request behind it, where an upstream's questions go (none for the
     /// orchestrator's own requests, such as unsubscribing for a session that left).
     pub origin: Option<Arc<Origin>>,
+    /// A 2026-07-28 agent's pass-through `tools/call`: an upstream's `input_required` goes to
+    /// the agent as it is (with a state any instance can resume from), not answered here.
+    pub hands_on_input: bool,
+    /// The answers and upstream state a resumed call carries to its first request.
+    pub resume: Option<(rmcp::model::InputResponses, Option<String>)>,
 }

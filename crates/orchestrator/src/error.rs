@@ -138,6 +138,15 @@ pub enum CallError {
     /// The agent cancelled the call.
     #[error("cancelled by the caller")]
     Cancelled,
+    /// The upstream answered `input_required`, and the agent (a 2026-07-28 agent's own call)
+    /// takes it as it is: the front hands it on with a state to resume from.
+    #[error("server `{server}` needs input from the agent")]
+    NeedsInput {
+        /// The upstream's name.
+        server: String,
+        /// Its questions and state.
+        asked: Box<rmcp::model::InputRequiredResult>,
+    },
     /// One attempt took longer than its timeout.
     #[error("server `{server}` did not answer `{tool}` within {} ms", after.as_millis())]
     Timeout {
@@ -187,6 +196,7 @@ impl CallError {
             CallError::ConnectionLost { .. } => "connection_lost",
             CallError::Protocol { .. } => "protocol_error",
             CallError::Cancelled => "cancelled",
+            CallError::NeedsInput { .. } => "input_required",
             CallError::Timeout { .. } => "timeout",
             CallError::Deadline { .. } => "deadline",
             CallError::CircuitOpen(_) => "circuit_open",
@@ -209,6 +219,7 @@ impl CallError {
             CallError::NotConnected { server, .. }
             | CallError::ConnectionLost { server, .. }
             | CallError::Protocol { server, .. }
+            | CallError::NeedsInput { server, .. }
             | CallError::Timeout { server, .. }
             | CallError::Deadline { server, .. }
             | CallError::Held { server, .. } => Some(server),
@@ -242,7 +253,10 @@ impl CallError {
                 }
                 error.with_meta("setting", e.setting.clone().into())
             }
-            CallError::Unknown { .. } | CallError::Protocol { .. } | CallError::Cancelled => {
+            CallError::Unknown { .. }
+            | CallError::Protocol { .. }
+            | CallError::Cancelled
+            | CallError::NeedsInput { .. } => {
                 return None;
             }
         };

@@ -30,7 +30,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument as _;
 
 use crate::{
-    ask::{Origin, UserWait, suspend::Step},
+    ask::{
+        Origin, UserWait,
+        suspend::{Resume, Step},
+    },
+    catalog::Route,
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
@@ -133,6 +137,8 @@ pub fn call_context_for(
             .get_progress_token()
             .map(|token| (context.peer.clone(), token)),
         ct: context.ct.clone(),
+        hands_on_input: false,
+        resume: None,
         origin: Some(Arc::new(Origin {
             agent: context.peer.clone(),
             request: context.id.clone(),
@@ -202,6 +208,41 @@ impl Frontend {
             }
         }
         answer.map(Into::into)
+    }
+
+    /// What a request-scoped agent's request comes to: the finished call's answer, or the
+    /// questions it waits on, with a state to come back with.
+    fn finish_scoped(
+        &self,
+        tool: &str,
+        agent_caps: Option<&rmcp::model::ClientCapabilities>,
+        step: Step,
+        span: &tracing::Span,
+        started: Instant,
+        correlation: &CorrelationId,
+    ) -> Result<CallToolResponse, ErrorData> {
+        match step {
+            Step::NeedsInput(asked) => Ok(asked.into()),
+            Step::Finished(Err(CallError::NeedsInput { server, asked })) => {
+                // Never put to an agent what it did not declare it can answer.
+                for request in asked.input_requests.iter().flat_map(|r| r.values()) {
+                    if let Some((method, request)) = crate::ask::rounds::as_request(request.clone())
+                        && let Some(needed) = crate::ask::capability::missing(agent_caps, &request)
+                    {
+                        return Err(crate::ask::capability::refusal(needed, method));
+                    }
+                }
+                let mut asked = *asked;
+                let upstream_state = asked.request_state.take();
+                asked.request_state = Some(self.gateway.suspensions().seal_upstream(
+                    tool,
+                    &server,
+                    upstream_state,
+                ));
+                Ok(asked.into())
+            }
+            Step::Finished(outcome) => self.answer(outcome, span, started, correlation),
+        }
     }
 
     /// Runs a request-scoped agent's call in a task of its own, so that it can be held while
@@ -356,31 +397,62 @@ impl ServerHandler for Frontend {
         // A 2026-07-28 agent is asked through its call's result: its call may be held between
         // requests, and a retry with `requestState` resumes it.
         let request_scoped = cx.origin.as_ref().is_some_and(|o| o.is_request_scoped());
+        let mut cx = cx;
+        let tool = request.name.to_string();
+        let agent_caps = cx.origin.as_ref().and_then(|o| o.capabilities.clone());
+        if request_scoped {
+            cx.hands_on_input = true;
+        }
         if request_scoped && let Some(state) = &request.request_state {
-            let step = self
-                .gateway
-                .suspensions()
-                .resume(
-                    &request.name,
-                    state,
-                    request.input_responses.as_ref(),
-                    &context.ct,
-                )
-                .instrument(span.clone())
-                .await?;
-            let outcome = match step {
-                Step::NeedsInput(asked) => return Ok(asked.into()),
-                Step::Finished(outcome) => outcome,
-            };
-            return self.answer(outcome, &span, started, &correlation);
+            let suspensions = self.gateway.suspensions();
+            match suspensions.open(&tool, state)? {
+                Resume::Held(id) => {
+                    let step = suspensions
+                        .resume(id, request.input_responses.as_ref(), &context.ct)
+                        .instrument(span.clone())
+                        .await?;
+                    return self.finish_scoped(
+                        &tool,
+                        agent_caps.as_ref(),
+                        step,
+                        &span,
+                        started,
+                        &correlation,
+                    );
+                }
+                // The upstream's own questions: the call goes to it again with the answers.
+                Resume::Upstream { server, state } => {
+                    let routed = match self.gateway.catalog().route(&tool) {
+                        Ok(Route::Upstream(target)) => {
+                            self.gateway.upstreams()[target.server].name() == server
+                        }
+                        _ => false,
+                    };
+                    if !routed {
+                        return Err(ErrorData::invalid_params(
+                            format!(
+                                "requestState resumes a call of server `{server}`, which `{tool}` no longer leads to"
+                            ),
+                            None,
+                        ));
+                    }
+                    let answers = request.input_responses.clone().unwrap_or_default();
+                    cx.resume = Some((answers, state));
+                }
+            }
         }
         // Refused at once, never queued: a queue would let one agent hold the others' turn.
         let outcome = match self.calls.try_enter() {
             Ok(slot) if request_scoped => {
-                match self.start_held(request, cx, slot, &span, &context.ct).await {
-                    Step::NeedsInput(asked) => return Ok(asked.into()),
-                    Step::Finished(outcome) => outcome,
-                }
+                let step = self.start_held(request, cx, slot, &span, &context.ct).await;
+                return self.finish_scoped(
+                    &tool,
+                    agent_caps.as_ref(),
+                    step,
+                    &span,
+                    started,
+                    &correlation,
+                );
             }
             Ok(_slot) => {
                 // Boxed: the gateway's call is a large state machine, and rmcp moves the

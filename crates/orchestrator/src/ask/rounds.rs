@@ -20,7 +20,7 @@ use crate::context::CallContext;
 pub const MAX_ROUNDS: usize = rmcp::model::DEFAULT_MRTR_MAX_ROUNDS;
 
 /// The question `request` as the request it is, and its method.
-fn as_request(request: InputRequest) -> Option<(&'static str, ServerRequest)> {
+pub fn as_request(request: InputRequest) -> Option<(&'static str, ServerRequest)> {
     match request {
         InputRequest::Elicitation(r) => {
             Some(("elicitation/create", ServerRequest::ElicitRequest(r)))

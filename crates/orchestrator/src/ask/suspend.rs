@@ -6,6 +6,10 @@
 //!
 //! The held call lives in this process. The state names the process (a random instance id), so
 //! a retry that lands on another instance gets an error saying so, not a call run twice.
+//!
+//! A 2026-07-28 upstream's own `input_required` on a pass-through call needs nothing held: the
+//! agent gets its questions as they are, with a state that wraps the upstream's (signed, bound
+//! to the tool, naming the server), and any instance with the same key resumes it.
 
 // Sampling and roots are deprecated from 2026-07-28 on (SEP-2577), but still relayed.
 #![allow(deprecated)]
@@ -89,11 +93,36 @@ impl Drop for Held {
 
 /// The signed part of `requestState`.
 #[derive(Debug, Serialize, Deserialize)]
-struct State {
-    /// The instance holding the call.
-    instance: String,
-    /// The held call.
-    id: u64,
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum State {
+    /// A call held by an instance.
+    Held {
+        /// The instance holding the call.
+        instance: String,
+        /// The held call.
+        id: u64,
+    },
+    /// An upstream's own `input_required`, to be answered by calling it again.
+    Upstream {
+        /// The upstream's name.
+        server: String,
+        /// Its `requestState`, as it gave it.
+        state: Option<String>,
+    },
+}
+
+/// What a retry's `requestState` resumes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// The call this instance holds under this id.
+    Held(u64),
+    /// A call of `server`'s, answered by calling it again with its own `state`.
+    Upstream {
+        /// The upstream's name.
+        server: String,
+        /// Its `requestState`.
+        state: Option<String>,
+    },
 }
 
 /// Calls held for request-scoped agents, shared by every session.
@@ -159,14 +188,9 @@ impl Suspensions {
         self.wait(held, agent_ct).await
     }
 
-    /// Resumes the call `state` names with the agent's `responses`.
-    pub async fn resume(
-        &self,
-        tool: &str,
-        state: &str,
-        responses: Option<&InputResponses>,
-        agent_ct: &CancellationToken,
-    ) -> Result<Step, ErrorData> {
+    /// What `state`, given back for `tool`, resumes; a state this orchestrator (or one with
+    /// the same key) did not issue for that tool is refused.
+    pub fn open(&self, tool: &str, state: &str) -> Result<Resume, ErrorData> {
         let state: State = self
             .codec
             .open_json_with(state, tool.as_bytes())
@@ -175,14 +199,37 @@ impl Suspensions {
                     "requestState is not one this orchestrator issued for tool `{tool}`: {e}"
                 ))
             })?;
-        if state.instance != self.instance {
-            return Err(refused(format!(
-                "requestState resumes a call held by orchestrator instance {}, not this one ({}): \
-                 a call waiting for input lives in the process that started it",
-                state.instance, self.instance
-            )));
+        match state {
+            State::Held { instance, .. } if instance != self.instance => Err(refused(format!(
+                "requestState resumes a call held by orchestrator instance {instance}, not this \
+                 one ({}): a call waiting for input lives in the process that started it",
+                self.instance
+            ))),
+            State::Held { id, .. } => Ok(Resume::Held(id)),
+            State::Upstream { server, state } => Ok(Resume::Upstream { server, state }),
         }
-        let mut held = self.table().remove(&state.id).ok_or_else(|| {
+    }
+
+    /// A state for `tool` that resumes `server`'s `input_required` with its `state`.
+    pub fn seal_upstream(&self, tool: &str, server: &str, state: Option<String>) -> String {
+        self.seal_state(
+            tool,
+            &State::Upstream {
+                server: server.to_owned(),
+                state,
+            },
+        )
+    }
+
+    /// Resumes the held call `id` with the agent's `responses`.
+    pub async fn resume(
+        &self,
+        id: u64,
+        responses: Option<&InputResponses>,
+        agent_ct: &CancellationToken,
+    ) -> Result<Step, ErrorData> {
+        let state_id = id;
+        let mut held = self.table().remove(&state_id).ok_or_else(|| {
             refused(format!(
                 "the call this requestState resumes is no longer held: it finished, was \
                  cancelled, or waited longer than {} ms (orchestrator.limits.userInputTimeoutMs)",
@@ -200,7 +247,7 @@ impl Suspensions {
             match parsed {
                 Ok(result) => answers.push((key.clone(), result)),
                 Err(why) => {
-                    self.table().insert(state.id, held);
+                    self.table().insert(state_id, held);
                     return Err(refused(why));
                 }
             }
@@ -269,11 +316,15 @@ impl Suspensions {
     }
 
     fn seal(&self, tool: &str, id: u64) -> String {
-        let state = State {
+        let state = State::Held {
             instance: self.instance.clone(),
             id,
         };
-        let payload = serde_json::to_vec(&state).unwrap_or_default();
+        self.seal_state(tool, &state)
+    }
+
+    fn seal_state(&self, tool: &str, state: &State) -> String {
+        let payload = serde_json::to_vec(state).unwrap_or_default();
         self.codec.seal_with(
             &payload,
             &SealOptions::new()

@@ -146,8 +146,12 @@ impl Composites {
         };
         // Steps report to the composite, which reports steps done to the agent: an upstream's own
         // progress would mix two scales under one token.
+        // A step's questions are answered by the composite's agent, whichever era it speaks; an
+        // agent resumes the composite, never a step.
         let step_cx = CallContext {
             progress: None,
+            hands_on_input: false,
+            resume: None,
             ..cx.clone()
         };
         // The executor keeps the deadline, so a run cut off by it still reports its sources.

@@ -220,7 +220,7 @@ impl UpstreamCalls {
         let mut report = CallReport::default();
         // An upstream that needs input answers `input_required`; each round is a request of its
         // own through the stack (a retry repeats the round, not the questions already answered).
-        let mut resume: Option<(rmcp::model::InputResponses, Option<String>)> = None;
+        let mut resume = cx.resume.clone();
         for _ in 0..crate::ask::rounds::MAX_ROUNDS {
             let (outcome, round) = upstream
                 .policy()
@@ -244,6 +244,12 @@ impl UpstreamCalls {
             report.retry_stopped = round.retry_stopped;
             let asked = match outcome {
                 Ok(ServerResult::CallToolResult(r)) => return (Ok(r), report),
+                // A 2026-07-28 agent's own call: the agent takes the questions as they are.
+                Ok(ServerResult::InputRequiredResult(asked)) if cx.hands_on_input => {
+                    let server = upstream.name().to_owned();
+                    let asked = Box::new(asked);
+                    return (Err(CallError::NeedsInput { server, asked }), report);
+                }
                 Ok(ServerResult::InputRequiredResult(asked)) => asked,
                 Ok(other) => return (Err(unexpected(upstream.name(), other)), report),
                 Err(e) => return (Err(e), report),
@@ -315,7 +321,7 @@ impl UpstreamCalls {
     ) {
         let failure = match outcome {
             Ok(r) => r.tool_error().map(|e| format!("{what}: {}", e.message)),
-            Err(CallError::Cancelled) => None,
+            Err(CallError::Cancelled | CallError::NeedsInput { .. }) => None,
             Err(e) => Some(e.to_string()),
         };
         if let Err(CallError::TooLarge(e)) = outcome {

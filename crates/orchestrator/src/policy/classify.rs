@@ -133,6 +133,7 @@ pub fn classify<T: Answer>(outcome: &Result<T, CallError>) -> Verdict {
             },
             CallError::Unknown { .. }
             | CallError::Cancelled
+            | CallError::NeedsInput { .. }
             | CallError::CircuitOpen(_)
             | CallError::BulkheadFull(_)
             | CallError::Held { .. }
