@@ -992,3 +992,34 @@ async fn an_upstreams_own_question_resumes_on_any_instance_with_the_same_key() -
     );
     Ok(())
 }
+
+/// An agent that cancels its call while a question is pending has the question withdrawn too.
+#[tokio::test]
+async fn cancelling_the_call_withdraws_its_pending_question() -> anyhow::Result<()> {
+    for front in [Side::Stdio, Side::Http] {
+        let setup = setup(Side::Stdio, front, json!({})).await?;
+        let agent = Agent::new(caps(FORM_AND_URL), Reply::Never);
+        let client = setup.connect(agent.clone()).await?;
+        let request = rmcp::model::ClientRequest::CallToolRequest(
+            rmcp::model::CallToolRequest::new(params("asking__confirm_delete", json!({}))),
+        );
+        let handle = client
+            .peer()
+            .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+            .await?;
+        let started = Instant::now();
+        while agent.questions().is_empty() {
+            ensure!(started.elapsed() < Duration::from_secs(10), "never asked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle.cancel(Some("changed my mind".into())).await?;
+        while *agent.seen.withdrawn.lock().expect("lock") == 0 {
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "{front:?}: the question outlived its call"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
