@@ -17,7 +17,9 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use rmcp::model::{ClientRequest, Prompt, Resource, ResourceTemplate, ServerResult, Tool};
+use rmcp::model::{
+    ClientRequest, Prompt, Resource, ResourceTemplate, ServerCapabilities, ServerResult, Tool,
+};
 use tokio::sync::watch;
 
 pub use crate::context::CallContext;
@@ -39,15 +41,19 @@ pub struct Offer {
     /// Each tool's input schema, compiled once per listing: arguments are checked against it
     /// before a call leaves the orchestrator. A tool whose schema does not compile has none.
     pub validators: HashMap<String, Arc<jsonschema::Validator>>,
+    /// What it advertised in its handshake: the front advertises the tasks extension when one
+    /// upstream does ([`crate::tasks`]).
+    pub capabilities: ServerCapabilities,
 }
 
 impl Offer {
-    /// An offer of `tools`, with their input schemas compiled.
+    /// An offer of `tools` (and the tools capability), with their input schemas compiled.
     pub fn of_tools(tools: Vec<Tool>) -> Self {
         let validators = compile_validators(&tools);
         Self {
             tools,
             validators,
+            capabilities: ServerCapabilities::builder().enable_tools().build(),
             ..Self::default()
         }
     }

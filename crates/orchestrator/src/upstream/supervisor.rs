@@ -598,17 +598,17 @@ fn kept<T>(problems: &mut Vec<String>, what: &str, listed: Result<Vec<T>, Servic
 }
 
 async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<(Offer, Vec<String>), ServiceError> {
-    let caps = peer
+    let capabilities = peer
         .peer_info()
         .map(|i| i.capabilities.clone())
         .unwrap_or_default();
-    let tools = if caps.tools.is_some() {
+    let tools = if capabilities.tools.is_some() {
         peer.list_all_tools().await?
     } else {
         Vec::new()
     };
     let mut problems = Vec::new();
-    let (resources, templates) = if caps.resources.is_some() {
+    let (resources, templates) = if capabilities.resources.is_some() {
         (
             kept(&mut problems, "resources", peer.list_all_resources().await),
             kept(
@@ -620,7 +620,7 @@ async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<(Offer, Vec<String>
     } else {
         (Vec::new(), Vec::new())
     };
-    let prompts = if caps.prompts.is_some() {
+    let prompts = if capabilities.prompts.is_some() {
         kept(&mut problems, "prompts", peer.list_all_prompts().await)
     } else {
         Vec::new()
@@ -633,6 +633,7 @@ async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<(Offer, Vec<String>
             templates,
             prompts,
             validators,
+            capabilities,
         },
         problems,
     ))
