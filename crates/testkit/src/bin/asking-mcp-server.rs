@@ -13,6 +13,8 @@
 //!
 //! A question the client refuses (an error) makes the tool answer `isError` with
 //! `{"error": {"code", "message", "data"}}`, so a test sees exactly what the client said.
+//!
+//! Its task-capable tools (the tasks extension) are in `asking/tasks.rs`.
 
 #![allow(deprecated)] // Sampling, roots and logging are deprecated from 2026-07-28 on; this server speaks 2025-11-25.
 
@@ -22,14 +24,18 @@ use clap::Parser;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, CreateMessageRequestParams,
-        ElicitRequestParams, ElicitationSchema, Implementation, JsonObject, ListToolsResult,
-        LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, SamplingMessage,
-        ServerCapabilities, ServerConfig, Tool,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+        CreateMessageRequestParams, ElicitRequestParams, ElicitationSchema, GetTaskParams,
+        GetTaskResult, Implementation, JsonObject, ListToolsResult, LoggingLevel,
+        LoggingMessageNotificationParam, PaginatedRequestParams, SamplingMessage,
+        ServerCapabilities, ServerConfig, Tool, UpdateTaskParams,
     },
     service::{RequestContext, ServiceError},
 };
 use serde_json::{Value, json};
+
+#[path = "asking/tasks.rs"]
+mod tasks;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -78,6 +84,9 @@ fn tools() -> Vec<Tool> {
                 "level": { "type": "string" }, "message": { "type": "string" } } }),
         ),
     ]
+    .into_iter()
+    .chain(tasks::tools())
+    .collect()
 }
 
 /// The tool's answer: `value` as structured content, or as an error when the question failed.
@@ -105,6 +114,7 @@ impl ServerHandler for Asking {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_logging()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("asking-mcp-server", "0.1.0"))
@@ -127,6 +137,9 @@ impl ServerHandler for Asking {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(answer) = tasks::call_tool(&request, &context).await {
+            return answer;
+        }
         let args = request.arguments.unwrap_or_default();
         let peer = &context.peer;
         let response = match request.name.as_ref() {
@@ -213,6 +226,30 @@ impl ServerHandler for Asking {
             }
         };
         Ok(response)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        tasks::get_task(&request)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tasks::update_task(request)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tasks::cancel_task(&request)
     }
 }
 
