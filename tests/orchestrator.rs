@@ -247,6 +247,41 @@ fn agent_as_client(agent: &Agent) -> testkit::PeerClient {
     testkit::PeerClient(agent.peer().clone())
 }
 
+/// An upstream is greeted with 2025-11-25, the newest version that still has an `initialize`
+/// handshake, not rmcp's newest (2026-07-28 has no handshake); the conformance suite's
+/// `initialize` client scenario checks the same.
+#[tokio::test]
+async fn an_upstream_is_greeted_with_the_newest_version_that_has_a_handshake() -> anyhow::Result<()>
+{
+    // Pinned to 2025-11-25 (or a server without `server/discover`): `initialize` names
+    // 2025-11-25; by default a server that knows `server/discover` is spoken to in 2026-07-28.
+    for (protocol, greeted, spoken) in [
+        ("2025-11-25", &["2025-11-25"][..], "2025-11-25"),
+        ("auto", &[][..], "2026-07-28"),
+    ] {
+        let fixture = fixture::start().await?;
+        let config = json!({
+            "mcpServers": { "fixture": { "type": "http", "url": fixture.url } },
+            "orchestrator": { "servers": { "fixture": { "protocol": protocol } } }
+        });
+        let config =
+            orchestrator::config::Config::parse(&config.to_string(), Path::new("."), &|_| None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gateway = orchestrator::gateway::Gateway::start(config);
+        let ready = gateway.wait_ready(Duration::from_secs(30)).await;
+        let report = orchestrator::status::StatusReport::of(&gateway);
+        gateway.shutdown().await;
+        anyhow::ensure!(ready, "the fixture connected");
+        assert_eq!(*fixture.seen.greeted_with.lock().expect("lock"), greeted);
+        assert_eq!(
+            report.servers[0].protocol.as_deref(),
+            Some(spoken),
+            "{protocol}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn progress_trace_context_and_cancellation_pass_through() -> anyhow::Result<()> {
     let dir = TempDir::new("orch-progress")?;
@@ -726,7 +761,20 @@ async fn heard(recorder: &Recorder) -> anyhow::Result<Vec<String>> {
 #[allow(deprecated)]
 #[tokio::test(flavor = "multi_thread")]
 async fn subscriptions_are_per_agent_session_idempotent_and_capped() -> anyhow::Result<()> {
+    subscriptions_with("2025-11-25").await
+}
+
+/// The same with the upstream on 2026-07-28, which has no `resources/subscribe`: its listen
+/// stream's filter carries the subscriptions, and the agents hear the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_reach_a_2026_upstream_through_its_listen_stream() -> anyhow::Result<()> {
+    subscriptions_with("2026-07-28").await
+}
+
+#[allow(deprecated)]
+async fn subscriptions_with(protocol: &str) -> anyhow::Result<()> {
     use rmcp::model::{SubscribeRequestParams, UnsubscribeRequestParams};
+    let legacy = protocol == "2025-11-25";
     let dir = TempDir::new("orch-subscriptions")?;
     let fixture = fixture::start().await?;
     let config = dir.path().join("mcp.json");
@@ -734,7 +782,8 @@ async fn subscriptions_are_per_agent_session_idempotent_and_capped() -> anyhow::
         &config,
         serde_json::to_string(&json!({
             "mcpServers": { "fixture": { "type": "http", "url": fixture.url } },
-            "orchestrator": { "limits": { "maxSubscriptionsPerClient": 2 } }
+            "orchestrator": { "limits": { "maxSubscriptionsPerClient": 2 },
+                              "servers": { "fixture": { "protocol": protocol } } }
         }))?,
     )?;
     let front = testkit::HttpServer::spawn(
@@ -785,7 +834,9 @@ async fn subscriptions_are_per_agent_session_idempotent_and_capped() -> anyhow::
         let seen = fixture.seen.subscribes.lock().expect("lock");
         seen.iter().filter(|u| *u == uri).count()
     };
-    assert_eq!(upstream_subscribes(fixture::RESOURCES[0]), 2);
+    if legacy {
+        assert_eq!(upstream_subscribes(fixture::RESOURCES[0]), 2);
+    }
 
     // A unsubscribes: B still hears the document, A does not, and the upstream keeps it.
     a.peer()
@@ -794,15 +845,19 @@ async fn subscriptions_are_per_agent_session_idempotent_and_capped() -> anyhow::
     change(&a, fixture::RESOURCES[0]).await?;
     assert_eq!(heard(&heard_a).await?, Vec::<String>::new());
     assert_eq!(heard(&heard_b).await?, vec![doc.clone()]);
-    assert!(fixture.seen.unsubscribes.lock().expect("lock").is_empty());
+    if legacy {
+        assert!(fixture.seen.unsubscribes.lock().expect("lock").is_empty());
+    }
     // B, the last subscriber, unsubscribes: now the upstream is unsubscribed.
     b.peer()
         .unsubscribe(UnsubscribeRequestParams::new(doc.clone()))
         .await?;
-    assert_eq!(
-        *fixture.seen.unsubscribes.lock().expect("lock"),
-        [fixture::RESOURCES[0]]
-    );
+    if legacy {
+        assert_eq!(
+            *fixture.seen.unsubscribes.lock().expect("lock"),
+            [fixture::RESOURCES[0]]
+        );
+    }
 
     // maxSubscriptionsPerClient is 2: A holds `end`, may take `doc` again, not a third.
     subscribe(&a, &doc).await?;

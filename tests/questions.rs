@@ -8,7 +8,9 @@
 //! - over stdio and streamable HTTP, on both sides;
 //! - the call's timeout stops while the user answers; a question nobody answers ends at
 //!   `userInputTimeoutMs`, and the agent is told to drop it;
-//! - a composite step's question reaches the agent too.
+//! - a composite step's question reaches the agent too;
+//! - a 2026-07-28 agent is asked through `input_required`: its call is held, and its retry with
+//!   the answers and the signed `requestState` resumes it where it stopped.
 
 #![allow(deprecated)] // Sampling and roots are deprecated from 2026-07-28 on; these agents speak 2025-11-25.
 
@@ -20,13 +22,13 @@ use std::{
 
 use anyhow::{Context, ensure};
 use rmcp::{
-    ClientHandler, ErrorData, RoleClient, ServiceExt,
+    ClientHandler, ErrorData, RoleClient,
     model::{
-        ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
-        ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, ListRootsResult,
-        Root, SamplingMessage,
+        CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig,
+        CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult,
+        ElicitationAction, Implementation, ListRootsResult, ProtocolVersion, Root, SamplingMessage,
     },
-    service::{RequestContext, RunningService},
+    service::{ClientLifecycleMode, ClientServiceExt, RequestContext, RunningService},
     transport::{
         ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess,
         streamable_http_client::StreamableHttpClientTransportConfig,
@@ -54,6 +56,8 @@ struct Seen {
     questions: Mutex<Vec<Value>>,
     /// Questions withdrawn (the request's cancellation token fired).
     withdrawn: Mutex<usize>,
+    /// Log messages heard, as JSON.
+    logs: Mutex<Vec<Value>>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +136,18 @@ impl ClientHandler for Agent {
         .with_stop_reason(CreateMessageResult::STOP_REASON_END_TURN))
     }
 
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.seen
+            .logs
+            .lock()
+            .expect("lock")
+            .push(serde_json::to_value(params).unwrap_or_default());
+    }
+
     async fn list_roots(
         &self,
         _context: RequestContext<RoleClient>,
@@ -166,7 +182,32 @@ enum Front {
     Http(HttpServer),
 }
 
+/// Which era the orchestrator speaks to the asking server: 2025-11-25, where it asks with
+/// requests of its own, or the newest (2026-07-28), where it asks through `input_required`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Requests,
+    InputRequired,
+}
+
+const ERAS: [Era; 2] = [Era::Requests, Era::InputRequired];
+
+/// The orchestrator in front of the asking server spoken to in 2025-11-25.
 async fn setup(upstream: Side, front: Side, orchestrator: Value) -> anyhow::Result<Setup> {
+    setup_in(Era::Requests, upstream, front, orchestrator).await
+}
+
+async fn setup_in(
+    era: Era,
+    upstream: Side,
+    front: Side,
+    mut orchestrator: Value,
+) -> anyhow::Result<Setup> {
+    let protocol = match era {
+        Era::Requests => "2025-11-25",
+        Era::InputRequired => "auto",
+    };
+    orchestrator["servers"]["asking"]["protocol"] = json!(protocol);
     let dir = TempDir::new("questions")?;
     let (server, http_upstream) = match upstream {
         Side::Stdio => (json!({ "command": bin_path("asking-mcp-server")? }), None),
@@ -207,8 +248,28 @@ async fn setup(upstream: Side, front: Side, orchestrator: Value) -> anyhow::Resu
 }
 
 impl Setup {
-    /// Connects `agent` and waits until the asking server's tools are listed.
+    /// Connects `agent` (2025-11-25) and waits until the asking server's tools are listed.
     async fn connect(&self, agent: Agent) -> anyhow::Result<RunningService<RoleClient, Agent>> {
+        self.connect_as(agent, ClientLifecycleMode::Initialize)
+            .await
+    }
+
+    /// Connects `agent` speaking 2026-07-28 (`server/discover`, no session).
+    async fn connect_stateless(
+        &self,
+        agent: Agent,
+    ) -> anyhow::Result<RunningService<RoleClient, Agent>> {
+        let mode = ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        };
+        self.connect_as(agent, mode).await
+    }
+
+    async fn connect_as(
+        &self,
+        agent: Agent,
+        mode: ClientLifecycleMode,
+    ) -> anyhow::Result<RunningService<RoleClient, Agent>> {
         let client = match &self.front {
             Front::Stdio(config) => {
                 let transport = TokioChildProcess::new(
@@ -219,13 +280,13 @@ impl Setup {
                             .env("RUST_LOG", "warn");
                     }),
                 )?;
-                agent.serve(transport).await?
+                agent.serve_with_lifecycle(transport, mode).await?
             }
             Front::Http(server) => {
                 let transport = StreamableHttpClientTransport::from_config(
                     StreamableHttpClientTransportConfig::with_uri(server.url.clone()),
                 );
-                agent.serve(transport).await?
+                agent.serve_with_lifecycle(transport, mode).await?
             }
         };
         let started = Instant::now();
@@ -264,7 +325,16 @@ fn caps(json: &str) -> Value {
 }
 
 async fn accept_decline_cancel(upstream: Side, front: Side) -> anyhow::Result<()> {
-    let setup = setup(upstream, front, json!({})).await?;
+    for era in ERAS {
+        accept_decline_cancel_in(era, upstream, front)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn accept_decline_cancel_in(era: Era, upstream: Side, front: Side) -> anyhow::Result<()> {
+    let setup = setup_in(era, upstream, front, json!({})).await?;
     let content = json!({ "confirm": true });
     for (reply, action, expected_content) in [
         (Reply::Accept(content.clone()), "accept", content.clone()),
@@ -361,13 +431,28 @@ async fn an_agent_is_never_asked_what_it_did_not_declare() -> anyhow::Result<()>
         );
         client.cancel().await?;
     }
+    // A 2026-07-28 server asks through its result and cannot be told: the agent's call ends
+    // with the same error.
+    let setup = setup_in(Era::InputRequired, Side::Stdio, Side::Stdio, json!({})).await?;
+    let agent = Agent::new(json!({}), Reply::Accept(json!({})));
+    let client = setup.connect(agent.clone()).await?;
+    let e = call(&client, "asking__confirm_delete", json!({}))
+        .await
+        .expect_err("not declared");
+    ensure!(format!("{e:#}").contains("-32021"), "{e:#}");
+    ensure!(agent.questions().is_empty(), "the agent was asked");
     Ok(())
 }
 
 #[tokio::test]
 async fn url_elicitation_sampling_and_roots_pass_through() -> anyhow::Result<()> {
-    for (upstream, front) in [(Side::Stdio, Side::Stdio), (Side::Http, Side::Http)] {
-        let setup = setup(upstream, front, json!({})).await?;
+    for (era, upstream, front) in [
+        (Era::Requests, Side::Stdio, Side::Stdio),
+        (Era::Requests, Side::Http, Side::Http),
+        (Era::InputRequired, Side::Stdio, Side::Stdio),
+        (Era::InputRequired, Side::Http, Side::Http),
+    ] {
+        let setup = setup_in(era, upstream, front, json!({})).await?;
         let agent = Agent::new(
             json!({ "elicitation": { "form": {}, "url": {} }, "sampling": { "tools": {} }, "roots": {} }),
             Reply::Accept(json!({})),
@@ -420,20 +505,24 @@ async fn url_elicitation_sampling_and_roots_pass_through() -> anyhow::Result<()>
 #[tokio::test]
 async fn the_calls_timeout_waits_for_the_user() -> anyhow::Result<()> {
     // One attempt may take 1 s and the whole call 2 s; the user answers after 3 s.
-    let setup = setup(
-        Side::Stdio,
-        Side::Stdio,
-        json!({ "servers": { "asking": { "timeoutMs": 1000, "deadlineMs": 2000,
-                                          "retry": { "maxAttempts": 1 } } } }),
-    )
-    .await?;
-    let agent = Agent::new(
-        caps(FORM_AND_URL),
-        Reply::Slowly(Duration::from_secs(3), json!({ "confirm": true })),
-    );
-    let client = setup.connect(agent).await?;
-    let (failed, answer) = ask(&client, "asking__confirm_delete", json!({ "files": 1 })).await?;
-    ensure!(!failed && answer["action"] == "accept", "{answer}");
+    for era in ERAS {
+        let setup = setup_in(
+            era,
+            Side::Stdio,
+            Side::Stdio,
+            json!({ "servers": { "asking": { "timeoutMs": 1000, "deadlineMs": 2000,
+                                              "retry": { "maxAttempts": 1 } } } }),
+        )
+        .await?;
+        let agent = Agent::new(
+            caps(FORM_AND_URL),
+            Reply::Slowly(Duration::from_secs(3), json!({ "confirm": true })),
+        );
+        let client = setup.connect(agent).await?;
+        let (failed, answer) =
+            ask(&client, "asking__confirm_delete", json!({ "files": 1 })).await?;
+        ensure!(!failed && answer["action"] == "accept", "{era:?}: {answer}");
+    }
     Ok(())
 }
 
@@ -463,12 +552,41 @@ async fn a_question_nobody_answers_ends_at_the_user_input_limit() -> anyhow::Res
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // A 2026-07-28 server cannot be told: the call ends with the error, naming the limit.
+    let setup = setup_in(
+        Era::InputRequired,
+        Side::Stdio,
+        Side::Stdio,
+        json!({ "limits": { "userInputTimeoutMs": 1000 } }),
+    )
+    .await?;
+    let client = setup
+        .connect(Agent::new(caps(FORM_AND_URL), Reply::Never))
+        .await?;
+    let e = call(&client, "asking__confirm_delete", json!({}))
+        .await
+        .expect_err("no answer");
+    ensure!(
+        format!("{e:#}").contains("orchestrator.limits.userInputTimeoutMs"),
+        "{e:#}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn a_composite_steps_question_reaches_the_agent() -> anyhow::Result<()> {
-    let setup = setup(
+    for era in ERAS {
+        composite_question(era)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn composite_question(era: Era) -> anyhow::Result<()> {
+    let setup = setup_in(
+        era,
         Side::Stdio,
         Side::Stdio,
         json!({ "composites": { "cleanup": {
@@ -500,5 +618,272 @@ async fn a_composite_steps_question_reaches_the_agent() -> anyhow::Result<()> {
         "{output}"
     );
     ensure!(agent.questions().len() == 2, "{:?}", agent.questions());
+    Ok(())
+}
+
+/// One round of a 2026-07-28 call: what the orchestrator answered.
+async fn once(
+    client: &RunningService<RoleClient, Agent>,
+    params: CallToolRequestParams,
+) -> anyhow::Result<CallToolResponse> {
+    Ok(client.peer().call_tool_once(params).await?)
+}
+
+fn params(tool: &str, args: Value) -> CallToolRequestParams {
+    let Value::Object(args) = args else {
+        unreachable!("literal arguments are objects")
+    };
+    CallToolRequestParams::new(tool.to_owned()).with_arguments(args)
+}
+
+async fn input_required_round_trip(front: Side) -> anyhow::Result<()> {
+    for era in ERAS {
+        input_required_round_trip_in(era, front)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn input_required_round_trip_in(era: Era, front: Side) -> anyhow::Result<()> {
+    let setup = setup_in(era, Side::Stdio, front, json!({})).await?;
+    let agent = Agent::new(caps(FORM_AND_URL), Reply::Decline);
+    let client = setup.connect_stateless(agent.clone()).await?;
+    let ask = params("asking__confirm_delete", json!({ "files": 3 }));
+
+    // The first round: the question, and a state to come back with.
+    let CallToolResponse::InputRequired(asked) = once(&client, ask.clone()).await? else {
+        anyhow::bail!("expected input_required");
+    };
+    let requests = serde_json::to_value(&asked.input_requests)?;
+    let (key, question) = requests
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .context("one input request")?;
+    ensure!(question["method"] == "elicitation/create", "{question}");
+    ensure!(
+        question["params"]["message"] == "Delete 3 files?",
+        "{question}"
+    );
+    let state = asked.request_state.clone().context("requestState")?;
+
+    // A state that was tampered with, or given for another tool, resumes nothing.
+    let mut forged = state.clone();
+    forged.pop();
+    forged.push(if state.ends_with('A') { 'B' } else { 'A' });
+    let answers: rmcp::model::InputResponses = [(
+        key.clone(),
+        json!({ "action": "accept", "content": { "confirm": true } }),
+    )]
+    .into();
+    for (tool, state) in [
+        ("asking__confirm_delete", &forged),
+        ("asking__roots", &state),
+    ] {
+        let retry = params(tool, json!({}))
+            .with_input_responses(answers.clone())
+            .with_request_state(state.clone());
+        let e = once(&client, retry).await.expect_err("refused");
+        ensure!(e.to_string().contains("requestState"), "{tool}: {e}");
+    }
+    // An answer of the wrong shape names the key, and leaves the call held.
+    let wrong: rmcp::model::InputResponses = [(key.clone(), json!({ "confirm": true }))].into();
+    let e = once(
+        &client,
+        ask.clone()
+            .with_input_responses(wrong)
+            .with_request_state(state.clone()),
+    )
+    .await
+    .expect_err("refused");
+    ensure!(
+        e.to_string().contains(&format!("inputResponses.{key}")),
+        "{e}"
+    );
+
+    // The retry with the answer finishes the same call.
+    let retry = ask
+        .with_input_responses(answers)
+        .with_request_state(state.clone());
+    let CallToolResponse::Complete(done) = once(&client, retry.clone()).await? else {
+        anyhow::bail!("expected the call to finish");
+    };
+    let answer = done.structured_content.clone().context("structured")?;
+    ensure!(
+        answer["action"] == "accept" && answer["content"]["confirm"] == true,
+        "{answer}"
+    );
+    // The state is spent: the call it held is over.
+    let e = once(&client, retry).await.expect_err("spent");
+    ensure!(e.to_string().contains("no longer held"), "{e}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_2026_agent_is_asked_through_input_required_stdio() -> anyhow::Result<()> {
+    input_required_round_trip(Side::Stdio).await
+}
+
+#[tokio::test]
+async fn a_2026_agent_is_asked_through_input_required_http() -> anyhow::Result<()> {
+    input_required_round_trip(Side::Http).await
+}
+
+#[tokio::test]
+async fn a_2026_agents_composite_resumes_where_it_stopped() -> anyhow::Result<()> {
+    for era in ERAS {
+        composite_resumes(era)
+            .await
+            .with_context(|| format!("{era:?}"))?;
+    }
+    Ok(())
+}
+
+async fn composite_resumes(era: Era) -> anyhow::Result<()> {
+    let setup = setup_in(
+        era,
+        Side::Http,
+        Side::Http,
+        json!({ "composites": { "cleanup": {
+            "description": "Asks before deleting, then lists the roots",
+            "input": { "type": "object" },
+            "steps": {
+                "confirm": { "call": "asking.confirm_delete", "args": { "files": 2 }, "critical": true },
+                "roots": { "call": "asking.roots", "args": { "after": "${confirm.action}" } }
+            },
+            "output": { "confirmed": "${confirm}", "roots": "${roots.roots}" }
+        } } }),
+    )
+    .await?;
+    let agent = Agent::new(
+        json!({ "elicitation": {}, "roots": {} }),
+        Reply::Accept(json!({ "confirm": true })),
+    );
+    let client = setup.connect_stateless(agent.clone()).await?;
+    // rmcp's client answers each input_required round with the agent's handler and retries.
+    let result = client.call_tool(params("cleanup", json!({}))).await?;
+    ensure!(result.is_error != Some(true), "{result:?}");
+    let output = result.structured_content.clone().context("output")?;
+    ensure!(output["confirmed"]["action"] == "accept", "{output}");
+    ensure!(
+        output["roots"][0]["uri"] == "file:///work/project",
+        "{output}"
+    );
+    // Two questions, each asked once: the confirmation step did not run again after it.
+    ensure!(agent.questions().len() == 2, "{:?}", agent.questions());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_2026_agent_without_the_capability_is_not_asked() -> anyhow::Result<()> {
+    for era in ERAS {
+        let setup = setup_in(era, Side::Stdio, Side::Stdio, json!({})).await?;
+        let agent = Agent::new(json!({}), Reply::Accept(json!({})));
+        let client = setup.connect_stateless(agent.clone()).await?;
+        let outcome = once(&client, params("asking__confirm_delete", json!({}))).await;
+        match (era, outcome) {
+            // A 2025-11-25 server is told, and answers with the error.
+            (Era::Requests, Ok(CallToolResponse::Complete(done))) => {
+                let answer = done.structured_content.clone().context("structured")?;
+                ensure!(answer["error"]["code"] == -32021, "{answer}");
+            }
+            // A 2026-07-28 server cannot be: the call ends with it.
+            (Era::InputRequired, Err(e)) => ensure!(e.to_string().contains("-32021"), "{e}"),
+            (era, other) => anyhow::bail!("{era:?}: unexpected {other:?}"),
+        }
+        ensure!(agent.questions().is_empty());
+    }
+    Ok(())
+}
+
+/// Over stdio each agent has an orchestrator of its own; over HTTP three share one.
+#[tokio::test]
+async fn upstream_log_messages_reach_the_agents_that_asked_at_their_level() -> anyhow::Result<()> {
+    use rmcp::model::{LoggingLevel, SetLevelRequestParams};
+    let heard = |agent: &Agent| agent.seen.logs.lock().expect("lock").clone();
+    async fn log(client: &RunningService<RoleClient, Agent>) -> anyhow::Result<()> {
+        for (level, message) in [("info", "stock counted"), ("error", "disk full")] {
+            let (failed, answer) = ask(
+                client,
+                "asking__log",
+                json!({ "level": level, "message": message }),
+            )
+            .await?;
+            ensure!(!failed, "{answer}");
+        }
+        Ok(())
+    }
+    async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let started = Instant::now();
+        while !done() {
+            if started.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A moment for anything that should not come.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        true
+    }
+
+    let stdio = setup(Side::Stdio, Side::Stdio, json!({})).await?;
+    let quiet = Agent::new(json!({}), Reply::Decline);
+    let client = stdio.connect(quiet.clone()).await?;
+    log(&client).await?;
+    ensure!(
+        !until(Duration::from_millis(300), || !heard(&quiet).is_empty()).await,
+        "an agent that never set a level heard {:?}",
+        heard(&quiet)
+    );
+    client
+        .peer()
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Warning))
+        .await?;
+    log(&client).await?;
+    ensure!(until(Duration::from_secs(10), || !heard(&quiet).is_empty()).await);
+    let got = heard(&quiet);
+    ensure!(got.len() == 1 && got[0]["data"] == "disk full", "{got:?}");
+    ensure!(
+        got[0]["level"] == "error" && got[0]["logger"] == "asking/asking",
+        "{got:?}"
+    );
+
+    let http = setup(Side::Stdio, Side::Http, json!({})).await?;
+    let (quiet, chatty, deaf) = (
+        Agent::new(json!({}), Reply::Decline),
+        Agent::new(json!({}), Reply::Decline),
+        Agent::new(json!({}), Reply::Decline),
+    );
+    let quiet_client = http.connect(quiet.clone()).await?;
+    let chatty_client = http.connect(chatty.clone()).await?;
+    let _deaf_client = http.connect(deaf.clone()).await?;
+    quiet_client
+        .peer()
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Warning))
+        .await?;
+    chatty_client
+        .peer()
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await?;
+    log(&chatty_client).await?;
+    ensure!(
+        until(Duration::from_secs(10), || heard(&chatty).len() >= 2
+            && !heard(&quiet).is_empty())
+        .await,
+        "chatty heard {:?}, quiet heard {:?}",
+        heard(&chatty),
+        heard(&quiet)
+    );
+    let got = heard(&chatty);
+    ensure!(
+        got.len() == 2 && got[0]["data"] == "stock counted",
+        "{got:?}"
+    );
+    let got = heard(&quiet);
+    ensure!(got.len() == 1 && got[0]["data"] == "disk full", "{got:?}");
+    ensure!(
+        heard(&deaf).is_empty(),
+        "an agent that never set a level heard logs"
+    );
     Ok(())
 }

@@ -52,17 +52,27 @@ enum Front {
     Http(HttpServer),
 }
 
-async fn setup(upstream: Side, front: Side, servers: Option<Value>) -> anyhow::Result<Setup> {
+/// The orchestrator in front of `servers`, or of the asking server over `upstream`, spoken to
+/// in protocol `era` (`auto`, `2025-11-25` or `2026-07-28`).
+async fn setup(
+    upstream: Side,
+    era: &str,
+    front: Side,
+    servers: Option<Value>,
+) -> anyhow::Result<Setup> {
     let dir = TempDir::new("tasks")?;
-    // The composite calls the asking server, so it is there only with it.
-    let composites = if servers.is_none() {
-        json!({ "count_in_a_step": {
-            "description": "count_slowly as a composite step",
-            "input": { "type": "object" },
-            "steps": { "count": { "call": "asking.count_slowly",
-                                  "args": { "to": 2, "delayMs": 10 }, "critical": true } },
-            "output": { "count": "${count}" }
-        } })
+    // The composite and the era are the asking server's, so they are there only with it.
+    let orchestrator = if servers.is_none() {
+        json!({
+            "composites": { "count_in_a_step": {
+                "description": "count_slowly as a composite step",
+                "input": { "type": "object" },
+                "steps": { "count": { "call": "asking.count_slowly",
+                                      "args": { "to": 2, "delayMs": 10 }, "critical": true } },
+                "output": { "count": "${count}" }
+            } },
+            "servers": { "asking": { "protocol": era } }
+        })
     } else {
         json!({})
     };
@@ -82,7 +92,7 @@ async fn setup(upstream: Side, front: Side, servers: Option<Value>) -> anyhow::R
     };
     let config = json!({
         "mcpServers": servers,
-        "orchestrator": { "composites": composites }
+        "orchestrator": orchestrator
     });
     let path = dir.path().join("mcp.json");
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
@@ -181,8 +191,13 @@ fn result_of(task: &rmcp::model::GetTaskResult) -> anyhow::Result<Value> {
 
 /// Create, poll to the result, fail, cancel, answer input: the whole life of tasks through one
 /// front.
-async fn a_tasks_life(upstream: Side, front: Side, lifecycle: Lifecycle) -> anyhow::Result<()> {
-    let setup = setup(upstream, front, None).await?;
+async fn a_tasks_life(
+    upstream: Side,
+    era: &str,
+    front: Side,
+    lifecycle: Lifecycle,
+) -> anyhow::Result<()> {
+    let setup = setup(upstream, era, front, None).await?;
     let client = setup
         .connect(Declaring::tasks(), lifecycle, "asking__count_slowly")
         .await?;
@@ -276,18 +291,31 @@ async fn a_tasks_life(upstream: Side, front: Side, lifecycle: Lifecycle) -> anyh
 }
 
 #[tokio::test]
-async fn a_task_lives_through_the_stdio_front_on_2025_11_25() -> anyhow::Result<()> {
-    a_tasks_life(Side::Stdio, Side::Stdio, Lifecycle::Initialize).await
+async fn a_task_lives_through_stdio_on_2025_11_25_at_both_ends() -> anyhow::Result<()> {
+    a_tasks_life(
+        Side::Stdio,
+        "2025-11-25",
+        Side::Stdio,
+        Lifecycle::Initialize,
+    )
+    .await
 }
 
 #[tokio::test]
-async fn a_task_lives_through_the_http_front_on_2026_07_28() -> anyhow::Result<()> {
-    a_tasks_life(Side::Http, Side::Http, Lifecycle::Stateless).await
+async fn a_task_lives_through_http_on_2026_07_28_at_both_ends() -> anyhow::Result<()> {
+    a_tasks_life(Side::Http, "2026-07-28", Side::Http, Lifecycle::Stateless).await
 }
 
 #[tokio::test]
-async fn a_task_lives_through_the_http_front_on_2025_11_25() -> anyhow::Result<()> {
-    a_tasks_life(Side::Stdio, Side::Http, Lifecycle::Initialize).await
+async fn a_task_lives_through_an_http_front_on_2025_11_25_to_a_2026_07_28_upstream()
+-> anyhow::Result<()> {
+    a_tasks_life(Side::Stdio, "2026-07-28", Side::Http, Lifecycle::Initialize).await
+}
+
+#[tokio::test]
+async fn a_task_lives_through_a_stdio_front_on_2026_07_28_to_a_2025_11_25_upstream()
+-> anyhow::Result<()> {
+    a_tasks_life(Side::Http, "2025-11-25", Side::Stdio, Lifecycle::Stateless).await
 }
 
 #[tokio::test]
@@ -296,7 +324,7 @@ async fn a_changed_made_up_or_malformed_task_id_is_refused_naming_it() -> anyhow
         (Side::Stdio, Lifecycle::Initialize),
         (Side::Http, Lifecycle::Stateless),
     ] {
-        let setup = setup(Side::Stdio, front, None).await?;
+        let setup = setup(Side::Stdio, "auto", front, None).await?;
         let client = setup
             .connect(Declaring::tasks(), lifecycle, "asking__count_slowly")
             .await?;
@@ -358,7 +386,7 @@ async fn a_changed_made_up_or_malformed_task_id_is_refused_naming_it() -> anyhow
 #[tokio::test]
 async fn an_agent_that_did_not_declare_tasks_gets_results_inline_and_minus_32021()
 -> anyhow::Result<()> {
-    let setup = setup(Side::Stdio, Side::Http, None).await?;
+    let setup = setup(Side::Stdio, "auto", Side::Http, None).await?;
     for lifecycle in [Lifecycle::Initialize, Lifecycle::Stateless] {
         let client = setup
             .connect(Declaring::default(), lifecycle, "asking__count_slowly")
@@ -403,7 +431,7 @@ async fn an_agent_that_did_not_declare_tasks_gets_results_inline_and_minus_32021
 async fn without_a_task_capable_upstream_the_extension_is_not_advertised() -> anyhow::Result<()> {
     let servers = json!({ "sql": { "command": bin_path("sql-mcp-server")?,
                                    "args": ["--data-dir", ":memory:"] } });
-    let setup = setup(Side::Stdio, Side::Stdio, Some(servers)).await?;
+    let setup = setup(Side::Stdio, "auto", Side::Stdio, Some(servers)).await?;
     let client = setup
         .connect(
             Declaring::tasks(),

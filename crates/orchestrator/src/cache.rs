@@ -1,5 +1,5 @@
-//! The result cache: successful upstream tool results, shared by identical calls, with TTL tiers,
-//! single-flight loads and tag invalidation.
+//! The result cache: successful upstream tool results and resource reads, shared by identical
+//! calls, with TTL tiers, single-flight loads and tag invalidation.
 //!
 //! One [`ResultCache`] serves every upstream server. An entry is keyed by server, tool and
 //! *canonical* arguments ([`ResultCache::key`]), lives for the TTL its caller chose (a
@@ -12,6 +12,13 @@
 //!
 //! A load may also decline to be stored ([`Loaded::store`]): a composite's degraded answer (a
 //! fallback, a failed step) reaches its callers but is not kept for the TTL.
+//!
+//! An answer that carries its own cache hint (a `resources/read` result's `ttlMs` and
+//! `cacheScope`, see [`CacheValue::hint`]) is kept only as the upstream allows: never when it
+//! is stale at once (`ttlMs: 0`, or no hint) or `private` (it would reach other clients), and
+//! never longer than its `ttlMs`. A private answer is not even shared with the concurrent
+//! callers of its load: each of them asks the upstream itself. A hit tells what is left of the
+//! upstream's TTL ([`CacheValue::aged`]). Tool results carry no hint in the protocol.
 //!
 //! The storage is [`moka::future::Cache`]: `try_get_with` gives single-flight (concurrent
 //! identical misses run one load), an [`Expiry`] gives each entry its own TTL, and
@@ -35,8 +42,10 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::model::{CacheScope, CallToolResult, JsonObject, ReadResourceResult};
 use serde_json::Value;
+
+use crate::hints::CacheHint;
 
 /// A named TTL, so `mcp.json` says how fresh a result must be, not a number of milliseconds
 /// repeated at every step.
@@ -109,13 +118,90 @@ impl CacheSettings {
 
 /// What a load hands the cache ([`ResultCache::get_or_load_with`]).
 #[derive(Debug)]
-pub struct Loaded {
+pub struct Loaded<V = CallToolResult> {
     /// The answer, for every caller waiting on the load.
-    pub result: CallToolResult,
+    pub result: V,
     /// Tags the stored entry carries (a composite knows them only once its steps have run).
     pub tags: Vec<String>,
     /// Whether the answer may be stored; `false` answers the waiting callers and keeps nothing.
     pub store: bool,
+}
+
+/// What one entry holds: the cache keeps answers of more than one kind under one bound, one set
+/// of figures and one invalidation.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    /// A `tools/call` result (a pass-through call's, a composite step's or a composite's).
+    Tool(Arc<CallToolResult>),
+    /// A `resources/read` result.
+    Read(Arc<ReadResourceResult>),
+}
+
+/// An answer the cache can hold.
+pub trait CacheValue: Send + Sync + Sized + 'static {
+    /// Wraps it for storage.
+    fn into_cached(this: Arc<Self>) -> Cached;
+    /// Unwraps a stored answer of this kind; `None` for one of another kind.
+    fn from_cached(cached: &Cached) -> Option<Arc<Self>>;
+    /// A failure answered in the result (a tool error): reaches its callers, never stored.
+    fn is_failure(&self) -> bool;
+    /// The answer's own cache hint, for kinds that carry one on the wire.
+    fn hint(&self) -> Option<CacheHint>;
+    /// The stored answer as served `remaining` before its entry expires.
+    fn aged(this: &Arc<Self>, _remaining: Duration) -> Arc<Self> {
+        Arc::clone(this)
+    }
+}
+
+impl CacheValue for CallToolResult {
+    fn into_cached(this: Arc<Self>) -> Cached {
+        Cached::Tool(this)
+    }
+
+    fn from_cached(cached: &Cached) -> Option<Arc<Self>> {
+        match cached {
+            Cached::Tool(r) => Some(Arc::clone(r)),
+            Cached::Read(_) => None,
+        }
+    }
+
+    fn is_failure(&self) -> bool {
+        self.is_error == Some(true)
+    }
+
+    /// The protocol gives tool results no cache hint; the configured rules decide alone.
+    fn hint(&self) -> Option<CacheHint> {
+        None
+    }
+}
+
+impl CacheValue for ReadResourceResult {
+    fn into_cached(this: Arc<Self>) -> Cached {
+        Cached::Read(this)
+    }
+
+    fn from_cached(cached: &Cached) -> Option<Arc<Self>> {
+        match cached {
+            Cached::Read(r) => Some(Arc::clone(r)),
+            Cached::Tool(_) => None,
+        }
+    }
+
+    fn is_failure(&self) -> bool {
+        false
+    }
+
+    /// Always a hint: a read that says nothing is stale at once and private.
+    fn hint(&self) -> Option<CacheHint> {
+        Some(CacheHint::from_wire(self.ttl_ms, self.cache_scope))
+    }
+
+    /// Its `ttlMs` says what is left, so an agent does not keep it past the upstream's word.
+    fn aged(this: &Arc<Self>, remaining: Duration) -> Arc<Self> {
+        let mut aged = (**this).clone();
+        aged.ttl_ms = Some(u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX));
+        Arc::new(aged)
+    }
 }
 
 /// How many times a caller that shared a load begun before an invalidation asks again before it
@@ -155,7 +241,7 @@ pub struct CacheSnapshot {
 #[derive(Debug)]
 struct Entry {
     /// Shared so a hit costs a reference count, not a deep copy of the content.
-    result: Arc<CallToolResult>,
+    result: Cached,
     /// Read by [`EntryTtl`]: each entry expires after the TTL its caller chose.
     ttl: Duration,
     /// Matched by [`ResultCache::invalidate_tags`].
@@ -195,12 +281,15 @@ impl Expiry<String, Arc<Entry>> for EntryTtl {
 /// waiting on the load receives it, and is mapped back in [`ResultCache::get_or_load`].
 enum Uncached<E> {
     /// An answer for the callers, not one to keep: the tool answered with `is_error: true`, the
-    /// load declined to be stored, or an invalidation ran while it loaded.
+    /// load declined to be stored, its hint forbids keeping it, or an invalidation ran while it
+    /// loaded.
     Answer {
         /// The answer.
-        result: Arc<CallToolResult>,
+        result: Cached,
         /// The invalidation generation when the load began.
         generation: u64,
+        /// Its hint says `private`: for the caller that loaded it only.
+        private: bool,
     },
     /// The upstream call failed.
     Err(E),
@@ -289,22 +378,33 @@ impl ResultCache {
         key
     }
 
+    /// The key of a `resources/read` of upstream `server`'s own `uri`: keyed like a call of a
+    /// tool named `resources/read` with `{"uri": ..}`, which no tool can be (tool names hold no
+    /// `/`), so `{"server": .., "tool": "resources/read"}` drops a server's stored reads.
+    pub fn read_key(server: &str, uri: &str) -> String {
+        let mut arguments = JsonObject::new();
+        arguments.insert("uri".into(), Value::from(uri));
+        Self::key(server, "resources/read", Some(&arguments))
+    }
+
     /// Returns the cached result or runs `load` once for all concurrent callers of the same key.
     ///
-    /// `load` returns the upstream outcome; only `Ok(result)` with `is_error != Some(true)` is
-    /// stored, for `ttl`, with `tags`. A tool-error result reaches every waiter as `Ok(result)`
-    /// and an error as `Err(e)` (cloned per waiter); neither is stored, so the next call loads
-    /// again. If the caller running the load is dropped, a waiting caller runs its own `load`.
+    /// `load` returns the upstream outcome; only `Ok(result)` that is no failure (a tool result
+    /// with `is_error: true` is one) and whose own hint allows it is stored, for `ttl` (or the
+    /// hint's shorter TTL), with `tags`. A failure reaches every waiter as `Ok(result)` and an
+    /// error as `Err(e)` (cloned per waiter); neither is stored, so the next call loads again.
+    /// If the caller running the load is dropped, a waiting caller runs its own `load`.
     /// A zero `ttl` bypasses the cache (the call still counts as a miss and a load).
-    pub async fn get_or_load<F, E>(
+    pub async fn get_or_load<V, F, E>(
         &self,
         key: String,
         ttl: Duration,
         tags: Vec<String>,
         load: F,
-    ) -> (Result<Arc<CallToolResult>, E>, Lookup)
+    ) -> (Result<Arc<V>, E>, Lookup)
     where
-        F: Future<Output = Result<CallToolResult, E>> + Send,
+        V: CacheValue,
+        F: Future<Output = Result<V, E>> + Send,
         E: Clone + Send + Sync + 'static,
     {
         self.get_or_load_with(key, ttl, async move {
@@ -321,67 +421,78 @@ impl ResultCache {
     ///
     /// Not stored either: an answer with [`Loaded::store`] false, and one whose load overlapped an
     /// invalidation (module doc); both still reach every caller waiting on the load, except a
-    /// caller that arrived after that invalidation, which waits for a load of its own.
-    pub async fn get_or_load_with<F, E>(
+    /// caller that arrived after that invalidation, which waits for a load of its own. An answer
+    /// its hint marks private reaches only the caller that loaded it; the others load their own.
+    pub async fn get_or_load_with<V, F, E>(
         &self,
         key: String,
         ttl: Duration,
         load: F,
-    ) -> (Result<Arc<CallToolResult>, E>, Lookup)
+    ) -> (Result<Arc<V>, E>, Lookup)
     where
-        F: Future<Output = Result<Loaded, E>> + Send,
+        V: CacheValue,
+        F: Future<Output = Result<Loaded<V>, E>> + Send,
         E: Clone + Send + Sync + 'static,
     {
         // Looked up first, apart from the load, so a caller that waited on a concurrent load is
         // reported as a miss: `Hit` promises an answer that cost no upstream wait.
-        if let Some(entry) = self.cache.get(&key).await {
+        if let Some(entry) = self.cache.get(&key).await
+            && let Some(result) = V::from_cached(&entry.result)
+        {
             Counters::bump(&self.counters.hits);
-            return (Ok(Arc::clone(&entry.result)), Lookup::Hit);
+            let remaining = entry.ttl.saturating_sub(entry.stored_at.elapsed());
+            return (Ok(V::aged(&result, remaining)), Lookup::Hit);
         }
         Counters::bump(&self.counters.misses);
-
-        if ttl.is_zero() {
-            Counters::bump(&self.counters.loads);
-            return (load.await.map(|l| Arc::new(l.result)), Lookup::Miss);
-        }
 
         // Polled through a pinned reference, so that when this caller only shared another
         // caller's load it still holds its own for the next round.
         let mut load = std::pin::pin!(load);
+        if ttl.is_zero() {
+            return self.load_alone(load.as_mut()).await;
+        }
         let mut round = 1;
         loop {
             // The generation this caller saw before asking: a shared load begun earlier than a
             // later invalidation is not fresh enough for it.
             let arrived = self.generation.load(Ordering::SeqCst);
             let mut ran = false;
+            // This caller's own answer, when it ran the load.
+            let mut mine: Option<Arc<V>> = None;
             let init = {
-                let (load, ran) = (load.as_mut(), &mut ran);
+                let (load, ran, mine) = (load.as_mut(), &mut ran, &mut mine);
                 let (counters, generation) = (&self.counters, &self.generation);
                 async move {
                     *ran = true;
                     Counters::bump(&counters.loads);
                     let began = generation.load(Ordering::SeqCst);
-                    let answer = |result| Uncached::Answer {
-                        result: Arc::new(result),
-                        generation: began,
+                    let l = match load.await {
+                        Ok(l) => l,
+                        Err(e) => return Err(Uncached::Err(e)),
                     };
-                    match load.await {
-                        Ok(l) if l.result.is_error == Some(true) || !l.store => {
-                            Err(answer(l.result))
-                        }
+                    let hint = l.result.hint();
+                    let keep = l.store && !l.result.is_failure();
+                    let result = Arc::new(l.result);
+                    *mine = Some(Arc::clone(&result));
+                    let answer = |private| Uncached::Answer {
+                        result: V::into_cached(Arc::clone(&result)),
+                        generation: began,
+                        private,
+                    };
+                    match hint {
+                        _ if !keep => Err(answer(false)),
+                        // The upstream's word: stale at once, or not for other clients.
+                        Some(h) if !h.is_shareable() => Err(answer(h.scope == CacheScope::Private)),
                         // An invalidation ran while the upstream answered: the answer may
                         // predate the write, so it is not kept.
-                        Ok(l) if generation.load(Ordering::SeqCst) != began => {
-                            Err(answer(l.result))
-                        }
-                        Ok(l) => Ok(Arc::new(Entry {
-                            result: Arc::new(l.result),
-                            ttl,
+                        _ if generation.load(Ordering::SeqCst) != began => Err(answer(false)),
+                        _ => Ok(Arc::new(Entry {
+                            result: V::into_cached(result),
+                            ttl: hint.map_or(ttl, |h| ttl.min(h.ttl)),
                             tags: l.tags.into_boxed_slice(),
                             stored_at: Instant::now(),
                             generation: began,
                         })),
-                        Err(e) => Err(Uncached::Err(e)),
                     }
                 }
             };
@@ -392,19 +503,42 @@ impl ResultCache {
                         // predicate may have missed this entry: drop it.
                         self.cache.invalidate(&key).await;
                     }
-                    (Arc::clone(&entry.result), entry.generation)
+                    (entry.result.clone(), entry.generation)
                 }
                 Err(uncached) => match &*uncached {
-                    Uncached::Answer { result, generation } => (Arc::clone(result), *generation),
+                    Uncached::Answer { private: true, .. } if !ran => {
+                        // Another client's private answer: this caller asks for its own.
+                        return self.load_alone(load.as_mut()).await;
+                    }
+                    Uncached::Answer {
+                        result, generation, ..
+                    } => (result.clone(), *generation),
                     Uncached::Err(e) => return (Err(e.clone()), Lookup::Miss),
                 },
             };
-            if !ran && began < arrived && round < FRESH_LOAD_ROUNDS {
+            if let Some(mine) = mine {
+                return (Ok(mine), Lookup::Miss);
+            }
+            if began < arrived && round < FRESH_LOAD_ROUNDS {
                 round += 1;
                 continue;
             }
-            return (Ok(result), Lookup::Miss);
+            return match V::from_cached(&result) {
+                Some(result) => (Ok(result), Lookup::Miss),
+                // An answer of another kind under this key (keys name their kind, so not
+                // expected): this caller's own load answers it.
+                None => self.load_alone(load.as_mut()).await,
+            };
         }
+    }
+
+    /// Runs this caller's own load, outside single flight and storing nothing.
+    async fn load_alone<V, E>(
+        &self,
+        load: std::pin::Pin<&mut impl Future<Output = Result<Loaded<V>, E>>>,
+    ) -> (Result<Arc<V>, E>, Lookup) {
+        Counters::bump(&self.counters.loads);
+        (load.await.map(|l| Arc::new(l.result)), Lookup::Miss)
     }
 
     /// Drops every entry carrying any of `tags` (a write calls this with the tags of what it
@@ -432,6 +566,13 @@ impl ResultCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let prefix = server_tool_prefix(server, tool);
         self.invalidate_if(move |key, _| key.starts_with(&prefix));
+    }
+
+    /// Drops the entry under `key`, if any; a load of it in flight is not stored.
+    pub fn invalidate_key(&self, key: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let key = key.to_owned();
+        self.invalidate_if(move |k, _| *k == key);
     }
 
     /// Drops every entry.
@@ -1054,5 +1195,197 @@ mod tests {
         let runs = AtomicUsize::new(0);
         assert_eq!(load(&cache, "k", &[], &runs, "unused").await, Lookup::Hit);
         assert_eq!(runs.load(Ordering::SeqCst), 0);
+    }
+
+    fn read(text: &str, ttl_ms: Option<u64>, scope: Option<CacheScope>) -> ReadResourceResult {
+        let mut result =
+            ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(text, "test://r")]);
+        result.ttl_ms = ttl_ms;
+        result.cache_scope = scope;
+        result
+    }
+
+    fn read_text(result: &ReadResourceResult) -> String {
+        match &result.contents[0] {
+            rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    /// Reads `key` through the cache for `ttl`, the upstream answering `answer`.
+    async fn read_through(
+        cache: &ResultCache,
+        key: &str,
+        ttl: Duration,
+        runs: &AtomicUsize,
+        answer: ReadResourceResult,
+    ) -> (Arc<ReadResourceResult>, Lookup) {
+        let (result, lookup) = cache
+            .get_or_load(key.to_owned(), ttl, vec![], async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(answer)
+            })
+            .await;
+        (result.expect("read"), lookup)
+    }
+
+    #[tokio::test]
+    async fn a_public_read_is_kept_no_longer_than_its_upstream_ttl() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        let public = Some(CacheScope::Public);
+        let (first, lookup) =
+            read_through(&cache, "r", TTL, &runs, read("one", Some(150), public)).await;
+        assert_eq!(
+            (read_text(&first), lookup),
+            ("one".to_owned(), Lookup::Miss)
+        );
+        assert_eq!(first.ttl_ms, Some(150), "a fresh answer passes the hint on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (hit, lookup) =
+            read_through(&cache, "r", TTL, &runs, read("two", Some(150), public)).await;
+        assert_eq!((read_text(&hit), lookup), ("one".to_owned(), Lookup::Hit));
+        // A hit says what is left of the upstream's TTL, not the whole of it again.
+        let left = hit.ttl_ms.expect("a hint");
+        assert!(left > 0 && left <= 130, "{left} ms left");
+        // Past the upstream's TTL, though the caller would keep it for a minute: asked again.
+        // (moka keeps its own clock, so this waits in real time, bounded and short.)
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (fresh, lookup) =
+            read_through(&cache, "r", TTL, &runs, read("three", Some(150), public)).await;
+        assert_eq!(
+            (read_text(&fresh), lookup),
+            ("three".to_owned(), Lookup::Miss)
+        );
+        // And the caller's TTL bounds it when it is the shorter.
+        let (_, lookup) = read_through(
+            &cache,
+            "short",
+            Duration::from_millis(100),
+            &runs,
+            read("x", Some(3_600_000), public),
+        )
+        .await;
+        assert_eq!(lookup, Lookup::Miss);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, lookup) = read_through(
+            &cache,
+            "short",
+            Duration::from_millis(100),
+            &runs,
+            read("x", Some(3_600_000), public),
+        )
+        .await;
+        assert_eq!(lookup, Lookup::Miss);
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_read_marked_stale_private_or_nothing_is_never_stored() {
+        let cache = ResultCache::new(CacheSettings::default());
+        for (key, answer) in [
+            ("stale", read("x", Some(0), Some(CacheScope::Public))),
+            (
+                "private",
+                read("x", Some(60_000), Some(CacheScope::Private)),
+            ),
+            ("silent", read("x", None, None)),
+            // A TTL without a scope counts as private.
+            ("unscoped", read("x", Some(60_000), None)),
+        ] {
+            let runs = AtomicUsize::new(0);
+            for _ in 0..2 {
+                let (_, lookup) = read_through(&cache, key, TTL, &runs, answer.clone()).await;
+                assert_eq!(lookup, Lookup::Miss, "{key}");
+            }
+            assert_eq!(
+                runs.load(Ordering::SeqCst),
+                2,
+                "{key} asked the upstream each time"
+            );
+        }
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.snapshot().entries, 0);
+    }
+
+    /// Two concurrent reads of one key, the first held until `gate` opens; returns each one's
+    /// text and how many times the upstream was asked.
+    async fn two_concurrent_reads(scope: CacheScope) -> (String, String, usize) {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let first = tokio::spawn({
+            let (cache, runs, gate) = (cache.clone(), Arc::clone(&runs), Arc::clone(&gate));
+            async move {
+                cache
+                    .get_or_load("r".into(), TTL, vec![], async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        gate.notified().await;
+                        Ok::<_, String>(read("first client's", Some(60_000), Some(scope)))
+                    })
+                    .await
+            }
+        });
+        while cache.snapshot().loads == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let (cache, runs) = (cache.clone(), Arc::clone(&runs));
+            async move {
+                cache
+                    .get_or_load("r".into(), TTL, vec![], async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, String>(read("second client's", Some(60_000), Some(scope)))
+                    })
+                    .await
+            }
+        });
+        // Let the second caller reach the load in flight and wait on it.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+        let (a, _) = first.await.expect("task ran");
+        let (b, _) = second.await.expect("task ran");
+        (
+            read_text(&a.expect("read")),
+            read_text(&b.expect("read")),
+            runs.load(Ordering::SeqCst),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_private_read_is_not_shared_even_with_a_concurrent_caller() {
+        let (a, b, runs) = two_concurrent_reads(CacheScope::Private).await;
+        assert_eq!(a, "first client's");
+        assert_eq!(b, "second client's");
+        assert_eq!(runs, 2);
+        // The same race with a public answer: one upstream read serves both.
+        let (a, b, runs) = two_concurrent_reads(CacheScope::Public).await;
+        assert_eq!(
+            (a.as_str(), b.as_str(), runs),
+            ("first client's", "first client's", 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn tool_results_and_reads_share_the_cache_without_mixing() {
+        let cache = ResultCache::new(CacheSettings::default());
+        let runs = AtomicUsize::new(0);
+        load(&cache, "k", &[], &runs, "tool").await;
+        // A read under a key holding a tool result is answered by its own load, not mistaken.
+        let (result, lookup) = read_through(
+            &cache,
+            "k",
+            TTL,
+            &runs,
+            read("read", Some(60_000), Some(CacheScope::Public)),
+        )
+        .await;
+        assert_eq!(
+            (read_text(&result), lookup),
+            ("read".to_owned(), Lookup::Miss)
+        );
+        assert_eq!(load(&cache, "k", &[], &runs, "tool").await, Lookup::Hit);
     }
 }

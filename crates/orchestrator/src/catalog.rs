@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     annotations::is_read_only,
+    capabilities::Offered,
     config::{Config, MAX_TOOL_NAME},
     error::CallError,
+    hints::ListHints,
     naming::{
         MAX_SPEC_TOOL_NAME, expose_name, expose_uri_of, is_portable_name, is_spec_tool_name,
         split_uri,
@@ -83,16 +85,22 @@ pub struct Catalog {
     /// start (before its first `{`), to route a URI no listing names.
     unprefixed_templates: Vec<(String, usize)>,
     invalidate_tool: String,
+    /// What the upstreams advertised between them, for the front's capabilities.
+    offered: Offered,
+    /// Per list, how long the upstreams' parts stay fresh.
+    hints: ListHints,
 }
 
 impl Catalog {
     /// Builds the view from each upstream's current offer.
     pub fn build(config: &Config, upstreams: &[Arc<Upstream>]) -> Self {
         let mut c = Catalog::default();
-        for (index, upstream) in upstreams.iter().enumerate() {
+        let offers: Vec<_> = upstreams.iter().map(|u| u.offer()).collect();
+        c.offered = Offered::union(offers.iter().map(|o| &o.capabilities));
+        c.hints = ListHints::combined(offers.iter().map(|o| &o.hints));
+        for (index, (upstream, offer)) in upstreams.iter().zip(&offers).enumerate() {
             let spec = upstream.spec();
             c.server_index.insert(spec.name.clone(), index);
-            let offer = upstream.offer();
             let exposed = |name: &str| expose_name(&spec.prefix, &config.separator, name);
             for tool in &offer.tools {
                 if !is_spec_tool_name(&tool.name) {
@@ -288,6 +296,16 @@ impl Catalog {
     /// Exposed resource templates (URI templates mapped).
     pub fn templates(&self) -> &[ResourceTemplate] {
         &self.templates
+    }
+
+    /// What the upstreams offer between them (from their handshakes).
+    pub fn offered(&self) -> Offered {
+        self.offered
+    }
+
+    /// Per list, how long the upstreams' parts stay fresh (without the orchestrator's own).
+    pub fn hints(&self) -> &ListHints {
+        &self.hints
     }
 
     /// Names left out and why.

@@ -16,12 +16,13 @@ use kit::correlation::CorrelationId;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestParams,
-        CompleteResult, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
-        Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-        ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, Reference, Resource, ResourceContents, ResultType, ServerCapabilities,
-        ServerConfig, ServerNotification, SubscribeRequestParams, SubscriptionFilter, Tool,
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestMethod,
+        CompleteRequestParams, CompleteResult, GetPromptRequestMethod, GetPromptRequestParams,
+        GetPromptResponse, GetTaskParams, GetTaskResult, Implementation, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
+        ResourceContents, ResultType, ServerConfig, ServerNotification, SubscribeRequestMethod,
+        SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestMethod,
         UnsubscribeRequestParams, UpdateTaskParams,
     },
     service::{NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError},
@@ -30,10 +31,14 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument as _;
 
 use crate::{
-    ask::{Origin, UserWait},
+    ask::{Origin, UserWait, suspend::Step},
+    call::ReadFrom,
+    capabilities,
+    catalog::Catalog,
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
+    lists,
     relay::ListChange,
     status::{STATUS_URI, StatusReport},
     subscriptions::{SessionId, Subscribed, Unsubscribed},
@@ -64,6 +69,7 @@ impl Drop for AgentSession {
     /// An agent that leaves without unsubscribing must not keep upstream subscriptions alive:
     /// the URIs it was the last subscriber of are unsubscribed upstream, off this thread.
     fn drop(&mut self) {
+        self.gateway.relay().log_levels().end_session(self.id);
         let orphaned = self.gateway.relay().subscriptions().end_session(self.id);
         if orphaned.is_empty() {
             return;
@@ -89,6 +95,9 @@ async fn release_upstream(gateway: &Gateway, uri: &str, cx: &CallContext) {
         return;
     };
     let upstream = gateway.calls().upstream();
+    // Reads stored before or during the subscription (none was served meanwhile: subscribed
+    // resources are read from the upstream) may predate updates it told of.
+    upstream.forget_reads(target.server, &target.name);
     if let Err(e) = upstream
         .subscribe(target.server, &target.name, false, cx)
         .await
@@ -136,6 +145,7 @@ pub fn call_context_for(
             protocol: context.protocol_version(),
             wait: UserWait::default(),
             ct: context.ct.clone(),
+            questions: None,
         })),
     }
 }
@@ -157,6 +167,88 @@ impl Frontend {
         }
     }
 
+    /// A finished call's answer to the agent: logged, its correlation id set, cut to
+    /// `maxResultBytes`.
+    fn answer(
+        &self,
+        outcome: Result<CallToolResponse, CallError>,
+        span: &tracing::Span,
+        started: Instant,
+        correlation: &CorrelationId,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let label = crate::policy::outcome_label(&outcome);
+        if label != "ok" {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", label.as_str());
+        }
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        span.in_scope(|| tracing::info!(outcome = %label, elapsed_ms, "agent call"));
+        let mut answer = match outcome {
+            Ok(result) => Ok(result),
+            Err(e) => e.into_tool_answer().map(Into::into),
+        };
+        // A task names the call's id too; its result, read later, is the upstream's own.
+        if let Ok(CallToolResponse::Task(task)) = &mut answer {
+            kit::correlation::set_in_meta(&mut task.meta, correlation);
+        }
+        // A pass-through result is the upstream's own, which already names this id (unless it
+        // came from the cache, or the upstream ignores `_meta`): set it either way.
+        if let Ok(CallToolResponse::Complete(result)) = &mut answer {
+            kit::correlation::set_in_meta(&mut result.meta, correlation);
+            mark_complete(&mut result.result_type);
+            let limit = self.gateway.config().limits.max_result_bytes;
+            if let Some(cut) = result_size::truncate(result, limit) {
+                let metrics = self.gateway.metrics();
+                metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
+                span.in_scope(|| {
+                    tracing::warn!(
+                        original_bytes = cut.original_bytes,
+                        limit_bytes = cut.limit_bytes,
+                        "result truncated to orchestrator.limits.maxResultBytes"
+                    )
+                });
+            }
+        }
+        answer
+    }
+
+    /// Runs a request-scoped agent's call in a task of its own, so that it can be held while
+    /// the agent answers what it asks ([`crate::ask::suspend`]).
+    async fn start_held(
+        &self,
+        request: CallToolRequestParams,
+        mut cx: CallContext,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        span: &tracing::Span,
+        agent_ct: &tokio_util::sync::CancellationToken,
+    ) -> Step {
+        let (questions, asked) = tokio::sync::mpsc::unbounded_channel();
+        // The call outlives the request that started it: its own token, cancelled by whichever
+        // of the agent's requests is waiting on it, or when it is given up.
+        let ct = tokio_util::sync::CancellationToken::new();
+        cx.ct = ct.clone();
+        if let Some(origin) = cx.origin.take() {
+            let mut origin = (*origin).clone();
+            origin.questions = Some(questions);
+            origin.ct = ct.clone();
+            cx.origin = Some(Arc::new(origin));
+        }
+        let gateway = self.gateway.clone();
+        let name = request.name.to_string();
+        let arguments = request.arguments;
+        let task = tokio::spawn(
+            async move {
+                let _slot = slot;
+                gateway.call_tool_response(&name, arguments, &cx).await
+            }
+            .instrument(span.clone()),
+        );
+        self.gateway
+            .suspensions()
+            .start(&request.name, task, asked, ct, agent_ct)
+            .await
+    }
+
     fn status_resource() -> Resource {
         Resource::new(STATUS_URI, "status")
             .with_title("Orchestrator status")
@@ -166,22 +258,11 @@ impl Frontend {
 }
 
 impl ServerHandler for Frontend {
-    // `enable_logging` is deprecated from 2026-07-28 on; 2025-11-25 agents still use setLevel.
-    #[allow(deprecated)]
+    /// What the upstreams offer now and what the orchestrator serves itself
+    /// ([`crate::capabilities`]): computed per call, so each new session (and each 2026-07-28
+    /// `server/discover`) sees the current union.
     fn get_info(&self) -> ServerConfig {
-        let mut capabilities = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_tool_list_changed()
-            .enable_resources()
-            .enable_resources_list_changed()
-            .enable_resources_subscribe()
-            .enable_prompts()
-            .enable_prompts_list_changed()
-            .enable_logging()
-            .enable_completions()
-            .build();
-        crate::tasks::advertise_for(&mut capabilities, self.gateway.upstreams());
-        ServerConfig::new(capabilities)
+        ServerConfig::new(self.gateway.catalog().offered().advertised())
             .with_server_info(Implementation::new(
                 "mcp-orchestrator",
                 env!("CARGO_PKG_VERSION"),
@@ -252,9 +333,7 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.gateway.catalog().tools().to_vec(),
-        ))
+        Ok(lists::tools(&self.gateway.catalog()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -282,8 +361,35 @@ impl ServerHandler for Frontend {
             correlation_id = %correlation,
         );
         kit::telemetry::continue_trace_from_meta(&span, &context.meta);
+        // A 2026-07-28 agent is asked through its call's result: its call may be held between
+        // requests, and a retry with `requestState` resumes it.
+        let request_scoped = cx.origin.as_ref().is_some_and(|o| o.is_request_scoped());
+        if request_scoped && let Some(state) = &request.request_state {
+            let step = self
+                .gateway
+                .suspensions()
+                .resume(
+                    &request.name,
+                    state,
+                    request.input_responses.as_ref(),
+                    &context.ct,
+                )
+                .instrument(span.clone())
+                .await?;
+            let outcome = match step {
+                Step::NeedsInput(asked) => return Ok(asked.into()),
+                Step::Finished(outcome) => outcome,
+            };
+            return self.answer(outcome, &span, started, &correlation);
+        }
         // Refused at once, never queued: a queue would let one agent hold the others' turn.
         let outcome = match self.calls.try_enter() {
+            Ok(slot) if request_scoped => {
+                match self.start_held(request, cx, slot, &span, &context.ct).await {
+                    Step::NeedsInput(asked) => return Ok(asked.into()),
+                    Step::Finished(outcome) => outcome,
+                }
+            }
             Ok(_slot) => {
                 // Boxed: the gateway's call is a large state machine, and rmcp moves the
                 // handler's future several times per request (into a task, through its
@@ -302,40 +408,7 @@ impl ServerHandler for Frontend {
                 Ok(full.to_tool_error().to_call_tool_result().into())
             }
         };
-        let label = crate::policy::outcome_label(&outcome);
-        if label != "ok" {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", label.as_str());
-        }
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        span.in_scope(|| tracing::info!(outcome = %label, elapsed_ms, "agent call"));
-        let mut answer = match outcome {
-            Ok(result) => Ok(result),
-            Err(e) => e.into_tool_answer().map(Into::into),
-        };
-        // A task names the call's id too; its result, read later, is the upstream's own.
-        if let Ok(CallToolResponse::Task(task)) = &mut answer {
-            kit::correlation::set_in_meta(&mut task.meta, &correlation);
-        }
-        // A pass-through result is the upstream's own, which already names this id (unless it
-        // came from the cache, or the upstream ignores `_meta`): set it either way.
-        if let Ok(CallToolResponse::Complete(result)) = &mut answer {
-            kit::correlation::set_in_meta(&mut result.meta, &correlation);
-            mark_complete(&mut result.result_type);
-            let limit = self.gateway.config().limits.max_result_bytes;
-            if let Some(cut) = result_size::truncate(result, limit) {
-                let metrics = self.gateway.metrics();
-                metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
-                span.in_scope(|| {
-                    tracing::warn!(
-                        original_bytes = cut.original_bytes,
-                        limit_bytes = cut.limit_bytes,
-                        "result truncated to orchestrator.limits.maxResultBytes"
-                    )
-                });
-            }
-        }
-        answer
+        self.answer(outcome, &span, started, &correlation)
     }
 
     async fn list_resources(
@@ -343,9 +416,8 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let mut resources = vec![Self::status_resource()];
-        resources.extend(self.gateway.catalog().resources().iter().cloned());
-        Ok(ListResourcesResult::with_all_items(resources))
+        let own = vec![Self::status_resource()];
+        Ok(lists::resources(&self.gateway.catalog(), own))
     }
 
     async fn list_resource_templates(
@@ -353,9 +425,7 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.gateway.catalog().templates().to_vec(),
-        ))
+        Ok(lists::templates(&self.gateway.catalog()))
     }
 
     async fn read_resource(
@@ -370,8 +440,19 @@ impl ServerHandler for Frontend {
             if let ResourceContents::TextResourceContents { mime_type, .. } = &mut contents {
                 *mime_type = Some("application/json".into());
             }
-            return Ok(ReadResourceResult::new(vec![contents]).into());
+            return Ok(lists::status_read(ReadResourceResult::new(vec![contents])).into());
         }
+        // A subscribed resource's upstream tells of its changes: it is read fresh each time.
+        let from = if self
+            .gateway
+            .relay()
+            .subscriptions()
+            .is_subscribed(&request.uri)
+        {
+            ReadFrom::Upstream
+        } else {
+            ReadFrom::CacheOrUpstream
+        };
         let target = self
             .gateway
             .catalog()
@@ -380,7 +461,7 @@ impl ServerHandler for Frontend {
         let (span, cx) = request_span("resources/read", &request.uri, &context, self.session.id);
         let calls = self.gateway.calls().upstream();
         let mut result = calls
-            .read_resource(target.server, &target.name, &cx)
+            .read_resource(target.server, &target.name, from, &cx)
             .instrument(span)
             .await
             .map_err(CallError::into_error_data)?;
@@ -409,6 +490,9 @@ impl ServerHandler for Frontend {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if !self.gateway.catalog().offered().subscribe {
+            return Err(ErrorData::method_not_found::<SubscribeRequestMethod>());
+        }
         if request.uri == STATUS_URI {
             return Ok(());
         }
@@ -417,6 +501,17 @@ impl ServerHandler for Frontend {
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
+        let upstream = &self.gateway.upstreams()[target.server];
+        if !capabilities::subscribes(&upstream.offer().capabilities) {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "resource `{}`: server `{}` does not offer subscriptions",
+                    request.uri,
+                    upstream.name()
+                ),
+                None,
+            ));
+        }
         let subscriptions = self.gateway.relay().subscriptions();
         let limit = self.gateway.config().limits.max_subscriptions_per_client;
         match subscriptions.subscribe(&request.uri, self.session.id, context.peer.clone(), limit) {
@@ -462,6 +557,9 @@ impl ServerHandler for Frontend {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        if !self.gateway.catalog().offered().subscribe {
+            return Err(ErrorData::method_not_found::<UnsubscribeRequestMethod>());
+        }
         let left = self
             .gateway
             .relay()
@@ -486,9 +584,7 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(
-            self.gateway.catalog().prompts().to_vec(),
-        ))
+        lists::prompts(&self.gateway.catalog())
     }
 
     async fn get_prompt(
@@ -496,6 +592,9 @@ impl ServerHandler for Frontend {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if !self.gateway.catalog().offered().prompts {
+            return Err(ErrorData::method_not_found::<GetPromptRequestMethod>());
+        }
         let target = self
             .gateway
             .catalog()
@@ -521,6 +620,18 @@ impl ServerHandler for Frontend {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let catalog = self.gateway.catalog();
+        if !catalog.offered().completions {
+            return Err(ErrorData::method_not_found::<CompleteRequestMethod>());
+        }
+        // A prompt or resource whose server offers no completions has none to suggest: answered
+        // here, not sent to a server that never advertised the method.
+        if let Some(server) = completion_server(&catalog, &request.r#ref)
+            && !capabilities::completes(&self.gateway.upstreams()[server].offer().capabilities)
+        {
+            let mut none = CompleteResult::default();
+            mark_complete(&mut none.result_type);
+            return Ok(none);
+        }
         let server = match &mut request.r#ref {
             Reference::Prompt(p) => {
                 let route = catalog
@@ -561,9 +672,20 @@ impl ServerHandler for Frontend {
     async fn set_level(
         &self,
         request: rmcp::model::SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         tracing::info!(level = ?request.level, "agent set the log level");
+        // A 2026-07-28 agent has no session to hear log messages on.
+        let request_scoped = context
+            .protocol_version()
+            .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
+        if !request_scoped {
+            self.gateway.relay().log_levels().set(
+                self.session.id,
+                context.peer.clone(),
+                request.level,
+            );
+        }
         Ok(())
     }
 
@@ -618,7 +740,7 @@ impl ServerHandler for Frontend {
         request: rmcp::model::CustomRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CustomResult, ErrorData> {
-        let advertised = self.get_info().capabilities.supports_tasks();
+        let advertised = self.gateway.catalog().offered().tasks;
         let declared = context
             .client_capabilities()
             .is_some_and(|c| c.supports_tasks());
@@ -653,4 +775,13 @@ fn request_span(
 /// 2026-07-28 agents require on every result; rmcp strips `complete` again for older agents.
 fn mark_complete(result_type: &mut Option<ResultType>) {
     result_type.get_or_insert(ResultType::COMPLETE);
+}
+
+/// The upstream a completion reference leads to, if it names a known prompt or resource.
+fn completion_server(catalog: &Catalog, reference: &Reference) -> Option<usize> {
+    match reference {
+        Reference::Prompt(p) => catalog.prompt(&p.name).ok().map(|t| t.server),
+        Reference::Resource(r) => catalog.resource(&r.uri).ok().map(|t| t.server),
+        _ => None,
+    }
 }

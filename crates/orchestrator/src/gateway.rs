@@ -38,6 +38,8 @@ pub struct Gateway {
     calls: Calls,
     /// Instruments recorded on the call path; also observes each upstream's policy figures.
     metrics: Arc<Metrics>,
+    /// Calls of 2026-07-28 agents held while the agent answers what they asked.
+    suspensions: crate::ask::Suspensions,
 }
 
 impl Gateway {
@@ -51,6 +53,7 @@ impl Gateway {
     /// [`Gateway::start`], recording into `metrics` (which may export).
     pub fn start_with_metrics(config: Config, metrics: Arc<Metrics>) -> Arc<Self> {
         let config = Arc::new(config);
+        let config_limit = config.limits.upstream.user_input_timeout;
         let relay = Arc::new(Relay::default());
         let (changed, changes) = watch::channel(0u64);
         let shutdown = CancellationToken::new();
@@ -89,6 +92,7 @@ impl Gateway {
             started: chrono::Utc::now(),
             calls: Calls::new(upstream_calls, composites),
             metrics,
+            suspensions: crate::ask::Suspensions::new(config_limit),
         });
         tasks.spawn(Self::keep_catalog_current(
             Arc::downgrade(&gateway),
@@ -165,6 +169,11 @@ impl Gateway {
     /// The call path.
     pub fn calls(&self) -> &Calls {
         &self.calls
+    }
+
+    /// Calls of 2026-07-28 agents held while the agent answers what they asked.
+    pub fn suspensions(&self) -> &crate::ask::Suspensions {
+        &self.suspensions
     }
 
     /// Progress, list changes and the agents that hear of them.

@@ -6,6 +6,8 @@
 //! read their resolved settings back from it (no two files import each other).
 //! - [`naming`]: how upstream names and URIs look to agents, and back (both directions use it).
 //! - [`annotations`]: what a tool's annotations promise (read-only, idempotent).
+//! - [`hints`]: cache hints (`ttlMs`, `cacheScope`): what is left of them, how parts combine.
+//! - [`capabilities`]: what the front advertises: the upstreams' union and its own part.
 //! - [`context`]: what an agent's request carries to every upstream request it causes.
 //! - [`stats`]: per-server figures for status.
 //! - [`limits`]: caps per client, per composite, per result and on upstream stderr.
@@ -30,22 +32,27 @@
 //!   calls, composite steps and every other request; composites; built-in tools.
 //! - [`gateway`]: the running parts started, the catalog kept current, shutdown.
 //! - [`status`]: the `orchestrator://status` report.
+//! - [`lists`]: the front's list and read answers' cache hints, and lists no upstream offers.
 //! - [`frontend`]: the MCP server agents connect to.
 //!
 //! The `mcp-orchestrator` command (its CLI and the workshop demo) is the binary crate
 //! `crates/orchestrator-cli`; this library needs no argument parser, tables or spinners.
 
+pub mod agent_logs;
 pub mod annotations;
 pub mod ask;
 pub mod cache;
 pub mod call;
+pub mod capabilities;
 pub mod catalog;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod frontend;
 pub mod gateway;
+pub mod hints;
 pub mod limits;
+pub mod lists;
 pub mod metrics;
 pub mod naming;
 pub mod policy;

@@ -68,6 +68,8 @@ pub struct Relay {
     subscriptions: Subscriptions,
     /// The agent request behind each upstream request in flight, where its questions go.
     origins: crate::ask::Origins,
+    /// The log level each agent session asked for.
+    log_levels: crate::agent_logs::AgentLevels,
     /// List changes, for 2026-07-28 agents, who hear of them through `subscriptions/listen`
     /// rather than as session notifications.
     changes: ListChanges,
@@ -293,6 +295,30 @@ impl Relay {
     /// The agent request behind each upstream request in flight.
     pub fn origins(&self) -> &crate::ask::Origins {
         &self.origins
+    }
+
+    /// The log level each agent session asked for.
+    pub fn log_levels(&self) -> &crate::agent_logs::AgentLevels {
+        &self.log_levels
+    }
+
+    /// Passes `server`'s log message to every agent that asked for its level.
+    #[allow(deprecated)] // Logging: deprecated from 2026-07-28 on, used by 2025-11-25 peers.
+    pub async fn log_message(
+        &self,
+        server: &str,
+        message: rmcp::model::LoggingMessageNotificationParam,
+    ) {
+        let recipients = self.log_levels.recipients(message.level);
+        if recipients.is_empty() {
+            return;
+        }
+        let message = crate::agent_logs::tagged(server, message);
+        for agent in recipients {
+            if let Err(e) = agent.notify_logging_message(message.clone()).await {
+                tracing::debug!(error = %e, "could not pass a log message to an agent");
+            }
+        }
     }
 
     /// Passes an upstream's resource update to the agents subscribed to it, once per session.

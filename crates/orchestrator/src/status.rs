@@ -20,6 +20,10 @@ pub struct ServerStatus {
     pub connected: bool,
     /// Since when (RFC 3339).
     pub connected_since: Option<String>,
+    /// The protocol version spoken to it (`2026-07-28` when it knows `server/discover`,
+    /// else the `initialize` version), while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// Tools it offers (before filters).
     pub tool_count: usize,
     /// Calls routed to it.
@@ -125,6 +129,7 @@ impl StatusReport {
                         transport: u.spec().transport.kind().to_owned(),
                         connected: u.connected_since().is_some(),
                         connected_since: u.connected_since().map(|t| t.to_rfc3339()),
+                        protocol: u.protocol(),
                         tool_count: u.offer().tools.len(),
                         calls: s.calls,
                         errors: s.errors,

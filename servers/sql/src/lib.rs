@@ -8,11 +8,13 @@
 //! - [`orders`]: `create_order`, exactly once per idempotency key.
 
 //! - [`model`]: tool arguments and results with their JSON Schemas.
+//! - [`prompts`]: ready-made requests naming the tools that answer them.
 //! - [`server`]: the MCP handler.
 
 pub mod db;
 pub mod model;
 pub mod orders;
+pub mod prompts;
 pub mod queries;
 pub mod readonly;
 pub mod seed;

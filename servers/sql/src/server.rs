@@ -1,4 +1,4 @@
-//! The MCP face of the database: tools, the `sql://schema` resource, and server info.
+//! The MCP face of the database: tools, the `sql://schema` resource, prompts, and server info.
 
 use std::sync::Arc;
 
@@ -8,9 +8,10 @@ use rmcp::{
     ErrorData, Json, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, tool::ToolCallContext, wrapper::Parameters},
     model::{
-        CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult,
-        PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig,
+        CallToolRequestParams, CallToolResponse, GetPromptRequestParams, GetPromptResponse,
+        Implementation, ListPromptsResult, ListResourcesResult, PaginatedRequestParams,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+        ResourceContents, ServerCapabilities, ServerConfig,
     },
     service::RequestContext,
     tool, tool_handler, tool_router,
@@ -21,7 +22,7 @@ use crate::{
     db::{Database, SCHEMA_SQL},
     model::*,
     orders::{self, db_failure},
-    queries,
+    prompts, queries,
     readonly::QueryError,
 };
 
@@ -302,6 +303,7 @@ impl ServerHandler for SqlServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_prompts()
                 .build(),
         )
         .with_server_info(Implementation::new(
@@ -356,5 +358,69 @@ impl ServerHandler for SqlServer {
             ));
         }
         Ok(ReadResourceResult::new(vec![ResourceContents::text(SCHEMA_SQL, SCHEMA_URI)]).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(prompts::list()))
+    }
+
+    /// A prompt with its arguments checked against the database: a report on a customer who
+    /// does not exist, or over a period that does not parse, is refused here rather than sent
+    /// to a model that would make one up.
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let argument = |name: &str| {
+            request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let result = match request.name.as_str() {
+            prompts::CUSTOMER_REPORT => {
+                let id = argument("customerId").ok_or_else(|| {
+                    ErrorData::invalid_params(
+                        "customer_report needs the argument `customerId`",
+                        None,
+                    )
+                })?;
+                let db = self.db.clone();
+                let lookup = id.clone();
+                let customer = tokio::task::spawn_blocking(move || {
+                    queries::customer(db.reader().conn(), &lookup)
+                })
+                .await
+                .map_err(|e| ErrorData::internal_error(format!("read task failed: {e}"), None))?
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
+                .ok_or_else(|| {
+                    ErrorData::invalid_params(format!("customer `{id}` does not exist"), None)
+                })?;
+                prompts::customer_report(&customer)
+            }
+            prompts::SALES_REVIEW => {
+                let period = Period::parse(argument("period").as_deref())
+                    .map_err(|m| ErrorData::invalid_params(m, None))?;
+                prompts::sales_review(&period)
+            }
+            other => {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "no prompt `{other}`; this server has {} and {}",
+                        prompts::CUSTOMER_REPORT,
+                        prompts::SALES_REVIEW
+                    ),
+                    None,
+                ));
+            }
+        };
+        Ok(result.into())
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use rmcp::model::ReadResourceRequestParams;
+use rmcp::model::{ErrorCode, GetPromptRequestParams, ReadResourceRequestParams};
 use serde_json::json;
 use testkit::{Lifecycle, TempDir, call, call_ok, connect_stdio, connect_stdio_with};
 
@@ -25,6 +25,70 @@ async fn lists_and_calls_every_tool_over_stdio() -> anyhow::Result<()> {
         .await?;
     let text = format!("{:?}", schema.contents);
     assert!(text.contains("CREATE TABLE IF NOT EXISTS customers"));
+    client.cancel().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn prompts_name_the_tools_and_check_their_arguments_against_the_database()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("sql-prompts")?;
+    let client = connect_stdio("sql-mcp-server", &args(&dir)).await?;
+    let caps = client
+        .peer_info()
+        .expect("initialized")
+        .capabilities
+        .clone();
+    assert!(caps.prompts.is_some(), "prompts advertised");
+    let prompts = client.list_all_prompts().await?;
+    let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["customer_report", "sales_review"]);
+    let get = |name: &str, args: serde_json::Value| {
+        let mut params = GetPromptRequestParams::new(name);
+        if let serde_json::Value::Object(a) = args {
+            params = params.with_arguments(a);
+        }
+        client.get_prompt(params)
+    };
+    let customer = call_ok(
+        &client,
+        "get_customer",
+        json!({ "customerId": "CUST-0001" }),
+    )
+    .await?;
+    let report = get("customer_report", json!({ "customerId": "CUST-0001" })).await?;
+    let text = serde_json::to_string(&report.messages)?;
+    let name = customer["name"].as_str().expect("a name");
+    assert!(
+        text.contains(name),
+        "the customer's name from the database: {text}"
+    );
+    assert!(text.contains("get_customer_orders"), "{text}");
+    let review = get("sales_review", json!({ "period": "2024-Q1" })).await?;
+    assert!(serde_json::to_string(&review.messages)?.contains("get_sales_by_region"));
+
+    for (name, args, needle) in [
+        (
+            "customer_report",
+            json!({ "customerId": "CUST-9999" }),
+            "CUST-9999",
+        ),
+        ("customer_report", json!({}), "customerId"),
+        (
+            "sales_review",
+            json!({ "period": "last week" }),
+            "last week",
+        ),
+        ("nonsense", json!({}), "customer_report"),
+    ] {
+        match get(name, args).await {
+            Err(rmcp::ServiceError::McpError(e)) => {
+                assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{name}: {e:?}");
+                assert!(e.message.contains(needle), "{name}: {}", e.message);
+            }
+            other => panic!("{name}: expected invalid params, got {other:?}"),
+        }
+    }
     client.cancel().await?;
     Ok(())
 }

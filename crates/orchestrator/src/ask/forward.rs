@@ -62,6 +62,9 @@ pub async fn forward(
         );
     }
     if origin.is_request_scoped() {
+        if let Some(questions) = &origin.questions {
+            return through_the_result(origin, questions, request, upstream_ct, limit).await;
+        }
         return (
             Err(ErrorData::new(
                 rmcp::model::ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY,
@@ -119,6 +122,56 @@ pub async fn forward(
         _ => ErrorData::internal_error(format!("{method} cancelled: {reason}"), None),
     };
     (Err(error), ending)
+}
+
+/// Puts `request` to a request-scoped agent as `input_required` on its call ([`super::suspend`])
+/// and waits for the answer its retry brings.
+async fn through_the_result(
+    origin: &Origin,
+    questions: &super::QuestionSender,
+    request: ServerRequest,
+    upstream_ct: &CancellationToken,
+    limit: Duration,
+) -> (Result<ClientResult, ErrorData>, Ending) {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    if questions.send(super::Question { request, answer }).is_err() {
+        return (
+            Err(ErrorData::internal_error(
+                "the agent's call ended before the question could be put to it",
+                None,
+            )),
+            Ending::Failed,
+        );
+    }
+    let _waiting = origin.wait.begin();
+    tokio::select! {
+        answer = answered => match answer {
+            Ok(Ok(result)) => (Ok(result), Ending::Answered),
+            Ok(Err(e)) => (Err(e), Ending::Answered),
+            Err(_) => (
+                Err(ErrorData::internal_error(
+                    "the agent's call ended before it answered",
+                    None,
+                )),
+                Ending::Cancelled,
+            ),
+        },
+        () = upstream_ct.cancelled() => (
+            Err(ErrorData::internal_error("cancelled: the server withdrew it", None)),
+            Ending::Cancelled,
+        ),
+        () = origin.ct.cancelled() => (
+            Err(ErrorData::internal_error("cancelled: the agent cancelled its call", None)),
+            Ending::Cancelled,
+        ),
+        () = tokio::time::sleep(limit) => (
+            Err(ErrorData::internal_error(
+                format!("no answer within {} ms ({TIMEOUT_SETTING})", limit.as_millis()),
+                Some(serde_json::json!({ "limit": TIMEOUT_SETTING, "ms": limit.as_millis() as u64 })),
+            )),
+            Ending::TimedOut,
+        ),
+    }
 }
 
 fn agent_failed(method: &str, e: &ServiceError) -> ErrorData {

@@ -9,6 +9,8 @@ pub mod capability;
 pub mod forward;
 pub mod origins;
 pub mod pause;
+pub mod rounds;
+pub mod suspend;
 
 use rmcp::{
     Peer, RoleServer,
@@ -22,10 +24,11 @@ pub use self::{
     forward::forward,
     origins::{NoOrigin, Origins},
     pause::UserWait,
+    suspend::{Question, QuestionSender, Suspensions},
 };
 
 /// The agent request an upstream request was made for: where that upstream's questions go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Origin {
     /// The agent's session.
     pub agent: Peer<RoleServer>,
@@ -42,6 +45,9 @@ pub struct Origin {
     pub wait: UserWait,
     /// Cancelled when the agent cancels its request.
     pub ct: CancellationToken,
+    /// For a request-scoped agent's `tools/call`: where questions go to be answered through
+    /// `input_required` ([`suspend`]). Without it such an agent cannot be asked.
+    pub questions: Option<QuestionSender>,
 }
 
 impl Origin {

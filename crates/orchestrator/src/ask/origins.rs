@@ -1,11 +1,13 @@
 //! Which agent request each upstream request in flight was made for.
 //!
-//! Over streamable HTTP a question rides the response stream of the request that caused it, and
-//! rmcp marks it with that request's id ([`InboundStreamOrigin`]): the match is exact. Over stdio
-//! the wire says nothing (SEP-2260 defines no field), so the question belongs to the calls in
+//! Over streamable HTTP a question should ride the response stream of the request that caused it,
+//! and rmcp marks it with that request's id ([`InboundStreamOrigin`]): the match is exact. Over
+//! stdio the wire says nothing (SEP-2260 defines no field), and a 2025-11-25 server may also ask on
+//! its standalone HTTP stream (the TypeScript SDK does); then the question belongs to the calls in
 //! flight on that upstream: when they are all one agent session's, that session gets it; when
 //! several sessions have calls there, nobody can tell whose it is, and the upstream is told so
-//! rather than the question going to the wrong person.
+//! rather than the question going to the wrong person. (rmcp itself refuses an unassociated
+//! question from a 2026-07-28 server before it gets here.)
 
 use std::{
     collections::HashMap,
@@ -26,12 +28,6 @@ const REGISTRATION_GRACE: Duration = Duration::from_millis(500);
 /// Why a question has no agent to go to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoOrigin {
-    /// It arrived on a stream tied to no request (the upstream's standalone GET stream).
-    #[error(
-        "the request arrived outside any call (on the standalone stream): the orchestrator only \
-         relays questions to the agent whose call caused them"
-    )]
-    Unassociated,
     /// The request it names is not (or no longer) in flight.
     #[error("the call this request belongs to is no longer in flight")]
     Finished,
@@ -43,8 +39,9 @@ pub enum NoOrigin {
     NoCall,
     /// Calls of several agent sessions are in flight and the transport cannot say whose it is.
     #[error(
-        "calls of {sessions} agent sessions are in flight on this stdio connection and stdio \
-         cannot say which one this request belongs to"
+        "calls of {sessions} agent sessions are in flight on this connection and the request \
+         does not say which one it belongs to (ask on the response stream of the call, or over \
+         a transport that can)"
     )]
     Ambiguous {
         /// How many sessions have calls in flight.
@@ -130,14 +127,13 @@ impl Origins {
     }
 
     /// The origin of a request `server` sent us, told by the stream it came on (`None`: a
-    /// transport that cannot say, such as stdio).
+    /// transport that cannot say, such as stdio; `Unassociated`: the standalone stream).
     pub async fn find(
         &self,
         server: &str,
         stream: Option<&InboundStreamOrigin>,
     ) -> Result<Arc<Origin>, NoOrigin> {
         match stream {
-            Some(InboundStreamOrigin::Unassociated) => Err(NoOrigin::Unassociated),
             Some(InboundStreamOrigin::OutboundRequest(id)) => {
                 let deadline = tokio::time::Instant::now() + REGISTRATION_GRACE;
                 loop {
@@ -150,7 +146,7 @@ impl Origins {
                     }
                 }
             }
-            None => self.only_session(server),
+            Some(InboundStreamOrigin::Unassociated) | None => self.only_session(server),
         }
     }
 
@@ -180,5 +176,103 @@ impl Origins {
                 sessions: others.len() + 1,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::{RoleServer, ServerHandler, ServiceExt, service::RunningService};
+
+    use super::*;
+    use crate::{ask::UserWait, subscriptions::SessionId};
+
+    struct Front;
+    impl ServerHandler for Front {}
+
+    /// An agent session over an in-memory pipe, and its agent (kept alive with it).
+    async fn agent() -> (
+        RunningService<RoleServer, Front>,
+        RunningService<rmcp::RoleClient, ()>,
+    ) {
+        let (front, agent) = tokio::io::duplex(64 * 1024);
+        let (front, agent) = tokio::join!(Front.serve(front), ().serve(agent));
+        (front.expect("front"), agent.expect("agent"))
+    }
+
+    fn of(front: &RunningService<RoleServer, Front>, session: SessionId) -> Arc<Origin> {
+        Arc::new(Origin {
+            agent: front.peer().clone(),
+            request: RequestId::Number(1),
+            session,
+            capabilities: None,
+            protocol: None,
+            wait: UserWait::default(),
+            ct: Default::default(),
+            questions: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_question_on_a_calls_stream_goes_to_that_call() {
+        let (front, _agent) = agent().await;
+        let (a, b) = (SessionId::next(), SessionId::next());
+        let origins = Origins::default();
+        let _one = origins.register("sql", RequestId::Number(7), of(&front, a));
+        let _two = origins.register("sql", RequestId::Number(8), of(&front, b));
+        let stream = InboundStreamOrigin::OutboundRequest(RequestId::Number(8));
+        let found = origins.find("sql", Some(&stream)).await.expect("found");
+        assert_eq!(found.session, b);
+    }
+
+    #[tokio::test]
+    async fn without_a_stream_only_one_sessions_calls_can_be_told() {
+        let (front, _agent) = agent().await;
+        let (a, b) = (SessionId::next(), SessionId::next());
+        let origins = Origins::default();
+        assert_eq!(
+            origins.find("sql", None).await.err(),
+            Some(NoOrigin::NoCall)
+        );
+        let one = origins.register("sql", RequestId::Number(1), of(&front, a));
+        let _two = origins.register("sql", RequestId::Number(2), of(&front, a));
+        assert_eq!(
+            origins
+                .find("sql", None)
+                .await
+                .expect("one session")
+                .session,
+            a
+        );
+        let three = origins.register("sql", RequestId::Number(3), of(&front, b));
+        assert_eq!(
+            origins
+                .find("sql", Some(&InboundStreamOrigin::Unassociated))
+                .await
+                .err(),
+            Some(NoOrigin::Ambiguous { sessions: 2 })
+        );
+        // Another server's calls do not count.
+        assert_eq!(
+            origins.find("rest", None).await.err(),
+            Some(NoOrigin::NoCall)
+        );
+        drop(three);
+        drop(one);
+        assert_eq!(
+            origins.find("sql", None).await.expect("a's again").session,
+            a
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_question_for_a_finished_call_is_refused() {
+        let (front, _agent) = agent().await;
+        let origins = Origins::default();
+        drop(origins.register("sql", RequestId::Number(1), of(&front, SessionId::next())));
+        let stream = InboundStreamOrigin::OutboundRequest(RequestId::Number(1));
+        assert_eq!(
+            origins.find("sql", Some(&stream)).await.err(),
+            Some(NoOrigin::Finished)
+        );
     }
 }

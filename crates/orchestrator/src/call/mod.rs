@@ -33,7 +33,7 @@ use crate::{
     tasks::id::TaskIds,
 };
 
-pub use self::{composite::Composites, upstream::UpstreamCalls};
+pub use self::{composite::Composites, requests::ReadFrom, upstream::UpstreamCalls};
 
 /// Everything a routed `tools/call` can reach.
 #[derive(Debug)]

@@ -1,5 +1,6 @@
 //! The requests other than `tools/call` that reach an upstream, each through
-//! [`UpstreamCalls::request`] and so through the server's policy stack.
+//! [`UpstreamCalls::request`] and so through the server's policy stack; `resources/read`
+//! through the result cache first, as far as the upstream's cache hint allows.
 
 use rmcp::model::{
     ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult, GetPromptRequest,
@@ -7,29 +8,76 @@ use rmcp::model::{
     ReadResourceResult, ServerResult,
 };
 
+use serde_json::Value;
+
 use super::upstream::UpstreamCalls;
-use crate::{context::CallContext, error::CallError, policy::Op};
+use crate::{cache::ResultCache, context::CallContext, error::CallError, policy::Op};
+
+/// The method a stored read is counted under.
+const READ: &str = "resources/read";
+
+/// Where a `resources/read` may be answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The cache, when an earlier read the upstream marked public and fresh is stored; else the
+    /// upstream (and the answer is stored if its hint allows).
+    CacheOrUpstream,
+    /// The upstream, and nothing stored: an agent is subscribed to the resource, so the upstream
+    /// tells of its changes, and a read after an update must not meet the copy before it.
+    Upstream,
+}
 
 impl UpstreamCalls {
-    /// `resources/read` of upstream `server`'s own `uri`.
+    /// `resources/read` of upstream `server`'s own `uri`. From the cache as `from` allows: an
+    /// answer is kept only when the upstream marked it public with a positive `ttlMs`, for that
+    /// long and at most the `long` tier; a hit carries what is left of the TTL and
+    /// `_meta.cached: true`. Counted in the cache figures under `<server>.resources/read`.
     pub async fn read_resource(
         &self,
         server: usize,
         uri: &str,
+        from: ReadFrom,
         cx: &CallContext,
     ) -> Result<ReadResourceResult, CallError> {
-        let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(
-            ReadResourceRequestParams::new(uri.to_owned()),
-        ));
-        let op = Op {
-            method: "resources/read",
-            target: uri,
+        let read = async {
+            let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(
+                ReadResourceRequestParams::new(uri.to_owned()),
+            ));
+            let op = Op {
+                method: "resources/read",
+                target: uri,
+            };
+            self.request(server, op, request, cx, |r| match r {
+                ServerResult::ReadResourceResult(r) => Some(r),
+                _ => None,
+            })
+            .await
         };
-        self.request(server, op, request, cx, |r| match r {
-            ServerResult::ReadResourceResult(r) => Some(r),
-            _ => None,
-        })
-        .await
+        if from == ReadFrom::Upstream {
+            return read.await;
+        }
+        let name = self.upstreams()[server].name();
+        let key = ResultCache::read_key(name, uri);
+        let ttl = self.config().cache.settings.long;
+        let tags = vec![format!("server:{name}")];
+        let (result, lookup) = self.cache().get_or_load(key, ttl, tags, read).await;
+        self.metrics()
+            .cache_lookup(&format!("{name}.{READ}"), lookup);
+        let mut result = std::sync::Arc::unwrap_or_clone(result?);
+        if lookup == crate::cache::Lookup::Hit {
+            result
+                .meta
+                .get_or_insert_with(Default::default)
+                .insert("cached".into(), Value::Bool(true));
+        }
+        Ok(result)
+    }
+
+    /// Drops the stored reads of upstream `server`'s own `uri` (an agent subscribed to it: from
+    /// now on the upstream tells of its changes, and reads go to it).
+    pub fn forget_reads(&self, server: usize, uri: &str) {
+        self.cache()
+            .invalidate_key(&ResultCache::read_key(self.upstreams()[server].name(), uri));
     }
 
     /// `prompts/get` of upstream `server`'s own prompt `name`, with the agent's arguments.

@@ -2,7 +2,7 @@
 //! upstream that owns it ([`crate::tasks::id`]), each through [`UpstreamCalls::request`] and so
 //! through the server's policy stack (all three may be repeated safely: a read, an input
 //! response rmcp ignores once answered, a cancel), with the tasks extension declared for the
-//! request and the answer's id mapped back.
+//! request ([`crate::tasks::declaring`]) and the answer's id mapped back.
 //!
 //! [`UpstreamCalls::request`]: super::UpstreamCalls::request
 
@@ -15,7 +15,7 @@ use rmcp::{
 };
 
 use super::Calls;
-use crate::{context::CallContext, error::CallError, policy::Op, tasks::declaring_meta};
+use crate::{context::CallContext, error::CallError, policy::Op, tasks::declaring};
 
 /// The upstream that owns a task, and the task's id there.
 struct Owner {
@@ -32,8 +32,7 @@ impl Calls {
     ) -> Result<GetTaskResult, ErrorData> {
         let exposed = params.task_id;
         let owner = self.owner(&exposed)?;
-        let mut upstream_params = GetTaskParams::new(owner.upstream_id.clone());
-        upstream_params.meta = Some(declaring_meta());
+        let upstream_params = GetTaskParams::new(owner.upstream_id.clone());
         let request = ClientRequest::GetTaskRequest(GetTaskRequest::new(upstream_params));
         let mut result = self
             .task_request(&owner, "tasks/get", request, &exposed, cx, |r| match r {
@@ -59,9 +58,8 @@ impl Calls {
     ) -> Result<(), ErrorData> {
         let exposed = params.task_id;
         let owner = self.owner(&exposed)?;
-        let mut upstream_params =
+        let upstream_params =
             UpdateTaskParams::new(owner.upstream_id.clone(), params.input_responses);
-        upstream_params.meta = Some(declaring_meta());
         let request = ClientRequest::UpdateTaskRequest(UpdateTaskRequest::new(upstream_params));
         self.task_request(&owner, "tasks/update", request, &exposed, cx, acknowledged)
             .await
@@ -76,8 +74,7 @@ impl Calls {
     ) -> Result<(), ErrorData> {
         let exposed = params.task_id;
         let owner = self.owner(&exposed)?;
-        let mut upstream_params = CancelTaskParams::new(owner.upstream_id.clone());
-        upstream_params.meta = Some(declaring_meta());
+        let upstream_params = CancelTaskParams::new(owner.upstream_id.clone());
         let request = ClientRequest::CancelTaskRequest(CancelTaskRequest::new(upstream_params));
         self.task_request(&owner, "tasks/cancel", request, &exposed, cx, acknowledged)
             .await
@@ -116,7 +113,7 @@ impl Calls {
             target: &owner.upstream_id,
         };
         self.upstream
-            .request(owner.server, op, request, cx, pick)
+            .request(owner.server, op, request, &declaring(cx), pick)
             .await
             .map_err(|e| {
                 let mut error = CallError::into_error_data(e);
@@ -160,16 +157,53 @@ mod tests {
         config::Config,
         metrics::Metrics,
         stats::ServerStats,
-        upstream::{Offer, Upstream, scripted::Scripted},
+        upstream::{Link, Offer, Upstream},
     };
 
-    /// Every request the scripted upstream received, as JSON.
+    /// Every request the upstream received, as JSON, with the `_meta` it travelled with under
+    /// `sentMeta` (what [`CallContext::meta`] adds on the wire).
     type Seen = Arc<Mutex<Vec<Value>>>;
+
+    type Script = dyn Fn(&ClientRequest) -> Result<ServerResult, CallError> + Send + Sync;
+
+    /// An upstream answering from a script and noting what reached it.
+    struct Recording {
+        offer: Arc<Offer>,
+        script: Box<Script>,
+        seen: Seen,
+    }
+
+    impl std::fmt::Debug for Recording {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Recording").finish_non_exhaustive()
+        }
+    }
+
+    impl Link for Recording {
+        fn offer(&self) -> Arc<Offer> {
+            self.offer.clone()
+        }
+
+        fn connected_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+            Some(chrono::Utc::now())
+        }
+
+        fn send<'a>(
+            &'a self,
+            request: ClientRequest,
+            cx: &'a CallContext,
+        ) -> BoxFuture<'a, Result<ServerResult, CallError>> {
+            let mut noted = serde_json::to_value(&request).expect("serializes");
+            noted["sentMeta"] = serde_json::to_value(&cx.meta).expect("serializes");
+            self.seen.lock().expect("lock").push(noted);
+            let answer = (self.script)(&request);
+            async move { answer }.boxed()
+        }
+    }
 
     struct Fixture {
         calls: Calls,
         catalog: Catalog,
-        link: Arc<Scripted>,
         seen: Seen,
     }
 
@@ -188,25 +222,18 @@ mod tests {
         .to_string();
         let config = Arc::new(Config::parse(&text, Path::new("."), &|_| None).expect("config"));
         let seen: Seen = Arc::default();
-        let noted = seen.clone();
-        let link = Arc::new(Scripted::new(
-            Offer::of_tools(vec![Tool::new(
+        let link = Arc::new(Recording {
+            offer: Arc::new(Offer::of_tools(vec![Tool::new(
                 "work",
                 "works",
                 Arc::new(serde_json::Map::new()),
-            )]),
-            move |request| -> BoxFuture<'static, Result<ServerResult, CallError>> {
-                noted
-                    .lock()
-                    .expect("lock")
-                    .push(serde_json::to_value(request).expect("serializes"));
-                let answer = script(request);
-                async move { answer }.boxed()
-            },
-        ));
+            )])),
+            script: Box::new(script),
+            seen: seen.clone(),
+        });
         let upstream = Arc::new(Upstream::new(
             config.servers[0].clone(),
-            link.clone(),
+            link,
             Arc::new(ServerStats::default()),
         ));
         let metrics = Arc::new(Metrics::new());
@@ -222,7 +249,6 @@ mod tests {
         Fixture {
             calls: Calls::new(upstream_calls, composites),
             catalog,
-            link,
             seen,
         }
     }
@@ -246,10 +272,17 @@ mod tests {
         fn seen(&self) -> Vec<Value> {
             self.seen.lock().expect("lock").clone()
         }
+
+        fn methods(&self) -> Vec<String> {
+            self.seen()
+                .iter()
+                .map(|r| r["method"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        }
     }
 
     fn declares_tasks(request: &Value) -> bool {
-        request["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"]["extensions"]
+        request["sentMeta"]["io.modelcontextprotocol/clientCapabilities"]["extensions"]
             ["io.modelcontextprotocol/tasks"]
             .is_object()
     }
@@ -322,9 +355,8 @@ mod tests {
             .expect("tasks/cancel");
 
         let seen = f.seen();
-        let methods: Vec<_> = seen.iter().map(|r| r["method"].clone()).collect();
         assert_eq!(
-            methods,
+            f.methods(),
             ["tools/call", "tasks/get", "tasks/update", "tasks/cancel"]
         );
         for request in &seen {
@@ -378,7 +410,7 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(e.message.contains("`1`"), "{}", e.message);
-        assert_eq!(f.link.received(), ["tools/call"]);
+        assert_eq!(f.methods(), ["tools/call"]);
     }
 
     #[tokio::test]
@@ -420,6 +452,6 @@ mod tests {
             .await
             .expect("retried");
         assert_eq!(got.task.status(), TaskStatus::Completed);
-        assert_eq!(f.link.received(), ["tools/call", "tasks/get", "tasks/get"]);
+        assert_eq!(f.methods(), ["tools/call", "tasks/get", "tasks/get"]);
     }
 }

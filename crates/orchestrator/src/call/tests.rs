@@ -6,7 +6,7 @@ use futures::FutureExt as _;
 use rmcp::model::{CallToolResult, ClientRequest, GetPromptRequestParams, ServerResult, Tool};
 use serde_json::{Value, json};
 
-use super::{Calls, Composites, UpstreamCalls};
+use super::{Calls, Composites, ReadFrom, UpstreamCalls};
 use crate::{
     cache::ResultCache,
     catalog::{Catalog, Route},
@@ -124,7 +124,7 @@ async fn a_resource_read_that_never_answers_ends_at_the_attempt_timeout_and_coun
     let outcome = f
         .calls
         .upstream()
-        .read_resource(0, "file:///a", &CallContext::default())
+        .read_resource(0, "file:///a", ReadFrom::Upstream, &CallContext::default())
         .await;
     match outcome {
         Err(CallError::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(200)),
@@ -139,6 +139,99 @@ async fn a_resource_read_that_never_answers_ends_at_the_attempt_timeout_and_coun
     let stats = f.upstream.stats().snapshot();
     assert_eq!((stats.calls, stats.errors), (1, 1), "counted in status");
     assert_eq!(f.upstream.policy().snapshot().timeouts, 1);
+}
+
+/// A script answering every read with `file:///a` and the hint `ttl_ms`, `scope`.
+fn reads_with_hint(
+    ttl_ms: Option<u64>,
+    scope: Option<rmcp::model::CacheScope>,
+) -> impl Fn(&ClientRequest) -> futures::future::BoxFuture<'static, Result<ServerResult, CallError>>
++ Send
++ Sync
++ 'static {
+    move |_| {
+        let mut read =
+            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+                "contents",
+                "file:///a",
+            )]);
+        read.ttl_ms = ttl_ms;
+        read.cache_scope = scope;
+        async move { Ok(ServerResult::ReadResourceResult(read)) }.boxed()
+    }
+}
+
+/// Reads `file:///a` twice from `f`'s upstream, `from` where it may; returns the second answer.
+async fn read_twice(f: &Fixture, from: ReadFrom) -> rmcp::model::ReadResourceResult {
+    let cx = CallContext::default();
+    let calls = f.calls.upstream();
+    calls
+        .read_resource(0, "file:///a", from, &cx)
+        .await
+        .expect("first read");
+    calls
+        .read_resource(0, "file:///a", from, &cx)
+        .await
+        .expect("second read")
+}
+
+#[tokio::test]
+async fn a_read_the_upstream_marks_public_and_fresh_is_served_from_the_cache() {
+    let public = Some(rmcp::model::CacheScope::Public);
+    let f = fixture(json!({}), reads_with_hint(Some(60_000), public));
+    let second = read_twice(&f, ReadFrom::CacheOrUpstream).await;
+    assert_eq!(f.link.received(), ["resources/read"], "one read reached it");
+    let cached = second.meta.as_ref().and_then(|m| m.get("cached"));
+    assert_eq!(cached, Some(&Value::Bool(true)));
+    let left = second.ttl_ms.expect("a hint");
+    assert!(left > 0 && left <= 60_000, "{left} ms left");
+    assert_eq!(second.cache_scope, public);
+    // The operator's tool reaches stored reads as a server's `resources/read` entries.
+    f.calls
+        .upstream()
+        .cache()
+        .invalidate_server_tool("s", "resources/read");
+    read_twice(&f, ReadFrom::CacheOrUpstream).await;
+    assert_eq!(
+        f.link.received().len(),
+        2,
+        "read again after the invalidation"
+    );
+}
+
+#[tokio::test]
+async fn a_read_is_not_kept_when_the_upstream_says_no_or_an_agent_is_subscribed() {
+    use rmcp::model::CacheScope::{Private, Public};
+    for (hint, from) in [
+        ((Some(0), Some(Public)), ReadFrom::CacheOrUpstream),
+        ((Some(60_000), Some(Private)), ReadFrom::CacheOrUpstream),
+        ((None, None), ReadFrom::CacheOrUpstream),
+        ((Some(60_000), Some(Public)), ReadFrom::Upstream),
+    ] {
+        let f = fixture(json!({}), reads_with_hint(hint.0, hint.1));
+        let second = read_twice(&f, from).await;
+        assert_eq!(
+            f.link.received(),
+            ["resources/read", "resources/read"],
+            "{hint:?} {from:?}: both reads reached it"
+        );
+        assert!(second.meta.is_none(), "not marked cached");
+        // The upstream's own hint passes through untouched.
+        assert_eq!((second.ttl_ms, second.cache_scope), hint);
+    }
+}
+
+#[tokio::test]
+async fn forgetting_a_resources_reads_sends_the_next_read_upstream() {
+    let public = Some(rmcp::model::CacheScope::Public);
+    let f = fixture(json!({}), reads_with_hint(Some(60_000), public));
+    read_twice(&f, ReadFrom::CacheOrUpstream).await;
+    f.calls.upstream().forget_reads(0, "file:///b");
+    read_twice(&f, ReadFrom::CacheOrUpstream).await;
+    assert_eq!(f.link.received().len(), 1, "another URI's reads stay");
+    f.calls.upstream().forget_reads(0, "file:///a");
+    read_twice(&f, ReadFrom::CacheOrUpstream).await;
+    assert_eq!(f.link.received().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -88,6 +88,16 @@ impl UpstreamCalls {
         &self.cache
     }
 
+    /// The configuration the calls follow.
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where calls are recorded.
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// `tools/call` of upstream `server`'s own `tool`: through the cache when the tool (or the
     /// composite step's `cache`) asks for it, then the server's policy stack.
     pub async fn call_tool(
@@ -110,7 +120,7 @@ impl UpstreamCalls {
     }
 
     /// [`UpstreamCalls::call_tool`], for an agent that declared the tasks extension when
-    /// `tasks`: the upstream is told so ([`crate::tasks::declaring_meta`]) and may answer with a
+    /// `tasks`: the upstream is told so ([`crate::tasks::declaring`]) and may answer with a
     /// task. A call the cache serves never is: the cache needs the result itself.
     pub async fn call_tool_response(
         &self,
@@ -241,26 +251,64 @@ impl UpstreamCalls {
         tasks: bool,
         cx: &CallContext,
     ) -> (Result<CallToolResponse, CallError>, CallReport) {
-        upstream
-            .policy()
-            .call(Op::tool(tool), plan, || {
-                let mut params = CallToolRequestParams::new(tool.to_owned());
-                if let Some(args) = arguments.clone() {
-                    params = params.with_arguments(args);
-                }
-                if tasks {
-                    params.meta = Some(crate::tasks::declaring_meta());
-                }
-                let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-                async move {
-                    match upstream.send(request, cx).await? {
-                        ServerResult::CallToolResult(r) => Ok(r.into()),
-                        ServerResult::CreateTaskResult(r) if tasks => Ok(r.into()),
-                        other => Err(unexpected(upstream.name(), other)),
+        let declaring;
+        let cx = if tasks {
+            declaring = crate::tasks::declaring(cx);
+            &declaring
+        } else {
+            cx
+        };
+        let mut report = CallReport::default();
+        // An upstream that needs input answers `input_required`; each round is a request of its
+        // own through the stack (a retry repeats the round, not the questions already answered).
+        let mut resume: Option<(rmcp::model::InputResponses, Option<String>)> = None;
+        for _ in 0..crate::ask::rounds::MAX_ROUNDS {
+            let (outcome, round) = upstream
+                .policy()
+                .call(Op::tool(tool), plan, || {
+                    let mut params = CallToolRequestParams::new(tool.to_owned());
+                    if let Some(args) = arguments.clone() {
+                        params = params.with_arguments(args);
                     }
+                    if let Some((answers, state)) = resume.clone() {
+                        params = params.with_input_responses(answers);
+                        if let Some(state) = state {
+                            params = params.with_request_state(state);
+                        }
+                    }
+                    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                    upstream.send(request, cx)
+                })
+                .await;
+            report.attempts.extend(round.attempts);
+            report.retry_delays_ms.extend(round.retry_delays_ms);
+            report.retry_stopped = round.retry_stopped;
+            let asked = match outcome {
+                Ok(ServerResult::CallToolResult(r)) => return (Ok(r.into()), report),
+                Ok(ServerResult::CreateTaskResult(r)) if tasks => return (Ok(r.into()), report),
+                Ok(ServerResult::InputRequiredResult(asked)) => asked,
+                Ok(other) => return (Err(unexpected(upstream.name(), other)), report),
+                Err(e) => return (Err(e), report),
+            };
+            let state = asked.request_state.clone();
+            let limit = upstream.spec().limits.user_input_timeout;
+            match crate::ask::rounds::answer(asked, cx, limit).await {
+                Ok(answers) => resume = Some((answers, state)),
+                Err(error) => {
+                    let server = upstream.name().to_owned();
+                    return (Err(CallError::Protocol { server, error }), report);
                 }
-            })
-            .await
+            }
+        }
+        let error = rmcp::ErrorData::internal_error(
+            format!(
+                "the server still needed input after {} rounds",
+                crate::ask::rounds::MAX_ROUNDS
+            ),
+            None,
+        );
+        let server = upstream.name().to_owned();
+        (Err(CallError::Protocol { server, error }), report)
     }
 
     /// A tool call answered by the cache, or loaded once for every caller waiting on the key.

@@ -200,6 +200,25 @@ pub struct ServerOptions {
     /// `--max-body-bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_bytes: Option<usize>,
+    /// Which protocol era to speak to it (default `auto`: the newest it supports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Era>,
+}
+
+/// `orchestrator.servers.<name>.protocol`: the protocol era the orchestrator speaks to a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Era {
+    /// `server/discover` first (2026-07-28), `initialize` (2025-11-25) if the server does not
+    /// know it.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// `initialize` with 2025-11-25 only: for a server whose 2026-07-28 side misbehaves.
+    #[serde(rename = "2025-11-25")]
+    Initialize,
+    /// `server/discover` only; a server without it fails to connect.
+    #[serde(rename = "2026-07-28")]
+    Discover,
 }
 
 impl ServerOptions {
@@ -314,6 +333,8 @@ pub struct ServerSpec {
     pub stderr: crate::limits::StderrLimits,
     /// How large its messages may be, and how long its listings may take.
     pub limits: crate::limits::UpstreamLimits,
+    /// Which protocol era to speak to it.
+    pub era: Era,
 }
 
 /// The whole configuration, validated.
@@ -494,6 +515,7 @@ impl Config {
                     },
                     ..limits.upstream
                 },
+                era: options.protocol.unwrap_or_default(),
             });
         }
         let enabled: std::collections::BTreeSet<String> =

@@ -1,12 +1,12 @@
 //! Tasks pass through: the tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663, as rmcp
 //! 3.11 implements it) between agents and the upstreams that offer it.
 //!
-//! - **Advertised** to agents only while some upstream advertises it ([`advertise_for`]); rmcp
-//!   then answers `tasks/*` from an agent that did not declare it with `-32021`, and with
-//!   `-32601` when no upstream offers tasks.
+//! - **Advertised** to agents only while some upstream advertises it ([`offered`], [`advertise`],
+//!   called by [`crate::capabilities`]); rmcp then answers `tasks/*` from an agent that did not
+//!   declare it with `-32021`, and with `-32601` when no upstream offers tasks.
 //! - **Declared** to an upstream per request, never in the handshake: a pass-through
 //!   `tools/call` (and `tasks/*`) of an agent that declared the extension carries the
-//!   orchestrator's client capabilities plus tasks in `_meta` ([`declaring_meta`]), so only that
+//!   orchestrator's client capabilities plus tasks in `_meta` ([`declaring`]), so only that
 //!   agent's calls may come back as a task. Composite steps and everyone else get the inline
 //!   result they can use.
 //! - **Named** per hop: the upstream's task id is sealed to its server ([`id`]), and
@@ -22,21 +22,18 @@
 
 pub mod id;
 
-use std::sync::Arc;
-
 use rmcp::{
     ErrorData,
     model::{
         CallToolResult, CancelTaskParams, ClientCapabilities, CustomRequest, GetTaskParams,
-        GetTaskResult, JsonObject, RequestMetaObject, ServerCapabilities, TASKS_EXTENSION_ID,
-        TaskPayload, UpdateTaskParams,
+        GetTaskResult, JsonObject, ServerCapabilities, TASKS_EXTENSION_ID, TaskPayload,
+        UpdateTaskParams,
     },
 };
 
 use crate::{
     context::CallContext,
     limits::result_size::{self, Truncation},
-    upstream::Upstream,
 };
 
 /// Whether any of `upstreams` advertised the tasks extension in its handshake.
@@ -53,16 +50,6 @@ pub fn advertise(caps: &mut ServerCapabilities) {
         .insert(TASKS_EXTENSION_ID.to_owned(), JsonObject::new());
 }
 
-/// Adds the tasks extension to `caps` when one of `upstreams` offers it. A server keeps its
-/// part while it is away (its last handshake counts), so an agent polling its task through a
-/// reconnect hears "unavailable", not "method not found".
-pub fn advertise_for(caps: &mut ServerCapabilities, upstreams: &[Arc<Upstream>]) {
-    let offers: Vec<_> = upstreams.iter().map(|u| u.offer()).collect();
-    if offered(offers.iter().map(|o| &o.capabilities)) {
-        advertise(caps);
-    }
-}
-
 /// Whether the agent behind `cx` declared the tasks extension (in its handshake, or in the
 /// request's `_meta` on 2026-07-28), so a task may be its answer.
 pub fn declared_by_agent(cx: &CallContext) -> bool {
@@ -72,20 +59,26 @@ pub fn declared_by_agent(cx: &CallContext) -> bool {
         .is_some_and(ClientCapabilities::supports_tasks)
 }
 
-/// The `_meta` that declares the tasks extension to an upstream for one request: the
-/// orchestrator's own client capabilities with tasks added (`_meta` capabilities replace the
-/// handshake's for that request, so the rest must be repeated).
-///
-/// It goes in the request's params. rmcp overwrites params' client capabilities only on a
-/// connection opened with `server/discover`; upstreams are reached with `initialize`.
-pub fn declaring_meta() -> RequestMetaObject {
+/// The orchestrator's client capabilities with the tasks extension: what one request declares
+/// upstream on behalf of an agent that declared it.
+pub fn capabilities_with_tasks() -> ClientCapabilities {
     let mut caps = crate::ask::capability::declared_upstream();
     caps.extensions
         .get_or_insert_default()
         .insert(TASKS_EXTENSION_ID.to_owned(), JsonObject::new());
-    let mut meta = RequestMetaObject::default();
-    meta.set_client_capabilities(caps);
-    meta
+    caps
+}
+
+/// `cx` for a request that declares the tasks extension upstream: its `_meta` carries
+/// [`capabilities_with_tasks`] (`_meta` capabilities replace the handshake's for that request,
+/// so the rest is repeated). It travels in the request's own `_meta`, which rmcp lays over the
+/// per-request metadata of a 2026-07-28 connection and which is all a 2025-11-25 one has.
+pub fn declaring(cx: &CallContext) -> CallContext {
+    let mut cx = cx.clone();
+    cx.meta
+        .get_or_insert_default()
+        .set_client_capabilities(capabilities_with_tasks());
+    cx
 }
 
 /// Cuts a completed task's result to `limit` bytes, as a `tools/call` result is cut
@@ -169,8 +162,15 @@ mod tests {
     }
 
     #[test]
-    fn the_declaring_meta_keeps_the_question_capabilities() {
-        let caps = declaring_meta()
+    fn the_declaration_keeps_the_question_capabilities_and_the_agents_meta() {
+        let mut agent = CallContext::default();
+        let mut meta = rmcp::model::RequestMetaObject::default();
+        meta.0.insert("traceparent".into(), "00-1-2-01".into());
+        agent.meta = Some(meta);
+        let declaring = declaring(&agent);
+        let meta = declaring.meta.expect("meta");
+        assert_eq!(meta.0["traceparent"], "00-1-2-01");
+        let caps = meta
             .client_capabilities()
             .expect("client capabilities in _meta");
         assert!(caps.supports_tasks());
@@ -183,6 +183,13 @@ mod tests {
         }
         // The handshake's capabilities stay free of tasks: steps and other agents never get one.
         assert!(!declared.supports_tasks());
+        assert!(
+            agent
+                .meta
+                .expect("untouched")
+                .client_capabilities()
+                .is_none()
+        );
     }
 
     fn completed(result: serde_json::Value) -> GetTaskResult {

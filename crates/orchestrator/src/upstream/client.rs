@@ -13,7 +13,8 @@ use rmcp::{
     model::{
         ClientConfig, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
         CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, Implementation,
-        ListRootsRequest, ListRootsResult, ProgressNotificationParam, ServerRequest,
+        ListRootsRequest, ListRootsResult, ProgressNotificationParam, ProtocolVersion,
+        ServerRequest,
     },
     service::{InboundStreamOrigin, NotificationContext, RequestContext},
 };
@@ -88,11 +89,16 @@ fn mismatched(method: &str, got: &ClientResult) -> ErrorData {
 }
 
 impl ClientHandler for UpstreamClient {
+    /// The `initialize` request names 2025-11-25, the newest version that has that handshake:
+    /// rmcp's default is its newest version, 2026-07-28, which has none, so a server that checks
+    /// the requested version against those it knows (the conformance suite's `initialize`
+    /// scenario does) finds one it cannot have been asked for.
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(
             crate::ask::capability::declared_upstream(),
             Implementation::new("mcp-orchestrator", env!("CARGO_PKG_VERSION")),
         )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
 
     async fn create_elicitation(
@@ -163,7 +169,8 @@ impl ClientHandler for UpstreamClient {
         self.refresh.notify.notify_one();
     }
 
-    // Upstreams on 2025-11-25 still log through notifications; their messages join our log.
+    // Upstreams on 2025-11-25 still log through notifications: their messages join our log and
+    // reach the agents that asked for their level.
     #[allow(deprecated)]
     async fn on_logging_message(
         &self,
@@ -179,5 +186,6 @@ impl ClientHandler for UpstreamClient {
             LoggingLevel::Warning => tracing::warn!(server = %server, "{data}"),
             _ => tracing::error!(server = %server, "{data}"),
         }
+        self.relay.log_message(server, params).await;
     }
 }

@@ -3,8 +3,8 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use rmcp::{
-    ServiceExt,
-    service::RunningService,
+    model::ProtocolVersion,
+    service::{ClientLifecycleMode, ClientServiceExt, RunningService},
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
@@ -14,7 +14,7 @@ use super::{
     child::{self, AnswersOverCap, ChildTransport},
     client::UpstreamClient,
 };
-use crate::config::{ServerSpec, Transport};
+use crate::config::{Era, ServerSpec, Transport};
 
 /// How long one connection attempt (spawn or connect, plus the MCP handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -96,7 +96,7 @@ async fn connect_inner(
             }
             let transport = transport.counting_progress_in(handler.relay.clone());
             handler
-                .serve(transport)
+                .serve_with_lifecycle(transport, lifecycle(spec.era))
                 .await
                 .map_err(|e| ConnectError::Handshake {
                     peer: format!("`{command}`"),
@@ -130,12 +130,28 @@ async fn connect_inner(
                 config,
             );
             handler
-                .serve(transport)
+                .serve_with_lifecycle(transport, lifecycle(spec.era))
                 .await
                 .map_err(|e| ConnectError::Handshake {
                     peer: url.clone(),
                     detail: e.to_string(),
                 })
         }
+    }
+}
+
+/// How the handshake goes for `era`: the newest version first, the 2025-11-25 `initialize` for a
+/// server that does not know `server/discover`.
+fn lifecycle(era: Era) -> ClientLifecycleMode {
+    let modern = vec![ProtocolVersion::V_2026_07_28];
+    match era {
+        Era::Auto => ClientLifecycleMode::Auto {
+            preferred_versions: modern,
+            legacy_version: Some(ProtocolVersion::V_2025_11_25),
+        },
+        Era::Initialize => ClientLifecycleMode::Initialize,
+        Era::Discover => ClientLifecycleMode::Discover {
+            preferred_versions: modern,
+        },
     }
 }

@@ -9,6 +9,7 @@ pub mod child;
 pub mod client;
 pub mod connect;
 pub mod http;
+pub mod listen;
 #[cfg(test)]
 pub mod scripted;
 pub mod supervisor;
@@ -24,7 +25,8 @@ use tokio::sync::watch;
 
 pub use crate::context::CallContext;
 use crate::{
-    config::ServerSpec, error::CallError, policy::PolicyStack, relay::Relay, stats::ServerStats,
+    config::ServerSpec, error::CallError, hints::ListHints, policy::PolicyStack, relay::Relay,
+    stats::ServerStats,
 };
 
 /// What an upstream offered when last listed.
@@ -41,9 +43,11 @@ pub struct Offer {
     /// Each tool's input schema, compiled once per listing: arguments are checked against it
     /// before a call leaves the orchestrator. A tool whose schema does not compile has none.
     pub validators: HashMap<String, Arc<jsonschema::Validator>>,
-    /// What it advertised in its handshake: the front advertises the tasks extension when one
-    /// upstream does ([`crate::tasks`]).
+    /// What it advertised in its handshake: the front advertises the union
+    /// ([`crate::capabilities`]), and requests it did not advertise are never sent to it.
     pub capabilities: ServerCapabilities,
+    /// How long each of its lists stays fresh, as it said when listed ([`crate::hints`]).
+    pub hints: ListHints,
 }
 
 impl Offer {
@@ -83,6 +87,10 @@ pub trait Link: Send + Sync + std::fmt::Debug {
     fn offer(&self) -> Arc<Offer>;
     /// Whether it is connected, and since when.
     fn connected_since(&self) -> Option<DateTime<Utc>>;
+    /// The protocol version the connection speaks, while connected.
+    fn protocol(&self) -> Option<String> {
+        None
+    }
     /// Sends `request` with the context's `_meta`, progress relay and cancellation.
     fn send<'a>(
         &'a self,
@@ -169,6 +177,11 @@ impl Upstream {
     /// Whether it is connected, and since when.
     pub fn connected_since(&self) -> Option<DateTime<Utc>> {
         self.link.connected_since()
+    }
+
+    /// The protocol version its connection speaks, while connected.
+    pub fn protocol(&self) -> Option<String> {
+        self.link.protocol()
     }
 
     /// One request on the wire: one attempt, no policy. Only the call path sends, inside the

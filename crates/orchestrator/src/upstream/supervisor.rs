@@ -4,7 +4,7 @@
 
 use std::{
     sync::{Arc, RwLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use backon::BackoffBuilder;
@@ -15,22 +15,26 @@ use rmcp::{
     model::{
         CancelledNotificationParam, ClientRequest, RequestId, RequestMetaObject, ServerResult,
     },
-    service::PeerRequestOptions,
+    service::{ClientCacheConfig, MergedList, PeerRequestOptions},
     transport::streamable_http_client::StreamableHttpError,
 };
-use tokio::sync::{Notify, watch};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Link, Offer,
     child::AnswersOverCap,
     client::{RefreshRequests, UpstreamClient},
-    connect,
+    connect, listen,
 };
 use crate::{
     config::ServerSpec,
     context::CallContext,
     error::{CallError, Oversize, TooLarge},
+    hints::{CacheHint, ListHints, Stated},
     naming::{MAX_SPEC_TOOL_NAME, is_spec_tool_name},
     policy::breaker::Breaker,
     relay::Relay,
@@ -92,6 +96,8 @@ pub struct Supervised {
     /// Requests whose answer was over the line cap (stdio), so their failure reads as the
     /// caller's (too much asked), not the server's.
     over_cap: Arc<AnswersOverCap>,
+    /// The resources agents are subscribed to, for a 2026-07-28 server's listen stream.
+    watched: listen::Watched,
 }
 
 /// A notification (sent on drop) that tells the upstream a request was abandoned.
@@ -139,6 +145,7 @@ impl Supervised {
             changed,
             secrets,
             over_cap: Arc::default(),
+            watched: listen::Watched::default(),
         }
     }
 
@@ -219,7 +226,14 @@ impl Supervised {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let peer = running.peer().clone();
         let ct = running.cancellation_token();
-        match list_offer(&peer, &self.spec).await {
+        // The listing is kept here (the offer) and results in the orchestrator's own cache, so
+        // rmcp's client response cache would be a second copy of the same lists. It also answers
+        // a failed listing from its stale copy, which would pass an upstream's failure off as a
+        // successful refresh; reads do not pass through it (they go out as plain requests).
+        peer.set_response_cache_config(ClientCacheConfig::disabled())
+            .await;
+        let since = Utc::now();
+        let mut relist_at = match list_offer(&peer, &self.spec).await {
             Ok((offer, problems)) => {
                 if let Some(p) = problems {
                     self.stats.set_error(&self.redact(&p));
@@ -229,14 +243,16 @@ impl Supervised {
                     tools = offer.tools.len(),
                     "connected"
                 );
+                let relist_at = relist_due(&offer);
                 self.set_live(Some(Live {
                     peer: peer.clone(),
                     offer: Arc::new(offer),
-                    since: Utc::now(),
+                    since,
                     connection,
                 }));
                 // Initialized and listed: a probe may go now, not when the open period ends.
                 self.breaker.connection_restored();
+                relist_at
             }
             Err(e) => {
                 let e = self.redact(&format!("listing tools failed: {e}"));
@@ -247,31 +263,43 @@ impl Supervised {
                 let _ = running.waiting().await;
                 return;
             }
-        }
+        };
         let waiting = running.waiting();
         tokio::pin!(waiting);
+        // A 2026-07-28 server tells of changes only on a listen stream.
+        let modern = listen::is_modern(&peer);
+        let server = self.spec.name.clone();
+        let listener = async {
+            if !modern {
+                return std::future::pending().await;
+            }
+            let why = listen::listen(&peer, &self.watched, |change| match change {
+                listen::Change::List => self.refresh.notify.notify_one(),
+                listen::Change::Updated(uri) => {
+                    let exposed = crate::naming::expose_uri_of(&server, &self.spec.prefix, &uri);
+                    let relay = self.relay.clone();
+                    tokio::spawn(async move { relay.exposed_resource_updated(&exposed).await });
+                }
+            })
+            .await;
+            tracing::info!(server = %server, reason = %why, "no change notifications from this server");
+            std::future::pending::<()>().await
+        };
+        tokio::pin!(listener);
         let reason = loop {
             tokio::select! {
+                () = &mut listener => {}
                 quit = &mut waiting => break match quit {
                     Ok(reason) => format!("connection closed ({reason:?})"),
                     Err(e) => format!("connection task failed: {e}"),
                 },
                 _ = self.refresh.notify.notified() => {
-                    match list_offer(&peer, &self.spec).await {
-                        Ok((offer, problems)) => {
-                            if let Some(p) = problems {
-                                self.stats.set_error(&self.redact(&p));
-                            }
-                            self.set_live(Some(Live { peer: peer.clone(), offer: Arc::new(offer), since: Utc::now(), connection }));
-                        }
-                        Err(e) => {
-                            // The old listing stays; the cause shows in status until the next
-                            // listing succeeds or the connection is replaced.
-                            let e = self.redact(&format!("refreshing the listing failed: {e}"));
-                            tracing::warn!(server = %self.spec.name, error = %e, "refresh failed");
-                            self.stats.set_error(&e);
-                        }
-                    }
+                    relist_at = self.relist(&peer, since, connection, relist_at).await;
+                }
+                // A list the upstream said was fresh for a while has gone stale: listed again,
+                // so the catalog never outlives the upstream's word.
+                _ = sleep_until_due(relist_at) => {
+                    relist_at = self.relist(&peer, since, connection, None).await;
                 }
                 _ = self.gone.notified() => {
                     ct.cancel();
@@ -294,6 +322,40 @@ impl Supervised {
         self.breaker.connection_lost(&reason);
     }
 
+    /// Lists the upstream again (a list changed, or went stale) and returns when the next
+    /// listing is due. A failed listing keeps the old one, and the cause shows in status until
+    /// the next listing succeeds or the connection is replaced; it is tried again when it was
+    /// due already (`due`), not sooner.
+    async fn relist(
+        &self,
+        peer: &Peer<RoleClient>,
+        since: DateTime<Utc>,
+        connection: u64,
+        due: Option<Instant>,
+    ) -> Option<Instant> {
+        match list_offer(peer, &self.spec).await {
+            Ok((offer, problems)) => {
+                if let Some(p) = problems {
+                    self.stats.set_error(&self.redact(&p));
+                }
+                let next = relist_due(&offer);
+                self.set_live(Some(Live {
+                    peer: peer.clone(),
+                    offer: Arc::new(offer),
+                    since,
+                    connection,
+                }));
+                next
+            }
+            Err(e) => {
+                let e = self.redact(&format!("refreshing the listing failed: {e}"));
+                tracing::warn!(server = %self.spec.name, error = %e, "refresh failed");
+                self.stats.set_error(&e);
+                due.map(|_| Instant::now() + MIN_RELIST_INTERVAL)
+            }
+        }
+    }
+
     /// Sends one request with the agent's `_meta`, progress relay and cancellation.
     async fn request(
         &self,
@@ -301,6 +363,21 @@ impl Supervised {
         cx: &CallContext,
     ) -> Result<ServerResult, CallError> {
         let (peer, connection) = self.peer()?;
+        // A 2026-07-28 server has no `resources/subscribe`: its listen stream's filter is the
+        // subscription.
+        if listen::is_modern(&peer) {
+            match &request {
+                ClientRequest::SubscribeRequest(r) => {
+                    self.watched.set(&r.params.uri, true);
+                    return Ok(ServerResult::empty(()));
+                }
+                ClientRequest::UnsubscribeRequest(r) => {
+                    self.watched.set(&r.params.uri, false);
+                    return Ok(ServerResult::empty(()));
+                }
+                _ => {}
+            }
+        }
         let mut options = PeerRequestOptions::no_options();
         let meta = outgoing_meta(cx.meta.as_ref(), &tracing::Span::current());
         let bytes = kit::json_size::serialized_len(&request)
@@ -437,6 +514,12 @@ impl Link for Supervised {
         self.read_live().map(|l| l.since)
     }
 
+    fn protocol(&self) -> Option<String> {
+        let live = self.read_live()?;
+        let info = live.peer.peer_info()?;
+        Some(info.protocol_version.to_string())
+    }
+
     fn send<'a>(
         &'a self,
         request: ClientRequest,
@@ -535,6 +618,29 @@ fn connection_gone(e: &ServiceError) -> bool {
     false
 }
 
+/// The shortest time between two listings the upstream's TTLs ask for: a server that says its
+/// lists are fresh for 10 ms is listed once a second, not a hundred times.
+const MIN_RELIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When `offer`, just listed, is due to be listed again: when its first list with a positive
+/// TTL goes stale, and no sooner than [`MIN_RELIST_INTERVAL`]; never for an upstream that gave
+/// none (list-change notifications keep it current).
+fn relist_due(offer: &Offer) -> Option<Instant> {
+    let now = Instant::now();
+    offer
+        .hints
+        .next_expiry(now)
+        .map(|at| at.max(now + MIN_RELIST_INTERVAL))
+}
+
+/// Waits until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn new_backoff(max: Duration) -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200).min(max))
@@ -589,39 +695,73 @@ enum ListError {
     Service(#[from] ServiceError),
 }
 
-/// A listing's items, or none with the failure noted in `problems`.
-fn kept<T>(problems: &mut Vec<String>, what: &str, listed: Result<Vec<T>, ServiceError>) -> Vec<T> {
-    listed.unwrap_or_else(|e| {
-        problems.push(format!("listing {what} failed: {e}"));
-        Vec::new()
-    })
+/// A listing's items and how long they stay fresh, or none with the failure noted in
+/// `problems` (and a list that failed is stale: what the upstream offers there is unknown).
+fn kept<T>(
+    problems: &mut Vec<String>,
+    what: &str,
+    hint: &mut Option<Stated>,
+    listed: Result<MergedList<T>, ServiceError>,
+) -> Vec<T> {
+    match listed {
+        Ok(list) => {
+            *hint = Some(stated(list.ttl_ms, list.cache_scope));
+            list.items
+        }
+        Err(e) => {
+            *hint = Some(Stated::now(CacheHint::UNCACHEABLE));
+            problems.push(format!("listing {what} failed: {e}"));
+            Vec::new()
+        }
+    }
 }
 
+/// A list's cache hint, as of now.
+fn stated(ttl_ms: Option<u64>, scope: Option<rmcp::model::CacheScope>) -> Stated {
+    Stated::now(CacheHint::from_wire(ttl_ms, scope))
+}
+
+/// Lists what the server advertised in its handshake (nothing else: a server is never sent a
+/// request it did not advertise), with each list's cache hint.
 async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<(Offer, Vec<String>), ServiceError> {
     let capabilities = peer
         .peer_info()
         .map(|i| i.capabilities.clone())
         .unwrap_or_default();
+    let mut hints = ListHints::default();
     let tools = if capabilities.tools.is_some() {
-        peer.list_all_tools().await?
+        let listed = peer.list_all_tools_with_cache_hint().await?;
+        hints.tools = Some(stated(listed.ttl_ms, listed.cache_scope));
+        listed.items
     } else {
         Vec::new()
     };
     let mut problems = Vec::new();
     let (resources, templates) = if capabilities.resources.is_some() {
         (
-            kept(&mut problems, "resources", peer.list_all_resources().await),
+            kept(
+                &mut problems,
+                "resources",
+                &mut hints.resources,
+                peer.list_all_resources_with_cache_hint().await,
+            ),
             kept(
                 &mut problems,
                 "resource templates",
-                peer.list_all_resource_templates().await,
+                &mut hints.templates,
+                peer.list_all_resource_templates_with_cache_hint().await,
             ),
         )
     } else {
         (Vec::new(), Vec::new())
     };
     let prompts = if capabilities.prompts.is_some() {
-        kept(&mut problems, "prompts", peer.list_all_prompts().await)
+        kept(
+            &mut problems,
+            "prompts",
+            &mut hints.prompts,
+            peer.list_all_prompts_with_cache_hint().await,
+        )
     } else {
         Vec::new()
     };
@@ -634,6 +774,7 @@ async fn list_offer_inner(peer: &Peer<RoleClient>) -> Result<(Offer, Vec<String>
             prompts,
             validators,
             capabilities,
+            hints,
         },
         problems,
     ))

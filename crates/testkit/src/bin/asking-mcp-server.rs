@@ -14,21 +14,27 @@
 //! A question the client refuses (an error) makes the tool answer `isError` with
 //! `{"error": {"code", "message", "data"}}`, so a test sees exactly what the client said.
 //!
+//! On 2025-11-25 it asks with requests of its own (`elicitation/create`, ...); on 2026-07-28,
+//! which has none, the first call answers `input_required` with the question under `ask` and a
+//! `requestState`, and the retry's `inputResponses.ask` is the answer.
+//!
 //! Its task-capable tools (the tasks extension) are in `asking/tasks.rs`.
 
 #![allow(deprecated)] // Sampling, roots and logging are deprecated from 2026-07-28 on; this server speaks 2025-11-25.
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
 use clap::Parser;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
-        CreateMessageRequestParams, ElicitRequestParams, ElicitationSchema, GetTaskParams,
-        GetTaskResult, Implementation, JsonObject, ListToolsResult, LoggingLevel,
-        LoggingMessageNotificationParam, PaginatedRequestParams, SamplingMessage,
-        ServerCapabilities, ServerConfig, Tool, UpdateTaskParams,
+        CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult, ElicitRequest,
+        ElicitRequestParams, ElicitResult, ElicitationSchema, GetTaskParams, GetTaskResult,
+        Implementation, InputRequest, InputRequiredResult, JsonObject, ListRootsRequest,
+        ListRootsResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+        PaginatedRequestParams, ProtocolVersion, SamplingMessage, ServerCapabilities, ServerConfig,
+        Tool, UpdateTaskParams,
     },
     service::{RequestContext, ServiceError},
 };
@@ -104,6 +110,44 @@ fn answer(outcome: Result<Value, ServiceError>) -> CallToolResponse {
     }
 }
 
+/// A question's outcome: the client's answer, or (2026-07-28, first round) the
+/// `input_required` result that asks it.
+enum Got<T> {
+    Answer(Result<T, ServiceError>),
+    Ask(CallToolResponse),
+}
+
+/// Asks `question`: with `legacy` (a request to the client) on 2025-11-25, through the result on
+/// 2026-07-28.
+async fn put<T: serde::de::DeserializeOwned>(
+    request: &CallToolRequestParams,
+    context: &RequestContext<RoleServer>,
+    question: InputRequest,
+    legacy: impl Future<Output = Result<T, ServiceError>>,
+) -> Got<T> {
+    let modern = context
+        .protocol_version()
+        .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+    if !modern {
+        return Got::Answer(legacy.await);
+    }
+    match request.input_responses.as_ref().and_then(|r| r.get("ask")) {
+        Some(answer) => Got::Answer(serde_json::from_value(answer.clone()).map_err(|e| {
+            ServiceError::McpError(ErrorData::invalid_params(
+                format!("inputResponses.ask: {e}"),
+                None,
+            ))
+        })),
+        None => Got::Ask(
+            InputRequiredResult::new(
+                Some([("ask".to_owned(), question)].into()),
+                Some(format!("asked:{}", request.name)),
+            )
+            .into(),
+        ),
+    }
+}
+
 fn arg<'a>(args: &'a JsonObject, name: &str) -> Option<&'a Value> {
     args.get(name)
 }
@@ -140,7 +184,7 @@ impl ServerHandler for Asking {
         if let Some(answer) = tasks::call_tool(&request, &context).await {
             return answer;
         }
-        let args = request.arguments.unwrap_or_default();
+        let args = request.arguments.clone().unwrap_or_default();
         let peer = &context.peer;
         let response = match request.name.as_ref() {
             "confirm_delete" => {
@@ -160,11 +204,14 @@ impl ServerHandler for Asking {
                     message,
                     requested_schema: schema,
                 };
-                answer(
-                    peer.create_elicitation(params)
-                        .await
-                        .map(|r| json!({ "action": r.action, "content": r.content })),
-                )
+                let question = InputRequest::Elicitation(ElicitRequest::new(params.clone()));
+                let asked = peer.create_elicitation(params);
+                match put::<ElicitResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => {
+                        answer(r.map(|r| json!({ "action": r.action, "content": r.content })))
+                    }
+                }
             }
             "open_link" => {
                 let url = arg(&args, "url")
@@ -177,11 +224,12 @@ impl ServerHandler for Asking {
                     url,
                     elicitation_id: "link-1".into(),
                 };
-                answer(
-                    peer.create_elicitation(params)
-                        .await
-                        .map(|r| json!({ "action": r.action })),
-                )
+                let question = InputRequest::Elicitation(ElicitRequest::new(params.clone()));
+                let asked = peer.create_elicitation(params);
+                match put::<ElicitResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => answer(r.map(|r| json!({ "action": r.action }))),
+                }
             }
             "summarize" => {
                 let text = arg(&args, "text").and_then(Value::as_str).unwrap_or("");
@@ -196,15 +244,28 @@ impl ServerHandler for Asking {
                         json!({ "type": "object" }),
                     )]);
                 }
-                answer(peer.create_message(params).await.map(|r| {
-                    json!({
-                        "model": r.model,
-                        "text": serde_json::to_value(&r.message.content).unwrap_or(Value::Null),
-                        "stopReason": r.stop_reason,
-                    })
-                }))
+                let question =
+                    InputRequest::CreateMessage(CreateMessageRequest::new(params.clone()));
+                let asked = peer.create_message(params);
+                match put::<CreateMessageResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => answer(r.map(|r| {
+                        json!({
+                            "model": r.model,
+                            "text": serde_json::to_value(&r.message.content).unwrap_or(Value::Null),
+                            "stopReason": r.stop_reason,
+                        })
+                    })),
+                }
             }
-            "roots" => answer(peer.list_roots().await.map(|r| json!({ "roots": r.roots }))),
+            "roots" => {
+                let question = InputRequest::ListRoots(ListRootsRequest::default());
+                let asked = peer.list_roots();
+                match put::<ListRootsResult>(&request, &context, question, asked).await {
+                    Got::Ask(ask) => return Ok(ask),
+                    Got::Answer(r) => answer(r.map(|r| json!({ "roots": r.roots }))),
+                }
+            }
             "log" => {
                 let level: LoggingLevel = arg(&args, "level")
                     .cloned()

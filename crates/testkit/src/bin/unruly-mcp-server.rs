@@ -10,9 +10,17 @@
 //! | `--list-bytes N` | pads the tool list to at least N bytes |
 //! | `--tool-names JSON` | lists these names (a JSON array) beside `echo` and `big` |
 //! | `--max-line N` | refuses a longer line as the bundled servers do: `-32600`, `id: null` |
+//! | `--capabilities JSON` | advertises these capabilities (default `{"tools": {}}`) and serves what they name, nothing else |
+//! | `--list-hint JSON` | adds these fields (e.g. `{"ttlMs": 1000, "cacheScope": "public"}`) to every list result |
+//! | `--read-hint JSON` | adds these fields to every `resources/read` result |
+//! | `--note-lists` | writes `unruly: tools/list #N` to stderr at each tools listing |
 //!
 //! Tools: `echo` answers `received N bytes`; `big` answers with `{"bytes": N}` characters of
-//! text on one line.
+//! text on one line. With `prompts`: the prompt `greet` (argument `name`) says `Hello, <name>`.
+//! With `completions`: `alpha`, `beta`, `gamma`, those starting with the argument's value. With
+//! `resources`: `unruly://note`, whose text is `read N` at its Nth read (so a test can tell a
+//! stored read from a fresh one); with `resources.subscribe`, subscriptions are accepted. With
+//! `logging`: `logging/setLevel` is accepted.
 
 use std::{io::Write, time::Duration};
 
@@ -28,6 +36,17 @@ struct Flags {
     tool_names: Vec<String>,
     max_line: Option<usize>,
     broken_listings: bool,
+    capabilities: Option<Value>,
+    list_hint: Option<Value>,
+    read_hint: Option<Value>,
+    note_lists: bool,
+}
+
+/// What the server counts while it runs.
+#[derive(Default)]
+struct Counts {
+    reads: u64,
+    tool_lists: u64,
 }
 
 fn flags() -> Result<Flags, String> {
@@ -44,6 +63,16 @@ fn flags() -> Result<Flags, String> {
                 f.tool_names = serde_json::from_str(&value()?).map_err(|e| format!("{e}"))?
             }
             "--broken-listings" => f.broken_listings = true,
+            "--capabilities" => {
+                f.capabilities = Some(serde_json::from_str(&value()?).map_err(|e| format!("{e}"))?)
+            }
+            "--list-hint" => {
+                f.list_hint = Some(serde_json::from_str(&value()?).map_err(|e| format!("{e}"))?)
+            }
+            "--read-hint" => {
+                f.read_hint = Some(serde_json::from_str(&value()?).map_err(|e| format!("{e}"))?)
+            }
+            "--note-lists" => f.note_lists = true,
             "--max-line" => f.max_line = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -87,10 +116,84 @@ fn send(message: &Value) {
     let _ = out.flush();
 }
 
-fn answer(request: &Value, f: &Flags) -> Option<Value> {
+/// `result` with the fields of `hint` (an object) added.
+fn with_hint(mut result: Value, hint: Option<&Value>) -> Value {
+    if let (Some(Value::Object(fields)), Value::Object(r)) = (hint, &mut result) {
+        r.extend(fields.clone());
+    }
+    result
+}
+
+/// Whether the advertised capabilities hold `path` (`["resources", "subscribe"]`): present,
+/// and `true` when it is a flag.
+fn advertises(f: &Flags, path: &[&str]) -> bool {
+    let mut at = match &f.capabilities {
+        Some(caps) => caps,
+        None => return false,
+    };
+    for key in path {
+        match at.get(key) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    at.as_bool() != Some(false)
+}
+
+fn answer(request: &Value, f: &Flags, counts: &mut Counts) -> Option<Value> {
     let id = request.get("id")?.clone();
     let method = request.get("method")?.as_str()?;
+    let list_hint = f.list_hint.as_ref();
     let result = match method {
+        "initialize" if f.capabilities.is_some() => json!({
+            "protocolVersion": request["params"]["protocolVersion"].clone(),
+            "capabilities": f.capabilities.clone(),
+            "serverInfo": { "name": "unruly", "version": "1" }
+        }),
+        "prompts/list" if advertises(f, &["prompts"]) => with_hint(
+            json!({ "prompts": [{
+                "name": "greet",
+                "description": "Says hello to `name`",
+                "arguments": [{ "name": "name", "required": true }]
+            }] }),
+            list_hint,
+        ),
+        "prompts/get" if advertises(f, &["prompts"]) => {
+            let name = request["params"]["arguments"]["name"]
+                .as_str()
+                .unwrap_or("nobody");
+            json!({ "messages": [{ "role": "user", "content": { "type": "text", "text": format!("Hello, {name}") } }] })
+        }
+        "completion/complete" if advertises(f, &["completions"]) => {
+            let prefix = request["params"]["argument"]["value"]
+                .as_str()
+                .unwrap_or_default();
+            let values: Vec<&str> = ["alpha", "beta", "gamma"]
+                .into_iter()
+                .filter(|v| v.starts_with(prefix))
+                .collect();
+            json!({ "completion": { "values": values } })
+        }
+        "resources/list" if advertises(f, &["resources"]) => with_hint(
+            json!({ "resources": [{ "uri": "unruly://note", "name": "note" }] }),
+            list_hint,
+        ),
+        "resources/templates/list" if advertises(f, &["resources"]) => {
+            with_hint(json!({ "resourceTemplates": [] }), list_hint)
+        }
+        "resources/read" if advertises(f, &["resources"]) => {
+            counts.reads += 1;
+            with_hint(
+                json!({ "contents": [{ "uri": "unruly://note", "text": format!("read {}", counts.reads) }] }),
+                f.read_hint.as_ref(),
+            )
+        }
+        "resources/subscribe" | "resources/unsubscribe"
+            if advertises(f, &["resources", "subscribe"]) =>
+        {
+            json!({})
+        }
+        "logging/setLevel" if advertises(f, &["logging"]) => json!({}),
         // With --broken-listings it offers resources and prompts, and cannot list them.
         "initialize" if f.broken_listings => json!({
             "protocolVersion": request["params"]["protocolVersion"].clone(),
@@ -103,7 +206,18 @@ fn answer(request: &Value, f: &Flags) -> Option<Value> {
             "serverInfo": { "name": "unruly", "version": "1" }
         }),
         "tools/list" if f.never_list => return None,
-        "tools/list" => json!({ "tools": tools(f) }),
+        "tools/list" => {
+            counts.tool_lists += 1;
+            if f.note_lists {
+                // Not `eprintln!`: a stderr nobody reads any more must not end the server.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "unruly: tools/list #{}",
+                    counts.tool_lists
+                );
+            }
+            with_hint(json!({ "tools": tools(f) }), list_hint)
+        }
         "tools/call" => {
             let params = &request["params"];
             let text = match params["name"].as_str() {
@@ -165,6 +279,7 @@ async fn main() {
     }
     let mut lines = BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
+    let mut counts = Counts::default();
     loop {
         line.clear();
         match lines.read_until(b'\n', &mut line).await {
@@ -179,7 +294,7 @@ async fn main() {
         let Ok(request) = serde_json::from_slice::<Value>(&line) else {
             continue;
         };
-        if let Some(reply) = answer(&request, &f) {
+        if let Some(reply) = answer(&request, &f, &mut counts) {
             send(&reply);
         }
     }
