@@ -847,6 +847,9 @@ async fn upstream_log_messages_reach_the_agents_that_asked_at_their_level() -> a
         got[0]["level"] == "error" && got[0]["logger"] == "asking/asking",
         "{got:?}"
     );
+    // The upstream was asked for that level.
+    let (_, level) = ask(&client, "asking__level", json!({})).await?;
+    ensure!(level["level"] == "warning", "{level}");
 
     let http = setup(Side::Stdio, Side::Http, json!({})).await?;
     let (quiet, chatty, deaf) = (
@@ -885,5 +888,8 @@ async fn upstream_log_messages_reach_the_agents_that_asked_at_their_level() -> a
         heard(&deaf).is_empty(),
         "an agent that never set a level heard logs"
     );
+    // The upstream is asked for the most verbose level any agent wants.
+    let (_, level) = ask(&quiet_client, "asking__level", json!({})).await?;
+    ensure!(level["level"] == "debug", "{level}");
     Ok(())
 }

@@ -32,9 +32,6 @@ use tracing::Instrument as _;
 
 use crate::{
     ask::{Origin, UserWait, suspend::Step},
-    call::ReadFrom,
-    capabilities,
-    catalog::Catalog,
     error::CallError,
     gateway::Gateway,
     limits::{client::ClientCalls, result_size},
@@ -449,9 +446,9 @@ impl ServerHandler for Frontend {
             .subscriptions()
             .is_subscribed(&request.uri)
         {
-            ReadFrom::Upstream
+            crate::call::ReadFrom::Upstream
         } else {
-            ReadFrom::CacheOrUpstream
+            crate::call::ReadFrom::CacheOrUpstream
         };
         let target = self
             .gateway
@@ -502,7 +499,7 @@ impl ServerHandler for Frontend {
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
         let upstream = &self.gateway.upstreams()[target.server];
-        if !capabilities::subscribes(&upstream.offer().capabilities) {
+        if !crate::capabilities::subscribes(&upstream.offer().capabilities) {
             return Err(ErrorData::invalid_params(
                 format!(
                     "resource `{}`: server `{}` does not offer subscriptions",
@@ -626,7 +623,9 @@ impl ServerHandler for Frontend {
         // A prompt or resource whose server offers no completions has none to suggest: answered
         // here, not sent to a server that never advertised the method.
         if let Some(server) = completion_server(&catalog, &request.r#ref)
-            && !capabilities::completes(&self.gateway.upstreams()[server].offer().capabilities)
+            && !crate::capabilities::completes(
+                &self.gateway.upstreams()[server].offer().capabilities,
+            )
         {
             let mut none = CompleteResult::default();
             mark_complete(&mut none.result_type);
@@ -679,12 +678,31 @@ impl ServerHandler for Frontend {
         let request_scoped = context
             .protocol_version()
             .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
-        if !request_scoped {
-            self.gateway.relay().log_levels().set(
-                self.session.id,
-                context.peer.clone(),
-                request.level,
-            );
+        if request_scoped {
+            return Ok(());
+        }
+        let wanted = self.gateway.relay().log_levels().set(
+            self.session.id,
+            context.peer.clone(),
+            request.level,
+        );
+        // Each upstream that logs is asked for the most verbose level any agent wants; each
+        // agent then gets what it asked for.
+        let calls = self.gateway.calls().upstream();
+        let cx = call_context_for(
+            &context,
+            &kit::correlation::of_request(&context),
+            self.session.id,
+        );
+        for (server, upstream) in calls.upstreams().iter().enumerate() {
+            let logs = upstream.offer().capabilities.logging.is_some();
+            let legacy = upstream.protocol().as_deref() == Some("2025-11-25");
+            if logs
+                && legacy
+                && let Err(e) = calls.set_level(server, wanted, &cx).await
+            {
+                tracing::info!(server = %upstream.name(), error = %e, "upstream setLevel failed");
+            }
         }
         Ok(())
     }
@@ -778,7 +796,7 @@ fn mark_complete(result_type: &mut Option<ResultType>) {
 }
 
 /// The upstream a completion reference leads to, if it names a known prompt or resource.
-fn completion_server(catalog: &Catalog, reference: &Reference) -> Option<usize> {
+fn completion_server(catalog: &crate::catalog::Catalog, reference: &Reference) -> Option<usize> {
     match reference {
         Reference::Prompt(p) => catalog.prompt(&p.name).ok().map(|t| t.server),
         Reference::Resource(r) => catalog.resource(&r.uri).ok().map(|t| t.server),

@@ -122,7 +122,8 @@ impl UpstreamCalls {
 
     /// `resources/subscribe` (or `unsubscribe`, when `on` is false) of upstream `server`'s own
     /// `uri`.
-    // Upstreams are reached over 2025-11-25, where resources/subscribe is the way to subscribe.
+    // resources/subscribe exists on 2025-11-25; a 2026-07-28 upstream link turns it into its
+    // listen stream's filter (see `upstream::listen`).
     #[allow(deprecated)]
     pub async fn subscribe(
         &self,
@@ -149,6 +150,25 @@ impl UpstreamCalls {
         let op = Op {
             method,
             target: uri,
+        };
+        self.request(server, op, request, cx, |_| Some(())).await
+    }
+
+    /// `logging/setLevel` of upstream `server`: asks it for messages at `level` and above.
+    // Logging is deprecated from 2026-07-28 on; 2025-11-25 servers still take setLevel.
+    #[allow(deprecated)]
+    pub async fn set_level(
+        &self,
+        server: usize,
+        level: rmcp::model::LoggingLevel,
+        cx: &CallContext,
+    ) -> Result<(), CallError> {
+        let request = ClientRequest::SetLevelRequest(rmcp::model::SetLevelRequest::new(
+            rmcp::model::SetLevelRequestParams::new(level),
+        ));
+        let op = Op {
+            method: "logging/setLevel",
+            target: "",
         };
         self.request(server, op, request, cx, |_| Some(())).await
     }

@@ -252,6 +252,7 @@ impl Supervised {
                 }));
                 // Initialized and listed: a probe may go now, not when the open period ends.
                 self.breaker.connection_restored();
+                self.resume_log_level(&peer).await;
                 relist_at
             }
             Err(e) => {
@@ -352,6 +353,23 @@ impl Supervised {
                 tracing::warn!(server = %self.spec.name, error = %e, "refresh failed");
                 self.stats.set_error(&e);
                 due.map(|_| Instant::now() + MIN_RELIST_INTERVAL)
+            }
+        }
+    }
+
+    /// A server that (re)connects logs at the level agents asked for, as the others do.
+    #[allow(deprecated)] // Logging: deprecated from 2026-07-28 on, used by 2025-11-25 servers.
+    async fn resume_log_level(&self, peer: &Peer<RoleClient>) {
+        let Some(level) = self.relay.log_levels().wanted() else {
+            return;
+        };
+        let logs = peer
+            .peer_info()
+            .is_some_and(|info| info.capabilities.logging.is_some());
+        if logs && !listen::is_modern(peer) {
+            let params = rmcp::model::SetLevelRequestParams::new(level);
+            if let Err(e) = peer.set_level(params).await {
+                tracing::info!(server = %self.spec.name, error = %e, "setLevel after connecting failed");
             }
         }
     }

@@ -10,6 +10,7 @@
 //! | `summarize` `{text, withTools?}` | `sampling/createMessage` (with a tool when `withTools`) | the model's answer: `{"model", "text", "stopReason"}` |
 //! | `roots` | `roots/list` | `{"roots": [...]}` |
 //! | `log` `{level, message}` | nothing: sends `notifications/message` at `level` | `{"logged": true}` |
+//! | `level` | nothing | `{"level"}`: what `logging/setLevel` last set, or null |
 //!
 //! A question the client refuses (an error) makes the tool answer `isError` with
 //! `{"error": {"code", "message", "data"}}`, so a test sees exactly what the client said.
@@ -50,7 +51,10 @@ struct Args {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Asking;
+struct Asking {
+    /// What `logging/setLevel` last set (shared by every session of the process).
+    level: Arc<std::sync::Mutex<Option<LoggingLevel>>>,
+}
 
 fn tool(name: &str, description: &str, schema: Value) -> Tool {
     let Value::Object(schema) = schema else {
@@ -81,6 +85,11 @@ fn tools() -> Vec<Tool> {
         tool(
             "roots",
             "Lists the client's roots",
+            json!({ "type": "object" }),
+        ),
+        tool(
+            "level",
+            "Says what logging/setLevel last set",
             json!({ "type": "object" }),
         ),
         tool(
@@ -170,6 +179,15 @@ impl ServerHandler for Asking {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.level.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.level);
+        Ok(())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -266,6 +284,10 @@ impl ServerHandler for Asking {
                     Got::Answer(r) => answer(r.map(|r| json!({ "roots": r.roots }))),
                 }
             }
+            "level" => {
+                let level = *self.level.lock().unwrap_or_else(|e| e.into_inner());
+                answer(Ok(json!({ "level": level })))
+            }
             "log" => {
                 let level: LoggingLevel = arg(&args, "level")
                     .cloned()
@@ -319,6 +341,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Logs to stderr, where the tests read the "listening on" line.
     let _telemetry = kit::telemetry::init("asking-mcp-server", kit::telemetry::LogFormat::Text)?;
-    kit::serve::serve(&args.serve, kit::in_flight::InFlight::default(), || Asking).await?;
+    let asking = Asking::default();
+    kit::serve::serve(
+        &args.serve,
+        kit::in_flight::InFlight::default(),
+        move || asking.clone(),
+    )
+    .await?;
     Ok(())
 }
