@@ -14,10 +14,14 @@
 //! `.` ends it. Every character is one an HTTP header may carry, as 2026-07-28 requires of the
 //! `Mcp-Name` header that repeats the id of `tasks/get`, `tasks/update` and `tasks/cancel`.
 //!
-//! The key lives as long as the process: after a restart the old ids no longer open (a stdio
-//! upstream's tasks are gone with its process by then anyway).
+//! The key is derived from `MCP_ORCHESTRATOR_STATE_KEY` when it is set (as `requestState`'s is),
+//! so instances behind one load balancer open each other's ids (useful when they share an HTTP
+//! upstream). Without it each process draws its own, and after a restart the old ids no longer
+//! open (a stdio upstream's tasks are gone with its process by then anyway).
 
 use rmcp::model::{RequestStateCodec, SealOptions};
+
+use crate::ask::suspend::KEY_ENV;
 
 /// What separates the server's name from the sealed id.
 const SEPARATOR: char = '.';
@@ -70,11 +74,32 @@ impl Default for TaskIds {
 }
 
 impl TaskIds {
-    /// A codec with a fresh random key.
+    /// A codec keyed from [`KEY_ENV`] when it holds a usable key, else from fresh random bytes.
     pub fn new() -> Self {
-        let key: [u8; RequestStateCodec::MIN_KEY_LENGTH] = rand::random();
+        let shared = std::env::var(KEY_ENV)
+            .ok()
+            .filter(|k| k.len() >= RequestStateCodec::MIN_KEY_LENGTH);
+        match shared {
+            Some(secret) => Self::derived_from(secret.as_bytes()),
+            None => {
+                let key: [u8; RequestStateCodec::MIN_KEY_LENGTH] = rand::random();
+                Self {
+                    codec: RequestStateCodec::new_unchecked(key.to_vec()),
+                }
+            }
+        }
+    }
+
+    /// A codec whose key is derived from `secret`: the secret's HMAC over a label of this use
+    /// (a seal without expiry is the same every time), so the key that signs `requestState` is
+    /// never the one that seals task ids.
+    fn derived_from(secret: &[u8]) -> Self {
+        let key = RequestStateCodec::new_unchecked(secret.to_vec()).seal_with(
+            b"mcp-orchestrator task ids",
+            &SealOptions::new().associated_data(b"key derivation"),
+        );
         Self {
-            codec: RequestStateCodec::new_unchecked(key.to_vec()),
+            codec: RequestStateCodec::new_unchecked(key.into_bytes()),
         }
     }
 
@@ -192,6 +217,27 @@ mod tests {
         let other = TaskIds::new().expose("sql", "1");
         assert!(matches!(
             ids.resolve(&other, known),
+            Err(TaskIdError::NotIssued { .. })
+        ));
+    }
+
+    #[test]
+    fn instances_sharing_a_secret_open_each_others_ids_and_no_one_elses() {
+        let secret = b"a-secret-of-32-bytes-or-more-for-all-instances";
+        let (a, b) = (TaskIds::derived_from(secret), TaskIds::derived_from(secret));
+        let exposed = a.expose("sql", "t-1");
+        assert_eq!(b.resolve(&exposed, known), Ok(("sql", "t-1".to_owned())));
+        let other = TaskIds::derived_from(b"another-secret-of-32-bytes-or-more-here");
+        assert!(matches!(
+            other.resolve(&exposed, known),
+            Err(TaskIdError::NotIssued { .. })
+        ));
+        // The secret itself (the requestState key) does not open them.
+        let raw = TaskIds {
+            codec: RequestStateCodec::new_unchecked(secret.to_vec()),
+        };
+        assert!(matches!(
+            raw.resolve(&exposed, known),
             Err(TaskIdError::NotIssued { .. })
         ));
     }
