@@ -16,7 +16,7 @@
 //! offers subscriptions, the tasks extension when one offers it ([`crate::tasks`]). A server
 //! keeps its part while it is away, as its tools stay listed.
 
-use rmcp::model::ServerCapabilities;
+use rmcp::model::{JsonObject, ServerCapabilities, TASKS_EXTENSION_ID};
 
 /// What the upstreams offer between them, beyond what the orchestrator always serves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl Offered {
                 prompts: acc.prompts || caps.prompts.is_some(),
                 completions: acc.completions || caps.completions.is_some(),
                 subscribe: acc.subscribe || subscribes(caps),
-                tasks: acc.tasks || crate::tasks::offered([caps]),
+                tasks: acc.tasks || caps.supports_tasks(),
             })
     }
 
@@ -73,7 +73,9 @@ impl Offered {
             resources.subscribe = None;
         }
         if self.tasks {
-            crate::tasks::advertise(&mut caps);
+            caps.extensions
+                .get_or_insert_default()
+                .insert(TASKS_EXTENSION_ID.to_owned(), JsonObject::new());
         }
         caps
     }

@@ -1,9 +1,9 @@
 //! Tasks pass through: the tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663, as rmcp
 //! 3.11 implements it) between agents and the upstreams that offer it.
 //!
-//! - **Advertised** to agents only while some upstream advertises it ([`offered`], [`advertise`],
-//!   called by [`crate::capabilities`]); rmcp then answers `tasks/*` from an agent that did not
-//!   declare it with `-32021`, and with `-32601` when no upstream offers tasks.
+//! - **Advertised** to agents only while some upstream advertises it ([`crate::capabilities`]);
+//!   rmcp then answers `tasks/*` from an agent that did not declare it with `-32021`, and with
+//!   `-32601` when no upstream offers tasks.
 //! - **Declared** to an upstream per request, never in the handshake: a pass-through
 //!   `tools/call` (and `tasks/*`) of an agent that declared the extension carries the
 //!   orchestrator's client capabilities plus tasks in `_meta` ([`declaring`]), so only that
@@ -26,8 +26,7 @@ use rmcp::{
     ErrorData,
     model::{
         CallToolResult, CancelTaskParams, ClientCapabilities, CustomRequest, GetTaskParams,
-        GetTaskResult, JsonObject, ServerCapabilities, TASKS_EXTENSION_ID, TaskPayload,
-        UpdateTaskParams,
+        GetTaskResult, JsonObject, TASKS_EXTENSION_ID, TaskPayload, UpdateTaskParams,
     },
 };
 
@@ -35,20 +34,6 @@ use crate::{
     context::CallContext,
     limits::result_size::{self, Truncation},
 };
-
-/// Whether any of `upstreams` advertised the tasks extension in its handshake.
-pub fn offered<'a>(upstreams: impl IntoIterator<Item = &'a ServerCapabilities>) -> bool {
-    upstreams
-        .into_iter()
-        .any(ServerCapabilities::supports_tasks)
-}
-
-/// Adds the tasks extension to what the front advertises.
-pub fn advertise(caps: &mut ServerCapabilities) {
-    caps.extensions
-        .get_or_insert_default()
-        .insert(TASKS_EXTENSION_ID.to_owned(), JsonObject::new());
-}
 
 /// Whether the agent behind `cx` declared the tasks extension (in its handshake, or in the
 /// request's `_meta` on 2026-07-28), so a task may be its answer.
@@ -145,21 +130,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn the_extension_is_advertised_only_when_an_upstream_offers_it() {
-        let plain = ServerCapabilities::builder().enable_tools().build();
-        let tasks = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_tasks()
-            .build();
-        assert!(!offered([&plain, &plain]));
-        assert!(offered([&plain, &tasks]));
-        let mut caps = plain.clone();
-        advertise(&mut caps);
-        assert!(caps.supports_tasks());
-        assert_eq!(caps.tools, plain.tools);
-    }
 
     #[test]
     fn the_declaration_keeps_the_question_capabilities_and_the_agents_meta() {
