@@ -13,9 +13,10 @@
 //!
 //! From the upstreams: `prompts` (+ `listChanged`, relayed as the catalog changes) when one
 //! offers prompts, `completions` when one offers completions, `resources.subscribe` when one
-//! offers subscriptions. A server keeps its part while it is away, as its tools stay listed.
+//! offers subscriptions, the tasks extension when one offers it ([`crate::tasks`]). A server
+//! keeps its part while it is away, as its tools stay listed.
 
-use rmcp::model::ServerCapabilities;
+use rmcp::model::{JsonObject, ServerCapabilities, TASKS_EXTENSION_ID};
 
 /// What the upstreams offer between them, beyond what the orchestrator always serves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +28,9 @@ pub struct Offered {
     /// Some upstream offers resource subscriptions: `resources/subscribe` and `unsubscribe`
     /// are served.
     pub subscribe: bool,
+    /// Some upstream offers the tasks extension: `tasks/get`, `tasks/update`, `tasks/cancel`
+    /// are served.
+    pub tasks: bool,
 }
 
 impl Offered {
@@ -38,6 +42,7 @@ impl Offered {
                 prompts: acc.prompts || caps.prompts.is_some(),
                 completions: acc.completions || caps.completions.is_some(),
                 subscribe: acc.subscribe || subscribes(caps),
+                tasks: acc.tasks || caps.supports_tasks(),
             })
     }
 
@@ -66,6 +71,11 @@ impl Offered {
             && let Some(resources) = &mut caps.resources
         {
             resources.subscribe = None;
+        }
+        if self.tasks {
+            caps.extensions
+                .get_or_insert_default()
+                .insert(TASKS_EXTENSION_ID.to_owned(), JsonObject::new());
         }
         caps
     }
@@ -131,7 +141,8 @@ mod tests {
             Offered {
                 prompts: true,
                 completions: true,
-                subscribe: true
+                subscribe: true,
+                tasks: false
             }
         );
         assert_eq!(
@@ -176,15 +187,25 @@ mod tests {
             .enable_experimental()
             .build();
         exotic.extensions = Some(
-            [(
-                "io.modelcontextprotocol/tasks".to_owned(),
-                serde_json::Map::new(),
-            )]
-            .into_iter()
-            .collect(),
+            [("io.example/unknown".to_owned(), serde_json::Map::new())]
+                .into_iter()
+                .collect(),
         );
         let caps = Offered::union([&exotic]).advertised();
         assert!(caps.experimental.is_none());
-        assert!(!caps.supports_tasks());
+        assert!(caps.extensions.is_none());
+    }
+
+    #[test]
+    fn the_tasks_extension_is_advertised_when_an_upstream_offers_it() {
+        let plain = ServerCapabilities::builder().enable_tools().build();
+        let tasks = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tasks()
+            .build();
+        assert!(!Offered::union([&plain]).advertised().supports_tasks());
+        let both = Offered::union([&plain, &tasks]);
+        assert!(both.tasks);
+        assert!(both.advertised().supports_tasks());
     }
 }

@@ -16,13 +16,14 @@ use kit::correlation::CorrelationId;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CompleteRequestMethod, CompleteRequestParams,
-        CompleteResult, GetPromptRequestMethod, GetPromptRequestParams, GetPromptResponse,
-        Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-        ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, Reference, Resource, ResourceContents, ResultType, ServerConfig,
-        ServerNotification, SubscribeRequestMethod, SubscribeRequestParams, SubscriptionFilter,
-        Tool, UnsubscribeRequestMethod, UnsubscribeRequestParams,
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestMethod,
+        CompleteRequestParams, CompleteResult, GetPromptRequestMethod, GetPromptRequestParams,
+        GetPromptResponse, GetTaskParams, GetTaskResult, Implementation, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
+        ResourceContents, ResultType, ServerConfig, ServerNotification, SubscribeRequestMethod,
+        SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestMethod,
+        UnsubscribeRequestParams, UpdateTaskParams,
     },
     service::{NotificationContext, RequestContext, SubscriptionContext, SubscriptionSendError},
 };
@@ -173,7 +174,7 @@ impl Frontend {
     /// `maxResultBytes`.
     fn answer(
         &self,
-        outcome: Result<rmcp::model::CallToolResult, CallError>,
+        outcome: Result<CallToolResponse, CallError>,
         span: &tracing::Span,
         started: Instant,
         correlation: &CorrelationId,
@@ -187,11 +188,15 @@ impl Frontend {
         span.in_scope(|| tracing::info!(outcome = %label, elapsed_ms, "agent call"));
         let mut answer = match outcome {
             Ok(result) => Ok(result),
-            Err(e) => e.into_tool_answer(),
+            Err(e) => e.into_tool_answer().map(Into::into),
         };
+        // A task names the call's id too; its result, read later, is the upstream's own.
+        if let Ok(CallToolResponse::Task(task)) = &mut answer {
+            kit::correlation::set_in_meta(&mut task.meta, correlation);
+        }
         // A pass-through result is the upstream's own, which already names this id (unless it
         // came from the cache, or the upstream ignores `_meta`): set it either way.
-        if let Ok(result) = &mut answer {
+        if let Ok(CallToolResponse::Complete(result)) = &mut answer {
             kit::correlation::set_in_meta(&mut result.meta, correlation);
             mark_complete(&mut result.result_type);
             let limit = self.gateway.config().limits.max_result_bytes;
@@ -207,7 +212,7 @@ impl Frontend {
                 });
             }
         }
-        answer.map(Into::into)
+        answer
     }
 
     /// What a request-scoped agent's request comes to: the finished call's answer, or the
@@ -272,7 +277,7 @@ impl Frontend {
         let task = tokio::spawn(
             async move {
                 let _slot = slot;
-                gateway.call_tool(&name, arguments, &cx).await
+                gateway.call_tool_response(&name, arguments, &cx).await
             }
             .instrument(span.clone()),
         );
@@ -461,7 +466,7 @@ impl ServerHandler for Frontend {
                 // counts about 70,000 fewer instructions per pass-through call.
                 Box::pin(tracing::Instrument::instrument(
                     self.gateway
-                        .call_tool(&request.name, request.arguments, &cx),
+                        .call_tool_response(&request.name, request.arguments, &cx),
                     span.clone(),
                 ))
                 .await
@@ -469,7 +474,7 @@ impl ServerHandler for Frontend {
             Err(full) => {
                 let metrics = self.gateway.metrics();
                 metrics.limit_enforced(crate::metrics::LimitEvent::ClientCalls);
-                Ok(full.to_tool_error().to_call_tool_result())
+                Ok(full.to_tool_error().to_call_tool_result().into())
             }
         };
         self.answer(outcome, &span, started, &correlation)
@@ -774,13 +779,64 @@ impl ServerHandler for Frontend {
         Ok(())
     }
 
+    /// `tasks/get` of a task an upstream created for this agent ([`crate::tasks`]); rmcp has
+    /// checked that tasks are advertised and that the agent declared them.
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let (span, cx) = request_span("tasks/get", &request.task_id, &context, self.session.id);
+        let mut result = self
+            .gateway
+            .calls()
+            .get_task(request, &cx)
+            .instrument(span)
+            .await?;
+        let limit = self.gateway.config().limits.max_result_bytes;
+        if crate::tasks::limit_result(&mut result, limit).is_some() {
+            let metrics = self.gateway.metrics();
+            metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
+        }
+        Ok(result)
+    }
+
+    /// `tasks/update`: the agent's input responses go to the task's upstream unchanged.
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (span, cx) = request_span("tasks/update", &request.task_id, &context, self.session.id);
+        let calls = self.gateway.calls();
+        calls.update_task(request, &cx).instrument(span).await
+    }
+
+    /// `tasks/cancel`: passed to the task's upstream, whose cancellation is cooperative.
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (span, cx) = request_span("tasks/cancel", &request.task_id, &context, self.session.id);
+        let calls = self.gateway.calls();
+        calls.cancel_task(request, &cx).instrument(span).await
+    }
+
     /// rmcp hands over a request it could not type: an unknown method (`-32601`), or a method it
     /// knows whose params do not fit (`-32602`, which rmcp's default would call unknown).
     async fn on_custom_request(
         &self,
         request: rmcp::model::CustomRequest,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        let advertised = self.gateway.catalog().offered().tasks;
+        let declared = context
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        if let Some(e) = crate::tasks::untyped_request_error(&request, advertised, declared) {
+            return Err(e);
+        }
         Err(kit::framing::custom_request_error(&request))
     }
 }

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::model::{CallToolResponse, CallToolResult, JsonObject};
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -236,6 +236,23 @@ impl Gateway {
             }
             Err(e) => (Err(e), CallReport::default()),
         }
+    }
+
+    /// [`Gateway::call_tool`] for an agent's request: when the agent declared the tasks
+    /// extension, an upstream tool's answer may be a task ([`crate::tasks`]).
+    pub async fn call_tool_response(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+        cx: &CallContext,
+    ) -> Result<CallToolResponse, CallError> {
+        let catalog = self.catalog();
+        let route = catalog.route(name)?;
+        let tasks = crate::tasks::declared_by_agent(cx);
+        self.calls
+            .call_tool_response(&catalog, route, name, arguments, tasks, cx)
+            .await
+            .0
     }
 
     /// The result cache, for status and tests.

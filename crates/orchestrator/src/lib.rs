@@ -23,6 +23,8 @@
 //!   keyed by the call that caused it.
 //! - [`upstream`]: one server each: its policy stack and figures, and the [`upstream::Link`]
 //!   its requests travel on (a supervised connection, or a scripted one in unit tests).
+//! - [`tasks`]: the tasks extension passing through: task ids sealed to the upstream that owns
+//!   them, declared upstream per request, advertised when an upstream offers it.
 //! - [`workflow`]: composite tools: their definitions and the executor that runs a plan.
 //! - [`catalog`]: namespaced names → a typed [`catalog::Route`], with filters.
 //! - [`metrics`]: OpenTelemetry metrics, exported over OTLP and served as Prometheus text.
@@ -58,6 +60,7 @@ pub mod relay;
 pub mod stats;
 pub mod status;
 pub mod subscriptions;
+pub mod tasks;
 pub mod template;
 pub mod upstream;
 pub mod workflow;

@@ -5,6 +5,7 @@
 //! - Tools and prompts: `<prefix><separator><name>` (`sql__get_customer`); an empty prefix
 //!   leaves the name as the upstream gave it.
 //! - Resource URIs: `<server>+<uri>`, reversible because server names cannot hold `+`.
+//! - Task ids: `<server>.<sealed id>`, sealed with a key, so they live in [`crate::tasks::id`].
 
 /// Longest tool name common agent APIs accept (`^[a-zA-Z0-9_-]{1,64}$`).
 pub const MAX_TOOL_NAME: usize = 64;

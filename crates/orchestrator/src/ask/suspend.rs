@@ -52,8 +52,8 @@ pub struct Question {
 /// Where a held call's questions are sent ([`super::Origin::questions`]).
 pub type QuestionSender = mpsc::UnboundedSender<Question>;
 
-/// What a held call ends with.
-pub type Outcome = Result<rmcp::model::CallToolResult, CallError>;
+/// What a held call ends with: a result, or a task the agent asked for.
+pub type Outcome = Result<rmcp::model::CallToolResponse, CallError>;
 
 /// Environment variable holding the key `requestState` is signed with (at least 32 bytes);
 /// instances behind one load balancer share it. Without it each process makes its own.

@@ -9,18 +9,20 @@
 //!                               cache ─> policy stack ─> Upstream::send ─> Link
 //! ```
 //! `resources/read`, `prompts/get`, `completion/complete` and subscriptions take
-//! [`upstream::UpstreamCalls::request`]: the same policy stack, figures and spans.
+//! [`upstream::UpstreamCalls::request`]: the same policy stack, figures and spans; so do
+//! `tasks/get`, `tasks/update` and `tasks/cancel` ([`tasks`]), routed by the task's id.
 
 pub mod builtin;
 pub mod composite;
 mod requests;
+pub mod tasks;
 #[cfg(test)]
 mod tests;
 pub mod upstream;
 
 use std::sync::Arc;
 
-use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::model::{CallToolResponse, CallToolResult, JsonObject};
 use serde_json::Value;
 
 use crate::{
@@ -28,6 +30,7 @@ use crate::{
     context::CallContext,
     error::CallError,
     policy::CallReport,
+    tasks::id::TaskIds,
 };
 
 pub use self::{composite::Composites, requests::ReadFrom, upstream::UpstreamCalls};
@@ -37,6 +40,8 @@ pub use self::{composite::Composites, requests::ReadFrom, upstream::UpstreamCall
 pub struct Calls {
     upstream: Arc<UpstreamCalls>,
     composites: Composites,
+    /// Seals the upstreams' task ids into the ids agents see, and opens them again.
+    task_ids: TaskIds,
 }
 
 impl Calls {
@@ -45,6 +50,7 @@ impl Calls {
         Self {
             upstream,
             composites,
+            task_ids: TaskIds::new(),
         }
     }
 
@@ -63,34 +69,58 @@ impl Calls {
         arguments: Option<JsonObject>,
         cx: &CallContext,
     ) -> (Result<CallToolResult, CallError>, CallReport) {
+        let server = match &route {
+            Route::Upstream(target) => self.upstream.upstreams()[target.server].name(),
+            _ => "orchestrator",
+        };
+        let (outcome, report) = self
+            .call_tool_response(catalog, route, name, arguments, false, cx)
+            .await;
+        (outcome.and_then(|r| upstream::completed(server, r)), report)
+    }
+
+    /// [`Calls::call_tool`] for an agent: when it declared the tasks extension (`tasks`), an
+    /// upstream tool's answer may be a task, its id sealed to the server
+    /// ([`crate::tasks::id`]). Composites and built-ins always answer in full.
+    pub async fn call_tool_response(
+        &self,
+        catalog: &Catalog,
+        route: Route,
+        name: &str,
+        arguments: Option<JsonObject>,
+        tasks: bool,
+        cx: &CallContext,
+    ) -> (Result<CallToolResponse, CallError>, CallReport) {
         match route {
             Route::Upstream(target) => {
                 let mut call = self
                     .upstream
-                    .call_tool(target.server, &target.name, arguments, None, cx)
+                    .call_tool_response(target.server, &target.name, arguments, None, tasks, cx)
                     .await;
-                // Said the way a composite says it, so an agent can tell a stored answer from a
-                // fresh one.
-                if call.cached
-                    && let Ok(result) = &mut call.outcome
-                {
-                    result
-                        .meta
-                        .get_or_insert_with(Default::default)
-                        .insert("cached".into(), Value::Bool(true));
+                match &mut call.outcome {
+                    // Said the way a composite says it, so an agent can tell a stored answer
+                    // from a fresh one.
+                    Ok(CallToolResponse::Complete(result)) if call.cached => {
+                        result
+                            .meta
+                            .get_or_insert_with(Default::default)
+                            .insert("cached".into(), Value::Bool(true));
+                    }
+                    Ok(CallToolResponse::Task(created)) => {
+                        let server = self.upstream.upstreams()[target.server].name();
+                        created.task.task_id = self.task_ids.expose(server, &created.task.task_id);
+                    }
+                    _ => {}
                 }
                 (call.outcome, call.report)
             }
             Route::Composite(index) => {
                 let read_only = catalog.is_read_only(name);
                 let result = self.composites.run(index, arguments, read_only, cx).await;
-                (Ok(result), CallReport::default())
+                (Ok(result.into()), CallReport::default())
             }
             Route::Builtin(Builtin::InvalidateCache) => (
-                Ok(builtin::invalidate_cache(
-                    self.upstream.cache(),
-                    arguments.as_ref(),
-                )),
+                Ok(builtin::invalidate_cache(self.upstream.cache(), arguments.as_ref()).into()),
                 CallReport::default(),
             ),
         }

@@ -12,8 +12,8 @@ use std::{
 };
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, JsonObject,
-    ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
+    JsonObject, ServerResult, Tool,
 };
 use serde_json::Value;
 
@@ -31,19 +31,20 @@ use crate::{
     },
 };
 
-/// What one upstream tool call gave.
+/// What one upstream tool call gave: a result, or (from [`UpstreamCalls::call_tool_response`])
+/// possibly a task.
 #[derive(Debug)]
-pub struct ToolCall {
+pub struct ToolCall<R = CallToolResult> {
     /// The upstream's answer (or the cache's), or why there is none.
-    pub outcome: Result<CallToolResult, CallError>,
+    pub outcome: Result<R, CallError>,
     /// Its attempts and retry delays.
     pub report: CallReport,
     /// Whether the cache answered.
     pub cached: bool,
 }
 
-impl ToolCall {
-    fn answered(outcome: Result<CallToolResult, CallError>) -> Self {
+impl<R> ToolCall<R> {
+    fn answered(outcome: Result<R, CallError>) -> Self {
         Self {
             outcome,
             report: CallReport::default(),
@@ -107,6 +108,29 @@ impl UpstreamCalls {
         cache: Option<&CacheSpec>,
         cx: &CallContext,
     ) -> ToolCall {
+        let call = self
+            .call_tool_response(server, tool, arguments, cache, false, cx)
+            .await;
+        let server = self.upstreams[server].name();
+        ToolCall {
+            outcome: call.outcome.and_then(|r| completed(server, r)),
+            report: call.report,
+            cached: call.cached,
+        }
+    }
+
+    /// [`UpstreamCalls::call_tool`], for an agent that declared the tasks extension when
+    /// `tasks`: the upstream is told so ([`crate::tasks::declaring`]) and may answer with a
+    /// task. A call the cache serves never is: the cache needs the result itself.
+    pub async fn call_tool_response(
+        &self,
+        server: usize,
+        tool: &str,
+        arguments: Option<JsonObject>,
+        cache: Option<&CacheSpec>,
+        tasks: bool,
+        cx: &CallContext,
+    ) -> ToolCall<CallToolResponse> {
         let upstream = &self.upstreams[server];
         let offer = upstream.offer();
         let definition = offer.tools.iter().find(|t| t.name == tool);
@@ -118,7 +142,7 @@ impl UpstreamCalls {
         }
         let args_value = Value::Object(arguments.clone().unwrap_or_default());
         if let Some(refusal) = check_arguments(&offer, tool, &args_value) {
-            return ToolCall::answered(Ok(refusal));
+            return ToolCall::answered(Ok(refusal.into()));
         }
         let plan = upstream
             .policy()
@@ -128,11 +152,19 @@ impl UpstreamCalls {
         let started = Instant::now();
         let call = match self.cache_spec(&call_name, cache, definition) {
             Some(spec) => {
-                self.cached_call(upstream, tool, &plan, arguments, spec, &args_value, cx)
-                    .await
+                let call = self
+                    .cached_call(upstream, tool, &plan, arguments, spec, &args_value, cx)
+                    .await;
+                ToolCall {
+                    outcome: call.outcome.map(Into::into),
+                    report: call.report,
+                    cached: call.cached,
+                }
             }
             None => {
-                let (outcome, report) = self.send_tool(upstream, tool, &plan, arguments, cx).await;
+                let (outcome, report) = self
+                    .send_tool(upstream, tool, &plan, arguments, tasks, cx)
+                    .await;
                 ToolCall {
                     outcome,
                     report,
@@ -145,10 +177,11 @@ impl UpstreamCalls {
         if !call.cached {
             self.record(upstream, tool, started, &call.outcome);
         }
+        // A task counts as a write done: its outcome is not the orchestrator's to see.
         if call
             .outcome
             .as_ref()
-            .is_ok_and(|r| r.is_error != Some(true))
+            .is_ok_and(|r| r.tool_error().is_none())
         {
             self.invalidate_after_write(&call_name, &args_value);
         }
@@ -208,15 +241,23 @@ impl UpstreamCalls {
         }
     }
 
-    /// One tool call through the server's stack.
+    /// One tool call through the server's stack; `tasks` declares the tasks extension for it.
     async fn send_tool(
         &self,
         upstream: &Upstream,
         tool: &str,
         plan: &Plan,
         arguments: Option<JsonObject>,
+        tasks: bool,
         cx: &CallContext,
-    ) -> (Result<CallToolResult, CallError>, CallReport) {
+    ) -> (Result<CallToolResponse, CallError>, CallReport) {
+        let declaring;
+        let cx = if tasks {
+            declaring = crate::tasks::declaring(cx);
+            &declaring
+        } else {
+            cx
+        };
         let mut report = CallReport::default();
         // An upstream that needs input answers `input_required`; each round is a request of its
         // own through the stack (a retry repeats the round, not the questions already answered).
@@ -243,7 +284,8 @@ impl UpstreamCalls {
             report.retry_delays_ms.extend(round.retry_delays_ms);
             report.retry_stopped = round.retry_stopped;
             let asked = match outcome {
-                Ok(ServerResult::CallToolResult(r)) => return (Ok(r), report),
+                Ok(ServerResult::CallToolResult(r)) => return (Ok(r.into()), report),
+                Ok(ServerResult::CreateTaskResult(r)) if tasks => return (Ok(r.into()), report),
                 // A 2026-07-28 agent's own call: the agent takes the questions as they are.
                 Ok(ServerResult::InputRequiredResult(asked)) if cx.hands_on_input => {
                     let server = upstream.name().to_owned();
@@ -296,11 +338,13 @@ impl UpstreamCalls {
         let (result, lookup) = self
             .cache
             .get_or_load(key, ttl, tags, async {
-                let (r, report) = self.send_tool(upstream, tool, plan, arguments, cx).await;
+                let (r, report) = self
+                    .send_tool(upstream, tool, plan, arguments, false, cx)
+                    .await;
                 if let Ok(mut s) = slot.lock() {
                     *s = report;
                 }
-                r
+                r.and_then(|r| completed(upstream.name(), r))
             })
             .await;
         self.metrics.cache_lookup(&call_name, lookup);
@@ -354,6 +398,17 @@ fn check_arguments(offer: &Offer, tool: &str, arguments: &Value) -> Option<CallT
         .get(tool)
         .and_then(|v| kit::arguments::violation(v, arguments))?;
     Some(kit::ToolError::invalid_argument(&field, &message).to_call_tool_result())
+}
+
+/// The result of a call that was not allowed to become a task (or to need input).
+pub(super) fn completed(
+    server: &str,
+    response: CallToolResponse,
+) -> Result<CallToolResult, CallError> {
+    match response {
+        CallToolResponse::Complete(r) => Ok(r),
+        other => Err(unexpected(server, ServerResult::from(other))),
+    }
 }
 
 fn unexpected(server: &str, other: ServerResult) -> CallError {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use kit::{ErrorKind, ToolError};
-use rmcp::model::{CallToolResult, ErrorCode, ServerResult};
+use rmcp::model::{CallToolResponse, CallToolResult, ErrorCode, ServerResult};
 
 use crate::error::CallError;
 
@@ -27,6 +27,23 @@ impl Answer for CallToolResult {
             .as_ref()
             .and_then(|m| m.get("requestCharge"))
             .and_then(serde_json::Value::as_f64)
+    }
+}
+
+/// A task the upstream created is an answer like any other; its outcome comes later.
+impl Answer for CallToolResponse {
+    fn tool_error(&self) -> Option<ToolError> {
+        match self {
+            CallToolResponse::Complete(r) => r.tool_error(),
+            _ => None,
+        }
+    }
+
+    fn request_charge(&self) -> Option<f64> {
+        match self {
+            CallToolResponse::Complete(r) => r.request_charge(),
+            _ => None,
+        }
     }
 }
 

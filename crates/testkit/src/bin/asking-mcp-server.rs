@@ -18,6 +18,8 @@
 //! On 2025-11-25 it asks with requests of its own (`elicitation/create`, ...); on 2026-07-28,
 //! which has none, the first call answers `input_required` with the question under `ask` and a
 //! `requestState`, and the retry's `inputResponses.ask` is the answer.
+//!
+//! Its task-capable tools (the tasks extension) are in `asking/tasks.rs`.
 
 #![allow(deprecated)] // Sampling, roots and logging are deprecated from 2026-07-28 on; this server speaks 2025-11-25.
 
@@ -27,16 +29,20 @@ use clap::Parser;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, CreateMessageRequest,
-        CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
-        ElicitResult, ElicitationSchema, Implementation, InputRequest, InputRequiredResult,
-        JsonObject, ListRootsRequest, ListRootsResult, ListToolsResult, LoggingLevel,
-        LoggingMessageNotificationParam, PaginatedRequestParams, ProtocolVersion, SamplingMessage,
-        ServerCapabilities, ServerConfig, Tool,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+        CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult, ElicitRequest,
+        ElicitRequestParams, ElicitResult, ElicitationSchema, GetTaskParams, GetTaskResult,
+        Implementation, InputRequest, InputRequiredResult, JsonObject, ListRootsRequest,
+        ListRootsResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+        PaginatedRequestParams, ProtocolVersion, SamplingMessage, ServerCapabilities, ServerConfig,
+        Tool, UpdateTaskParams,
     },
     service::{RequestContext, ServiceError},
 };
 use serde_json::{Value, json};
+
+#[path = "asking/tasks.rs"]
+mod tasks;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -93,6 +99,9 @@ fn tools() -> Vec<Tool> {
                 "level": { "type": "string" }, "message": { "type": "string" } } }),
         ),
     ]
+    .into_iter()
+    .chain(tasks::tools())
+    .collect()
 }
 
 /// The tool's answer: `value` as structured content, or as an error when the question failed.
@@ -158,6 +167,7 @@ impl ServerHandler for Asking {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_logging()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("asking-mcp-server", "0.1.0"))
@@ -189,6 +199,9 @@ impl ServerHandler for Asking {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(answer) = tasks::call_tool(&request, &context).await {
+            return answer;
+        }
         let args = request.arguments.clone().unwrap_or_default();
         let peer = &context.peer;
         let response = match request.name.as_ref() {
@@ -296,6 +309,30 @@ impl ServerHandler for Asking {
             }
         };
         Ok(response)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        tasks::get_task(&request)
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tasks::update_task(request)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tasks::cancel_task(&request)
     }
 }
 
