@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 
 use super::Origin;
 
-/// How long a question that names its request waits for that request's registration: the
-/// upstream can only ask after it read the request, but the registration is made just after the
-/// request was handed to the transport, so in a race it may come a moment late.
+/// How long a question waits for the registration of the request it belongs to: the upstream
+/// can only ask after it read the request, but the registration is made just after the request
+/// was handed to the transport, so on a busy machine it may come a moment late.
 const REGISTRATION_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a question has no agent to go to.
@@ -146,7 +146,19 @@ impl Origins {
                     }
                 }
             }
-            Some(InboundStreamOrigin::Unassociated) | None => self.only_session(server),
+            Some(InboundStreamOrigin::Unassociated) | None => {
+                let deadline = tokio::time::Instant::now() + REGISTRATION_GRACE;
+                loop {
+                    let registered = self.0.registered.notified();
+                    match self.only_session(server) {
+                        Err(NoOrigin::NoCall) => {}
+                        found => return found,
+                    }
+                    if tokio::time::timeout_at(deadline, registered).await.is_err() {
+                        return Err(NoOrigin::NoCall);
+                    }
+                }
+            }
         }
     }
 
