@@ -58,6 +58,8 @@ struct Seen {
     withdrawn: Mutex<usize>,
     /// Log messages heard, as JSON.
     logs: Mutex<Vec<Value>>,
+    /// Progress heard: the `progress` values, in order.
+    progress: Mutex<Vec<f64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +136,18 @@ impl ClientHandler for Agent {
             "test-model-7".into(),
         )
         .with_stop_reason(CreateMessageResult::STOP_REASON_END_TURN))
+    }
+
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.seen
+            .progress
+            .lock()
+            .expect("lock")
+            .push(params.progress);
     }
 
     async fn on_logging_message(
@@ -1019,6 +1033,30 @@ async fn cancelling_the_call_withdraws_its_pending_question() -> anyhow::Result<
                 "{front:?}: the question outlived its call"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The fixture's progress reaches the agent before the call's result, in both eras, over stdio
+/// and HTTP.
+#[tokio::test]
+async fn progress_reaches_the_agent_before_the_result() -> anyhow::Result<()> {
+    for era in ERAS {
+        for front in [Side::Stdio, Side::Http] {
+            let setup = setup_in(era, Side::Stdio, front, json!({})).await?;
+            let agent = Agent::new(json!({}), Reply::Decline);
+            let client = setup.connect(agent.clone()).await?;
+            let (failed, answer) = ask(&client, "asking__progress", json!({ "steps": 5 })).await?;
+            ensure!(
+                !failed && answer["steps"] == 5,
+                "{era:?} {front:?}: {answer}"
+            );
+            let heard = agent.seen.progress.lock().expect("lock").clone();
+            ensure!(
+                heard == [1.0, 2.0, 3.0, 4.0, 5.0],
+                "{era:?} {front:?}: heard {heard:?} by the time the result came"
+            );
         }
     }
     Ok(())

@@ -11,6 +11,7 @@
 //! | `roots` | `roots/list` | `{"roots": [...]}` |
 //! | `log` `{level, message}` | nothing: sends `notifications/message` at `level` | `{"logged": true}` |
 //! | `level` | nothing | `{"level"}`: what `logging/setLevel` last set, or null |
+//! | `progress` `{steps}` | nothing: reports `steps` progress notifications to the call's token | `{"steps"}` |
 //!
 //! A question the client refuses (an error) makes the tool answer `isError` with
 //! `{"error": {"code", "message", "data"}}`, so a test sees exactly what the client said.
@@ -86,6 +87,11 @@ fn tools() -> Vec<Tool> {
             "roots",
             "Lists the client's roots",
             json!({ "type": "object" }),
+        ),
+        tool(
+            "progress",
+            "Reports `steps` progress notifications, then answers",
+            json!({ "type": "object", "properties": { "steps": { "type": "integer" } } }),
         ),
         tool(
             "level",
@@ -283,6 +289,20 @@ impl ServerHandler for Asking {
                     Got::Ask(ask) => return Ok(ask),
                     Got::Answer(r) => answer(r.map(|r| json!({ "roots": r.roots }))),
                 }
+            }
+            "progress" => {
+                let steps = arg(&args, "steps").and_then(Value::as_u64).unwrap_or(3);
+                if let Some(token) = context.meta.get_progress_token() {
+                    for step in 1..=steps {
+                        let note =
+                            rmcp::model::ProgressNotificationParam::new(token.clone(), step as f64)
+                                .with_total(steps as f64);
+                        if let Err(e) = peer.notify_progress(note).await {
+                            return Ok(answer(Err(e)));
+                        }
+                    }
+                }
+                answer(Ok(json!({ "steps": steps })))
             }
             "level" => {
                 let level = *self.level.lock().unwrap_or_else(|e| e.into_inner());
