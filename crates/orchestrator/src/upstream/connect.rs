@@ -64,15 +64,38 @@ pub async fn connect(
     handler: UpstreamClient,
     over_cap: Arc<AnswersOverCap>,
 ) -> Result<Running, ConnectError> {
-    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(spec, handler, over_cap))
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_in_era(spec, handler, over_cap))
         .await
         .map_err(|_| ConnectError::Timeout(CONNECT_TIMEOUT))?
+}
+
+/// Connects in the newest era the server supports. rmcp falls back to `initialize` when a
+/// server says it does not know `server/discover`; some 2025-11-25 servers answer it with
+/// something else (an empty result), which fails the handshake: those are connected again with
+/// `initialize`.
+async fn connect_in_era(
+    spec: &ServerSpec,
+    handler: UpstreamClient,
+    over_cap: Arc<AnswersOverCap>,
+) -> Result<Running, ConnectError> {
+    match connect_inner(spec, handler.clone(), over_cap.clone(), spec.era).await {
+        Err(ConnectError::Handshake { detail, .. }) if spec.era == Era::Auto => {
+            tracing::info!(
+                server = %spec.name,
+                %detail,
+                "server/discover failed; connecting again with initialize (2025-11-25)"
+            );
+            connect_inner(spec, handler, over_cap, Era::Initialize).await
+        }
+        other => other,
+    }
 }
 
 async fn connect_inner(
     spec: &ServerSpec,
     handler: UpstreamClient,
     over_cap: Arc<AnswersOverCap>,
+    era: Era,
 ) -> Result<Running, ConnectError> {
     match &spec.transport {
         Transport::Stdio {
@@ -96,7 +119,7 @@ async fn connect_inner(
             }
             let transport = transport.counting_progress_in(handler.relay.clone());
             handler
-                .serve_with_lifecycle(transport, lifecycle(spec.era))
+                .serve_with_lifecycle(transport, lifecycle(era))
                 .await
                 .map_err(|e| ConnectError::Handshake {
                     peer: format!("`{command}`"),
@@ -130,7 +153,7 @@ async fn connect_inner(
                 config,
             );
             handler
-                .serve_with_lifecycle(transport, lifecycle(spec.era))
+                .serve_with_lifecycle(transport, lifecycle(era))
                 .await
                 .map_err(|e| ConnectError::Handshake {
                     peer: url.clone(),
