@@ -1052,7 +1052,11 @@ async fn progress_reaches_the_agent_before_the_result() -> anyhow::Result<()> {
                 !failed && answer["steps"] == 5,
                 "{era:?} {front:?}: {answer}"
             );
-            let heard = agent.seen.progress.lock().expect("lock").clone();
+            // Every step by the time the result came. (rmcp hands each notification to the
+            // agent's handler in a task of its own, so the handler may see two of them in
+            // either order; sorted, they are all there.)
+            let mut heard = agent.seen.progress.lock().expect("lock").clone();
+            heard.sort_by(f64::total_cmp);
             ensure!(
                 heard == [1.0, 2.0, 3.0, 4.0, 5.0],
                 "{era:?} {front:?}: heard {heard:?} by the time the result came"
