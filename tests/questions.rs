@@ -239,20 +239,7 @@ async fn setup_in(
     )?;
     let front = match front {
         Side::Stdio => Front::Stdio(path),
-        Side::Http => Front::Http(
-            HttpServer::spawn(
-                "mcp-orchestrator",
-                &[
-                    "serve".into(),
-                    "--config".into(),
-                    path.display().to_string(),
-                    "--http".into(),
-                    "127.0.0.1:0".into(),
-                ],
-                &Default::default(),
-            )
-            .await?,
-        ),
+        Side::Http => Front::Http(HttpServer::orchestrator(&path, &Default::default()).await?),
     };
     Ok(Setup {
         _dir: dir,
@@ -588,6 +575,20 @@ async fn a_question_nobody_answers_ends_at_the_user_input_limit() -> anyhow::Res
     Ok(())
 }
 
+/// A composite that asks before deleting (one step's question), then lists the roots (the
+/// next step's), reading the first step's answer.
+fn cleanup_composite() -> Value {
+    json!({ "composites": { "cleanup": {
+            "description": "Asks before deleting, then lists the roots",
+            "input": { "type": "object" },
+            "steps": {
+                "confirm": { "call": "asking.confirm_delete", "args": { "files": 2 }, "critical": true },
+                "roots": { "call": "asking.roots", "args": { "after": "${confirm.action}" } }
+            },
+            "output": { "confirmed": "${confirm}", "roots": "${roots.roots}" }
+        } } })
+}
+
 #[tokio::test]
 async fn a_composite_steps_question_reaches_the_agent() -> anyhow::Result<()> {
     for era in ERAS {
@@ -599,21 +600,7 @@ async fn a_composite_steps_question_reaches_the_agent() -> anyhow::Result<()> {
 }
 
 async fn composite_question(era: Era) -> anyhow::Result<()> {
-    let setup = setup_in(
-        era,
-        Side::Stdio,
-        Side::Stdio,
-        json!({ "composites": { "cleanup": {
-            "description": "Asks before deleting, then lists the roots",
-            "input": { "type": "object" },
-            "steps": {
-                "confirm": { "call": "asking.confirm_delete", "args": { "files": 2 }, "critical": true },
-                "roots": { "call": "asking.roots", "args": { "after": "${confirm.action}" } }
-            },
-            "output": { "confirmed": "${confirm}", "roots": "${roots.roots}" }
-        } } }),
-    )
-    .await?;
+    let setup = setup_in(era, Side::Stdio, Side::Stdio, cleanup_composite()).await?;
     let agent = Agent::new(
         json!({ "elicitation": {}, "roots": {} }),
         Reply::Accept(json!({ "confirm": true })),
@@ -761,21 +748,7 @@ async fn a_2026_agents_composite_resumes_where_it_stopped() -> anyhow::Result<()
 }
 
 async fn composite_resumes(era: Era) -> anyhow::Result<()> {
-    let setup = setup_in(
-        era,
-        Side::Http,
-        Side::Http,
-        json!({ "composites": { "cleanup": {
-            "description": "Asks before deleting, then lists the roots",
-            "input": { "type": "object" },
-            "steps": {
-                "confirm": { "call": "asking.confirm_delete", "args": { "files": 2 }, "critical": true },
-                "roots": { "call": "asking.roots", "args": { "after": "${confirm.action}" } }
-            },
-            "output": { "confirmed": "${confirm}", "roots": "${roots.roots}" }
-        } } }),
-    )
-    .await?;
+    let setup = setup_in(era, Side::Http, Side::Http, cleanup_composite()).await?;
     let agent = Agent::new(
         json!({ "elicitation": {}, "roots": {} }),
         Reply::Accept(json!({ "confirm": true })),
@@ -930,48 +903,22 @@ async fn an_upstreams_own_question_resumes_on_any_instance_with_the_same_key() -
             "mcpServers": { "asking": { "type": "http", "url": upstream.url } }
         }))?,
     )?;
-    let front = |key: &str| {
-        let env = [("MCP_ORCHESTRATOR_STATE_KEY".to_owned(), key.to_owned())].into();
-        let args = [
-            "serve".to_owned(),
-            "--config".to_owned(),
-            path.display().to_string(),
-            "--http".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ];
-        async move { HttpServer::spawn("mcp-orchestrator", &args, &env).await }
-    };
+    // Three instances in front of one upstream: two share a key, the third has its own.
     let shared = "k".repeat(40);
-    let (one, two, other) = (
-        front(&shared).await?,
-        front(&shared).await?,
-        front(&"x".repeat(40)).await?,
-    );
     let mut clients = Vec::new();
-    for server in [&one, &two, &other] {
-        let transport = StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(server.url.clone()),
-        );
-        let mode = ClientLifecycleMode::Discover {
-            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    for key in [shared.clone(), shared, "x".repeat(40)] {
+        let env = [("MCP_ORCHESTRATOR_STATE_KEY".to_owned(), key)].into();
+        let instance = Setup {
+            _dir: TempDir::new("questions-instance")?,
+            _upstream: None,
+            front: Front::Http(HttpServer::orchestrator(&path, &env).await?),
         };
         let agent = Agent::new(caps(FORM_AND_URL), Reply::Decline);
-        let client = agent.serve_with_lifecycle(transport, mode).await?;
-        let started = Instant::now();
-        while !client
-            .peer()
-            .list_all_tools()
-            .await?
-            .iter()
-            .any(|t| t.name == "asking__confirm_delete")
-        {
-            ensure!(started.elapsed() < Duration::from_secs(30), "no tools");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        clients.push(client);
+        clients.push((instance.connect_stateless(agent).await?, instance));
     }
+    let clients: Vec<_> = clients.iter().map(|(client, _)| client).collect();
     let ask = params("asking__confirm_delete", json!({ "files": 4 }));
-    let CallToolResponse::InputRequired(asked) = once(&clients[0], ask.clone()).await? else {
+    let CallToolResponse::InputRequired(asked) = once(clients[0], ask.clone()).await? else {
         anyhow::bail!("expected input_required");
     };
     let requests = serde_json::to_value(&asked.input_requests)?;
@@ -991,12 +938,12 @@ async fn an_upstreams_own_question_resumes_on_any_instance_with_the_same_key() -
     .into();
     let retry = ask.with_input_responses(answers).with_request_state(state);
     // Another instance with another key refuses it.
-    let e = once(&clients[2], retry.clone())
+    let e = once(clients[2], retry.clone())
         .await
         .expect_err("another key");
     ensure!(e.to_string().contains("requestState"), "{e}");
     // Another instance with the same key finishes it.
-    let CallToolResponse::Complete(done) = once(&clients[1], retry).await? else {
+    let CallToolResponse::Complete(done) = once(clients[1], retry).await? else {
         anyhow::bail!("expected the call to finish");
     };
     let answer = done.structured_content.clone().context("structured")?;

@@ -98,20 +98,7 @@ async fn setup(
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
     let front = match front {
         Side::Stdio => Front::Stdio(path),
-        Side::Http => Front::Http(
-            HttpServer::spawn(
-                "mcp-orchestrator",
-                &[
-                    "serve".into(),
-                    "--config".into(),
-                    path.display().to_string(),
-                    "--http".into(),
-                    "127.0.0.1:0".into(),
-                ],
-                &Default::default(),
-            )
-            .await?,
-        ),
+        Side::Http => Front::Http(HttpServer::orchestrator(&path, &Default::default()).await?),
     };
     Ok(Setup {
         _dir: dir,

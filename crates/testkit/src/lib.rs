@@ -217,6 +217,21 @@ impl HttpServer {
         Ok(Self { child, url, stderr })
     }
 
+    /// `mcp-orchestrator serve --config CONFIG --http 127.0.0.1:0`, with `env` besides.
+    pub async fn orchestrator(
+        config: &std::path::Path,
+        env: &HashMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        let args = [
+            "serve".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+            "--http".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        Self::spawn("mcp-orchestrator", &args, env).await
+    }
+
     /// Connects an rmcp client (protocol 2025-11-25), with a bearer token if given.
     pub async fn connect(&self, token: Option<&str>) -> anyhow::Result<Client> {
         self.connect_with(token, Lifecycle::Initialize).await

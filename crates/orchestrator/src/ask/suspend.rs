@@ -332,11 +332,6 @@ impl Suspensions {
                 .ttl(self.limit),
         )
     }
-
-    /// Calls held now.
-    pub fn held(&self) -> usize {
-        self.table().len()
-    }
 }
 
 /// The question as an entry of `inputRequests`.
