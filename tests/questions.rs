@@ -1012,3 +1012,51 @@ async fn progress_reaches_the_agent_before_the_result() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Calls held for 2026-07-28 agents are capped: past `maxHeldCalls`, a call that asks ends at
+/// once naming the limit, and the held ones are untouched.
+#[tokio::test]
+async fn held_calls_are_capped_by_max_held_calls() -> anyhow::Result<()> {
+    // An HTTP upstream, so each question names its call (over stdio, two sessions with calls
+    // in flight could not be told apart).
+    let setup = setup(
+        Side::Http,
+        Side::Http,
+        json!({ "limits": { "maxHeldCalls": 1 } }),
+    )
+    .await?;
+    let first = setup
+        .connect_stateless(Agent::new(caps(FORM_AND_URL), Reply::Decline))
+        .await?;
+    let second = setup
+        .connect_stateless(Agent::new(caps(FORM_AND_URL), Reply::Decline))
+        .await?;
+    let ask = params("asking__confirm_delete", json!({ "files": 1 }));
+    let CallToolResponse::InputRequired(held) = once(&first, ask.clone()).await? else {
+        anyhow::bail!("expected the first call to be held");
+    };
+    let e = once(&second, ask.clone()).await.expect_err("over the cap");
+    ensure!(
+        e.to_string().contains("orchestrator.limits.maxHeldCalls"),
+        "{e}"
+    );
+    // The held call is still there to be answered.
+    let key = held
+        .input_requests
+        .as_ref()
+        .and_then(|r| r.keys().next().cloned())
+        .context("a question")?;
+    let answers: rmcp::model::InputResponses = [(
+        key,
+        json!({ "action": "accept", "content": { "confirm": true } }),
+    )]
+    .into();
+    let retry = ask
+        .with_input_responses(answers)
+        .with_request_state(held.request_state.clone().context("state")?);
+    let CallToolResponse::Complete(done) = once(&first, retry).await? else {
+        anyhow::bail!("expected the held call to finish");
+    };
+    ensure!(done.is_error != Some(true), "{done:?}");
+    Ok(())
+}

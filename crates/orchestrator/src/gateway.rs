@@ -53,7 +53,11 @@ impl Gateway {
     /// [`Gateway::start`], recording into `metrics` (which may export).
     pub fn start_with_metrics(config: Config, metrics: Arc<Metrics>) -> Arc<Self> {
         let config = Arc::new(config);
-        let config_limit = config.limits.upstream.user_input_timeout;
+        let suspensions = crate::ask::Suspensions::new(
+            config.limits.upstream.user_input_timeout,
+            config.limits.max_held_calls,
+            metrics.clone(),
+        );
         let relay = Arc::new(Relay::default());
         let (changed, changes) = watch::channel(0u64);
         let shutdown = CancellationToken::new();
@@ -92,7 +96,7 @@ impl Gateway {
             started: chrono::Utc::now(),
             calls: Calls::new(upstream_calls, composites),
             metrics,
-            suspensions: crate::ask::Suspensions::new(config_limit),
+            suspensions,
         });
         tasks.spawn(Self::keep_catalog_current(
             Arc::downgrade(&gateway),

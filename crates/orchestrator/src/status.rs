@@ -78,6 +78,9 @@ pub struct LimitsStatus {
     /// Resource subscriptions one agent session may hold.
     #[serde(default)]
     pub max_subscriptions_per_client: usize,
+    /// 2026-07-28 calls held at once while their agents answer.
+    #[serde(default)]
+    pub max_held_calls: usize,
     /// Lines of each stdio upstream's stderr logged per second.
     pub upstream_stderr_lines_per_second: u32,
     /// Longest stderr line logged, in bytes.
@@ -103,6 +106,7 @@ impl LimitsStatus {
             max_for_each_items: l.max_for_each_items,
             max_result_bytes: l.max_result_bytes,
             max_subscriptions_per_client: l.max_subscriptions_per_client,
+            max_held_calls: l.max_held_calls,
             upstream_stderr_lines_per_second: l.stderr.lines_per_second,
             upstream_stderr_max_line_bytes: l.stderr.max_line_bytes,
             upstream_max_request_bytes: l.upstream.max_request_bytes,

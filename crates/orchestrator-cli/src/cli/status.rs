@@ -181,6 +181,7 @@ mod tests {
                 max_for_each_items: 1000,
                 max_result_bytes: 4096,
                 max_subscriptions_per_client: 1000,
+                max_held_calls: 1000,
                 upstream_stderr_lines_per_second: 200,
                 upstream_stderr_max_line_bytes: 2000,
                 upstream_max_request_bytes: 4 << 20,

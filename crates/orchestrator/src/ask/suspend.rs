@@ -134,7 +134,14 @@ pub struct Suspensions {
     instance: String,
     /// How long a held call waits for the agent (`userInputTimeoutMs`).
     limit: Duration,
+    /// How many calls may be held at once (`maxHeldCalls`).
+    max_held: usize,
+    /// Where a refusal by `max_held` is counted.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
+
+/// The config path named when [`Suspensions`] is full.
+pub const MAX_HELD_SETTING: &str = "orchestrator.limits.maxHeldCalls";
 
 /// Why a retry could not resume a call: an invalid-params error naming what was wrong.
 fn refused(why: String) -> ErrorData {
@@ -144,7 +151,11 @@ fn refused(why: String) -> ErrorData {
 impl Suspensions {
     /// Holds calls for at most `limit` between requests, signing their state with the key in
     /// [`KEY_ENV`] (or a fresh random one).
-    pub fn new(limit: Duration) -> Self {
+    pub fn new(
+        limit: Duration,
+        max_held: usize,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
         use rand::Rng as _;
         let mut rng = rand::rng();
         let key = std::env::var(KEY_ENV)
@@ -159,6 +170,8 @@ impl Suspensions {
             codec: RequestStateCodec::new_unchecked(key),
             instance,
             limit,
+            max_held,
+            metrics,
         }
     }
 
@@ -297,6 +310,25 @@ impl Suspensions {
         let mut table = self.table();
         let now = Instant::now();
         table.retain(|_, h| h.expires > now);
+        if table.len() >= self.max_held {
+            drop(table);
+            // Dropping the held call cancels it; its questions fail with it.
+            drop(held);
+            self.metrics
+                .limit_enforced(crate::metrics::LimitEvent::HeldCalls);
+            return Step::Finished(Err(CallError::Protocol {
+                server: "orchestrator".into(),
+                error: ErrorData::new(
+                    rmcp::model::ErrorCode(-32000),
+                    format!(
+                        "the call needs input, but {} calls are already waiting for theirs \
+                         (limit: {MAX_HELD_SETTING}); try again later",
+                        self.max_held
+                    ),
+                    Some(serde_json::json!({ "limit": MAX_HELD_SETTING, "max": self.max_held })),
+                ),
+            }));
+        }
         table.insert(id, held);
         drop(table);
         Step::NeedsInput(InputRequiredResult::new(Some(requests), Some(sealed)))

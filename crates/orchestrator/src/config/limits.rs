@@ -23,6 +23,8 @@ pub struct LimitsConfig {
     pub max_result_bytes: usize,
     /// Resource subscriptions one agent session may hold (default 1000).
     pub max_subscriptions_per_client: usize,
+    /// 2026-07-28 calls held at once while their agents answer (default 1000).
+    pub max_held_calls: usize,
     /// Stderr lines logged per second per stdio upstream (default 200).
     pub upstream_stderr_lines_per_second: u32,
     /// Longest upstream stderr line logged, in bytes (default 2000).
@@ -47,6 +49,7 @@ impl Default for LimitsConfig {
             max_for_each_items: d.max_for_each_items,
             max_result_bytes: d.max_result_bytes,
             max_subscriptions_per_client: d.max_subscriptions_per_client,
+            max_held_calls: d.max_held_calls,
             upstream_stderr_lines_per_second: d.stderr.lines_per_second,
             upstream_stderr_max_line_bytes: d.stderr.max_line_bytes,
             upstream_max_request_bytes: d.upstream.max_request_bytes,
@@ -105,6 +108,11 @@ impl LimitsConfig {
                 self.max_subscriptions_per_client,
                 &limits::SUBSCRIPTIONS_RANGE,
                 "maxSubscriptionsPerClient",
+            )?,
+            max_held_calls: within(
+                self.max_held_calls,
+                &limits::HELD_CALLS_RANGE,
+                "maxHeldCalls",
             )?,
             stderr: StderrLimits {
                 lines_per_second: within(
@@ -202,6 +210,7 @@ mod tests {
             ("upstreamMaxMessageBytes", 100, "must be 1024-1073741824"),
             ("upstreamListTimeoutMs", 0, "must be 100-600000"),
             ("userInputTimeoutMs", 10, "must be 1000-86400000"),
+            ("maxHeldCalls", 0, "must be 1-1000000"),
         ];
         for (field, value, message) in cases {
             let e = parse(serde_json::json!({ field: value })).expect_err(field);

@@ -12,6 +12,7 @@
 //! | [`UpstreamLimits::max_request_bytes`] | each request before it leaves for an upstream | refused at once, `invalid`, never retried |
 //! | [`UpstreamLimits::max_message_bytes`] | each message read from a stdio upstream | the request it answers fails at once, `invalid` |
 //! | [`UpstreamLimits::list_timeout`] | each listing of an upstream's tools, resources, prompts | shown in status, logged, reconnected with backoff |
+//! | [`Limits::max_held_calls`] | [`crate::ask::suspend`], 2026-07-28 calls held for input | the call ends at once with `-32000` naming the setting |
 //! | [`UpstreamLimits::user_input_timeout`] | each upstream question (elicitation, sampling, roots) put to an agent | the question is cancelled at the agent; the upstream gets an error naming the limit |
 //!
 //! None of them fails silently: each names itself (the config path) where it bites.
@@ -32,6 +33,8 @@ pub const DEFAULT_MAX_FOR_EACH_ITEMS: usize = 1_000;
 pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
 /// Default for [`Limits::max_subscriptions_per_client`].
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 1_000;
+/// Default for [`Limits::max_held_calls`].
+pub const DEFAULT_MAX_HELD_CALLS: usize = 1_000;
 /// Default for [`StderrLimits::lines_per_second`].
 pub const DEFAULT_STDERR_LINES_PER_SECOND: u32 = 200;
 /// Default for [`StderrLimits::max_line_bytes`].
@@ -58,6 +61,8 @@ pub const FOR_EACH_ITEMS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 pub const RESULT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024 * 1024;
 /// Accepted range of [`Limits::max_subscriptions_per_client`].
 pub const SUBSCRIPTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// Accepted range of [`Limits::max_held_calls`].
+pub const HELD_CALLS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 /// Accepted range of [`StderrLimits::lines_per_second`].
 pub const STDERR_LINES_PER_SECOND_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
 /// Accepted range of [`StderrLimits::max_line_bytes`].
@@ -85,6 +90,10 @@ pub struct Limits {
     /// Resource subscriptions one agent session may hold: each costs an entry here and a
     /// notification per change, so one agent cannot subscribe without bound.
     pub max_subscriptions_per_client: usize,
+    /// 2026-07-28 calls held at once while their agents answer what they asked: a 2026-07-28
+    /// agent has no session, so nothing else bounds how many one client keeps waiting (each
+    /// holds a task and its upstream request for up to `userInputTimeoutMs`).
+    pub max_held_calls: usize,
     /// How much of each stdio upstream's stderr reaches the orchestrator's log.
     pub stderr: StderrLimits,
     /// Sizes and listing time of every upstream's messages.
@@ -98,6 +107,7 @@ impl Default for Limits {
             max_for_each_items: DEFAULT_MAX_FOR_EACH_ITEMS,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             max_subscriptions_per_client: DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
+            max_held_calls: DEFAULT_MAX_HELD_CALLS,
             stderr: StderrLimits::default(),
             upstream: UpstreamLimits::default(),
         }
@@ -200,6 +210,7 @@ mod tests {
         assert!(FOR_EACH_ITEMS_RANGE.contains(&d.max_for_each_items));
         assert!(RESULT_BYTES_RANGE.contains(&d.max_result_bytes));
         assert!(SUBSCRIPTIONS_RANGE.contains(&d.max_subscriptions_per_client));
+        assert!(HELD_CALLS_RANGE.contains(&d.max_held_calls));
         assert!(STDERR_LINES_PER_SECOND_RANGE.contains(&d.stderr.lines_per_second));
         assert!(STDERR_LINE_BYTES_RANGE.contains(&d.stderr.max_line_bytes));
         assert!(UPSTREAM_MESSAGE_BYTES_RANGE.contains(&d.upstream.max_request_bytes));

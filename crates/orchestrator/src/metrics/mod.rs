@@ -24,7 +24,7 @@
 //! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
 //! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
 //! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
-//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`; `subscriptions`: a `resources/subscribe` refused by `maxSubscriptionsPerClient`; `upstreamRequestBytes`: a request refused as too large for its upstream; `upstreamMessageBytes`: an upstream's answer over `upstreamMaxMessageBytes`) |
+//! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`; `subscriptions`: a `resources/subscribe` refused by `maxSubscriptionsPerClient`; `upstreamRequestBytes`: a request refused as too large for its upstream; `upstreamMessageBytes`: an upstream's answer over `upstreamMaxMessageBytes`; `heldCalls`: a 2026-07-28 call that asked for input while `maxHeldCalls` calls were held) |
 //!
 //! Labels are bounded: server, tool, composite and step names come from the configuration and the
 //! upstreams' tool lists, kinds and outcomes from fixed sets; never arguments or ids.
@@ -120,6 +120,7 @@ struct LimitCounters {
     upstream_request_bytes: AtomicU64,
     upstream_message_bytes: AtomicU64,
     subscriptions: AtomicU64,
+    held_calls: AtomicU64,
 }
 
 /// [`LimitCounters`] read at one moment, as `orchestrator://status` shows them.
@@ -140,6 +141,9 @@ pub struct LimitCounts {
     /// Subscriptions refused by `maxSubscriptionsPerClient`.
     #[serde(default)]
     pub subscriptions: u64,
+    /// 2026-07-28 calls that asked for input while `maxHeldCalls` calls were held.
+    #[serde(default)]
+    pub held_calls: u64,
 }
 
 /// A limit of `orchestrator.limits` taking effect on an agent's call.
@@ -156,6 +160,8 @@ pub enum LimitEvent {
     /// A `resources/subscribe` refused because its agent already held
     /// `maxSubscriptionsPerClient` subscriptions.
     Subscriptions,
+    /// A 2026-07-28 agent's call that asked for input while `maxHeldCalls` calls were held.
+    HeldCalls,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -322,6 +328,7 @@ impl Metrics {
                 &self.enforced.upstream_message_bytes,
             ),
             LimitEvent::Subscriptions => ("subscriptions", &self.enforced.subscriptions),
+            LimitEvent::HeldCalls => ("heldCalls", &self.enforced.held_calls),
         };
         count.fetch_add(1, Ordering::Relaxed);
         self.limits_enforced
@@ -336,6 +343,7 @@ impl Metrics {
             upstream_request_bytes: self.enforced.upstream_request_bytes.load(Ordering::Relaxed),
             upstream_message_bytes: self.enforced.upstream_message_bytes.load(Ordering::Relaxed),
             subscriptions: self.enforced.subscriptions.load(Ordering::Relaxed),
+            held_calls: self.enforced.held_calls.load(Ordering::Relaxed),
         }
     }
 
