@@ -18,7 +18,10 @@
 //! A [`Gate`] also decides *when* a message is passed on: while it waits, nothing more is read,
 //! so a peer that does not read the answers cannot make the process hold ever more requests.
 //! Valid messages take the same path as with rmcp's transport (one `serde_json` parse); only a
-//! line that fails it is parsed again to classify the failure.
+//! line that fails it is parsed again to classify the failure. A `tools/call` request, the
+//! message an agent sends most, is read as rmcp's `CallToolRequest` directly ([`tool_call`]):
+//! rmcp's message type is an untagged enum of untagged enums, which buffers the line whole and
+//! tries each of its request kinds in turn.
 //!
 //! rmcp also takes a request for a method it knows, whose params do not fit that method, as a
 //! custom request, which its default handler answers "method not found" (`-32601`); a handler
@@ -317,11 +320,36 @@ enum Checked {
     Answer(Vec<u8>),
 }
 
+/// A `tools/call` request read as rmcp's own `CallToolRequest` (its `Deserialize`, which skips
+/// `jsonrpc` and `id` as fields it does not know), with `jsonrpc` and `id` read beside it: the
+/// same message rmcp's parse of the whole enum gives, since no other request kind takes the
+/// method `tools/call`. `None` for any other line, which then takes rmcp's path.
+fn tool_call(line: &[u8]) -> Option<RxJsonRpcMessage<RoleServer>> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[allow(
+            dead_code,
+            reason = "read only to refuse a line without it, as rmcp does"
+        )]
+        jsonrpc: rmcp::model::JsonRpcVersion2_0,
+        id: rmcp::model::RequestId,
+    }
+    let request = serde_json::from_slice::<rmcp::model::CallToolRequest>(line).ok()?;
+    let envelope = serde_json::from_slice::<Envelope>(line).ok()?;
+    Some(JsonRpcMessage::request(
+        rmcp::model::ClientRequest::CallToolRequest(request),
+        envelope.id,
+    ))
+}
+
 fn check(line: &[u8]) -> Checked {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return Checked::Skip;
+    }
+    if let Some(message) = tool_call(line) {
+        return Checked::Message(Box::new(message));
     }
     let invalid = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
         Ok(message) => return Checked::Message(Box::new(message)),
@@ -569,6 +597,56 @@ pub async fn reject_malformed(
         return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
     }
     response
+}
+
+#[cfg(test)]
+mod tool_call_tests {
+    use super::*;
+
+    /// What rmcp's own parse of the whole message enum gives for `line`.
+    fn rmcp_reads(line: &str) -> Option<RxJsonRpcMessage<RoleServer>> {
+        serde_json::from_str(line).ok()
+    }
+
+    /// Compared as written and as debugged: the request's `_meta` lives in its extensions,
+    /// which the written form carries and the debug form names.
+    fn same(a: &RxJsonRpcMessage<RoleServer>, b: &RxJsonRpcMessage<RoleServer>) {
+        assert_eq!(
+            serde_json::to_value(a).expect("serializes"),
+            serde_json::to_value(b).expect("serializes")
+        );
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+
+    #[test]
+    fn a_tool_call_reads_as_rmcp_reads_it() {
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":[1,"x"]}}}"#,
+            r#"{"method":"tools/call","params":{"name":"t","_meta":{"progressToken":"p","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},"id":"s-1","jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","inputResponses":{},"requestState":"abc"}}"#,
+        ] {
+            let ours = tool_call(line.as_bytes()).expect("read as a tool call");
+            let theirs = rmcp_reads(line).expect("rmcp reads it");
+            same(&ours, &theirs);
+        }
+    }
+
+    #[test]
+    fn other_lines_are_left_to_rmcp() {
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            // Not JSON-RPC 2.0, no id, no params, params of the wrong shape.
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"t"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"t"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{"name":"t"}}"#,
+        ] {
+            assert!(tool_call(line.as_bytes()).is_none(), "{line}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,14 +36,31 @@ impl<'writer> FormatFields<'writer> for EscapedFields {
 /// The default visitor, handed every value behind [`Escaped`].
 struct EscapingVisitor<'a>(DefaultVisitor<'a>);
 
+/// Fields that name a span for the OpenTelemetry exporter (`otel.name`, `otel.kind`,
+/// `otel.status_code`): a text line already shows the span's name and its own fields, so they
+/// are left out of it, which also spares formatting them for every span a call opens.
+fn for_exporter_only(field: &Field) -> bool {
+    field.name().starts_with("otel.")
+}
+
 impl Visit for EscapingVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if for_exporter_only(field) {
+            return;
+        }
         self.0.record_debug(field, &Escaped(value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
+        if for_exporter_only(field) {
+            return;
+        }
+        // Most values hold nothing to escape: they skip the escaping writer.
+        let clean = !value.chars().any(needs_escape);
         // The default visitor prints the message as written and other strings quoted.
-        if field.name() == "message" {
+        if clean {
+            self.0.record_str(field, value);
+        } else if field.name() == "message" {
             self.0
                 .record_debug(field, &Escaped(&format_args!("{value}")));
         } else {

@@ -407,13 +407,16 @@ impl ResultCache {
         F: Future<Output = Result<V, E>> + Send,
         E: Clone + Send + Sync + 'static,
     {
-        self.get_or_load_with(key, ttl, async move {
+        // Boxed: single flight (moka's and ours) is a state machine of about 20 KB, which every
+        // future awaiting this one would carry and copy when moved, loaded from here or not:
+        // rmcp's task for any request is as large as its largest handler's future.
+        Box::pin(self.get_or_load_with(key, ttl, async move {
             load.await.map(|result| Loaded {
                 result,
                 tags,
                 store: true,
             })
-        })
+        }))
         .await
     }
 

@@ -88,10 +88,37 @@ fn set_meta(result: &mut CallToolResult, truncation: &Truncation) {
         .insert(META_KEY.into(), value);
 }
 
+/// A size `result` cannot exceed when serialized: text and structured content are bounded
+/// from their lengths ([`kit::json_size::upper_bound`]); other blocks, annotations and `_meta`
+/// are rare or small and measured exactly.
+fn size_bound(result: &CallToolResult) -> usize {
+    use kit::json_size::{string_bound, upper_bound};
+    // The keys and punctuation around the fields: `{"resultType":"complete","content":[],
+    // "structuredContent":,"isError":false,"_meta":}` and a comma per block.
+    let mut n: usize = 128;
+    for block in &result.content {
+        n = n.saturating_add(match block {
+            ContentBlock::Text(text) => string_bound(&text.text)
+                .saturating_add(text.meta.as_ref().map_or(0, serialized_len))
+                .saturating_add(text.annotations.as_ref().map_or(0, serialized_len))
+                // `{"type":"text","text":,"_meta":,"annotations":}`
+                .saturating_add(64),
+            _ => serialized_len(block).saturating_add(1),
+        });
+    }
+    n = n.saturating_add(result.structured_content.as_ref().map_or(0, upper_bound));
+    n.saturating_add(result.meta.as_ref().map_or(0, serialized_len))
+}
+
 /// Cuts `result` down to `limit` serialized bytes when it is larger, as the module describes;
 /// returns what was done, or `None` when it already fits. `limit` must leave room for the
 /// marker and `_meta.truncated` (the config layer requires at least 1 KiB).
 pub fn truncate(result: &mut CallToolResult, limit: usize) -> Option<Truncation> {
+    // Most results are far under the limit: a walk that formats nothing shows it, where
+    // measuring the exact size cost as much as writing the result out again.
+    if size_bound(result) <= limit {
+        return None;
+    }
     let original_bytes = serialized_len(result);
     if original_bytes <= limit {
         return None;
@@ -174,6 +201,30 @@ pub fn truncate(result: &mut CallToolResult, limit: usize) -> Option<Truncation>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_quick_bound_is_never_below_the_size() {
+        let mut result = CallToolResult::structured(serde_json::json!({
+            "rows": [{"id": 1, "name": "a\"b\u{1}", "price": 12.5}], "total": null
+        }));
+        result
+            .content
+            .push(ContentBlock::text("\n\t\\ é ✓".repeat(50)));
+        result
+            .content
+            .push(ContentBlock::image("aGVsbG8=", "image/png"));
+        result.meta = Some(rmcp::model::MetaObject(
+            serde_json::json!({"k": "v"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        ));
+        result.is_error = Some(false);
+        assert!(size_bound(&result) >= serialized_len(&result));
+        assert!(
+            size_bound(&CallToolResult::default()) >= serialized_len(&CallToolResult::default())
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

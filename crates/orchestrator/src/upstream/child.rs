@@ -140,6 +140,8 @@ pub struct ChildTransport {
     /// Where progress notifications are counted as they are read, so a call can wait for the
     /// ones read before its answer (see [`crate::relay::Relay::progress_arrived`]).
     relay: Option<Arc<crate::relay::Relay>>,
+    /// Tool calls awaiting their answer, whose answers are read straight as tool results.
+    tool_calls: Arc<super::decode::ToolCallsInFlight>,
 }
 
 impl std::fmt::Debug for ChildTransport {
@@ -178,6 +180,7 @@ impl ChildTransport {
             reader: LineReader::new(stdout, max_line),
             max_line,
             over_cap,
+            tool_calls: Arc::default(),
             relay: None,
         };
         Ok((transport, stderr))
@@ -229,6 +232,7 @@ impl Transport<RoleClient> for ChildTransport {
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let writer = self.writer.clone();
+        self.tool_calls.sent(&item);
         let line = serde_json::to_vec(&item).map(|mut v| {
             v.push(b'\n');
             v
@@ -252,7 +256,7 @@ impl Transport<RoleClient> for ChildTransport {
                     if line.is_empty() {
                         continue;
                     }
-                    match serde_json::from_slice(line) {
+                    match self.tool_calls.decode(line) {
                         Ok(message) => {
                             self.arrived(&message);
                             return Some(message);
@@ -268,6 +272,7 @@ impl Transport<RoleClient> for ChildTransport {
                     if let Some(message) =
                         answer_over_cap(&self.server, self.max_line, &self.over_cap, &scan, bytes)
                     {
+                        self.tool_calls.received(&message);
                         return Some(message);
                     }
                 }

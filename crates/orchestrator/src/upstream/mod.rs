@@ -8,6 +8,7 @@
 pub mod child;
 pub mod client;
 pub mod connect;
+mod decode;
 pub mod http;
 pub mod listen;
 #[cfg(test)]
