@@ -19,6 +19,7 @@ mod sessions;
 mod signal;
 mod stats;
 mod stdio;
+mod timer_floor;
 mod unanswered;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -118,6 +119,7 @@ where
     F: Fn() -> H + Send + Sync + 'static,
 {
     let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let _floor = timer_floor::hold();
     match args.http {
         None => {
             stdio::serve_stdio(
