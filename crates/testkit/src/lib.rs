@@ -172,17 +172,20 @@ impl HttpServer {
     }
 
     /// Starts `bin` with exactly `args` (which must make it serve HTTP on 127.0.0.1, port 0 is
-    /// fine) and waits for the line naming its URL.
+    /// fine) and waits for the line naming its URL. It logs at `RUST_LOG=info` unless `env`
+    /// sets `RUST_LOG`, which then must let the `listening on` line of `kit::serve::http`
+    /// through.
     pub async fn spawn(
         bin: &str,
         args: &[String],
         env: &HashMap<String, String>,
     ) -> anyhow::Result<Self> {
         let path = bin_path(bin)?;
+        // `RUST_LOG=info` unless `env` names its own level (a bench runs quieter).
         let mut child = Command::new(path)
             .args(args)
-            .envs(env)
             .env("RUST_LOG", "info")
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -2,9 +2,8 @@
 //! measurements made through it.
 
 use std::{
+    collections::HashMap,
     path::Path,
-    process::Stdio,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,7 +17,6 @@ use rmcp::{
 };
 use serde_json::Value;
 use testkit::{Client, HttpServer};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::procs::{self, Usage, Used};
 
@@ -69,55 +67,25 @@ impl Endpoint {
     /// server as `sql`) and connects to it with rmcp's streamable HTTP client, protocol
     /// 2025-11-25.
     ///
-    /// `testkit::HttpServer::spawn` would run it at `RUST_LOG=info`, which logs a line per agent
-    /// call; the other paths run at `warn`, so this starts it at `warn` too, with only the line
-    /// naming its URL let through.
+    /// At `RUST_LOG=warn`, as the other paths, with only the line naming its URL let through:
+    /// at `info` it would log a line per agent call.
     pub async fn http(
         label: &'static str,
         orchestrator: &Path,
         args: &[String],
     ) -> anyhow::Result<Self> {
-        let mut child = tokio::process::Command::new(orchestrator)
-            .args(args)
-            .env("RUST_LOG", "warn,kit::serve::http=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", orchestrator.display()))?;
-        let pid = child.id().context("the HTTP front has no pid")?;
-        let mut lines = BufReader::new(child.stderr.take().context("stderr piped")?).lines();
-        let url = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(start) = line.find("listening on http://") {
-                    let rest = &line[start + "listening on ".len()..];
-                    let end = rest
-                        .find(|c: char| c.is_whitespace() || c == '"')
-                        .unwrap_or(rest.len());
-                    return Ok::<_, anyhow::Error>(rest[..end].to_owned());
-                }
-                eprintln!("{label}: {line}");
-            }
-            bail!("{label} exited before listening")
-        })
-        .await
-        .with_context(|| format!("waiting for {label} to listen"))??;
-        // Keep draining stderr so the front never blocks on a full pipe; warnings are shown,
-        // the other lines of `kit::serve::http` (its shutdown) are not.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if !line.contains(" INFO ") {
-                    eprintln!("{label}: {line}");
-                }
-            }
-        });
-        // testkit's handle, for its `connect` and `stop`; nothing here counts stderr lines.
-        let server = HttpServer {
-            child,
-            url,
-            stderr: Arc::new(Mutex::new(Vec::new())),
-        };
+        let env = HashMap::from([(
+            "RUST_LOG".to_owned(),
+            "warn,kit::serve::http=info".to_owned(),
+        )]);
+        let bin = orchestrator
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("the orchestrator's path names no file")?;
+        let server = HttpServer::spawn(bin, args, &env)
+            .await
+            .with_context(|| format!("starting {label}"))?;
+        let pid = server.child.id().context("the HTTP front has no pid")?;
         let client = server.connect(None).await?;
         let front = Proc {
             role: "orchestrator",
