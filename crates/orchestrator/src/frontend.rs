@@ -92,10 +92,11 @@ impl Drop for AgentSession {
 /// before this unsubscribe and be undone by it. So once the upstream has answered, a URI that
 /// has a subscriber again is subscribed upstream again (subscribing twice is harmless).
 async fn release_upstream(gateway: &Gateway, uri: &str, cx: &CallContext) {
-    let Ok(target) = gateway.catalog().resource(uri) else {
+    let generation = gateway.current();
+    let Ok(target) = generation.catalog().resource(uri) else {
         return;
     };
-    let upstream = gateway.calls().upstream();
+    let upstream = generation.calls().upstream();
     // Reads stored before or during the subscription (none was served meanwhile: subscribed
     // resources are read from the upstream) may predate updates it told of.
     upstream.forget_reads(target.server, &target.name);
@@ -427,9 +428,10 @@ impl ServerHandler for Frontend {
                 }
                 // The upstream's own questions: the call goes to it again with the answers.
                 Resume::Upstream { server, state } => {
-                    let routed = match self.gateway.catalog().route(&tool) {
+                    let generation = self.gateway.current();
+                    let routed = match generation.catalog().route(&tool) {
                         Ok(Route::Upstream(target)) => {
-                            self.gateway.upstreams()[target.server].name() == server
+                            generation.upstreams()[target.server].name() == server
                         }
                         _ => false,
                     };
@@ -522,13 +524,13 @@ impl ServerHandler for Frontend {
         } else {
             crate::call::ReadFrom::CacheOrUpstream
         };
-        let target = self
-            .gateway
+        let generation = self.gateway.current();
+        let target = generation
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
         let (span, cx) = request_span("resources/read", &request.uri, &context, self.session.id);
-        let calls = self.gateway.calls().upstream();
+        let calls = generation.calls().upstream();
         let mut result = calls
             .read_resource(target.server, &target.name, from, &cx)
             .instrument(span)
@@ -565,12 +567,12 @@ impl ServerHandler for Frontend {
         if request.uri == STATUS_URI {
             return Ok(());
         }
-        let target = self
-            .gateway
+        let generation = self.gateway.current();
+        let target = generation
             .catalog()
             .resource(&request.uri)
             .map_err(CallError::into_error_data)?;
-        let upstream = &self.gateway.upstreams()[target.server];
+        let upstream = &generation.upstreams()[target.server];
         if !crate::capabilities::subscribes(&upstream.offer().capabilities) {
             return Err(ErrorData::invalid_params(
                 format!(
@@ -604,8 +606,7 @@ impl ServerHandler for Frontend {
             &context,
             self.session.id,
         );
-        let subscribed = self
-            .gateway
+        let subscribed = generation
             .calls()
             .upstream()
             .subscribe(target.server, &target.name, true, &cx)
@@ -664,15 +665,14 @@ impl ServerHandler for Frontend {
         if !self.gateway.catalog().offered().prompts {
             return Err(ErrorData::method_not_found::<GetPromptRequestMethod>());
         }
-        let target = self
-            .gateway
+        let generation = self.gateway.current();
+        let target = generation
             .catalog()
             .prompt(&request.name)
             .map_err(CallError::into_error_data)?
             .clone();
         let (span, cx) = request_span("prompts/get", &request.name, &context, self.session.id);
-        let mut result = self
-            .gateway
+        let mut result = generation
             .calls()
             .upstream()
             .get_prompt(target.server, request, &target.name, &cx)
@@ -688,16 +688,15 @@ impl ServerHandler for Frontend {
         mut request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let catalog = self.gateway.catalog();
+        let generation = self.gateway.current();
+        let catalog = generation.catalog();
         if !catalog.offered().completions {
             return Err(ErrorData::method_not_found::<CompleteRequestMethod>());
         }
         // A prompt or resource whose server offers no completions has none to suggest: answered
         // here, not sent to a server that never advertised the method.
         if let Some(server) = completion_server(&catalog, &request.r#ref)
-            && !crate::capabilities::completes(
-                &self.gateway.upstreams()[server].offer().capabilities,
-            )
+            && !crate::capabilities::completes(&generation.upstreams()[server].offer().capabilities)
         {
             let mut none = CompleteResult::default();
             mark_complete(&mut none.result_type);
@@ -726,8 +725,7 @@ impl ServerHandler for Frontend {
             }
         };
         let (span, cx) = request_span("completion/complete", "", &context, self.session.id);
-        let mut result = self
-            .gateway
+        let mut result = generation
             .calls()
             .upstream()
             .complete(server, request, &cx)
@@ -760,7 +758,8 @@ impl ServerHandler for Frontend {
         );
         // Each upstream that logs is asked for the most verbose level any agent wants; each
         // agent then gets what it asked for.
-        let calls = self.gateway.calls().upstream();
+        let generation = self.gateway.current();
+        let calls = generation.calls().upstream();
         let cx = call_context_for(
             &context,
             &kit::correlation::of_request(&context),

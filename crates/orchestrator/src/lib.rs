@@ -30,7 +30,9 @@
 //! - [`metrics`]: OpenTelemetry metrics, exported over OTLP and served as Prometheus text.
 //! - [`call`]: the one way down: upstream calls (cache → policy stack → link) for pass-through
 //!   calls, composite steps and every other request; composites; built-in tools.
-//! - [`gateway`]: the running parts started, the catalog kept current, shutdown.
+//! - [`gateway`]: the running parts started, the catalog kept current, a new configuration put
+//!   in force without dropping agents, shutdown.
+//! - [`reload`]: what triggers a reload (file watcher, SIGHUP, the admin endpoint).
 //! - [`status`]: the `orchestrator://status` report.
 //! - [`lists`]: the front's list and read answers' cache hints, and lists no upstream offers.
 //! - [`frontend`]: the MCP server agents connect to.
@@ -57,6 +59,7 @@ pub mod metrics;
 pub mod naming;
 pub mod policy;
 pub mod relay;
+pub mod reload;
 pub mod stats;
 pub mod status;
 pub mod subscriptions;

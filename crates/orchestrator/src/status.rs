@@ -62,6 +62,26 @@ pub struct StatusReport {
     pub cache: serde_json::Value,
     /// `orchestrator.limits` in force, and how often the front enforced them.
     pub limits: LimitsStatus,
+    /// Which configuration is in force, and how the last reload went.
+    #[serde(default)]
+    pub config: ConfigStatus,
+}
+
+/// The configuration in force: which version of the file, since when, and the last reload
+/// that was refused (the running configuration stayed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStatus {
+    /// SHA-256 of the file's text (what `sha256sum mcp.json` prints).
+    pub digest: String,
+    /// When it came into force (RFC 3339).
+    pub loaded_at: String,
+    /// Reloads applied since start.
+    pub reloads: u64,
+    /// The last refused reload since the last applied one.
+    pub last_reload_error: Option<crate::gateway::ReloadFailure>,
+    /// Servers a reload removed or changed whose calls are still finishing.
+    pub draining: Vec<String>,
 }
 
 /// The limits in force (`orchestrator.limits`, defaults filled in), so an operator who sees
@@ -120,10 +140,11 @@ impl LimitsStatus {
 impl StatusReport {
     /// Reads the figures now; secrets are redacted from error texts.
     pub fn of(gw: &Gateway) -> Self {
-        let catalog = gw.catalog();
+        let generation = gw.current();
+        let catalog = generation.catalog();
         Self {
             started_at: gw.started().to_rfc3339(),
-            servers: gw
+            servers: generation
                 .upstreams()
                 .iter()
                 .map(|u| {
@@ -139,13 +160,13 @@ impl StatusReport {
                         errors: s.errors,
                         p50_ms: s.p50_ms,
                         p99_ms: s.p99_ms,
-                        last_error: s.last_error.map(|e| gw.config().redact(&e)),
+                        last_error: s.last_error.map(|e| generation.config().redact(&e)),
                         last_error_at: s.last_error_at,
                         policy: u.policy().snapshot(),
                     }
                 })
                 .collect(),
-            disabled: gw.config().disabled.clone(),
+            disabled: generation.config().disabled.clone(),
             exposed_tools: catalog.tools().len(),
             catalog_problems: catalog.problems().to_vec(),
             composites: gw
@@ -156,6 +177,13 @@ impl StatusReport {
                 .collect(),
             cache: serde_json::to_value(gw.cache().snapshot()).unwrap_or_default(),
             limits: LimitsStatus::of(gw),
+            config: ConfigStatus {
+                digest: generation.config().digest.clone(),
+                loaded_at: generation.loaded_at().to_rfc3339(),
+                reloads: gw.reloads(),
+                last_reload_error: gw.last_reload_error(),
+                draining: gw.draining(),
+            },
         }
     }
 }

@@ -85,6 +85,11 @@ pub struct ServeArgs {
     /// closes; calls still running then are cancelled and the process exits.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// HTTP: milliseconds between SIGINT/SIGTERM and closing the listener, while `/readyz`
+    /// already answers 503, so a load balancer's health check takes the instance out of
+    /// rotation before connections are refused. 0 (the default) closes at once.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub drain_delay_ms: u64,
     /// What one client may hold of the HTTP front.
     #[command(flatten)]
     pub limits: HttpLimits,
@@ -112,6 +117,7 @@ impl Default for ServeArgs {
             stateless: false,
             allow_unauthenticated_remote: false,
             shutdown_grace_secs: 10,
+            drain_delay_ms: 0,
             limits: HttpLimits::default(),
             max_pending_requests: 256,
         }

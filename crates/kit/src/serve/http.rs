@@ -46,7 +46,12 @@ where
     if addr.ip().is_unspecified() && args.allowed_hosts.is_empty() {
         return Err(ServeError::HostsNeeded(addr));
     }
-    let Front { routes, stats } = front;
+    let Front {
+        routes,
+        public_routes,
+        draining,
+        stats,
+    } = front;
     let limits = &args.limits;
     let sessions_ct = CancellationToken::new();
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -98,6 +103,7 @@ where
             require_bearer,
         ));
     }
+    router = router.merge(public_routes);
     router = router.layer(middleware::from_fn_with_state(
         Arc::new(guard),
         guard::check,
@@ -117,14 +123,25 @@ where
     // Tests and scripts read the bound address from this line (port 0 picks a free port).
     tracing::info!(url = %format!("http://{local}{MCP_PATH}"), max_connections, max_sessions = limits.max_sessions, "listening on http://{local}{MCP_PATH}");
 
-    // On a signal: stop accepting at once, let running calls finish, give their responses a
-    // moment to be written, then end the sessions, whose open SSE streams would otherwise hold
-    // their connections (and so the shutdown) open forever.
+    // On a signal: say so to the readiness route, keep serving for the drain delay (a load
+    // balancer's health check takes the instance out of rotation meanwhile), stop accepting,
+    // let running calls finish, give their responses a moment to be written, then end the
+    // sessions, whose open SSE streams would otherwise hold their connections (and so the
+    // shutdown) open forever.
     let stop_accepting = CancellationToken::new();
+    let drain_delay = Duration::from_millis(args.drain_delay_ms);
     let drain = tokio::spawn({
         let stop_accepting = stop_accepting.clone();
         async move {
             signal.await;
+            draining.cancel();
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    drain_delay_ms = drain_delay.as_millis() as u64,
+                    "shutdown signal: not ready; serving until the drain delay ends"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
             stop_accepting.cancel();
             tracing::info!(
                 in_flight = in_flight.count(),

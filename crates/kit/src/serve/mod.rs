@@ -26,6 +26,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use rmcp::ServerHandler;
+use tokio_util::sync::CancellationToken;
 
 pub use self::{
     args::{Secret, ServeArgs, parse_listen_addr},
@@ -102,6 +103,12 @@ pub struct Front {
     /// Routes mounted beside `/mcp` (behind the same guard and bearer token), for endpoints
     /// that are not MCP, such as `/metrics`.
     pub routes: Router,
+    /// Routes behind the Host/Origin guard but not the bearer token: health checks, which load
+    /// balancers send without credentials.
+    pub public_routes: Router,
+    /// Cancelled when a shutdown signal arrives, before the listener closes: a readiness route
+    /// reads it to answer 503 while `--drain-delay-ms` runs.
+    pub draining: CancellationToken,
     /// Sessions and connections held, and refusals by limit.
     pub stats: Arc<FrontStats>,
 }

@@ -2,8 +2,10 @@
 //! `status` and `demo`. This file parses the arguments and picks the subcommand; each
 //! subcommand has its own file.
 
+mod admin;
 mod call;
 mod check;
+mod health;
 mod serve;
 mod status;
 mod tools;

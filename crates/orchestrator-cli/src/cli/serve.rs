@@ -2,9 +2,10 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use orchestrator::{frontend::Frontend, gateway::Gateway, metrics::Metrics};
+use orchestrator::{frontend::Frontend, gateway::Gateway, metrics::Metrics, reload::Reloader};
+use tokio_util::sync::CancellationToken;
 
-use super::{FrontTransport, load};
+use super::{FrontTransport, admin, health, load};
 
 /// How long `serve` waits for the upstreams before it answers agents.
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
@@ -29,19 +30,33 @@ pub async fn run(
     if !gateway.wait_ready(STARTUP_WAIT).await {
         tracing::warn!("serving without every upstream connected; see orchestrator://status");
     }
+    let reloader = Reloader::new(gateway.clone(), path);
+    let reload_settings = &gateway.config().reload;
+    let stop_reloading = CancellationToken::new();
+    let triggers = reloader.spawn_triggers(
+        reload_settings.watch,
+        reload_settings.debounce,
+        stop_reloading.clone(),
+    );
     let in_flight = kit::in_flight::InFlight::default();
     let gw = gateway.clone();
     let calls = in_flight.clone();
+    let draining = CancellationToken::new();
     let served = kit::serve::serve_with(
         &serve,
         in_flight,
         move || Frontend::new(gw.clone(), calls.clone()),
         kit::serve::Front {
-            routes: metrics_route(metrics.clone()),
+            routes: metrics_route(metrics.clone())
+                .merge(admin::routes(reloader, serve.token.is_some())),
+            public_routes: health::routes(gateway.clone(), draining.clone()),
+            draining,
             stats: metrics.front_stats(),
         },
     )
     .await;
+    stop_reloading.cancel();
+    let _ = triggers.await;
     gateway.shutdown().await;
     metrics.shutdown().await;
     served?;

@@ -63,11 +63,28 @@ pub async fn run(
         out!("composites: {}", report.composites.join(", "));
         out!("cache: {}", report.cache);
         out!("{}", limits_line(&report.limits));
+        out!("{}", config_line(&report.config));
         for p in &report.catalog_problems {
             out!("note: {}: {}", p.server, p.message);
         }
     }
     Ok(0)
+}
+
+/// Which config is in force, and the last refused reload, if any.
+fn config_line(config: &orchestrator::status::ConfigStatus) -> String {
+    let digest = config.digest.get(..12).unwrap_or(&config.digest);
+    let mut line = format!(
+        "config: sha256 {digest}… loaded {}, {} reloads",
+        config.loaded_at, config.reloads
+    );
+    if !config.draining.is_empty() {
+        line.push_str(&format!("; draining {}", config.draining.join(", ")));
+    }
+    if let Some(e) = &config.last_reload_error {
+        line.push_str(&format!("; last reload refused at {}: {}", e.at, e.message));
+    }
+    line
 }
 
 /// One row per server, each cell under its header (the policy figures as `retries`, `breaker`
@@ -193,6 +210,7 @@ mod tests {
                     ..LimitCounts::default()
                 },
             },
+            config: Default::default(),
         }
     }
 

@@ -47,11 +47,26 @@ pub struct Calls {
 impl Calls {
     /// Calls over `upstream`, with the configured composites.
     pub fn new(upstream: Arc<UpstreamCalls>, composites: Composites) -> Self {
+        Self::with_task_ids(upstream, composites, TaskIds::new())
+    }
+
+    /// [`Calls::new`] sealing task ids with `task_ids`: a reloaded configuration keeps the
+    /// previous one's, so the tasks agents already hold still open.
+    pub fn with_task_ids(
+        upstream: Arc<UpstreamCalls>,
+        composites: Composites,
+        task_ids: TaskIds,
+    ) -> Self {
         Self {
             upstream,
             composites,
-            task_ids: TaskIds::new(),
+            task_ids,
         }
+    }
+
+    /// The codec sealing upstream task ids.
+    pub fn task_ids(&self) -> &TaskIds {
+        &self.task_ids
     }
 
     /// The way down to the upstreams.

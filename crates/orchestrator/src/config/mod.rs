@@ -9,6 +9,8 @@ pub mod cache;
 pub mod env;
 pub mod limits;
 pub mod policy;
+pub mod readiness;
+pub mod reload;
 
 use std::{
     collections::BTreeMap,
@@ -33,7 +35,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             message: message.into(),
@@ -132,6 +134,12 @@ pub struct OrchestratorSection {
     /// Caps on request fan-out, result size, per-client concurrency and upstream stderr.
     #[serde(default)]
     pub limits: limits::LimitsConfig,
+    /// Picking up a changed config file while running.
+    #[serde(default)]
+    pub reload: reload::ReloadConfig,
+    /// What `/readyz` waits for.
+    #[serde(default)]
+    pub readiness: readiness::ReadinessConfig,
 }
 
 impl Default for OrchestratorSection {
@@ -146,6 +154,8 @@ impl Default for OrchestratorSection {
             composites: BTreeMap::new(),
             cache: cache::CacheConfig::default(),
             limits: limits::LimitsConfig::default(),
+            reload: reload::ReloadConfig::default(),
+            readiness: readiness::ReadinessConfig::default(),
         }
     }
 }
@@ -276,6 +286,15 @@ impl Transport {
 pub struct ToolFilter {
     allow: Option<GlobSet>,
     deny: GlobSet,
+    /// The patterns as written: compiled sets cannot be compared, and a reload needs to know
+    /// whether a server's filter changed.
+    patterns: (Vec<String>, Vec<String>),
+}
+
+impl PartialEq for ToolFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.patterns == other.patterns
+    }
 }
 
 impl ToolFilter {
@@ -299,6 +318,7 @@ impl ToolFilter {
                 Some(build(allow, "allowTools")?)
             },
             deny: build(deny, "denyTools")?,
+            patterns: (allow.to_vec(), deny.to_vec()),
         })
     }
 
@@ -307,6 +327,7 @@ impl ToolFilter {
         Self {
             allow: None,
             deny: GlobSet::empty(),
+            patterns: (Vec::new(), Vec::new()),
         }
     }
 
@@ -316,8 +337,9 @@ impl ToolFilter {
     }
 }
 
-/// One upstream, validated.
-#[derive(Debug, Clone)]
+/// One upstream, validated. Two specs are equal when the server would be started and called
+/// the same way: a reload keeps such a server running.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
     /// The name in `mcpServers`.
     pub name: String,
@@ -360,6 +382,21 @@ pub struct Config {
     pub cache: cache::CacheRules,
     /// `orchestrator.limits`, checked.
     pub limits: crate::limits::Limits,
+    /// `orchestrator.reload`, checked.
+    pub reload: reload::ReloadSettings,
+    /// Servers `/readyz` requires to be connected.
+    pub required_servers: Vec<String>,
+    /// SHA-256 of the file's text (hex), so status can tell which version of it is in force.
+    pub digest: String,
+}
+
+/// SHA-256 of `text`, in lowercase hex (what `sha256sum` prints for the file).
+fn digest(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn valid_name_chars(s: &str) -> bool {
@@ -416,7 +453,9 @@ impl Config {
                 e.inner().to_string(),
             )
         })?;
-        Self::validate(file, base_dir, secrets)
+        let mut config = Self::validate(file, base_dir, secrets)?;
+        config.digest = digest(text);
+        Ok(config)
     }
 
     fn validate(
@@ -434,6 +473,7 @@ impl Config {
             ));
         }
         let limits = o.limits.resolve()?;
+        let reload = o.reload.resolve()?;
         for name in o.servers.keys() {
             if !file.mcp_servers.contains_key(name) {
                 return Err(ConfigError::new(
@@ -533,6 +573,7 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let cache = cache::CacheRules::from_config(&o.cache, &enabled)?;
+        let required_servers = o.readiness.resolve(&enabled)?;
         Ok(Self {
             workflows,
             cache,
@@ -544,6 +585,9 @@ impl Config {
             separator: o.tool_name_separator.clone(),
             filter: ToolFilter::new(&o.allow_tools, &o.deny_tools, "orchestrator")?,
             secrets,
+            reload,
+            required_servers,
+            digest: String::new(),
         })
     }
 
