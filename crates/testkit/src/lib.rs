@@ -31,6 +31,7 @@ use tokio::{
     process::{Child, Command},
 };
 
+pub mod haproxy;
 pub mod tasks;
 pub mod write_stream;
 
