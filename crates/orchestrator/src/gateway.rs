@@ -77,7 +77,7 @@ impl Gateway {
             })
             .collect();
         metrics.observe(&upstreams);
-        let cache = Arc::new(ResultCache::new(config.cache.settings.clone()));
+        let cache = Arc::new(Self::result_cache(&config, &metrics));
         let catalog = Arc::new(Catalog::build(&config, &upstreams));
         let upstream_calls = Arc::new(UpstreamCalls::new(
             upstreams,
@@ -108,6 +108,27 @@ impl Gateway {
             *slot = tasks;
         }
         gateway
+    }
+
+    /// The result cache: in-process only, or in front of Redis when `orchestrator.cache.redis`
+    /// is set (a Redis that cannot be set up leaves the in-process cache alone, with a warning).
+    fn result_cache(config: &Config, metrics: &Metrics) -> ResultCache {
+        let settings = config.cache.settings.clone();
+        let Some(redis) = &config.cache.redis else {
+            return ResultCache::new(settings);
+        };
+        let stats = Arc::new(crate::cache::shared::SharedStats::new());
+        metrics.observe_shared_cache(stats.clone());
+        match ResultCache::with_shared(settings.clone(), redis.clone(), stats) {
+            Ok(cache) => {
+                tracing::info!(redis = %redis.host, prefix = %redis.key_prefix, "result cache shared through redis");
+                cache
+            }
+            Err(e) => {
+                tracing::warn!(redis = %redis.host, error = %config.redact(&crate::cache::shared::redact_url(&redis.url, &e.to_string())), "redis cache layer not set up; caching in this instance only");
+                ResultCache::new(settings)
+            }
+        }
     }
 
     /// Rebuilds the catalog whenever an upstream changes, and tells agents when tools changed.
