@@ -1115,7 +1115,10 @@ mod tests {
         load(&cache, "c", &["inventory"], &runs, "c").await;
         load(&cache, "d", &[], &runs, "d").await;
 
-        assert_eq!(cache.invalidate_tags(&tags(&["orders", "unknown"])).await, 2);
+        assert_eq!(
+            cache.invalidate_tags(&tags(&["orders", "unknown"])).await,
+            2
+        );
         assert_eq!(cache.invalidate_tags(&[]).await, 0);
         // Matched entries are never served again, even before maintenance removes them.
         assert_eq!(

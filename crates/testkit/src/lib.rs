@@ -31,6 +31,7 @@ use tokio::{
     process::{Child, Command},
 };
 
+pub mod redis;
 pub mod tasks;
 pub mod write_stream;
 

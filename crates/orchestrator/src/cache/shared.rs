@@ -540,9 +540,7 @@ impl Shared {
                         "{}*",
                         glob_escape(&self.entry_key(&super::server_tool_prefix(server, tool)))
                     )),
-                    Invalidation::All => {
-                        Some(format!("{}*", glob_escape(&self.entry_key(""))))
-                    }
+                    Invalidation::All => Some(format!("{}*", glob_escape(&self.entry_key("")))),
                     Invalidation::Key { .. } | Invalidation::Tags { .. } => None,
                 };
                 let all_marker = self.all_marker_key();
@@ -650,8 +648,11 @@ impl Shared {
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 let message = self.redact(&e.to_string());
-                *self.stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(message.clone());
+                *self
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
                 *self.resting_until.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(Instant::now() + RETRY_AFTER);
                 if self.stats.connected.swap(false, Ordering::Relaxed) {
@@ -824,7 +825,9 @@ async fn subscribe(
             match serde_json::from_str::<Message>(&payload) {
                 Ok(m) if m.from == instance => {}
                 Ok(m) => cache.invalidate_locally(&m.invalidation),
-                Err(e) => tracing::debug!(error = %e, "foreign message on the invalidation channel"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "foreign message on the invalidation channel")
+                }
             }
         }
         stats.subscribed.store(false, Ordering::Relaxed);
@@ -833,7 +836,10 @@ async fn subscribe(
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
 
     #[test]

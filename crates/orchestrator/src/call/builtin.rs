@@ -6,7 +6,10 @@ use serde_json::Value;
 use crate::cache::ResultCache;
 
 /// `orchestrator__invalidate_cache`: drops cached results by tags, by server and tool, or all.
-pub async fn invalidate_cache(cache: &ResultCache, arguments: Option<&JsonObject>) -> CallToolResult {
+pub async fn invalidate_cache(
+    cache: &ResultCache,
+    arguments: Option<&JsonObject>,
+) -> CallToolResult {
     let args = arguments.cloned().unwrap_or_default();
     let tags: Vec<String> = args
         .get("tags")

@@ -194,7 +194,10 @@ fn redis_settings(c: &RedisConfig) -> Result<SharedSettings, ConfigError> {
     if c.channel.as_deref() == Some("") {
         return Err(error("channel", "must not be empty".into()));
     }
-    if !(c.url.starts_with("redis://") || c.url.starts_with("redis+unix://") || c.url.starts_with("unix://")) {
+    if !(c.url.starts_with("redis://")
+        || c.url.starts_with("redis+unix://")
+        || c.url.starts_with("unix://"))
+    {
         return Err(error(
             "url",
             "expected a `redis://host[:port][/db]` URL (TLS `rediss://` is not supported)".into(),
@@ -210,4 +213,61 @@ fn redis_settings(c: &RedisConfig) -> Result<SharedSettings, ConfigError> {
         let message = format!("not a Redis URL: {e}");
         error("url", crate::cache::shared::redact_url(&c.url, &message))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(redis: Value) -> Result<CacheRules, ConfigError> {
+        let config: CacheConfig =
+            serde_json::from_value(json!({ "redis": redis })).expect("parses");
+        CacheRules::from_config(&config, &BTreeSet::new())
+    }
+
+    #[test]
+    fn redis_is_off_unless_configured_and_defaults_are_filled_in() {
+        let off = CacheRules::from_config(&CacheConfig::default(), &BTreeSet::new()).expect("ok");
+        assert!(off.redis.is_none());
+        let on = rules(json!({"url": "redis://127.0.0.1:6379/0"}))
+            .expect("valid")
+            .redis
+            .expect("configured");
+        assert_eq!(on.key_prefix, DEFAULT_KEY_PREFIX);
+        assert_eq!(on.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        assert_eq!(on.channel, "mcp-orchestrator:invalidations");
+        assert_eq!(on.host, "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn bad_redis_settings_name_their_field_and_keep_the_password_out() {
+        for (redis, path) in [
+            (
+                json!({"url": "http://cache:6379"}),
+                "orchestrator.cache.redis.url",
+            ),
+            (
+                json!({"url": "redis://:hunter22@cache:notaport/0"}),
+                "orchestrator.cache.redis.url",
+            ),
+            (
+                json!({"url": "redis://cache", "timeoutMs": 0}),
+                "orchestrator.cache.redis.timeoutMs",
+            ),
+            (
+                json!({"url": "redis://cache", "channel": ""}),
+                "orchestrator.cache.redis.channel",
+            ),
+        ] {
+            let e = rules(redis.clone()).expect_err(&format!("{redis} must be refused"));
+            assert_eq!(e.path, path, "{redis}: {}", e.message);
+            assert!(!e.message.contains("hunter22"), "{}", e.message);
+        }
+        let unknown = serde_json::from_value::<CacheConfig>(
+            json!({"redis": {"url": "redis://cache", "timeout": 5}}),
+        )
+        .expect_err("unknown field");
+        assert!(unknown.to_string().contains("timeout"), "{unknown}");
+    }
 }
