@@ -128,6 +128,7 @@ pub struct SharedStats {
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
+    writes: AtomicU64,
     /// Whether the last operation succeeded (starts true: nothing has failed yet).
     connected: AtomicBool,
     /// Whether the invalidation subscriber is subscribed now.
@@ -157,6 +158,9 @@ pub struct SharedSnapshot {
     pub misses: u64,
     /// Redis operations that failed or timed out.
     pub errors: u64,
+    /// Entries this instance stored in Redis (refused writes, of answers an invalidation made
+    /// stale while they loaded, not counted).
+    pub writes: u64,
 }
 
 impl SharedStats {
@@ -208,6 +212,7 @@ impl SharedStats {
             hits: self.hits(),
             misses: self.misses(),
             errors: self.errors(),
+            writes: self.writes.load(Ordering::Relaxed),
         }
     }
 }
@@ -480,8 +485,12 @@ impl Shared {
             .arg(tags.len());
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            this.run(async |mut con| Ok(cmd.query_async::<i64>(&mut con).await?))
+            let stored = this
+                .run(async |mut con| Ok(cmd.query_async::<i64>(&mut con).await?))
                 .await;
+            if stored == Some(1) {
+                this.stats.writes.fetch_add(1, Ordering::Relaxed);
+            }
         });
     }
 
