@@ -164,13 +164,15 @@ impl StatusReport {
 /// The cache section: the in-process figures, and the Redis layer's under `redis`.
 fn cache_status(gw: &Gateway) -> serde_json::Value {
     let mut cache = serde_json::to_value(gw.cache().snapshot()).unwrap_or_default();
-    let mut redis = gw.cache().shared_snapshot().unwrap_or_default();
-    redis.last_error = redis.last_error.map(|e| gw.config().redact(&e));
+    let redis = match gw.cache().shared_snapshot() {
+        Some(mut redis) => {
+            redis.last_error = redis.last_error.map(|e| gw.config().redact(&e));
+            serde_json::to_value(redis).unwrap_or_default()
+        }
+        None => serde_json::json!({ "configured": false }),
+    };
     if let Some(object) = cache.as_object_mut() {
-        object.insert(
-            "redis".into(),
-            serde_json::to_value(redis).unwrap_or_default(),
-        );
+        object.insert("redis".into(), redis);
     }
     cache
 }

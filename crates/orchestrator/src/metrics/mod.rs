@@ -451,14 +451,20 @@ fn server(upstream: &Upstream) -> KeyValue {
     KeyValue::new("server", upstream.name().to_owned())
 }
 
-/// Registers the observed instruments: each reads the policy figures of every live upstream when
-/// a reader collects. The SDK keeps the callbacks for the provider's lifetime.
-/// The HTTP front's figures: sessions and connections held now, and refusals by limit.
+/// One observed counter of the shared cache layer: name, description, unit, and its figure.
+type SharedCounter = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SharedStats) -> u64,
+);
+
+/// The shared cache layer's figures, once a gateway with one registers them (nothing before).
 fn observe_shared_cache(meter: &Meter, shared: &Arc<RwLock<Option<Arc<SharedStats>>>>) {
     let read = |s: &Arc<RwLock<Option<Arc<SharedStats>>>>| {
         s.read().unwrap_or_else(|e| e.into_inner()).clone()
     };
-    let counters: [(&str, &str, &str, fn(&SharedStats) -> u64); 3] = [
+    let counters: [SharedCounter; 3] = [
         (
             "mcp.orchestrator.cache.l2.hits",
             "Result cache L1 misses answered from Redis",
@@ -503,6 +509,9 @@ fn observe_shared_cache(meter: &Meter, shared: &Arc<RwLock<Option<Arc<SharedStat
         .build();
 }
 
+/// Registers the observed instruments: each reads the policy figures of every live upstream when
+/// a reader collects. The SDK keeps the callbacks for the provider's lifetime.
+/// The HTTP front's figures: sessions and connections held now, and refusals by limit.
 fn observe_front(meter: &Meter, front: &Arc<kit::serve::FrontStats>) {
     let f = front.clone();
     meter
