@@ -791,6 +791,26 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_cache_layer_is_reported_only_once_registered() {
+        let m = Metrics::new();
+        let text = m.render_prometheus().expect("collected");
+        assert!(!text.contains("cache_l2"), "{text}");
+        m.observe_shared_cache(Arc::new(SharedStats::new()));
+        let text = m.render_prometheus().expect("collected");
+        for name in [
+            "mcp_orchestrator_cache_l2_hits_total",
+            "mcp_orchestrator_cache_l2_misses_total",
+            "mcp_orchestrator_cache_l2_errors_total",
+        ] {
+            assert_eq!(sample(&text, name, &[]), Some(0.0), "{name} in {text}");
+        }
+        assert_eq!(
+            sample(&text, "mcp_orchestrator_cache_l2_connected", &[]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
     fn cache_lookups_and_composites_are_labelled_by_name() {
         let m = Metrics::new();
         m.cache_lookup("sql.get_customer", Lookup::Miss);
