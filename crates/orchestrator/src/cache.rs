@@ -237,9 +237,11 @@ pub struct CacheSnapshot {
     pub entries: u64,
     /// Calls answered from a stored entry.
     pub hits: u64,
-    /// Calls that found nothing stored. `misses - loads` is how many shared another caller's load.
+    /// Calls that found nothing stored in this instance's memory. `misses - loads` is how many
+    /// shared another caller's load or were answered from Redis (its own figures say which).
     pub misses: u64,
-    /// Upstream calls the cache made (one per single-flight group, stored or not).
+    /// Upstream calls the cache made (one per single-flight group, stored or not; a group Redis
+    /// answered makes none).
     pub loads: u64,
     /// Entries removed by the cache itself: TTL expired or size bound reached.
     pub evictions: u64,

@@ -280,3 +280,41 @@ async fn with_redis_down_calls_go_on_with_l1_and_sharing_resumes_when_it_is_back
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_operators_invalidation_by_tool_or_of_everything_reaches_redis_and_every_instance() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, a_stats) = instance(&redis, "t5:");
+    let (b, b_stats) = instance(&redis, "t5:");
+    subscribed(&[&a_stats, &b_stats]).await;
+    let runs = AtomicUsize::new(0);
+    let args = |id: u64| match serde_json::json!({ "customerId": id }) {
+        serde_json::Value::Object(o) => o,
+        _ => unreachable!("an object"),
+    };
+    let orders = ResultCache::key("sql", "get_orders", Some(&args(1)));
+    let other = ResultCache::key("sql", "get_orders_v2", Some(&args(1)));
+    for key in [&orders, &other] {
+        load(&a, key, &runs, "x").await;
+        eventually("A's write reached redis", || in_redis(&redis, "t5:", key)).await;
+        assert_eq!(load(&b, key, &runs, "unused").await.1, Lookup::Hit);
+    }
+
+    // Keys are JSON (`["sql","get_orders",{..}]`): glob characters in them match literally, so
+    // `get_orders_v2` is not taken for `get_orders`.
+    a.invalidate_server_tool("sql", "get_orders").await;
+    assert!(!in_redis(&redis, "t5:", &orders).await);
+    assert!(in_redis(&redis, "t5:", &other).await);
+    eventually("B drops its get_orders copy", || async {
+        load(&b, &orders, &runs, "new").await.1 == Lookup::Miss
+    })
+    .await;
+    assert_eq!(load(&b, &other, &runs, "unused").await.1, Lookup::Hit);
+
+    a.invalidate_all().await;
+    assert!(!in_redis(&redis, "t5:", &other).await);
+    eventually("B drops everything", || async {
+        load(&b, &other, &runs, "new").await.1 == Lookup::Miss
+    })
+    .await;
+}
