@@ -318,3 +318,43 @@ async fn an_operators_invalidation_by_tool_or_of_everything_reaches_redis_and_ev
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_redis_that_does_not_answer_in_time_is_skipped_and_every_call_answers() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, a_stats) = instance(&redis, "t6:");
+    subscribed(&[&a_stats]).await;
+    // Redis holds every client's commands for a while: slow, not down.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2000)
+        .arg("ALL")
+        .query_async::<()>(&mut con)
+        .await
+        .expect("paused");
+    let runs = AtomicUsize::new(0);
+    assert_eq!(
+        load(&a, "k", &runs, "x").await,
+        ("x".to_owned(), Lookup::Miss)
+    );
+    assert_eq!(
+        load(&a, "k", &runs, "x").await,
+        ("x".to_owned(), Lookup::Hit)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let status = a.shared_snapshot().expect("configured");
+    assert!(!status.connected && status.errors >= 1, "{status:?}");
+    // The client's own response timeout (the same bound) or ours, whichever fires first.
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out") || e.contains("did not answer")),
+        "{status:?}"
+    );
+}
