@@ -54,6 +54,11 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// a pre-write answer.
 pub const MARKER_TTL: Duration = Duration::from_secs(15 * 60);
 
+/// How often the subscriber pings Redis on its connection: a connection that died without a
+/// word (a NAT or firewall dropping it) would otherwise leave this instance deaf to other
+/// instances' invalidations. A missed ping counts as a disconnection (resubscribe, flush L1).
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// Invalidations kept for replay while Redis is unavailable; past this, one "everything" stands
 /// for them all.
 const MAX_PENDING: usize = 256;
@@ -818,10 +823,19 @@ async fn subscribe(
         cache.invalidate_all_locally();
         stats.subscribed.store(true, Ordering::Relaxed);
         tracing::debug!(redis = %settings.host, channel = %settings.channel, "subscribed to cache invalidations");
-        let mut messages = pubsub.into_on_message();
+        let (mut sink, mut messages) = pubsub.split();
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
                 m = messages.next() => m,
+                _ = heartbeat.tick() => {
+                    let bound = connect_timeout(settings.timeout);
+                    match tokio::time::timeout(bound, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => continue,
+                        _ => break,
+                    }
+                }
                 () = stop.cancelled() => {
                     stats.subscribed.store(false, Ordering::Relaxed);
                     return;
