@@ -31,6 +31,15 @@
 //! between that check and moka's insert is removed right after). A caller that joined such a load
 //! after the invalidation asks again, so it sees the write. The counter is cache-wide: any
 //! invalidation during a load costs that load its entry, never correctness.
+//!
+//! Several instances ([`shared`], optional): with `orchestrator.cache.redis` set, this in-process
+//! cache is the L1 in front of an L2 in Redis holding the same keys, TTLs and tags. An L1 miss asks
+//! Redis inside the single-flight load (bounded by its short timeout) before the upstream; a hit
+//! there fills L1, a successful upstream answer is written there in the background. Invalidations
+//! reach Redis before they return (within the timeout) and the other instances' L1 through
+//! pub/sub. Single flight stays per instance. Redis down or slow: L1 alone, never a failed call.
+
+pub mod shared;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -46,6 +55,7 @@ use rmcp::model::{CacheScope, CallToolResult, JsonObject, ReadResourceResult};
 use serde_json::Value;
 
 use crate::hints::CacheHint;
+use shared::{Invalidation, Shared, SharedError, SharedSettings, SharedSnapshot, SharedStats};
 
 /// A named TTL, so `mcp.json` says how fresh a result must be, not a number of milliseconds
 /// repeated at every step.
@@ -227,9 +237,11 @@ pub struct CacheSnapshot {
     pub entries: u64,
     /// Calls answered from a stored entry.
     pub hits: u64,
-    /// Calls that found nothing stored. `misses - loads` is how many shared another caller's load.
+    /// Calls that found nothing stored in this instance's memory. `misses - loads` is how many
+    /// shared another caller's load or were answered from Redis (its own figures say which).
     pub misses: u64,
-    /// Upstream calls the cache made (one per single-flight group, stored or not).
+    /// Upstream calls the cache made (one per single-flight group, stored or not; a group Redis
+    /// answered makes none).
     pub loads: u64,
     /// Entries removed by the cache itself: TTL expired or size bound reached.
     pub evictions: u64,
@@ -320,6 +332,8 @@ pub struct ResultCache {
     counters: Arc<Counters>,
     /// Bumped by every invalidation, so a load that overlapped one is not stored (module doc).
     generation: Arc<AtomicU64>,
+    /// The Redis layer, when configured; `None` keeps every Redis code path off.
+    shared: Option<Arc<Shared>>,
 }
 
 impl fmt::Debug for ResultCache {
@@ -360,7 +374,32 @@ impl ResultCache {
             cache,
             counters,
             generation: Arc::new(AtomicU64::new(0)),
+            shared: None,
         }
+    }
+
+    /// A cache whose L1 (`settings`) sits in front of a shared L2 in Redis (module doc),
+    /// counting into `stats`. Connects lazily: Redis need not be up yet. Must run inside a Tokio
+    /// runtime (it starts the invalidation subscriber).
+    pub fn with_shared(
+        settings: CacheSettings,
+        redis: SharedSettings,
+        stats: Arc<SharedStats>,
+    ) -> Result<Self, SharedError> {
+        let local = Self::new(settings);
+        let shared = Arc::new(Shared::new(redis, stats)?);
+        shared.attach(local.clone());
+        Ok(Self {
+            shared: Some(shared),
+            ..local
+        })
+    }
+
+    /// The Redis layer's figures; `None` when there is none.
+    pub fn shared_snapshot(&self) -> Option<SharedSnapshot> {
+        self.shared
+            .as_ref()
+            .map(|s| s.stats().snapshot(&s.settings().host))
     }
 
     /// The cache key of one call: server, tool and arguments with object keys sorted at every
@@ -462,13 +501,44 @@ impl ResultCache {
             let mut ran = false;
             // This caller's own answer, when it ran the load.
             let mut mine: Option<Arc<V>> = None;
+            // Redis's time when the L2 lookup missed: a write of the load's answer presents it.
+            let mut looked_at: Option<u64> = None;
+            let mut from_l2 = false;
             let init = {
                 let (load, ran, mine) = (load.as_mut(), &mut ran, &mut mine);
+                let (looked_at, from_l2) = (&mut looked_at, &mut from_l2);
                 let (counters, generation) = (&self.counters, &self.generation);
+                let (shared, key) = (self.shared.as_deref(), &key);
                 async move {
                     *ran = true;
-                    Counters::bump(&counters.loads);
                     let began = generation.load(Ordering::SeqCst);
+                    if let Some(probe) = match shared {
+                        Some(shared) => shared.get(key).await,
+                        None => None,
+                    } {
+                        *looked_at = Some(probe.looked_at_ms);
+                        if let Some(found) = probe.found
+                            && let Some(result) = V::from_cached(&found.result)
+                        {
+                            *from_l2 = true;
+                            *mine = Some(result);
+                            if generation.load(Ordering::SeqCst) != began {
+                                return Err(Uncached::Answer {
+                                    result: found.result,
+                                    generation: began,
+                                    private: false,
+                                });
+                            }
+                            return Ok(Arc::new(Entry {
+                                result: found.result,
+                                ttl: found.ttl.min(ttl),
+                                tags: found.tags.into_boxed_slice(),
+                                stored_at: Instant::now(),
+                                generation: began,
+                            }));
+                        }
+                    }
+                    Counters::bump(&counters.loads);
                     let l = match load.await {
                         Ok(l) => l,
                         Err(e) => return Err(Uncached::Err(e)),
@@ -505,6 +575,11 @@ impl ResultCache {
                         // An invalidation ran between the check above and moka's insert, so its
                         // predicate may have missed this entry: drop it.
                         self.cache.invalidate(&key).await;
+                    } else if ran
+                        && !from_l2
+                        && let (Some(shared), Some(looked_at)) = (&self.shared, looked_at)
+                    {
+                        shared.spawn_put(&key, &entry.result, &entry.tags, entry.ttl, looked_at);
                     }
                     (entry.result.clone(), entry.generation)
                 }
@@ -520,7 +595,9 @@ impl ResultCache {
                 },
             };
             if let Some(mine) = mine {
-                return (Ok(mine), Lookup::Miss);
+                // Answered from Redis: no upstream call was waited for.
+                let lookup = if from_l2 { Lookup::Hit } else { Lookup::Miss };
+                return (Ok(mine), lookup);
             }
             if began < arrived && round < FRESH_LOAD_ROUNDS {
                 round += 1;
@@ -545,10 +622,71 @@ impl ResultCache {
     }
 
     /// Drops every entry carrying any of `tags` (a write calls this with the tags of what it
-    /// changed). Returns how many stored entries matched now; removal itself happens in moka's
-    /// maintenance, but matched entries are never served again. Entries stored after this call
-    /// are not affected, and loads in flight during it are not stored at all (module doc).
-    pub fn invalidate_tags(&self, tags: &[String]) -> usize {
+    /// changed). Returns how many stored entries matched now in this instance; removal itself
+    /// happens in moka's maintenance, but matched entries are never served again. Entries stored
+    /// after this call are not affected, and loads in flight during it are not stored at all
+    /// (module doc). With a shared layer, Redis's entries go too and the other instances are
+    /// told, before this returns (within the Redis timeout; see [`shared`] when it is down).
+    pub async fn invalidate_tags(&self, tags: &[String]) -> usize {
+        let n = self.invalidate_tags_locally(tags);
+        if !tags.is_empty() {
+            self.invalidate_shared(Invalidation::Tags {
+                tags: tags.to_vec(),
+            })
+            .await;
+        }
+        n
+    }
+
+    /// Drops every entry of one tool of one server, whatever its arguments (keys made by
+    /// [`ResultCache::key`]), here and in the shared layer.
+    pub async fn invalidate_server_tool(&self, server: &str, tool: &str) {
+        self.invalidate_server_tool_locally(server, tool);
+        self.invalidate_shared(Invalidation::ServerTool {
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+        })
+        .await;
+    }
+
+    /// Drops the entry under `key`, if any, here and in the shared layer; a load of it in flight
+    /// is not stored.
+    pub async fn invalidate_key(&self, key: &str) {
+        self.invalidate_key_locally(key);
+        self.invalidate_shared(Invalidation::Key {
+            key: key.to_owned(),
+        })
+        .await;
+    }
+
+    /// Drops every entry, here and in the shared layer.
+    pub async fn invalidate_all(&self) {
+        self.invalidate_all_locally();
+        self.invalidate_shared(Invalidation::All).await;
+    }
+
+    async fn invalidate_shared(&self, invalidation: Invalidation) {
+        if let Some(shared) = &self.shared {
+            shared.invalidate(invalidation).await;
+        }
+    }
+
+    /// Applies an invalidation to this instance's L1 only (another instance sent it).
+    pub(crate) fn invalidate_locally(&self, invalidation: &Invalidation) {
+        match invalidation {
+            Invalidation::Tags { tags } => {
+                self.invalidate_tags_locally(tags);
+            }
+            Invalidation::ServerTool { server, tool } => {
+                self.invalidate_server_tool_locally(server, tool)
+            }
+            Invalidation::Key { key } => self.invalidate_key_locally(key),
+            Invalidation::All => self.invalidate_all_locally(),
+        }
+    }
+
+    /// [`ResultCache::invalidate_tags`] in this instance's L1 only.
+    fn invalidate_tags_locally(&self, tags: &[String]) -> usize {
         if tags.is_empty() {
             return 0;
         }
@@ -563,23 +701,21 @@ impl ResultCache {
         marked
     }
 
-    /// Drops every entry of one tool of one server, whatever its arguments (keys made by
-    /// [`ResultCache::key`]).
-    pub fn invalidate_server_tool(&self, server: &str, tool: &str) {
+    fn invalidate_server_tool_locally(&self, server: &str, tool: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let prefix = server_tool_prefix(server, tool);
         self.invalidate_if(move |key, _| key.starts_with(&prefix));
     }
 
-    /// Drops the entry under `key`, if any; a load of it in flight is not stored.
-    pub fn invalidate_key(&self, key: &str) {
+    fn invalidate_key_locally(&self, key: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let key = key.to_owned();
         self.invalidate_if(move |k, _| *k == key);
     }
 
-    /// Drops every entry.
-    pub fn invalidate_all(&self) {
+    /// Drops every entry of this instance's L1 (also what the subscriber does after it missed
+    /// messages).
+    pub(crate) fn invalidate_all_locally(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
     }
@@ -622,7 +758,7 @@ fn has_any_tag(entry: &Entry, tags: &HashSet<String>) -> bool {
 
 /// `["server","tool",`: the start of every key of that tool. JSON string escaping makes the
 /// prefix of one server/tool pair never the prefix of another's keys.
-fn server_tool_prefix(server: &str, tool: &str) -> String {
+pub(crate) fn server_tool_prefix(server: &str, tool: &str) -> String {
     let mut prefix = String::from("[");
     write_json_str(server, &mut prefix);
     prefix.push(',');
@@ -981,8 +1117,11 @@ mod tests {
         load(&cache, "c", &["inventory"], &runs, "c").await;
         load(&cache, "d", &[], &runs, "d").await;
 
-        assert_eq!(cache.invalidate_tags(&tags(&["orders", "unknown"])), 2);
-        assert_eq!(cache.invalidate_tags(&[]), 0);
+        assert_eq!(
+            cache.invalidate_tags(&tags(&["orders", "unknown"])).await,
+            2
+        );
+        assert_eq!(cache.invalidate_tags(&[]).await, 0);
         // Matched entries are never served again, even before maintenance removes them.
         assert_eq!(
             load(&cache, "a", &["orders"], &runs, "a2").await,
@@ -1014,7 +1153,7 @@ mod tests {
         for key in [&k1, &k2, &other_tool, &other_server] {
             load(&cache, key, &[], &runs, "x").await;
         }
-        cache.invalidate_server_tool("sql", "get_orders");
+        cache.invalidate_server_tool("sql", "get_orders").await;
         assert_eq!(load(&cache, &k1, &[], &runs, "x").await, Lookup::Miss);
         assert_eq!(load(&cache, &k2, &[], &runs, "x").await, Lookup::Miss);
         assert_eq!(
@@ -1026,7 +1165,7 @@ mod tests {
             Lookup::Hit
         );
 
-        cache.invalidate_all();
+        cache.invalidate_all().await;
         assert_eq!(
             load(&cache, &other_server, &[], &runs, "x").await,
             Lookup::Miss
@@ -1117,7 +1256,7 @@ mod tests {
         );
         assert_eq!(call(true, "again").await.1, Lookup::Hit);
         assert_eq!(runs.load(Ordering::SeqCst), 2);
-        assert_eq!(cache.invalidate_tags(&tags(&["customer:1"])), 1);
+        assert_eq!(cache.invalidate_tags(&tags(&["customer:1"])).await, 1);
         assert_eq!(call(true, "after").await.1, Lookup::Miss);
     }
 
@@ -1152,7 +1291,7 @@ mod tests {
         let gate = Arc::new(tokio::sync::Notify::new());
         let before = load_held_at(&cache, "k", &gate, "read before the write").await;
         // The write lands while the load is in flight.
-        cache.invalidate_tags(&tags(&["customer:1"]));
+        cache.invalidate_tags(&tags(&["customer:1"])).await;
         gate.notify_one();
         let (result, _) = before.await.expect("task ran");
         // The caller whose call began before the write gets what was read for it...
@@ -1174,7 +1313,7 @@ mod tests {
         let cache = ResultCache::new(CacheSettings::default());
         let gate = Arc::new(tokio::sync::Notify::new());
         let before = load_held_at(&cache, "k", &gate, "read before the write").await;
-        cache.invalidate_tags(&tags(&["customer:1"]));
+        cache.invalidate_tags(&tags(&["customer:1"])).await;
         let after = tokio::spawn({
             let cache = cache.clone();
             async move {

@@ -99,7 +99,7 @@ async fn release_upstream(gateway: &Gateway, uri: &str, cx: &CallContext) {
     let upstream = generation.calls().upstream();
     // Reads stored before or during the subscription (none was served meanwhile: subscribed
     // resources are read from the upstream) may predate updates it told of.
-    upstream.forget_reads(target.server, &target.name);
+    upstream.forget_reads(target.server, &target.name).await;
     if let Err(e) = upstream
         .subscribe(target.server, &target.name, false, cx)
         .await

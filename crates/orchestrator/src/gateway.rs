@@ -187,7 +187,7 @@ impl Gateway {
             })
             .collect();
         metrics.observe(&upstreams);
-        let cache = Arc::new(ResultCache::new(config.cache.settings.clone()));
+        let cache = Arc::new(Self::result_cache(&config, &metrics));
         let generation = build_generation(
             config,
             upstreams,
@@ -220,6 +220,27 @@ impl Gateway {
             *slot = tasks;
         }
         gateway
+    }
+
+    /// The result cache: in-process only, or in front of Redis when `orchestrator.cache.redis`
+    /// is set (a Redis that cannot be set up leaves the in-process cache alone, with a warning).
+    fn result_cache(config: &Config, metrics: &Metrics) -> ResultCache {
+        let settings = config.cache.settings.clone();
+        let Some(redis) = &config.cache.redis else {
+            return ResultCache::new(settings);
+        };
+        let stats = Arc::new(crate::cache::shared::SharedStats::new());
+        metrics.observe_shared_cache(stats.clone());
+        match ResultCache::with_shared(settings.clone(), redis.clone(), stats) {
+            Ok(cache) => {
+                tracing::info!(redis = %redis.host, prefix = %redis.key_prefix, "result cache shared through redis");
+                cache
+            }
+            Err(e) => {
+                tracing::warn!(redis = %redis.host, error = %config.redact(&crate::cache::shared::redact_url(&redis.url, &e.to_string())), "redis cache layer not set up; caching in this instance only");
+                ResultCache::new(settings)
+            }
+        }
     }
 
     /// Rebuilds the catalog whenever an upstream changes, and tells agents when tools changed.
@@ -469,12 +490,14 @@ impl Gateway {
             .collect();
         self.metrics
             .observe(&fresh.iter().map(|r| r.upstream.clone()).collect::<Vec<_>>());
-        let cache = if old.config.cache.settings == config.cache.settings {
+        let same_cache = old.config.cache.settings == config.cache.settings
+            && old.config.cache.redis == config.cache.redis;
+        let cache = if same_cache {
             let cache = old.calls.upstream().cache().clone();
-            forget_stale_results(&cache, &old.config, &config, &retired);
+            forget_stale_results(&cache, &old.config, &config, &retired).await;
             cache
         } else {
-            Arc::new(ResultCache::new(config.cache.settings.clone()))
+            Arc::new(Self::result_cache(&config, &self.metrics))
         };
         let generation = build_generation(
             config.clone(),
@@ -708,7 +731,7 @@ fn check_composite_tools(
 
 /// Drops cached results the new config makes wrong: those of retired servers (a changed server
 /// may answer differently), and those of composites whose definition changed or went.
-fn forget_stale_results(
+async fn forget_stale_results(
     cache: &ResultCache,
     old: &Config,
     new: &Config,
@@ -716,7 +739,9 @@ fn forget_stale_results(
 ) {
     for upstream in retired {
         for tool in &upstream.offer().tools {
-            cache.invalidate_server_tool(upstream.name(), &tool.name);
+            cache
+                .invalidate_server_tool(upstream.name(), &tool.name)
+                .await;
         }
     }
     let definition = |config: &Config, name: &str| {
@@ -733,6 +758,6 @@ fn forget_stale_results(
         .map(|w| format!("composite:{}", w.name))
         .collect();
     if !stale.is_empty() {
-        cache.invalidate_tags(&stale);
+        cache.invalidate_tags(&stale).await;
     }
 }

@@ -11,7 +11,8 @@
 //! - [`context`]: what an agent's request carries to every upstream request it causes.
 //! - [`stats`]: per-server figures for status.
 //! - [`limits`]: caps per client, per composite, per result and on upstream stderr.
-//! - [`cache`]: the result cache (TTL tiers, single-flight, invalidation by tag).
+//! - [`cache`]: the result cache (TTL tiers, single-flight, invalidation by tag); [`cache::shared`]:
+//!   its optional L2 in Redis, shared by several instances.
 //! - [`template`]: the language of composite tools and cache tags (`${step.path}`, fusion helpers).
 //! - [`config`]: `mcp.json`, parsed, `${env:..}`-expanded and validated.
 //! - [`error`]: call failures ([`error::CallError`]) and the one fault vocabulary agents read

@@ -58,7 +58,8 @@ pub struct StatusReport {
     pub catalog_problems: Vec<CatalogProblem>,
     /// Composite tools configured.
     pub composites: Vec<String>,
-    /// Result cache figures: entries, hits, misses, loads, evictions, invalidations.
+    /// Result cache figures: entries, hits, misses, loads, evictions, invalidations; and under
+    /// `redis`, the shared layer's state (`configured: false` when there is none).
     pub cache: serde_json::Value,
     /// `orchestrator.limits` in force, and how often the front enforced them.
     pub limits: LimitsStatus,
@@ -175,7 +176,7 @@ impl StatusReport {
                 .iter()
                 .map(|w| w.name.clone())
                 .collect(),
-            cache: serde_json::to_value(gw.cache().snapshot()).unwrap_or_default(),
+            cache: cache_status(gw),
             limits: LimitsStatus::of(gw),
             config: ConfigStatus {
                 digest: generation.config().digest.clone(),
@@ -186,4 +187,20 @@ impl StatusReport {
             },
         }
     }
+}
+
+/// The cache section: the in-process figures, and the Redis layer's under `redis`.
+fn cache_status(gw: &Gateway) -> serde_json::Value {
+    let mut cache = serde_json::to_value(gw.cache().snapshot()).unwrap_or_default();
+    let redis = match gw.cache().shared_snapshot() {
+        Some(mut redis) => {
+            redis.last_error = redis.last_error.map(|e| gw.config().redact(&e));
+            serde_json::to_value(redis).unwrap_or_default()
+        }
+        None => serde_json::json!({ "configured": false }),
+    };
+    if let Some(object) = cache.as_object_mut() {
+        object.insert("redis".into(), redis);
+    }
+    cache
 }

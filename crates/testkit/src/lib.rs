@@ -32,6 +32,7 @@ use tokio::{
 };
 
 pub mod haproxy;
+pub mod redis;
 pub mod tasks;
 pub mod write_stream;
 

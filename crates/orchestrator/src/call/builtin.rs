@@ -6,7 +6,10 @@ use serde_json::Value;
 use crate::cache::ResultCache;
 
 /// `orchestrator__invalidate_cache`: drops cached results by tags, by server and tool, or all.
-pub fn invalidate_cache(cache: &ResultCache, arguments: Option<&JsonObject>) -> CallToolResult {
+pub async fn invalidate_cache(
+    cache: &ResultCache,
+    arguments: Option<&JsonObject>,
+) -> CallToolResult {
     let args = arguments.cloned().unwrap_or_default();
     let tags: Vec<String> = args
         .get("tags")
@@ -21,13 +24,13 @@ pub fn invalidate_cache(cache: &ResultCache, arguments: Option<&JsonObject>) -> 
     let tool = args.get("tool").and_then(Value::as_str);
     let all = args.get("all").and_then(Value::as_bool).unwrap_or(false);
     let what = if all {
-        cache.invalidate_all();
+        cache.invalidate_all().await;
         "all entries".to_owned()
     } else if let (Some(server), Some(tool)) = (server, tool) {
-        cache.invalidate_server_tool(server, tool);
+        cache.invalidate_server_tool(server, tool).await;
         format!("entries of {server}.{tool}")
     } else if !tags.is_empty() {
-        let n = cache.invalidate_tags(&tags);
+        let n = cache.invalidate_tags(&tags).await;
         format!("{n} entries tagged {tags:?}")
     } else {
         return kit::ToolError::invalid_argument(

@@ -135,7 +135,11 @@ impl Calls {
                 (Ok(result.into()), CallReport::default())
             }
             Route::Builtin(Builtin::InvalidateCache) => (
-                Ok(builtin::invalidate_cache(self.upstream.cache(), arguments.as_ref()).into()),
+                Ok(
+                    builtin::invalidate_cache(self.upstream.cache(), arguments.as_ref())
+                        .await
+                        .into(),
+                ),
                 CallReport::default(),
             ),
         }

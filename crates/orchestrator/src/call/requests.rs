@@ -75,9 +75,10 @@ impl UpstreamCalls {
 
     /// Drops the stored reads of upstream `server`'s own `uri` (an agent subscribed to it: from
     /// now on the upstream tells of its changes, and reads go to it).
-    pub fn forget_reads(&self, server: usize, uri: &str) {
+    pub async fn forget_reads(&self, server: usize, uri: &str) {
         self.cache()
-            .invalidate_key(&ResultCache::read_key(self.upstreams()[server].name(), uri));
+            .invalidate_key(&ResultCache::read_key(self.upstreams()[server].name(), uri))
+            .await;
     }
 
     /// `prompts/get` of upstream `server`'s own prompt `name`, with the agent's arguments.

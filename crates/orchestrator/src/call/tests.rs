@@ -190,7 +190,8 @@ async fn a_read_the_upstream_marks_public_and_fresh_is_served_from_the_cache() {
     f.calls
         .upstream()
         .cache()
-        .invalidate_server_tool("s", "resources/read");
+        .invalidate_server_tool("s", "resources/read")
+        .await;
     read_twice(&f, ReadFrom::CacheOrUpstream).await;
     assert_eq!(
         f.link.received().len(),
@@ -226,10 +227,10 @@ async fn forgetting_a_resources_reads_sends_the_next_read_upstream() {
     let public = Some(rmcp::model::CacheScope::Public);
     let f = fixture(json!({}), reads_with_hint(Some(60_000), public));
     read_twice(&f, ReadFrom::CacheOrUpstream).await;
-    f.calls.upstream().forget_reads(0, "file:///b");
+    f.calls.upstream().forget_reads(0, "file:///b").await;
     read_twice(&f, ReadFrom::CacheOrUpstream).await;
     assert_eq!(f.link.received().len(), 1, "another URI's reads stay");
-    f.calls.upstream().forget_reads(0, "file:///a");
+    f.calls.upstream().forget_reads(0, "file:///a").await;
     read_twice(&f, ReadFrom::CacheOrUpstream).await;
     assert_eq!(f.link.received().len(), 2);
 }

@@ -183,7 +183,7 @@ impl UpstreamCalls {
             .as_ref()
             .is_ok_and(|r| r.tool_error().is_none())
         {
-            self.invalidate_after_write(&call_name, &args_value);
+            self.invalidate_after_write(&call_name, &args_value).await;
         }
         call
     }
@@ -381,10 +381,12 @@ impl UpstreamCalls {
     }
 
     /// Drops the cache entries a successful write makes stale.
-    fn invalidate_after_write(&self, call_name: &str, args_value: &Value) {
+    /// With a shared layer, Redis and the other instances are told before the write's answer
+    /// goes back (within the Redis timeout), so a read through another instance sees the write.
+    async fn invalidate_after_write(&self, call_name: &str, args_value: &Value) {
         let stale = self.config.cache.invalidations_for(call_name, args_value);
         if !stale.is_empty() {
-            let n = self.cache.invalidate_tags(&stale);
+            let n = self.cache.invalidate_tags(&stale).await;
             tracing::info!(call = %call_name, tags = ?stale, entries = n, "cache invalidated by a write");
         }
     }

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::ConfigError;
 use crate::{
-    cache::{CacheSettings, CacheSpec},
+    cache::{CacheSettings, CacheSpec, shared::SharedSettings},
     template::{Scope, Template},
 };
 
@@ -40,7 +40,30 @@ pub struct CacheConfig {
     /// `"server.tool": [tag templates]`: tags a successful call of this (write) tool invalidates.
     #[serde(default)]
     pub invalidates: BTreeMap<String, Vec<String>>,
+    /// A shared L2 in Redis behind the in-process cache, for several instances (off when absent).
+    pub redis: Option<RedisConfig>,
 }
+
+/// `orchestrator.cache.redis` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]` (`rediss://` is not built in). Put a password
+    /// in through `${env:NAME}`: it is then redacted, and never logged either way.
+    pub url: String,
+    /// Prefix of every key and of the default channel (default `mcp-orchestrator:`).
+    pub key_prefix: Option<String>,
+    /// Bound on every Redis operation, in ms (default 50): past it a call goes on without Redis.
+    pub timeout_ms: Option<u64>,
+    /// Pub/sub channel of invalidations (default `{keyPrefix}invalidations`).
+    pub channel: Option<String>,
+}
+
+/// Default `orchestrator.cache.redis.keyPrefix`.
+pub const DEFAULT_KEY_PREFIX: &str = "mcp-orchestrator:";
+/// Default `orchestrator.cache.redis.timeoutMs`: a same-zone Redis answers in about a millisecond,
+/// so this only trips when it is in trouble, and costs a call little when it does.
+pub const DEFAULT_TIMEOUT_MS: u64 = 50;
 
 /// The validated rules.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +72,8 @@ pub struct CacheRules {
     pub settings: CacheSettings,
     /// Tools cached on every call.
     pub tools: HashMap<String, CacheSpec>,
+    /// The shared L2, when configured.
+    pub redis: Option<SharedSettings>,
     tags: HashMap<String, Vec<Template>>,
     invalidates: HashMap<String, Vec<Template>>,
 }
@@ -139,11 +164,110 @@ impl CacheRules {
         for call in c.tools.keys() {
             check_call("tools", call)?;
         }
+        let redis = c.redis.as_ref().map(redis_settings).transpose()?;
         Ok(Self {
+            redis,
             settings,
             tools: c.tools.clone().into_iter().collect(),
             tags: compile("tags", &c.tags)?,
             invalidates: compile("invalidates", &c.invalidates)?,
         })
+    }
+}
+
+/// Validates `orchestrator.cache.redis`.
+fn redis_settings(c: &RedisConfig) -> Result<SharedSettings, ConfigError> {
+    let base = "orchestrator.cache.redis";
+    let error = |field: &str, message: String| ConfigError {
+        path: format!("{base}.{field}"),
+        message,
+    };
+    let timeout_ms = match c.timeout_ms {
+        Some(0) => return Err(error("timeoutMs", "must be at least 1".into())),
+        Some(ms) => ms,
+        None => DEFAULT_TIMEOUT_MS,
+    };
+    let key_prefix = c
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+    if c.channel.as_deref() == Some("") {
+        return Err(error("channel", "must not be empty".into()));
+    }
+    if !(c.url.starts_with("redis://")
+        || c.url.starts_with("redis+unix://")
+        || c.url.starts_with("unix://"))
+    {
+        return Err(error(
+            "url",
+            "expected a `redis://host[:port][/db]` URL (TLS `rediss://` is not supported)".into(),
+        ));
+    }
+    SharedSettings::new(
+        &c.url,
+        key_prefix,
+        Duration::from_millis(timeout_ms),
+        c.channel.clone(),
+    )
+    .map_err(|e| {
+        let message = format!("not a Redis URL: {e}");
+        error("url", crate::cache::shared::redact_url(&c.url, &message))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(redis: Value) -> Result<CacheRules, ConfigError> {
+        let config: CacheConfig =
+            serde_json::from_value(json!({ "redis": redis })).expect("parses");
+        CacheRules::from_config(&config, &BTreeSet::new())
+    }
+
+    #[test]
+    fn redis_is_off_unless_configured_and_defaults_are_filled_in() {
+        let off = CacheRules::from_config(&CacheConfig::default(), &BTreeSet::new()).expect("ok");
+        assert!(off.redis.is_none());
+        let on = rules(json!({"url": "redis://127.0.0.1:6379/0"}))
+            .expect("valid")
+            .redis
+            .expect("configured");
+        assert_eq!(on.key_prefix, DEFAULT_KEY_PREFIX);
+        assert_eq!(on.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        assert_eq!(on.channel, "mcp-orchestrator:invalidations");
+        assert_eq!(on.host, "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn bad_redis_settings_name_their_field_and_keep_the_password_out() {
+        for (redis, path) in [
+            (
+                json!({"url": "http://cache:6379"}),
+                "orchestrator.cache.redis.url",
+            ),
+            (
+                json!({"url": "redis://:hunter22@cache:notaport/0"}),
+                "orchestrator.cache.redis.url",
+            ),
+            (
+                json!({"url": "redis://cache", "timeoutMs": 0}),
+                "orchestrator.cache.redis.timeoutMs",
+            ),
+            (
+                json!({"url": "redis://cache", "channel": ""}),
+                "orchestrator.cache.redis.channel",
+            ),
+        ] {
+            let e = rules(redis.clone()).expect_err(&format!("{redis} must be refused"));
+            assert_eq!(e.path, path, "{redis}: {}", e.message);
+            assert!(!e.message.contains("hunter22"), "{}", e.message);
+        }
+        let unknown = serde_json::from_value::<CacheConfig>(
+            json!({"redis": {"url": "redis://cache", "timeout": 5}}),
+        )
+        .expect_err("unknown field");
+        assert!(unknown.to_string().contains("timeout"), "{unknown}");
     }
 }

@@ -22,6 +22,10 @@
 //! | `mcp.orchestrator.bulkhead.rejected` | counter (observed) | `{call}` | `server` |
 //! | `mcp.orchestrator.upstream.questions` | counter (observed) | `{request}` | `server`, `method` (`elicitation/create`, `sampling/createMessage`, `roots/list`), `outcome` (`answered`, `not_declared`, `wrong_era`, `cancelled`, `timed_out`, `failed`, `no_origin`) |
 //! | `mcp.orchestrator.cache.lookups` | counter | `{lookup}` | `tool`, `result` (`hit`/`miss`) |
+//! | `mcp.orchestrator.cache.l2.hits` | counter (observed) | `{lookup}` | (L1 misses answered from Redis; only with `orchestrator.cache.redis`) |
+//! | `mcp.orchestrator.cache.l2.misses` | counter (observed) | `{lookup}` | (L1 misses Redis could not answer) |
+//! | `mcp.orchestrator.cache.l2.errors` | counter (observed) | `{error}` | (Redis operations that failed or timed out) |
+//! | `mcp.orchestrator.cache.l2.connected` | gauge (observed) | | (1 when Redis answered the last operation, else 0) |
 //! | `mcp.orchestrator.composite.duration` | histogram | `s` | `composite`, `outcome` |
 //! | `mcp.orchestrator.composite.steps` | counter | `{step}` | `composite`, `step`, `outcome` |
 //! | `mcp.orchestrator.limits.enforced` | counter | `{event}` | `limit` (`clientCalls`: a call refused by `maxConcurrentCallsPerClient`; `resultBytes`: a result cut to `maxResultBytes`; `subscriptions`: a `resources/subscribe` refused by `maxSubscriptionsPerClient`; `upstreamRequestBytes`: a request refused as too large for its upstream; `upstreamMessageBytes`: an upstream's answer over `upstreamMaxMessageBytes`; `heldCalls`: a 2026-07-28 call that asked for input while `maxHeldCalls` calls were held) |
@@ -53,7 +57,7 @@ use opentelemetry_sdk::{
 };
 
 use crate::{
-    cache::Lookup,
+    cache::{Lookup, shared::SharedStats},
     error::CallError,
     policy::{breaker::BreakerState, classify::Answer},
     upstream::Upstream,
@@ -110,6 +114,9 @@ pub struct Metrics {
     observed: Arc<RwLock<Vec<Weak<Upstream>>>>,
     /// What the HTTP front holds and refused, filled in by [`kit::serve`].
     front: Arc<kit::serve::FrontStats>,
+    /// The shared cache layer's figures, once a gateway with one is built (observed, like the
+    /// policies': the layer counts for `orchestrator://status` already).
+    shared_cache: Arc<RwLock<Option<Arc<SharedStats>>>>,
 }
 
 /// How many times each limit the front applies took effect since start.
@@ -215,7 +222,10 @@ impl Metrics {
         observe_policies(&meter, &observed);
         let front = Arc::new(kit::serve::FrontStats::default());
         observe_front(&meter, &front);
+        let shared_cache = Arc::new(RwLock::new(None));
+        observe_shared_cache(&meter, &shared_cache);
         Self {
+            shared_cache,
             upstream_calls: meter
                 .u64_counter("mcp.orchestrator.upstream.calls")
                 .with_description(
@@ -280,6 +290,11 @@ impl Metrics {
     pub fn observe(&self, upstreams: &[Arc<Upstream>]) {
         let mut observed = self.observed.write().unwrap_or_else(|e| e.into_inner());
         observed.extend(upstreams.iter().map(Arc::downgrade));
+    }
+
+    /// Reports the shared cache layer's figures from now on.
+    pub fn observe_shared_cache(&self, stats: Arc<SharedStats>) {
+        *self.shared_cache.write().unwrap_or_else(|e| e.into_inner()) = Some(stats);
     }
 
     /// Whether an OTLP reader is attached.
@@ -434,6 +449,64 @@ fn live(observed: &RwLock<Vec<Weak<Upstream>>>) -> Vec<Arc<Upstream>> {
 
 fn server(upstream: &Upstream) -> KeyValue {
     KeyValue::new("server", upstream.name().to_owned())
+}
+
+/// One observed counter of the shared cache layer: name, description, unit, and its figure.
+type SharedCounter = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SharedStats) -> u64,
+);
+
+/// The shared cache layer's figures, once a gateway with one registers them (nothing before).
+fn observe_shared_cache(meter: &Meter, shared: &Arc<RwLock<Option<Arc<SharedStats>>>>) {
+    let read = |s: &Arc<RwLock<Option<Arc<SharedStats>>>>| {
+        s.read().unwrap_or_else(|e| e.into_inner()).clone()
+    };
+    let counters: [SharedCounter; 3] = [
+        (
+            "mcp.orchestrator.cache.l2.hits",
+            "Result cache L1 misses answered from Redis",
+            "{lookup}",
+            SharedStats::hits,
+        ),
+        (
+            "mcp.orchestrator.cache.l2.misses",
+            "Result cache L1 misses Redis could not answer either",
+            "{lookup}",
+            SharedStats::misses,
+        ),
+        (
+            "mcp.orchestrator.cache.l2.errors",
+            "Redis operations of the result cache that failed or timed out (the call went on without Redis)",
+            "{error}",
+            SharedStats::errors,
+        ),
+    ];
+    for (name, description, unit, figure) in counters {
+        let s = shared.clone();
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_unit(unit)
+            .with_callback(move |obs| {
+                if let Some(stats) = read(&s) {
+                    obs.observe(figure(&stats), &[]);
+                }
+            })
+            .build();
+    }
+    let s = shared.clone();
+    meter
+        .u64_observable_gauge("mcp.orchestrator.cache.l2.connected")
+        .with_description("1 when Redis answered the result cache's last operation, else 0")
+        .with_callback(move |obs| {
+            if let Some(stats) = read(&s) {
+                obs.observe(u64::from(stats.connected()), &[]);
+            }
+        })
+        .build();
 }
 
 /// Registers the observed instruments: each reads the policy figures of every live upstream when
@@ -715,6 +788,26 @@ mod tests {
         assert_eq!(sample(&text, bucket, &le("0.005")), Some(1.0), "{text}");
         assert_eq!(sample(&text, bucket, &le("0.05")), Some(3.0), "{text}");
         assert_eq!(sample(&text, bucket, &le("+Inf")), Some(4.0), "{text}");
+    }
+
+    #[test]
+    fn the_shared_cache_layer_is_reported_only_once_registered() {
+        let m = Metrics::new();
+        let text = m.render_prometheus().expect("collected");
+        assert!(!text.contains("cache_l2"), "{text}");
+        m.observe_shared_cache(Arc::new(SharedStats::new()));
+        let text = m.render_prometheus().expect("collected");
+        for name in [
+            "mcp_orchestrator_cache_l2_hits_total",
+            "mcp_orchestrator_cache_l2_misses_total",
+            "mcp_orchestrator_cache_l2_errors_total",
+        ] {
+            assert_eq!(sample(&text, name, &[]), Some(0.0), "{name} in {text}");
+        }
+        assert_eq!(
+            sample(&text, "mcp_orchestrator_cache_l2_connected", &[]),
+            Some(1.0)
+        );
     }
 
     #[test]
