@@ -1,6 +1,7 @@
-//! Two stateless orchestrator instances behind a real HAProxy (the repository's
-//! `deploy/haproxy.cfg`), in front of one SQL server reached over HTTP: every answer through
-//! the balancer is right, and an instance that drains on SIGTERM loses no call.
+//! The documented deployment: two stateless orchestrator instances behind a real HAProxy (the
+//! repository's `deploy/haproxy.cfg`), sharing one Redis, in front of one SQL server reached over
+//! HTTP. Every answer through the balancer is right, the instances share what they cache, and an
+//! instance that drains on SIGTERM loses no call.
 
 use std::{
     collections::HashMap,
@@ -19,13 +20,17 @@ use rmcp::{
     },
 };
 use serde_json::{Value, json};
-use testkit::{Client, HttpServer, TempDir, call, haproxy::Haproxy};
+use testkit::{Client, HttpServer, TempDir, call, haproxy::Haproxy, redis::RedisServer};
 
 /// The key both instances seal resumable state and task ids with.
 const STATE_KEY: &str = "load-balancer-test-state-key-0123456789abcdef";
 
-/// The SQL server over HTTP, and a config naming it (for every instance).
-async fn upstream(dir: &TempDir) -> anyhow::Result<(HttpServer, std::path::PathBuf)> {
+/// The SQL server over HTTP, and a config naming it and the shared Redis (for every instance),
+/// caching `sql.get_customer`.
+async fn upstream(
+    dir: &TempDir,
+    redis: &RedisServer,
+) -> anyhow::Result<(HttpServer, std::path::PathBuf)> {
     let sql = HttpServer::start(
         "sql-mcp-server",
         &[
@@ -41,7 +46,11 @@ async fn upstream(dir: &TempDir) -> anyhow::Result<(HttpServer, std::path::PathB
             "mcpServers": { "sql": { "type": "http", "url": sql.url } },
             "orchestrator": {
                 "reload": { "watch": false },
-                "readiness": { "requiredServers": ["sql"] }
+                "readiness": { "requiredServers": ["sql"] },
+                "cache": {
+                    "redis": { "url": redis.url() },
+                    "tools": { "sql.get_customer": "short" }
+                }
             }
         }))?,
     )?;
@@ -104,25 +113,57 @@ async fn checked_call(client: &Client, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Calls served by an instance, from its `/metrics`.
-async fn served(instance: &HttpServer) -> anyhow::Result<f64> {
+/// The sum of a counter's series on an instance's `/metrics`, over the lines naming `label`.
+async fn counter(instance: &HttpServer, name: &str, label: &str) -> anyhow::Result<f64> {
     let text = reqwest::get(instance.url.replace("/mcp", "/metrics"))
         .await?
         .text()
         .await?;
     Ok(text
         .lines()
-        .filter(|l| {
-            l.starts_with("mcp_orchestrator_upstream_calls_total{") && l.contains("server=\"sql\"")
-        })
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
+}
+
+/// Agent calls of `sql__get_customer` an instance answered (every one looks in the cache).
+async fn served(instance: &HttpServer) -> anyhow::Result<f64> {
+    counter(
+        instance,
+        "mcp_orchestrator_cache_lookups_total",
+        "tool=\"sql.get_customer\"",
+    )
+    .await
+}
+
+/// The cache's lines of an instance's `/metrics`, for a failure message.
+async fn cache_figures(instance: &HttpServer) -> anyhow::Result<String> {
+    let text = reqwest::get(instance.url.replace("/mcp", "/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.contains("cache") && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Calls an instance sent to the SQL server.
+async fn sent_upstream(instance: &HttpServer) -> anyhow::Result<f64> {
+    counter(
+        instance,
+        "mcp_orchestrator_upstream_calls_total",
+        "server=\"sql\"",
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_thousand_calls_through_haproxy_are_all_answered_right() -> anyhow::Result<()> {
     let dir = TempDir::new("lb-calls")?;
-    let (_sql, config) = upstream(&dir).await?;
+    let redis = RedisServer::start()?;
+    let (_sql, config) = upstream(&dir, &redis).await?;
     let a = instance(&config).await?;
     let b = instance(&config).await?;
     let lb = Haproxy::start(addr(&a)?, addr(&b)?).await?;
@@ -154,6 +195,15 @@ async fn a_thousand_calls_through_haproxy_are_all_answered_right() -> anyhow::Re
         on_a > 0.0 && on_b > 0.0,
         "both instances served: a={on_a} b={on_b}"
     );
+    // 50 customers: through the shared cache each is loaded about once for both instances (at
+    // most once per instance, when both miss it at the same moment), not once per instance.
+    let upstream = sent_upstream(&a).await? + sent_upstream(&b).await?;
+    assert!(
+        (50.0..100.0).contains(&upstream),
+        "the SQL server saw {upstream} calls for 1,000 agent calls over 50 customers; a: {}; b: {}",
+        cache_figures(&a).await?,
+        cache_figures(&b).await?
+    );
     lb.stop().await?;
     Ok(())
 }
@@ -161,7 +211,8 @@ async fn a_thousand_calls_through_haproxy_are_all_answered_right() -> anyhow::Re
 #[tokio::test]
 async fn an_instance_draining_on_sigterm_loses_no_call() -> anyhow::Result<()> {
     let dir = TempDir::new("lb-drain")?;
-    let (_sql, config) = upstream(&dir).await?;
+    let redis = RedisServer::start()?;
+    let (_sql, config) = upstream(&dir, &redis).await?;
     let a = instance(&config).await?;
     let b = instance(&config).await?;
     let lb = Haproxy::start(addr(&a)?, addr(&b)?).await?;

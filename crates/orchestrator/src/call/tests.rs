@@ -38,9 +38,24 @@ fn fixture(
     + Sync
     + 'static,
 ) -> Fixture {
+    fixture_cached(policy, json!({}), script)
+}
+
+/// [`fixture`] with `cache` as the `orchestrator.cache` section.
+fn fixture_cached(
+    policy: Value,
+    cache: Value,
+    script: impl Fn(
+        &ClientRequest,
+    ) -> futures::future::BoxFuture<'static, Result<ServerResult, CallError>>
+    + Send
+    + Sync
+    + 'static,
+) -> Fixture {
     let text = json!({
         "mcpServers": { "s": { "command": "never-started" } },
         "orchestrator": {
+            "cache": cache,
             "servers": { "s": policy },
             "composites": {
                 "both": {
@@ -360,6 +375,35 @@ async fn a_tool_call_routes_to_the_upstream_and_a_composite_calls_down_through_t
         f.catalog.route("nope"),
         Err(CallError::Unknown { .. })
     ));
+}
+
+/// Callers that share one load made one request: the server's figures count it once, not once
+/// per caller (they would tell an operator the server was asked ten times).
+#[tokio::test]
+async fn callers_sharing_a_cached_load_count_as_one_upstream_call() {
+    let f = fixture_cached(json!({}), json!({ "tools": { "s.get": "short" } }), |_| {
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(ServerResult::CallToolResult(CallToolResult::structured(
+                json!({ "n": 1 }),
+            )))
+        }
+        .boxed()
+    });
+    let answers = futures::future::join_all((0..10).map(|_| f.call("s__get"))).await;
+    assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+    assert_eq!(
+        f.link.received(),
+        ["tools/call"],
+        "one load for ten callers"
+    );
+    assert_eq!(f.upstream.stats().snapshot().calls, 1, "counted once");
+    f.call("s__get").await.expect("a hit");
+    assert_eq!(
+        f.upstream.stats().snapshot().calls,
+        1,
+        "a hit is not an upstream call"
+    );
 }
 
 /// A script that answers after `latency`, failing (an `unavailable` tool error, as the bundled

@@ -150,31 +150,35 @@ impl UpstreamCalls {
             .waiting_on(cx);
         let call_name = format!("{}.{tool}", upstream.name());
         let started = Instant::now();
-        let call = match self.cache_spec(&call_name, cache, definition) {
+        // Whether this call itself asked the server: not when the cache answered, nor when it
+        // shared another caller's load (that caller counts the request).
+        let (call, sent) = match self.cache_spec(&call_name, cache, definition) {
             Some(spec) => {
-                let call = self
+                let (call, sent) = self
                     .cached_call(upstream, tool, &plan, arguments, spec, &args_value, cx)
                     .await;
-                ToolCall {
+                let call = ToolCall {
                     outcome: call.outcome.map(Into::into),
                     report: call.report,
                     cached: call.cached,
-                }
+                };
+                (call, sent)
             }
             None => {
                 let (outcome, report) = self
                     .send_tool(upstream, tool, &plan, arguments, tasks, cx)
                     .await;
-                ToolCall {
+                let call = ToolCall {
                     outcome,
                     report,
                     cached: false,
-                }
+                };
+                (call, true)
             }
         };
         // The pass-through call's span, or the composite step's.
         tracing::Span::current().record("mcp.cache.hit", call.cached);
-        if !call.cached {
+        if sent {
             self.record(upstream, tool, started, &call.outcome);
         }
         // A task counts as a write done: its outcome is not the orchestrator's to see.
@@ -317,7 +321,8 @@ impl UpstreamCalls {
         (Err(CallError::Protocol { server, error }), report)
     }
 
-    /// A tool call answered by the cache, or loaded once for every caller waiting on the key.
+    /// A tool call answered by the cache, or loaded once for every caller waiting on the key;
+    /// with whether this caller's load ran (and so sent the request upstream).
     #[allow(clippy::too_many_arguments)]
     async fn cached_call(
         &self,
@@ -328,9 +333,10 @@ impl UpstreamCalls {
         spec: &CacheSpec,
         args_value: &Value,
         cx: &CallContext,
-    ) -> ToolCall {
+    ) -> (ToolCall, bool) {
         let call_name = format!("{}.{tool}", upstream.name());
         let slot = Mutex::new(CallReport::default());
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let mut tags = self.config.cache.tags_for(&call_name, args_value);
         tags.push(format!("server:{}", upstream.name()));
         let key = ResultCache::key(upstream.name(), tool, arguments.as_ref());
@@ -338,6 +344,7 @@ impl UpstreamCalls {
         let (result, lookup) = self
             .cache
             .get_or_load(key, ttl, tags, async {
+                sent.store(true, std::sync::atomic::Ordering::Relaxed);
                 let (r, report) = self
                     .send_tool(upstream, tool, plan, arguments, false, cx)
                     .await;
@@ -348,11 +355,12 @@ impl UpstreamCalls {
             })
             .await;
         self.metrics.cache_lookup(&call_name, lookup);
-        ToolCall {
+        let call = ToolCall {
             outcome: result.map(|r| (*r).clone()),
             report: slot.into_inner().unwrap_or_else(|e| e.into_inner()),
             cached: lookup == Lookup::Hit,
-        }
+        };
+        (call, sent.into_inner())
     }
 
     /// Counts one request in the server's status figures and metrics.
