@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use rmcp::{
     ClientHandler, RoleClient, ServiceExt,
     service::{NotificationContext, RunningService},
@@ -72,6 +73,11 @@ fn card(field: &str, tool: &str) -> Value {
 }
 
 async fn start_stdio(config: &Path) -> anyhow::Result<(Agent, Recorder)> {
+    start_stdio_with_pid(config).await.map(|(a, r, _)| (a, r))
+}
+
+/// [`start_stdio`], with the orchestrator's pid.
+async fn start_stdio_with_pid(config: &Path) -> anyhow::Result<(Agent, Recorder, u32)> {
     let recorder = Recorder::default();
     let transport = TokioChildProcess::new(
         tokio::process::Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
@@ -81,8 +87,9 @@ async fn start_stdio(config: &Path) -> anyhow::Result<(Agent, Recorder)> {
                 .env("RUST_LOG", "warn");
         }),
     )?;
+    let pid = transport.id().context("the orchestrator has a pid")?;
     let agent = recorder.clone().serve(transport).await?;
-    Ok((agent, recorder))
+    Ok((agent, recorder, pid))
 }
 
 async fn tool_names(agent: &impl testkit::ToolCaller) -> anyhow::Result<Vec<String>> {
@@ -115,6 +122,25 @@ async fn config_status(agent: &impl testkit::ToolCaller) -> Value {
         .await
         .map(|s| s["config"].clone())
         .unwrap_or(Value::Null)
+}
+
+/// The states (`S` sleeping, `R` running, `Z` exited but not reaped...) of `parent`'s child
+/// processes, from `/proc`.
+fn children_of(parent: u32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces, so read after its `)`.
+            let mut rest = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+            let state = rest.next()?.to_owned();
+            let ppid: u32 = rest.next()?.parse().ok()?;
+            (ppid == parent).then_some(state)
+        })
+        .collect()
 }
 
 fn config_path(dir: &TempDir) -> PathBuf {
@@ -182,12 +208,14 @@ async fn a_removed_server_finishes_its_running_call_then_goes() -> anyhow::Resul
             "slow": sql(&slow_dir, &["--latency-ms", "2500"])?,
         } }),
     )?;
-    let (agent, recorder) = start_stdio(&path).await?;
+    let (agent, recorder, orchestrator) = start_stdio_with_pid(&path).await?;
     assert!(
         tool_names(&agent)
             .await?
             .contains(&"slow__get_customer".to_owned())
     );
+    // Each stdio server runs beside a watchdog that kills its group if the orchestrator dies.
+    assert_eq!(children_of(orchestrator).len(), 4, "sql and slow run");
     let peer = agent.peer().clone();
     let running = tokio::spawn(async move {
         call(
@@ -228,6 +256,18 @@ async fn a_removed_server_finishes_its_running_call_then_goes() -> anyhow::Resul
     })
     .await;
     assert!(stopped, "the drained server stops once its call finished");
+    // Its child (and that child's watchdog) exited and were reaped: what is left is `sql`'s
+    // pair, and no zombie.
+    let reaped = eventually(Duration::from_secs(10), || async {
+        let children = children_of(orchestrator);
+        children.len() == 2 && !children.iter().any(|s| s == "Z")
+    })
+    .await;
+    assert!(
+        reaped,
+        "children of the orchestrator (their states): {:?}",
+        children_of(orchestrator)
+    );
     let after = call(
         &agent,
         "slow__get_customer",
@@ -388,6 +428,18 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
             .is_some_and(|e| e.contains("orchestrator.reload.debounceMs")),
         "{refused}"
     );
+
+    let metrics = http
+        .get(format!("{}/metrics", base(&server)))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    for outcome in ["applied", "unchanged", "refused"] {
+        let line = format!("mcp_orchestrator_config_reloads_total{{outcome=\"{outcome}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 
     // SIGHUP reloads the (fixed) file: rest goes.
     write(&path, &unwatched(json!({ "sql": sql(&dir, &[])? })))?;

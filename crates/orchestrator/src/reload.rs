@@ -50,10 +50,12 @@ impl Reloader {
         };
         match outcome {
             Ok(summary) if summary.same_digest => {
+                self.gateway.metrics().config_reload("unchanged");
                 tracing::debug!(trigger, "config reload: file unchanged");
                 Ok(summary)
             }
             Ok(summary) => {
+                self.gateway.metrics().config_reload("applied");
                 tracing::info!(
                     trigger,
                     added = ?summary.added,
@@ -68,6 +70,7 @@ impl Reloader {
                 let message = self.gateway.config().redact(&e.to_string());
                 tracing::error!(trigger, error = %message, "config reload refused; the running configuration stays");
                 self.gateway.record_reload_error(message);
+                self.gateway.metrics().config_reload("refused");
                 Err(ReloadError::Invalid(e))
             }
         }

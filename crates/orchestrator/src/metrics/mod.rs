@@ -106,6 +106,7 @@ pub struct Metrics {
     composite_duration: Histogram<f64>,
     composite_steps: Counter<u64>,
     limits_enforced: Counter<u64>,
+    config_reloads: Counter<u64>,
     /// The same enforcements as plain counts, for `orchestrator://status` (an OTel counter cannot
     /// be read back).
     enforced: LimitCounters,
@@ -271,6 +272,13 @@ impl Metrics {
                 )
                 .with_unit("{event}")
                 .build(),
+            config_reloads: meter
+                .u64_counter("mcp.orchestrator.config.reloads")
+                .with_description(
+                    "Reloads of the config file by outcome (applied, unchanged, refused)",
+                )
+                .with_unit("{reload}")
+                .build(),
             enforced: LimitCounters::default(),
             provider,
             pull,
@@ -278,6 +286,13 @@ impl Metrics {
             observed,
             front,
         }
+    }
+
+    /// Counts one reload of the config file: `applied`, `unchanged` (the file in force), or
+    /// `refused` (invalid; the running configuration stayed), so a failed deploy can alert.
+    pub fn config_reload(&self, outcome: &'static str) {
+        self.config_reloads
+            .add(1, &[KeyValue::new("outcome", outcome)]);
     }
 
     /// Where the HTTP front counts its sessions, connections and refusals
