@@ -416,6 +416,38 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
     assert_eq!(applied["changes"]["added"], json!(["rest"]), "{applied}");
     assert_eq!(applied["changes"]["unchanged"], json!(["sql"]), "{applied}");
 
+    // A changed entry restarts that server: the new connection serves the next calls.
+    write(
+        &path,
+        &unwatched(json!({ "sql": sql(&dir, &["--latency-ms", "1"])?, "rest": rest()? })),
+    )?;
+    let restarted = http.post(&admin).bearer_auth(TOKEN).send().await?;
+    assert_eq!(restarted.status(), 200);
+    let restarted: Value = restarted.json().await?;
+    assert_eq!(
+        restarted["changes"]["restarted"],
+        json!(["sql"]),
+        "{restarted}"
+    );
+    assert_eq!(
+        restarted["changes"]["unchanged"],
+        json!(["rest"]),
+        "{restarted}"
+    );
+    let client = server.connect(Some(TOKEN)).await?;
+    let answered = eventually(Duration::from_secs(10), || async {
+        call_ok(
+            &client,
+            "sql__get_customer",
+            json!({ "customerId": "CUST-0004" }),
+        )
+        .await
+        .is_ok()
+    })
+    .await;
+    assert!(answered, "the restarted server answers");
+    client.cancel().await?;
+
     let mut bad = unwatched(json!({ "sql": sql(&dir, &[])? }));
     bad["orchestrator"]["reload"]["debounceMs"] = json!(60_000);
     write(&path, &bad)?;
@@ -436,8 +468,8 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
         .await?
         .text()
         .await?;
-    for outcome in ["applied", "unchanged", "refused"] {
-        let line = format!("mcp_orchestrator_config_reloads_total{{outcome=\"{outcome}\"}} 1");
+    for (outcome, n) in [("applied", 2), ("unchanged", 1), ("refused", 1)] {
+        let line = format!("mcp_orchestrator_config_reloads_total{{outcome=\"{outcome}\"}} {n}");
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
 
@@ -447,7 +479,7 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
     let client = server.connect(Some(TOKEN)).await?;
     let reloaded = eventually(Duration::from_secs(10), || async {
         let status = config_status(&client).await;
-        status["reloads"] == 2 && status["lastReloadError"].is_null()
+        status["reloads"] == 3 && status["lastReloadError"].is_null()
     })
     .await;
     assert!(reloaded, "{}", config_status(&client).await);
