@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -13,12 +12,6 @@ use std::{
     time::Duration,
 };
 
-use rmcp::{
-    ServiceExt,
-    transport::{
-        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
-    },
-};
 use serde_json::{Value, json};
 use testkit::{Client, HttpServer, TempDir, call, haproxy::Haproxy, redis::RedisServer};
 
@@ -83,21 +76,6 @@ async fn instance(config: &std::path::Path) -> anyhow::Result<HttpServer> {
     HttpServer::spawn("mcp-orchestrator", &args, &env).await
 }
 
-fn addr(server: &HttpServer) -> anyhow::Result<SocketAddr> {
-    let host = server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp");
-    Ok(host.parse()?)
-}
-
-async fn agent(url: &str) -> anyhow::Result<Client> {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_owned()),
-    );
-    Ok(().serve(transport).await?)
-}
-
 /// `sql__get_customer` for `CUST-00NN`; an error unless the answer names that customer.
 async fn checked_call(client: &Client, n: usize) -> anyhow::Result<()> {
     let id = format!("CUST-{:04}", n % 50 + 1);
@@ -113,27 +91,15 @@ async fn checked_call(client: &Client, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sum of a counter's series on an instance's `/metrics`, over the lines naming `label`.
-async fn counter(instance: &HttpServer, name: &str, label: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(instance.url.replace("/mcp", "/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
 /// Agent calls of `sql__get_customer` an instance answered (every one looks in the cache).
 async fn served(instance: &HttpServer) -> anyhow::Result<f64> {
-    counter(
-        instance,
-        "mcp_orchestrator_cache_lookups_total",
-        "tool=\"sql.get_customer\"",
-    )
-    .await
+    instance
+        .metric(
+            None,
+            "mcp_orchestrator_cache_lookups_total",
+            "tool=\"sql.get_customer\"",
+        )
+        .await
 }
 
 /// The cache's lines of an instance's `/metrics`, for a failure message.
@@ -151,12 +117,13 @@ async fn cache_figures(instance: &HttpServer) -> anyhow::Result<String> {
 
 /// Calls an instance sent to the SQL server.
 async fn sent_upstream(instance: &HttpServer) -> anyhow::Result<f64> {
-    counter(
-        instance,
-        "mcp_orchestrator_upstream_calls_total",
-        "server=\"sql\"",
-    )
-    .await
+    instance
+        .metric(
+            None,
+            "mcp_orchestrator_upstream_calls_total",
+            "server=\"sql\"",
+        )
+        .await
 }
 
 #[tokio::test]
@@ -166,7 +133,7 @@ async fn a_thousand_calls_through_haproxy_are_all_answered_right() -> anyhow::Re
     let (_sql, config) = upstream(&dir, &redis).await?;
     let a = instance(&config).await?;
     let b = instance(&config).await?;
-    let lb = Haproxy::start(addr(&a)?, addr(&b)?).await?;
+    let lb = Haproxy::start(a.addr()?, b.addr()?).await?;
 
     let agents = 8;
     let per_agent = 125;
@@ -174,7 +141,7 @@ async fn a_thousand_calls_through_haproxy_are_all_answered_right() -> anyhow::Re
     for k in 0..agents {
         let url = lb.mcp_url();
         tasks.push(tokio::spawn(async move {
-            let client = agent(&url).await?;
+            let client = testkit::connect_url(&url).await?;
             for i in 0..per_agent {
                 checked_call(&client, k * per_agent + i).await?;
             }
@@ -215,7 +182,7 @@ async fn an_instance_draining_on_sigterm_loses_no_call() -> anyhow::Result<()> {
     let (_sql, config) = upstream(&dir, &redis).await?;
     let a = instance(&config).await?;
     let b = instance(&config).await?;
-    let lb = Haproxy::start(addr(&a)?, addr(&b)?).await?;
+    let lb = Haproxy::start(a.addr()?, b.addr()?).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -224,7 +191,7 @@ async fn an_instance_draining_on_sigterm_loses_no_call() -> anyhow::Result<()> {
         let url = lb.mcp_url();
         let (stop, done) = (stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
-            let client = agent(&url).await?;
+            let client = testkit::connect_url(&url).await?;
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 checked_call(&client, k * 1000 + i)

@@ -372,10 +372,6 @@ async fn start_http(path: &Path, extra: &[&str]) -> anyhow::Result<HttpServer> {
     HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await
 }
 
-fn base(server: &HttpServer) -> String {
-    server.url.trim_end_matches("/mcp").to_owned()
-}
-
 fn unwatched(servers: Value) -> Value {
     json!({ "mcpServers": servers, "orchestrator": {
         "reload": { "watch": false },
@@ -391,7 +387,7 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
     write(&path, &unwatched(json!({ "sql": sql(&dir, &[])? })))?;
     let server = start_http(&path, &[]).await?;
     let http = reqwest::Client::new();
-    let admin = format!("{}/admin/reload", base(&server));
+    let admin = format!("{}/admin/reload", server.base());
 
     let anonymous = http.post(&admin).send().await?;
     assert_eq!(
@@ -462,7 +458,7 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
     );
 
     let metrics = http
-        .get(format!("{}/metrics", base(&server)))
+        .get(format!("{}/metrics", server.base()))
         .bearer_auth(TOKEN)
         .send()
         .await?
@@ -511,7 +507,7 @@ async fn admin_reload_is_refused_on_a_front_without_a_token() -> anyhow::Result<
     ];
     let server = HttpServer::spawn("mcp-orchestrator", &args, &HashMap::new()).await?;
     let response = reqwest::Client::new()
-        .post(format!("{}/admin/reload", base(&server)))
+        .post(format!("{}/admin/reload", server.base()))
         .send()
         .await?;
     assert_eq!(response.status(), 403);
@@ -534,11 +530,11 @@ async fn readyz_waits_for_required_servers_and_turns_503_while_draining() -> any
     let server = start_http(&path, &["--drain-delay-ms", "3000"]).await?;
     let http = reqwest::Client::new();
     let healthz = http
-        .get(format!("{}/healthz", base(&server)))
+        .get(format!("{}/healthz", server.base()))
         .send()
         .await?;
     assert_eq!(healthz.status(), 200, "health needs no token");
-    let readyz = format!("{}/readyz", base(&server));
+    let readyz = format!("{}/readyz", server.base());
     let ready = http.get(&readyz).send().await?;
     assert_eq!(
         ready.status(),
@@ -581,7 +577,7 @@ async fn readyz_names_a_required_server_that_is_not_connected() -> anyhow::Resul
     write(&path, &config)?;
     let server = start_http(&path, &[]).await?;
     let response = reqwest::Client::new()
-        .get(format!("{}/readyz", base(&server)))
+        .get(format!("{}/readyz", server.base()))
         .send()
         .await?;
     assert_eq!(response.status(), 503);

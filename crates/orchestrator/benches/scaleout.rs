@@ -26,7 +26,6 @@ mod setup;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
 };
@@ -34,13 +33,7 @@ use std::{
 use anyhow::Context;
 use comfy_table::Table;
 use hdrhistogram::Histogram;
-use rmcp::{
-    ServiceExt,
-    model::CallToolRequestParams,
-    transport::{
-        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
-    },
-};
+use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 use testkit::{Client, HttpServer, TempDir, haproxy::Haproxy, redis::RedisServer};
 
@@ -78,21 +71,6 @@ async fn instance(config: &Path) -> anyhow::Result<HttpServer> {
     HttpServer::spawn(setup::ORCH_BIN, &args, &env).await
 }
 
-fn addr(server: &HttpServer) -> anyhow::Result<SocketAddr> {
-    Ok(server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .parse()?)
-}
-
-async fn agent(url: &str) -> anyhow::Result<Client> {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_owned()),
-    );
-    Ok(().serve(transport).await?)
-}
-
 async fn call(client: &Client, tool: &str, args: Value) -> anyhow::Result<()> {
     let mut params = CallToolRequestParams::new(tool.to_owned());
     if let Value::Object(map) = args {
@@ -107,7 +85,7 @@ async fn call(client: &Client, tool: &str, args: Value) -> anyhow::Result<()> {
 async fn throughput(url: &str, calls: usize) -> anyhow::Result<f64> {
     let mut agents = Vec::new();
     for _ in 0..AGENTS {
-        agents.push(agent(url).await?);
+        agents.push(testkit::connect_url(url).await?);
     }
     let per_agent = calls.div_ceil(AGENTS);
     let started = Instant::now();
@@ -141,19 +119,6 @@ where
         h.record(started.elapsed().as_micros() as u64)?;
     }
     Ok((h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
-}
-
-/// A counter's value on an instance's `/metrics` (summed over its series).
-async fn counter(instance: &HttpServer, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(instance.url.replace("/mcp", "/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.split([' ', '{']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
 }
 
 fn query(n: usize) -> Value {
@@ -207,8 +172,8 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     let b = instance(&config).await?;
 
     // 1. Throughput.
-    let one_lb = Haproxy::start(addr(&a)?, addr(&a)?).await?;
-    let two_lb = Haproxy::start(addr(&a)?, addr(&b)?).await?;
+    let one_lb = Haproxy::start(a.addr()?, a.addr()?).await?;
+    let two_lb = Haproxy::start(a.addr()?, b.addr()?).await?;
     let warm = if s.smoke { 16 } else { 800 };
     throughput(&a.url, warm).await?;
     throughput(&two_lb.mcp_url(), warm).await?;
@@ -233,8 +198,8 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     two_lb.stop().await?;
 
     // 2. Cache latencies: keys 0..n are loaded through A first; B then finds them in Redis.
-    let on_a = agent(&a.url).await?;
-    let on_b = agent(&b.url).await?;
+    let on_a = testkit::connect_url(&a.url).await?;
+    let on_b = testkit::connect_url(&b.url).await?;
     let n = s.latency_calls;
     let miss = latency(n, |i| call(&on_a, "sql__query", query(i))).await?;
     // A's background writes to Redis have landed well before B reads them.
@@ -242,8 +207,12 @@ async fn run(s: Settings) -> anyhow::Result<()> {
     let l2 = latency(n, |i| call(&on_b, "sql__query", query(i))).await?;
     let l1 = latency(n, |i| call(&on_b, "sql__query", query(i))).await?;
     // The rows say what answered: check it did.
-    let l2_hits = counter(&b, "mcp_orchestrator_cache_l2_hits_total").await?;
-    let l2_misses = counter(&a, "mcp_orchestrator_cache_l2_misses_total").await?;
+    let l2_hits = b
+        .metric(None, "mcp_orchestrator_cache_l2_hits_total", "")
+        .await?;
+    let l2_misses = a
+        .metric(None, "mcp_orchestrator_cache_l2_misses_total", "")
+        .await?;
     anyhow::ensure!(
         l2_hits >= n as f64 && l2_misses >= n as f64,
         "expected {n} L2 hits on B and {n} L2 misses on A, saw {l2_hits} and {l2_misses}"

@@ -145,6 +145,18 @@ pub async fn connect_stdio_with(
     Ok(client)
 }
 
+/// An rmcp client (protocol 2025-11-25) of the streamable HTTP endpoint at `url` (a server's,
+/// or a load balancer's in front of several).
+pub async fn connect_url(url: &str) -> anyhow::Result<Client> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()),
+    );
+    Ok(
+        ().serve_with_lifecycle(transport, Lifecycle::Initialize.mode())
+            .await?,
+    )
+}
+
 /// A server process serving streamable HTTP; killed on drop.
 #[derive(Debug)]
 pub struct HttpServer {
@@ -235,6 +247,40 @@ impl HttpServer {
             "127.0.0.1:0".to_owned(),
         ];
         Self::spawn("mcp-orchestrator", &args, env).await
+    }
+
+    /// `http://127.0.0.1:PORT`, where `/mcp` and the routes beside it (`/metrics`,
+    /// `/readyz`, ...) are.
+    pub fn base(&self) -> String {
+        self.url.trim_end_matches("/mcp").to_owned()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let base = self.base();
+        base.trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("{base} is not an address"))
+    }
+
+    /// The sum of a metric's series on its `GET /metrics` (with `token` if given), over the
+    /// lines whose labels contain `label` (`""` for all of them).
+    pub async fn metric(
+        &self,
+        token: Option<&str>,
+        name: &str,
+        label: &str,
+    ) -> anyhow::Result<f64> {
+        let mut request = reqwest::Client::new().get(format!("{}/metrics", self.base()));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let text = request.send().await?.error_for_status()?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// Connects an rmcp client (protocol 2025-11-25), with a bearer token if given.

@@ -304,6 +304,8 @@ impl Metrics {
     /// Reports the policy figures (retries, breaker, bulkhead) of `upstreams` from now on.
     pub fn observe(&self, upstreams: &[Arc<Upstream>]) {
         let mut observed = self.observed.write().unwrap_or_else(|e| e.into_inner());
+        // Servers a reload retired are gone: forget them rather than grow with every reload.
+        observed.retain(|u| u.strong_count() > 0);
         observed.extend(upstreams.iter().map(Arc::downgrade));
     }
 
