@@ -205,7 +205,8 @@ impl Catalog {
             }
             // Read-only when every step's tool is listed and annotated read-only.
             let mut read_only = true;
-            for step in &workflow.steps {
+            let saga = workflow.is_saga();
+            for (index, step) in workflow.steps.iter().enumerate() {
                 let listed = upstreams
                     .iter()
                     .find(|u| u.name() == step.server)
@@ -228,6 +229,21 @@ impl Catalog {
                         }
                         found
                     });
+                // In a saga, a write nobody can undo is only safe as the step every other one
+                // precedes: if it fails nothing of it happened, if it succeeds the saga is done.
+                if saga
+                    && listed == Some(false)
+                    && step.compensate.is_none()
+                    && !runs_last(&workflow.steps, index)
+                {
+                    self.problems.push(CatalogProblem {
+                        server: step.server.clone(),
+                        message: format!(
+                            "saga `{}` step `{}`: `{}.{}` is not annotated read-only and has no `compensate`: a later failure cannot undo it",
+                            workflow.name, step.name, step.server, step.tool
+                        ),
+                    });
+                }
                 read_only &= listed.unwrap_or(false);
             }
             let schema = match &workflow.config.input {
@@ -396,6 +412,20 @@ impl Catalog {
     }
 }
 
+/// Whether step `index` runs after every other step (each one is among what it reads, directly
+/// or through others). Steps are in execution order, so dependencies have lower indices.
+fn runs_last(steps: &[crate::workflow::definition::Step], index: usize) -> bool {
+    let mut before = vec![false; steps.len()];
+    let mut stack = steps[index].depends_on.clone();
+    while let Some(d) = stack.pop() {
+        if !before[d] {
+            before[d] = true;
+            stack.extend(steps[d].depends_on.iter().copied());
+        }
+    }
+    (0..steps.len()).all(|i| i == index || before[i])
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -424,6 +454,56 @@ mod tests {
             Arc::new(ServerStats::default()),
         ));
         Catalog::build(&config, &[upstream])
+    }
+
+    /// A saga over server `fake`, whose `read` tool is annotated read-only and whose other tools
+    /// are not; `steps` as written.
+    fn saga_catalog(steps: serde_json::Value) -> Catalog {
+        let text = serde_json::json!({
+            "mcpServers": { "fake": { "command": "never-started" } },
+            "orchestrator": { "composites": { "saga": {
+                "description": "d", "steps": steps, "output": {}
+            } } }
+        })
+        .to_string();
+        let config = Config::parse(&text, Path::new("."), &|_| None).expect("valid config");
+        let tools = ["read", "write", "undo", "finish"]
+            .iter()
+            .map(|n| {
+                let mut t = Tool::new(*n, "t", Arc::new(serde_json::Map::new()));
+                let mut a = rmcp::model::ToolAnnotations::new();
+                a.read_only_hint = Some(*n == "read");
+                t.annotations = Some(a);
+                t
+            })
+            .collect();
+        let link = Arc::new(Scripted::new(Offer::of_tools(tools), |_| {
+            futures::future::pending().boxed()
+        }));
+        let upstream = Arc::new(Upstream::new(
+            config.servers[0].clone(),
+            link,
+            Arc::new(ServerStats::default()),
+        ));
+        Catalog::build(&config, &[upstream])
+    }
+
+    #[test]
+    fn a_saga_write_that_cannot_be_undone_is_flagged_unless_it_runs_last() {
+        let catalog = saga_catalog(serde_json::json!({
+            "a": { "call": "fake.write", "compensate": { "call": "fake.undo" } },
+            "b": { "call": "fake.write", "args": { "x": "${a.id}" } },
+            "c": { "call": "fake.read" },
+            "last": { "call": "fake.finish", "args": { "x": "${b.id}", "y": "${c.id}" } }
+        }));
+        let flagged: Vec<&str> = catalog
+            .problems()
+            .iter()
+            .map(|p| p.message.as_str())
+            .filter(|m| m.contains("no `compensate`"))
+            .collect();
+        assert_eq!(flagged.len(), 1, "{flagged:?}");
+        assert!(flagged[0].contains("step `b`"), "{flagged:?}");
     }
 
     #[test]

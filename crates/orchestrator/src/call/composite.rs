@@ -168,6 +168,18 @@ impl Composites {
         };
         self.metrics
             .composite_run(&workflow.name, elapsed, outcome, &run.sources);
+        if let Some(saga) = &run.saga {
+            self.metrics.saga(&workflow.name, saga.state.as_str());
+            let log = |state: &str| tracing::info!(composite = %workflow.name, saga = %saga.id, state, "saga ended");
+            match saga.state {
+                executor::SagaState::CompensationFailed => tracing::error!(
+                    composite = %workflow.name,
+                    saga = %saga.id,
+                    "saga compensation failed: the systems may disagree; see the result's _meta.sources"
+                ),
+                state => log(state.as_str()),
+            }
+        }
         let complete = run.is_complete();
         (answer(workflow, run, elapsed), complete)
     }
@@ -179,6 +191,37 @@ impl Composites {
 fn answer(workflow: &Workflow, run: executor::Run, elapsed: std::time::Duration) -> CallToolResult {
     let elapsed_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
     let sources = serde_json::to_value(&run.sources).unwrap_or_default();
+    let saga = run
+        .saga
+        .as_ref()
+        .map(|s| serde_json::to_value(s).unwrap_or_default());
+    // What a failed saga did about the steps that had succeeded, for the error's message.
+    let undone = match run.saga.as_ref().map(|s| s.state) {
+        Some(executor::SagaState::Compensated) => {
+            "; every step that had succeeded was compensated".to_owned()
+        }
+        Some(executor::SagaState::CompensationFailed) => {
+            let failed: Vec<&str> = run
+                .sources
+                .iter()
+                .filter(|s| {
+                    s.compensation
+                        .as_ref()
+                        .is_some_and(|c| c.outcome == "failed")
+                })
+                .map(|s| s.step.as_str())
+                .collect();
+            format!(
+                "; compensation FAILED for {}: the systems may disagree, see _meta.sources",
+                failed.join(", ")
+            )
+        }
+        _ => String::new(),
+    };
+    let with_saga = |e: kit::ToolError| match &saga {
+        Some(s) => e.with_meta("saga", s.clone()),
+        None => e,
+    };
     match run.result {
         Ok(output) => {
             let mut result = CallToolResult::structured(output);
@@ -186,27 +229,34 @@ fn answer(workflow: &Workflow, run: executor::Run, elapsed: std::time::Duration)
             meta.insert("composite".into(), Value::from(workflow.name.clone()));
             meta.insert("sources".into(), sources);
             meta.insert("elapsedMs".into(), Value::from(elapsed_ms));
+            if let Some(s) = saga {
+                meta.insert("saga".into(), s);
+            }
             result.meta = Some(meta);
             result
         }
-        Err(executor::Failure::Deadline { deadline }) => kit::ToolError::unavailable(format!(
-            "composite `{}` ran past its deadline of {} ms",
-            workflow.name,
-            deadline.as_millis()
-        ))
-        .with_meta("reason", "deadline".into())
-        .with_meta("sources", sources)
-        .with_meta("elapsedMs", Value::from(elapsed_ms))
-        .to_call_tool_result(),
-        Err(executor::Failure::Critical(failure)) => failure
-            .fault
-            .to_tool_error_saying(format!(
-                "composite `{}` failed: critical step `{}` ({}) failed: {}",
-                workflow.name, failure.step, failure.call, failure.fault.message
+        Err(executor::Failure::Deadline { deadline }) => with_saga(
+            kit::ToolError::unavailable(format!(
+                "composite `{}` ran past its deadline of {} ms{undone}",
+                workflow.name,
+                deadline.as_millis()
             ))
-            .with_meta("failedStep", Value::from(failure.step))
+            .with_meta("reason", "deadline".into())
             .with_meta("sources", sources)
-            .with_meta("elapsedMs", Value::from(elapsed_ms))
-            .to_call_tool_result(),
+            .with_meta("elapsedMs", Value::from(elapsed_ms)),
+        )
+        .to_call_tool_result(),
+        Err(executor::Failure::Critical(failure)) => with_saga(
+            failure
+                .fault
+                .to_tool_error_saying(format!(
+                    "composite `{}` failed: critical step `{}` ({}) failed: {}{undone}",
+                    workflow.name, failure.step, failure.call, failure.fault.message
+                ))
+                .with_meta("failedStep", Value::from(failure.step))
+                .with_meta("sources", sources)
+                .with_meta("elapsedMs", Value::from(elapsed_ms)),
+        )
+        .to_call_tool_result(),
     }
 }

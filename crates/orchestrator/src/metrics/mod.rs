@@ -107,6 +107,7 @@ pub struct Metrics {
     composite_steps: Counter<u64>,
     limits_enforced: Counter<u64>,
     config_reloads: Counter<u64>,
+    sagas: Counter<u64>,
     /// The same enforcements as plain counts, for `orchestrator://status` (an OTel counter cannot
     /// be read back).
     enforced: LimitCounters,
@@ -272,6 +273,13 @@ impl Metrics {
                 )
                 .with_unit("{event}")
                 .build(),
+            sagas: meter
+                .u64_counter("mcp.orchestrator.sagas")
+                .with_description(
+                    "Saga composites by outcome (completed, compensated, compensation_failed)",
+                )
+                .with_unit("{saga}")
+                .build(),
             config_reloads: meter
                 .u64_counter("mcp.orchestrator.config.reloads")
                 .with_description(
@@ -286,6 +294,17 @@ impl Metrics {
             observed,
             front,
         }
+    }
+
+    /// Counts one saga run by how it ended; `compensation_failed` needs a person.
+    pub fn saga(&self, composite: &str, outcome: &'static str) {
+        self.sagas.add(
+            1,
+            &[
+                KeyValue::new("composite", composite.to_owned()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
     }
 
     /// Counts one reload of the config file: `applied`, `unchanged` (the file in force), or
@@ -844,6 +863,7 @@ mod tests {
             items: None,
             failed_items: None,
             started_ms: 0.0,
+            compensation: None,
         };
         let sources = [
             source("orders", SourceOutcome::Ok),

@@ -80,6 +80,22 @@ pub struct StepConfig {
     /// Cache this step's results (a tier or `{"ttlMs": n}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// The call that undoes this step, run when a critical step of the composite fails after
+    /// this one succeeded. Makes the composite a saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<CompensateConfig>,
+}
+
+/// A step's undo, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompensateConfig {
+    /// `<server>.<tool>`; it must be idempotent, since it is retried until it succeeds.
+    pub call: String,
+    /// Its arguments, as a template over `input`, `saga` and the steps (this one's own result
+    /// included: `${order.orderId}`).
+    #[serde(default = "empty_object")]
+    pub args: Value,
 }
 
 fn empty_object() -> Value {
@@ -111,6 +127,8 @@ pub struct Step {
     pub cache: Option<CacheSpec>,
     /// Steps this one reads, by index.
     pub depends_on: Vec<usize>,
+    /// The call that undoes it, as a step of its own (critical, uncached, reading every step).
+    pub compensate: Option<Box<Step>>,
 }
 
 /// The most items a `forEach` step may fan out over, and where that was configured, so that the
@@ -158,6 +176,11 @@ fn is_name(s: &str) -> bool {
 }
 
 impl Workflow {
+    /// Whether any step declares `compensate`: then a critical failure undoes what succeeded.
+    pub fn is_saga(&self) -> bool {
+        self.steps.iter().any(|s| s.compensate.is_some())
+    }
+
     /// Checks one composite; `servers` are the enabled upstream names. Errors name the path.
     /// `forEach` steps without `maxItems` take the default `orchestrator.limits.maxForEachItems`.
     pub fn compile(
@@ -208,8 +231,11 @@ impl Workflow {
         let mut steps = Vec::with_capacity(names.len());
         for (step_name, s) in &config.steps {
             let path = format!("{base}.steps.{step_name}");
-            if !is_name(step_name) || step_name == "input" {
-                return Err(err(path, "step names are A-Z a-z 0-9 _ - and not `input`"));
+            if !is_name(step_name) || step_name == "input" || step_name == "saga" {
+                return Err(err(
+                    path,
+                    "step names are A-Z a-z 0-9 _ - and not `input` or `saga`",
+                ));
             }
             let Some((server, tool)) = s.call.split_once('.') else {
                 return Err(err(format!("{path}.call"), "expected `<server>.<tool>`"));
@@ -314,6 +340,7 @@ impl Workflow {
             }
             for (root, at) in refs {
                 if root == "input"
+                    || root == "saga"
                     || (for_each.is_some() && root == item && !at.ends_with(".forEach"))
                 {
                     continue;
@@ -340,6 +367,17 @@ impl Workflow {
                     }
                 }
             }
+            let compensate = match &s.compensate {
+                None => None,
+                Some(c) => Some(Box::new(compile_compensation(
+                    c,
+                    &format!("{path}.compensate"),
+                    step_name,
+                    s.for_each.is_some(),
+                    servers,
+                    &index_of,
+                )?)),
+            };
             steps.push(Step {
                 name: step_name.clone(),
                 server: server.to_owned(),
@@ -352,6 +390,7 @@ impl Workflow {
                 fallback: s.fallback.clone(),
                 cache: s.cache.clone(),
                 depends_on: depends_on.into_iter().collect(),
+                compensate,
             });
         }
         let order = topological_order(&steps).map_err(|cycle| {
@@ -392,6 +431,70 @@ impl Workflow {
             ),
         })
     }
+}
+
+/// Checks a step's `compensate`: a call to an enabled server whose arguments refer only to
+/// `input`, `saga` and steps. Not on a `forEach` step: undoing some of its items and not others
+/// has no single call.
+fn compile_compensation(
+    c: &CompensateConfig,
+    path: &str,
+    step_name: &str,
+    for_each: bool,
+    servers: &BTreeSet<String>,
+    index_of: &dyn Fn(&str) -> Option<usize>,
+) -> Result<Step, ConfigError> {
+    if for_each {
+        return Err(err(
+            path.to_owned(),
+            "a forEach step cannot be compensated by one call; compensate a step per item",
+        ));
+    }
+    let Some((server, tool)) = c.call.split_once('.') else {
+        return Err(err(format!("{path}.call"), "expected `<server>.<tool>`"));
+    };
+    if !servers.contains(server) {
+        return Err(err(
+            format!("{path}.call"),
+            format!("no enabled server `{server}` in mcpServers"),
+        ));
+    }
+    if tool.is_empty() {
+        return Err(err(format!("{path}.call"), "the tool name is empty"));
+    }
+    if !c.args.is_object() {
+        return Err(err(format!("{path}.args"), "expected an object"));
+    }
+    let args =
+        Template::compile(&c.args).map_err(|e| template_error(e, &format!("{path}.args")))?;
+    for r in args.references() {
+        if r.root != "input" && r.root != "saga" && index_of(&r.root).is_none() {
+            return Err(err(
+                join_path(&format!("{path}.args"), &r.at),
+                format!(
+                    "unknown reference `{}`: not `input`, `saga` or a step",
+                    r.root
+                ),
+            ));
+        }
+    }
+    Ok(Step {
+        name: format!("{step_name}.compensate"),
+        server: server.to_owned(),
+        tool: tool.to_owned(),
+        args,
+        for_each: None,
+        concurrency: 1,
+        max_items: ItemLimit {
+            max: 1,
+            set_by: path.to_owned(),
+        },
+        critical: true,
+        fallback: None,
+        cache: None,
+        depends_on: Vec::new(),
+        compensate: None,
+    })
 }
 
 /// Kahn's algorithm; on a cycle, returns the names along one cycle.

@@ -65,6 +65,17 @@ pub enum SourceOutcome {
     Failed,
 }
 
+impl SagaState {
+    /// The same name as the serialized form, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Completed => "completed",
+            SagaState::Compensated => "compensated",
+            SagaState::CompensationFailed => "compensation_failed",
+        }
+    }
+}
+
 impl SourceOutcome {
     /// The same name as the serialized form, for metrics.
     pub fn as_str(self) -> &'static str {
@@ -106,7 +117,51 @@ pub struct Source {
     pub failed_items: Option<usize>,
     /// When it started, from the start of the composite (shows the overlap of steps).
     pub started_ms: f64,
+    /// How its undo went, when a saga failed after it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<Compensation>,
 }
+
+/// One step's undo, as reported in its `_meta.sources` line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compensation {
+    /// `server.tool` of the undo.
+    pub call: String,
+    /// `compensated`, or `failed` after every attempt.
+    pub outcome: &'static str,
+    /// Attempts made (each through the server's policy stack, which may retry too).
+    pub attempts: u32,
+    /// The last attempt's error, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How a saga (a composite whose steps declare `compensate`) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaState {
+    /// Every step succeeded.
+    Completed,
+    /// A critical step failed and every step that had succeeded was undone.
+    Compensated,
+    /// A critical step failed and at least one undo failed after every attempt: the systems may
+    /// disagree, and a person needs to look.
+    CompensationFailed,
+}
+
+/// A saga's id and how it ended, reported as `_meta.saga`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SagaReport {
+    /// Unique per run; `${saga.id}` in step arguments, so idempotency keys derived from it make a
+    /// retried step or undo apply once.
+    pub id: String,
+    /// How it ended.
+    pub state: SagaState,
+}
+
+/// Attempts at one undo before it is reported failed.
+pub const COMPENSATION_ATTEMPTS: u32 = 5;
 
 /// A critical step's failure, which fails the composite.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +194,8 @@ pub struct Run {
     pub result: Result<Value, Failure>,
     /// One entry per step, in the workflow's order, also when the run failed.
     pub sources: Vec<Source>,
+    /// For a saga: its id and how it ended.
+    pub saga: Option<SagaReport>,
 }
 
 impl Run {
@@ -363,6 +420,10 @@ pub async fn execute(
     let mut states: Vec<StepState> = (0..n).map(|_| StepState::default()).collect();
     let mut running = FuturesUnordered::new();
     let mut done_count = 0;
+    let saga_id = format!("saga-{:016x}", rand::random::<u64>());
+    let saga = serde_json::json!({ "id": saga_id });
+    // Steps that answered, in the order they did: a failed saga undoes them in reverse.
+    let mut succeeded: Vec<usize> = Vec::new();
 
     let source = |step: &Step, outcome, started: Instant, ended: Instant| Source {
         step: step.name.clone(),
@@ -375,9 +436,10 @@ pub async fn execute(
         items: None,
         failed_items: None,
         started_ms: ms(start, started),
+        compensation: None,
     };
 
-    loop {
+    let failed: Option<(Failure, Ending)> = 'run: loop {
         // Launch every step whose inputs are ready; skipping one may free others, so repeat.
         let mut progressed = true;
         while progressed {
@@ -420,11 +482,10 @@ pub async fn execute(
                             call: format!("{}.{}", step.server, step.tool),
                             fault,
                         };
-                        let ending = Ending::critical(&step.name);
-                        return Run {
-                            result: Err(Failure::Critical(failure)),
-                            sources: finish_sources(workflow, states, start, &ending),
-                        };
+                        break 'run Some((
+                            Failure::Critical(failure),
+                            Ending::critical(&step.name),
+                        ));
                     }
                     states[i].cause = cause;
                     // A `forEach` fallback stands for one item; without a list there are no items.
@@ -437,7 +498,7 @@ pub async fn execute(
                     on_progress(done_count, n);
                     continue;
                 }
-                let mut scope = Scope::new().with("input", input);
+                let mut scope = Scope::new().with("input", input).with("saga", &saga);
                 for &d in &step.depends_on {
                     if let Some(v) = &states[d].value {
                         scope.insert(&workflow.steps[d].name, v);
@@ -478,16 +539,14 @@ pub async fn execute(
             biased;
             done = running.next() => done,
             () = &mut expiry => {
-                // Returning drops `running`, which cancels the steps still in flight.
-                let ending = Ending::deadline(workflow.deadline);
-                return Run {
-                    result: Err(Failure::Deadline { deadline: workflow.deadline }),
-                    sources: finish_sources(workflow, states, start, &ending),
-                };
+                break 'run Some((
+                    Failure::Deadline { deadline: workflow.deadline },
+                    Ending::deadline(workflow.deadline),
+                ));
             }
         };
         let Some(done) = next else {
-            break;
+            break 'run None;
         };
         let step = &workflow.steps[done.index];
         let state = &mut states[done.index];
@@ -507,6 +566,7 @@ pub async fn execute(
                     _ => SourceOutcome::Ok,
                 };
                 state.value = Some(v);
+                succeeded.push(done.index);
             }
             Err(fault) => {
                 s.error_kind = Some(fault.reason.clone());
@@ -514,17 +574,13 @@ pub async fn execute(
                 if step.critical {
                     s.outcome = SourceOutcome::Failed;
                     state.source = Some(s);
-                    let ending = Ending::critical(&step.name);
+                    state.finished = true;
                     let failure = CriticalFailure {
                         step: step.name.clone(),
                         call: format!("{}.{}", step.server, step.tool),
                         fault,
                     };
-                    // Returning drops `running`, which cancels the steps still in flight.
-                    return Run {
-                        result: Err(Failure::Critical(failure)),
-                        sources: finish_sources(workflow, states, start, &ending),
-                    };
+                    break 'run Some((Failure::Critical(failure), Ending::critical(&step.name)));
                 }
                 // A `forEach` whose fallback exists failed as a whole (its list or arguments
                 // could not be built): the fallback stands for one item, so there is no value.
@@ -546,6 +602,42 @@ pub async fn execute(
         state.finished = true;
         done_count += 1;
         on_progress(done_count, n);
+    };
+
+    if let Some((failure, ending)) = failed {
+        let saga = if workflow.is_saga() {
+            // A step still running may be a write that lands: wait for every one (each is
+            // bounded by its server's timeouts) so that what succeeded is known, then undo it.
+            while let Some(done) = running.next().await {
+                let step = &workflow.steps[done.index];
+                let mut s = source(step, SourceOutcome::Ok, done.started, done.finished);
+                match done.value {
+                    Ok(v) => {
+                        states[done.index].value = Some(v);
+                        succeeded.push(done.index);
+                    }
+                    Err(fault) => {
+                        s.outcome = SourceOutcome::Failed;
+                        s.error_kind = Some(fault.reason.clone());
+                        s.error = Some(fault.message.clone());
+                    }
+                }
+                states[done.index].source = Some(s);
+                states[done.index].finished = true;
+            }
+            let state =
+                compensate(workflow, input, &saga, &mut states, &succeeded, runner, cx).await;
+            Some(SagaReport { id: saga_id, state })
+        } else {
+            None
+        };
+        // Dropping `running` cancels the steps still in flight (none, for a saga).
+        drop(running);
+        return Run {
+            result: Err(failure),
+            sources: finish_sources(workflow, states, start, &ending),
+            saga,
+        };
     }
 
     let null = Value::Null;
@@ -564,6 +656,113 @@ pub async fn execute(
     Run {
         result,
         sources: finish_sources(workflow, states, start, &ending),
+        saga: workflow.is_saga().then_some(SagaReport {
+            id: saga_id,
+            state: SagaState::Completed,
+        }),
+    }
+}
+
+/// Undoes the steps in `succeeded` that declare `compensate`, last first, each retried with
+/// backoff up to [`COMPENSATION_ATTEMPTS`] times (undos must be idempotent: an attempt whose
+/// answer was lost may have applied). Writes each outcome into the step's source line.
+async fn compensate(
+    workflow: &Workflow,
+    input: &Value,
+    saga: &Value,
+    states: &mut [StepState],
+    succeeded: &[usize],
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+) -> SagaState {
+    let mut all_undone = true;
+    for &i in succeeded.iter().rev() {
+        let Some(undo) = &workflow.steps[i].compensate else {
+            continue;
+        };
+        let rendered = {
+            let mut scope = Scope::new().with("input", input).with("saga", saga);
+            for (state, step) in states.iter().zip(&workflow.steps) {
+                if let Some(v) = &state.value {
+                    scope.insert(&step.name, v);
+                }
+            }
+            render_calls(undo, &scope)
+        };
+        let report = match rendered {
+            Ok(calls) => undo_with_retries(i, undo, calls, runner, cx).await,
+            Err(e) => Compensation {
+                call: format!("{}.{}", undo.server, undo.tool),
+                outcome: "failed",
+                attempts: 0,
+                error: Some(e.to_string()),
+            },
+        };
+        all_undone &= report.outcome == "compensated";
+        tracing::info!(
+            composite = %workflow.name,
+            step = %workflow.steps[i].name,
+            outcome = report.outcome,
+            attempts = report.attempts,
+            "saga step compensation"
+        );
+        if let Some(source) = states[i].source.as_mut() {
+            source.compensation = Some(report);
+        }
+    }
+    if all_undone {
+        SagaState::Compensated
+    } else {
+        SagaState::CompensationFailed
+    }
+}
+
+/// One undo, attempted until it succeeds, fails in a way a repeat cannot fix (an `invalid`
+/// fault: the arguments are wrong), or has used its attempts.
+async fn undo_with_retries(
+    index: usize,
+    undo: &Step,
+    calls: Vec<JsonObject>,
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+) -> Compensation {
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(COMPENSATION_ATTEMPTS as usize - 1)
+        .with_jitter()
+        .build();
+    let call = format!("{}.{}", undo.server, undo.tool);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let done = run_step(index, undo, calls.clone(), false, runner, cx).await;
+        let fault = match done.value {
+            Ok(_) => {
+                return Compensation {
+                    call,
+                    outcome: "compensated",
+                    attempts,
+                    error: None,
+                };
+            }
+            Err(fault) => fault,
+        };
+        let delay = (fault.kind != kit::ErrorKind::Invalid)
+            .then(|| delays.next())
+            .flatten();
+        match delay {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => {
+                return Compensation {
+                    call,
+                    outcome: "failed",
+                    attempts,
+                    error: Some(fault.message),
+                };
+            }
+        }
     }
 }
 
@@ -710,6 +909,7 @@ fn finish_sources(
                     items: None,
                     failed_items: None,
                     started_ms: ms(start, started),
+                    compensation: None,
                 }
             })
         })
@@ -1030,6 +1230,256 @@ mod tests {
         assert_eq!(
             collector.into_tags(),
             ["each:1", "each:2", "each:3", "items", "list:all"]
+        );
+    }
+
+    /// Writes for the saga tests: `create` and `reserve` answer ids, `slow_write` answers after
+    /// 50 ms; a tool fails (an `unavailable` tool error) as many times as `failures` says
+    /// (`usize::MAX`: always). Records every call with its arguments.
+    #[derive(Default)]
+    struct Writes {
+        calls: Mutex<Vec<(String, Value)>>,
+        failures: Mutex<std::collections::HashMap<String, usize>>,
+    }
+
+    impl Writes {
+        fn failing(tool: &str, times: usize) -> Self {
+            let w = Self::default();
+            w.failures
+                .lock()
+                .expect("lock")
+                .insert(tool.to_owned(), times);
+            w
+        }
+
+        fn tools(&self) -> Vec<String> {
+            let calls = self.calls.lock().expect("lock");
+            calls.iter().map(|(t, _)| t.clone()).collect()
+        }
+
+        fn args_of(&self, tool: &str) -> Value {
+            let calls = self.calls.lock().expect("lock");
+            calls
+                .iter()
+                .find(|(t, _)| t == tool)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default()
+        }
+    }
+
+    impl StepRunner for Writes {
+        fn call<'a>(
+            &'a self,
+            step: &'a Step,
+            args: JsonObject,
+            _cx: &'a CallContext,
+        ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>> {
+            Box::pin(async move {
+                if step.tool == "slow_write" {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                self.calls
+                    .lock()
+                    .expect("lock")
+                    .push((step.tool.clone(), Value::Object(args)));
+                let fail = {
+                    let mut failures = self.failures.lock().expect("lock");
+                    match failures.get_mut(&step.tool) {
+                        Some(n) if *n > 0 => {
+                            if *n != usize::MAX {
+                                *n -= 1;
+                            }
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                let outcome = if fail {
+                    kit::ToolError::unavailable("injected failure").to_call_tool_result()
+                } else {
+                    CallToolResult::structured(match step.tool.as_str() {
+                        "create" => json!({ "orderId": "O-1" }),
+                        "reserve" => json!({ "reservationId": "R-1" }),
+                        _ => json!({ "ok": true }),
+                    })
+                };
+                StepCall {
+                    outcome: Ok(outcome),
+                    cached: false,
+                }
+            })
+        }
+    }
+
+    /// `place_order` in small: create the order, reserve its stock, record the event; the first
+    /// two undo themselves.
+    fn place_order() -> Workflow {
+        compile(json!({
+            "description": "order, stock, event",
+            "steps": {
+                "order": {
+                    "call": "sql.create", "critical": true,
+                    "args": { "key": "${saga.id}:order" },
+                    "compensate": { "call": "sql.cancel", "args": { "orderId": "${order.orderId}", "key": "${saga.id}:cancel" } }
+                },
+                "stock": {
+                    "call": "rest.reserve", "critical": true,
+                    "args": { "orderId": "${order.orderId}" },
+                    "compensate": { "call": "rest.release", "args": { "reservationId": "${stock.reservationId}" } }
+                },
+                "event": {
+                    "call": "cosmos.record", "critical": true,
+                    "args": { "orderId": "${order.orderId}", "reservation": "${stock.reservationId}" }
+                }
+            },
+            "output": { "orderId": "${order.orderId}" }
+        }))
+    }
+
+    async fn run_saga(w: &Workflow, runner: &Writes) -> Run {
+        execute(w, &json!({}), runner, &CallContext::default(), &|_, _| {}).await
+    }
+
+    #[tokio::test]
+    async fn a_saga_that_succeeds_undoes_nothing_and_says_completed() {
+        let writes = Writes::default();
+        let run = run_saga(&place_order(), &writes).await;
+        assert_eq!(run.result, Ok(json!({ "orderId": "O-1" })));
+        assert_eq!(writes.tools(), ["create", "reserve", "record"]);
+        let saga = run.saga.expect("a saga report");
+        assert_eq!(saga.state, SagaState::Completed);
+        assert_eq!(
+            writes.args_of("create")["key"],
+            json!(format!("{}:order", saga.id)),
+            "${{saga.id}} renders into step arguments"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_saga_undoes_what_succeeded_last_first() {
+        let writes = Writes::failing("record", usize::MAX);
+        let run = run_saga(&place_order(), &writes).await;
+        assert!(matches!(run.result, Err(Failure::Critical(ref f)) if f.step == "event"));
+        // The failed step is not retried by the saga; the undos run newest first.
+        assert_eq!(
+            writes.tools(),
+            ["create", "reserve", "record", "release", "cancel"]
+        );
+        assert_eq!(writes.args_of("release"), json!({ "reservationId": "R-1" }));
+        let saga = run.saga.clone().expect("a saga report");
+        assert_eq!(saga.state, SagaState::Compensated);
+        assert_eq!(
+            writes.args_of("cancel"),
+            json!({ "orderId": "O-1", "key": format!("{}:cancel", saga.id) })
+        );
+        for step in ["order", "stock"] {
+            let c = source(&run, step)
+                .compensation
+                .clone()
+                .expect("compensated");
+            assert_eq!((c.outcome, c.attempts), ("compensated", 1), "{step}");
+        }
+        assert!(source(&run, "event").compensation.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_undo_that_fails_is_retried_until_it_succeeds() {
+        let writes = Writes::failing("record", usize::MAX);
+        writes
+            .failures
+            .lock()
+            .expect("lock")
+            .insert("cancel".into(), 2);
+        let run = run_saga(&place_order(), &writes).await;
+        assert_eq!(
+            run.saga.as_ref().map(|s| s.state),
+            Some(SagaState::Compensated)
+        );
+        let c = source(&run, "order")
+            .compensation
+            .clone()
+            .expect("compensated");
+        assert_eq!((c.outcome, c.attempts), ("compensated", 3));
+        assert_eq!(writes.tools().iter().filter(|t| *t == "cancel").count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_undo_that_never_succeeds_leaves_the_saga_needing_a_person() {
+        let writes = Writes::failing("record", usize::MAX);
+        writes
+            .failures
+            .lock()
+            .expect("lock")
+            .insert("release".into(), usize::MAX);
+        let run = run_saga(&place_order(), &writes).await;
+        assert_eq!(
+            run.saga.as_ref().map(|s| s.state),
+            Some(SagaState::CompensationFailed)
+        );
+        let release = source(&run, "stock").compensation.clone().expect("tried");
+        assert_eq!(
+            (release.outcome, release.attempts),
+            ("failed", COMPENSATION_ATTEMPTS)
+        );
+        assert!(release.error.is_some());
+        // One undo failing does not stop the others.
+        let cancel = source(&run, "order").compensation.clone().expect("tried");
+        assert_eq!(cancel.outcome, "compensated");
+    }
+
+    #[tokio::test]
+    async fn a_write_still_running_when_the_saga_fails_is_waited_for_and_undone() {
+        let w = compile(json!({
+            "description": "two writes at once",
+            "steps": {
+                "slow": {
+                    "call": "sql.slow_write", "critical": true,
+                    "compensate": { "call": "sql.undo_slow" }
+                },
+                "fast": { "call": "rest.fail_now", "critical": true }
+            },
+            "output": {}
+        }));
+        let writes = Writes::failing("fail_now", usize::MAX);
+        let run = run_saga(&w, &writes).await;
+        assert!(matches!(run.result, Err(Failure::Critical(ref f)) if f.step == "fast"));
+        assert_eq!(source(&run, "slow").outcome, SourceOutcome::Ok);
+        assert_eq!(writes.tools().last().map(String::as_str), Some("undo_slow"));
+        assert_eq!(run.saga.map(|s| s.state), Some(SagaState::Compensated));
+    }
+
+    #[test]
+    fn compensate_is_checked_at_load() {
+        let servers: BTreeSet<String> = ["sql".to_owned()].into();
+        let check = |step: Value| {
+            let config: CompositeConfig = serde_json::from_value(json!({
+                "description": "d",
+                "steps": { "list": { "call": "sql.list" }, "s": step },
+                "output": {}
+            }))
+            .expect("config");
+            Workflow::compile("demo", &config, &servers)
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = check(
+            json!({ "call": "sql.w", "compensate": { "call": "sql.u", "args": { "x": "${nope.id}" } } }),
+        );
+        assert!(
+            e.contains("orchestrator.composites.demo.steps.s.compensate.args.x"),
+            "{e}"
+        );
+        let e = check(json!({ "call": "sql.w", "compensate": { "call": "ghost.u" } }));
+        assert!(
+            e.contains("steps.s.compensate.call") && e.contains("ghost"),
+            "{e}"
+        );
+        let e = check(
+            json!({ "call": "sql.w", "forEach": "${list.items}", "compensate": { "call": "sql.u" } }),
+        );
+        assert!(
+            e.contains("steps.s.compensate") && e.contains("forEach"),
+            "{e}"
         );
     }
 }
