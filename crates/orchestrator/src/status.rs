@@ -66,6 +66,9 @@ pub struct StatusReport {
     /// Which configuration is in force, and how the last reload went.
     #[serde(default)]
     pub config: ConfigStatus,
+    /// Saga composites run since start, by outcome.
+    #[serde(default)]
+    pub sagas: crate::metrics::SagaCounts,
 }
 
 /// The configuration in force: which version of the file, since when, and the last reload
@@ -185,6 +188,7 @@ impl StatusReport {
                 last_reload_error: gw.last_reload_error(),
                 draining: gw.draining(),
             },
+            sagas: gw.metrics().saga_counts(),
         }
     }
 }

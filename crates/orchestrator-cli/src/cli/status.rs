@@ -211,6 +211,7 @@ mod tests {
                 },
             },
             config: Default::default(),
+            sagas: Default::default(),
         }
     }
 

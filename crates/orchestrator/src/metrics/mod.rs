@@ -108,6 +108,8 @@ pub struct Metrics {
     limits_enforced: Counter<u64>,
     config_reloads: Counter<u64>,
     sagas: Counter<u64>,
+    /// The same saga outcomes as plain counts, for `orchestrator://status`.
+    saga_counts: SagaCounters,
     /// The same enforcements as plain counts, for `orchestrator://status` (an OTel counter cannot
     /// be read back).
     enforced: LimitCounters,
@@ -119,6 +121,27 @@ pub struct Metrics {
     /// The shared cache layer's figures, once a gateway with one is built (observed, like the
     /// policies': the layer counts for `orchestrator://status` already).
     shared_cache: Arc<RwLock<Option<Arc<SharedStats>>>>,
+}
+
+/// Saga runs by outcome since start.
+#[derive(Debug, Default)]
+struct SagaCounters {
+    completed: AtomicU64,
+    compensated: AtomicU64,
+    compensation_failed: AtomicU64,
+}
+
+/// Saga runs by outcome since start, for status: a `compensationFailed` above zero needs a
+/// person (the systems a saga wrote to may disagree).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaCounts {
+    /// Every step succeeded.
+    pub completed: u64,
+    /// A step failed and everything that had succeeded was undone.
+    pub compensated: u64,
+    /// A step failed and an undo failed after every attempt.
+    pub compensation_failed: u64,
 }
 
 /// How many times each limit the front applies took effect since start.
@@ -280,6 +303,7 @@ impl Metrics {
                 )
                 .with_unit("{saga}")
                 .build(),
+            saga_counts: SagaCounters::default(),
             config_reloads: meter
                 .u64_counter("mcp.orchestrator.config.reloads")
                 .with_description(
@@ -296,8 +320,24 @@ impl Metrics {
         }
     }
 
+    /// Saga runs by outcome since start.
+    pub fn saga_counts(&self) -> SagaCounts {
+        let c = &self.saga_counts;
+        SagaCounts {
+            completed: c.completed.load(Ordering::Relaxed),
+            compensated: c.compensated.load(Ordering::Relaxed),
+            compensation_failed: c.compensation_failed.load(Ordering::Relaxed),
+        }
+    }
+
     /// Counts one saga run by how it ended; `compensation_failed` needs a person.
     pub fn saga(&self, composite: &str, outcome: &'static str) {
+        let count = match outcome {
+            "completed" => &self.saga_counts.completed,
+            "compensated" => &self.saga_counts.compensated,
+            _ => &self.saga_counts.compensation_failed,
+        };
+        count.fetch_add(1, Ordering::Relaxed);
         self.sagas.add(
             1,
             &[

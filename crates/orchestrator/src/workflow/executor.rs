@@ -411,6 +411,36 @@ pub async fn execute(
     cx: &CallContext,
     on_progress: &(dyn Fn(usize, usize) + Send + Sync),
 ) -> Run {
+    let saga_id = format!("saga-{:016x}", rand::random::<u64>());
+    if !workflow.is_saga() {
+        return run_plan(workflow, input, runner, cx, on_progress, saga_id).await;
+    }
+    // One span around a saga's steps and undos, carrying its id, so the trace of a saga that
+    // was compensated shows what ran, what failed and what was undone under one parent.
+    let span = tracing::info_span!(
+        "workflow.saga",
+        otel.name = %format!("saga {}", workflow.name),
+        mcp.saga.id = %saga_id,
+        mcp.workflow.name = %workflow.name,
+        mcp.saga.state = Empty,
+    );
+    let run = run_plan(workflow, input, runner, cx, on_progress, saga_id)
+        .instrument(span.clone())
+        .await;
+    if let Some(saga) = &run.saga {
+        span.record("mcp.saga.state", saga.state.as_str());
+    }
+    run
+}
+
+async fn run_plan(
+    workflow: &Workflow,
+    input: &Value,
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+    on_progress: &(dyn Fn(usize, usize) + Send + Sync),
+    saga_id: String,
+) -> Run {
     let start = Instant::now();
     // The user's time answering a step's question does not count against the composite.
     let wait = cx.origin.as_ref().map(|o| o.wait.clone());
@@ -420,7 +450,6 @@ pub async fn execute(
     let mut states: Vec<StepState> = (0..n).map(|_| StepState::default()).collect();
     let mut running = FuturesUnordered::new();
     let mut done_count = 0;
-    let saga_id = format!("saga-{:016x}", rand::random::<u64>());
     let saga = serde_json::json!({ "id": saga_id });
     // Steps that answered, in the order they did: a failed saga undoes them in reverse.
     let mut succeeded: Vec<usize> = Vec::new();
