@@ -705,6 +705,13 @@ async fn compensate(
     cx: &CallContext,
 ) -> SagaState {
     let mut all_undone = true;
+    // An agent that cancels its call cancels the steps, and so may be why the saga failed; it
+    // must not cancel the undos, or the writes that landed would stay.
+    let undo_cx = CallContext {
+        ct: tokio_util::sync::CancellationToken::new(),
+        ..cx.clone()
+    };
+    let cx = &undo_cx;
     for &i in succeeded.iter().rev() {
         let Some(undo) = &workflow.steps[i].compensate else {
             continue;
@@ -1301,9 +1308,19 @@ mod tests {
             &'a self,
             step: &'a Step,
             args: JsonObject,
-            _cx: &'a CallContext,
+            cx: &'a CallContext,
         ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>> {
             Box::pin(async move {
+                // As the real path: a cancelled call does not reach the server.
+                if step.tool == "wait_for_cancel" {
+                    cx.ct.cancelled().await;
+                }
+                if cx.ct.is_cancelled() {
+                    return StepCall {
+                        outcome: Err(CallError::Cancelled),
+                        cached: false,
+                    };
+                }
                 if step.tool == "slow_write" {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -1475,6 +1492,32 @@ mod tests {
         assert_eq!(source(&run, "slow").outcome, SourceOutcome::Ok);
         assert_eq!(writes.tools().last().map(String::as_str), Some("undo_slow"));
         assert_eq!(run.saga.map(|s| s.state), Some(SagaState::Compensated));
+    }
+
+    #[tokio::test]
+    async fn an_agent_cancelling_a_saga_still_gets_its_writes_undone() {
+        let w = compile(json!({
+            "description": "a write, then a step the agent cancels",
+            "steps": {
+                "order": {
+                    "call": "sql.create", "critical": true,
+                    "compensate": { "call": "sql.cancel", "args": { "orderId": "${order.orderId}" } }
+                },
+                "next": { "call": "rest.wait_for_cancel", "critical": true, "args": { "o": "${order.orderId}" } }
+            },
+            "output": {}
+        }));
+        let writes = Writes::default();
+        let cx = CallContext::default();
+        let ct = cx.ct.clone();
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ct.cancel();
+        };
+        let input = json!({});
+        let (run, ()) = tokio::join!(execute(&w, &input, &writes, &cx, &|_, _| {}), cancel);
+        assert_eq!(run.saga.map(|s| s.state), Some(SagaState::Compensated));
+        assert_eq!(writes.args_of("cancel"), json!({ "orderId": "O-1" }));
     }
 
     #[test]
