@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use kit::ToolError;
-use reqwest::{Url, header};
-use serde::de::DeserializeOwned;
+use reqwest::{Method, Url, header};
+use serde::{Serialize, de::DeserializeOwned};
 use tracing::{Instrument, field::Empty};
 
 use crate::{
@@ -93,23 +93,53 @@ impl ApiClient {
         segments: &[&str],
         scope: &CallScope,
     ) -> Result<T, ToolError> {
+        self.send(Method::GET, route, segments, None, scope).await
+    }
+
+    /// `POST` `body` as JSON to the resource at `segments` and decode the JSON answer.
+    ///
+    /// Only for the API's idempotent writes (a reservation keyed by its order id, a release):
+    /// the client itself never repeats a request, but its callers' retry policies may.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        route: &str,
+        segments: &[&str],
+        body: &B,
+        scope: &CallScope,
+    ) -> Result<T, ToolError> {
+        let body = serde_json::to_vec(body).map_err(|e| {
+            ToolError::internal(format!("POST {route}: cannot encode the request: {e}"))
+        })?;
+        self.send(Method::POST, route, segments, Some(body), scope)
+            .await
+    }
+
+    /// One request with an optional JSON body, in a client span, abandoned on cancellation.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        route: &str,
+        segments: &[&str],
+        body: Option<Vec<u8>>,
+        scope: &CallScope,
+    ) -> Result<T, ToolError> {
         let url = path::endpoint(&self.base_url, segments)?;
         let span = tracing::info_span!(
             "http.client",
-            otel.name = %format!("GET {route}"),
+            otel.name = %format!("{method} {route}"),
             otel.kind = "client",
             otel.status_code = Empty,
-            http.request.method = "GET",
+            http.request.method = %method,
             url.full = %url,
             server.address = self.base_url.host_str().unwrap_or_default(),
             http.response.status_code = Empty,
             error.type = Empty,
         );
         let headers = scope.headers(&span);
-        let endpoint = format!("GET {url}");
+        let endpoint = format!("{method} {url}");
         let outcome = async {
             tokio::select! {
-                outcome = self.fetch(url, headers, &endpoint) => outcome,
+                outcome = self.fetch(method, url, headers, body, &endpoint) => outcome,
                 _ = scope.ct.cancelled() => Err(ToolError::unavailable(format!(
                     "{endpoint} abandoned: the call was cancelled"
                 ))),
@@ -127,21 +157,26 @@ impl ApiClient {
 
     async fn fetch<T: DeserializeOwned>(
         &self,
+        method: Method,
         url: Url,
         headers: header::HeaderMap,
+        body: Option<Vec<u8>>,
         endpoint: &str,
     ) -> Result<T, ToolError> {
         let transport = |e: reqwest::Error| {
             status::from_transport(TransportFailure::of(&e), &format!("{endpoint}: {e}"))
         };
-        let mut response = self
+        let mut request = self
             .http
-            .get(url)
+            .request(method, url)
             .headers(headers)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(transport)?;
+            .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
         let retry_after = response.headers().get(header::RETRY_AFTER).cloned();

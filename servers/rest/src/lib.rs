@@ -3,7 +3,8 @@
 //!
 //! Without `--base-url` the bundled API starts in this process on an ephemeral 127.0.0.1 port (its
 //! HTTP faults driven by the `--api-*` flags); with `--base-url` the tools front any deployment of
-//! the same API. Either way every tool call is one `GET` through one pooled HTTP client, carrying
+//! the same API. Either way every tool call is one request (`GET` to read; `POST` to reserve or
+//! release stock, idempotent by order and reservation id) through one pooled HTTP client, carrying
 //! the caller's W3C trace context, and every HTTP failure becomes a classified tool error.
 //!
 //! # Layout

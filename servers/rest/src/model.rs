@@ -33,6 +33,36 @@ pub struct OrderIdArgs {
     pub order_id: String,
 }
 
+/// Stock to hold for one order; also the body of `POST /reservations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReserveStockArgs {
+    /// The order the stock is held for, e.g. `ORD-02001`; also the idempotency key: the same
+    /// order id again answers with its first reservation and takes no stock twice.
+    pub order_id: String,
+    /// What to hold: one line per product, each product at most once. All lines are reserved
+    /// or none.
+    pub lines: Vec<ReservationLine>,
+}
+
+/// One product and how many units of it to hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReservationLine {
+    /// Product id, e.g. `PROD-007`.
+    pub product_id: String,
+    /// Units to hold, at least 1.
+    pub quantity: u32,
+}
+
+/// One reservation.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReservationIdArgs {
+    /// Reservation id as `reserve_stock` answered it, e.g. `RSV-000001`.
+    pub reservation_id: String,
+}
+
 // ---- resources ---------------------------------------------------------------------------------
 
 /// A product of the catalogue, the same ids and prices as the SQL server's.
@@ -187,6 +217,77 @@ pub struct Shipment {
     pub estimated_delivery: Option<String>,
 }
 
+/// Whether a reservation still holds its stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationState {
+    /// The stock is held: it is not in the inventory's quantities.
+    Reserved,
+    /// The stock went back to the inventory; a released reservation stays released.
+    Released,
+}
+
+/// Units of one product held in one warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarehouseAllocation {
+    /// The warehouse the units were taken from.
+    pub warehouse_id: String,
+    /// Units taken from it.
+    pub quantity: u32,
+}
+
+/// One line of a reservation, with where its units were taken from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservedLine {
+    /// The product.
+    pub product_id: String,
+    /// Units held.
+    pub quantity: u32,
+    /// Where they were taken from, in warehouse id order; a release puts each back where it
+    /// came from, so warehouse quantities return exactly.
+    pub warehouses: Vec<WarehouseAllocation>,
+}
+
+/// Stock held for one order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    /// e.g. `RSV-000001`.
+    pub reservation_id: String,
+    /// The order it holds stock for (one reservation per order).
+    pub order_id: String,
+    /// Reserved or released.
+    pub state: ReservationState,
+    /// The lines in product id order.
+    pub lines: Vec<ReservedLine>,
+    /// When it was made (RFC 3339, UTC).
+    pub reserved_at: String,
+    /// When it was released (RFC 3339, UTC), once it is.
+    pub released_at: Option<String>,
+}
+
+/// The answer of `POST /reservations` and of `reserve_stock`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReserveOutcome {
+    /// `false` when the order already had this reservation: nothing was taken this time.
+    pub created: bool,
+    /// The order's reservation.
+    pub reservation: Reservation,
+}
+
+/// The answer of `POST /reservations/{reservationId}/release` and of `release_reservation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseOutcome {
+    /// `true` when it was released before: nothing was put back this time.
+    pub already_released: bool,
+    /// The reservation, now released.
+    pub reservation: Reservation,
+}
+
 /// The API's liveness answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -219,4 +320,8 @@ pub struct ApiErrorDetail {
     pub code: String,
     /// For a human; names the offending id.
     pub message: String,
+    /// Machine-readable facts of the error, when it has some (for `insufficient_stock`: the
+    /// product, the units requested and the units available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }

@@ -1,4 +1,5 @@
-//! The MCP face of the REST API: four read-only tools, each one `GET` under the base URL.
+//! The MCP face of the REST API: four read-only tools, each one `GET` under the base URL, and two
+//! idempotent writes holding and releasing stock for an order, each one `POST`.
 
 use kit::{ServerKit, ToolFailure};
 use rmcp::{
@@ -15,7 +16,7 @@ use crate::{
     client::ApiClient,
     model::{
         Inventory, InventoryArgs, LowStock, OrderIdArgs, Product, ProductIdArgs, ProductInventory,
-        Shipment,
+        ReleaseOutcome, ReservationIdArgs, ReserveOutcome, ReserveStockArgs, Shipment,
     },
     path,
     propagation::CallScope,
@@ -124,6 +125,56 @@ impl RestServer {
                 .await?,
         ))
     }
+
+    #[tool(
+        description = "Hold stock for an order: every line's units leave the available stock (check_inventory shows them gone), all lines or none. Idempotent by orderId: the same orderId and lines again answer with the first reservation (created: false) and take nothing twice, also after a lost answer; other lines for the same orderId are a conflict. A line short of stock is a conflict naming the product and the units available (_meta.details), and nothing is reserved. Undo with release_reservation.",
+        annotations(
+            title = "Reserve stock",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn reserve_stock(
+        &self,
+        Parameters(args): Parameters<ReserveStockArgs>,
+        scope: CallScope,
+    ) -> Result<Json<ReserveOutcome>, ToolFailure> {
+        Ok(Json(
+            self.api
+                .post("/reservations", &["reservations"], &args, &scope)
+                .await?,
+        ))
+    }
+
+    #[tool(
+        description = "Release a reservation made by reserve_stock: its units go back to the available stock exactly once. Releasing it again succeeds with alreadyReleased: true and changes nothing; an unknown reservationId is not_found.",
+        annotations(
+            title = "Release reservation",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn release_reservation(
+        &self,
+        Parameters(args): Parameters<ReservationIdArgs>,
+        scope: CallScope,
+    ) -> Result<Json<ReleaseOutcome>, ToolFailure> {
+        let id = path::segment("reservationId", &args.reservation_id)?;
+        Ok(Json(
+            self.api
+                .post(
+                    "/reservations/{reservationId}/release",
+                    &["reservations", id, "release"],
+                    &serde_json::json!({}),
+                    &scope,
+                )
+                .await?,
+        ))
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -136,8 +187,10 @@ impl ServerHandler for RestServer {
             ))
             .with_instructions(
                 "Inventory, low stock, shipping status and products from the retail company's \
-                 REST API. Ids look like PROD-001 and ORD-00001 (the same as the SQL server's). \
-                 Errors say whether to retry (throttled/unavailable) or not (not_found/invalid).",
+                 REST API, and stock reservations for orders (reserve_stock, release_reservation: \
+                 idempotent, safe to repeat). Ids look like PROD-001, ORD-00001 (the same as the \
+                 SQL server's) and RSV-000001. Errors say whether to retry \
+                 (throttled/unavailable) or not (not_found/invalid/conflict).",
             )
     }
 

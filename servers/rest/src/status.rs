@@ -12,7 +12,9 @@
 //!
 //! 401/403 and redirects are `internal`: they mean this server is misconfigured (credentials, base
 //! URL), which neither the caller's arguments nor a retry can fix. Every error also carries
-//! `httpStatus` in `_meta` when the API answered.
+//! `httpStatus` in `_meta` when the API answered, and the API's `code` and `details` (as
+//! `apiCode`, `details`) when its body has them: a 409 `insufficient_stock` names the product and
+//! the units available there.
 
 use chrono::{DateTime, Utc};
 use http::{HeaderValue, StatusCode};
@@ -23,6 +25,12 @@ pub const MAX_RETRY_AFTER_MS: u64 = 10 * 60 * 1000;
 
 /// `_meta` key with the HTTP status the API answered.
 pub const META_HTTP_STATUS: &str = "httpStatus";
+
+/// `_meta` key with the API's stable error code (`insufficient_stock`, `conflict`, ...).
+pub const META_API_CODE: &str = "apiCode";
+
+/// `_meta` key with the API's machine-readable error details.
+pub const META_DETAILS: &str = "details";
 
 /// How a request failed before the API answered with a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +105,18 @@ pub fn from_status(
         ),
     )
     .with_meta(META_HTTP_STATUS, status.as_u16().into());
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(code) = value.pointer("/error/code").and_then(|c| c.as_str()) {
+            // Untrusted text on its way to an agent: keep it short.
+            error = error.with_meta(
+                META_API_CODE,
+                code.chars().take(64).collect::<String>().into(),
+            );
+        }
+        if let Some(details) = value.pointer("/error/details").filter(|d| d.is_object()) {
+            error = error.with_meta(META_DETAILS, details.clone());
+        }
+    }
     if kind.retryable_by_default()
         && let Some(ms) = retry_after.and_then(|v| retry_after_ms(v, now))
     {
@@ -225,6 +245,17 @@ mod tests {
         );
         assert_eq!(retry_after_ms(&v("soon"), now()), None);
         assert_eq!(retry_after_ms(&v("-1"), now()), None);
+    }
+
+    #[test]
+    fn the_apis_code_and_details_are_passed_on() {
+        let body = r#"{"error":{"status":409,"code":"insufficient_stock","message":"short","details":{"productId":"PROD-002","requested":9,"available":3}}}"#;
+        let e = map(409, None, body);
+        assert_eq!((e.kind, e.retryable), (ErrorKind::Conflict, false));
+        assert_eq!(e.extra_meta[META_API_CODE], "insufficient_stock");
+        assert_eq!(e.extra_meta[META_DETAILS]["available"], 3);
+        let e = map(404, None, r#"{"message":"bad id"}"#);
+        assert!(!e.extra_meta.contains_key(META_DETAILS));
     }
 
     #[test]

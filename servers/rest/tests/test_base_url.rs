@@ -119,6 +119,13 @@ async fn every_tool_works_through_a_base_url_and_carries_the_callers_trace() -> 
             ("check_stock", json!({})),
             ("get_product", json!({ "productId": "PROD-010" })),
             ("get_shipping_status", json!({ "orderId": "ORD-00010" })),
+            // The writes carry the trace too; repeating them per transport is what they allow
+            // (the same order's reservation, then `alreadyReleased`).
+            (
+                "reserve_stock",
+                json!({ "orderId": "ORD-00010", "lines": [{ "productId": "PROD-010", "quantity": 1 }] }),
+            ),
+            ("release_reservation", json!({ "reservationId": "RSV-000001" })),
         ]
         .into_iter()
         .enumerate()

@@ -11,7 +11,12 @@ use testkit::{Client, call_ok};
 
 use common::connect;
 
-async fn tools_are_listed_read_only_with_output_schemas(client: &Client) -> anyhow::Result<()> {
+/// The tools that write: idempotent, never destructive.
+const WRITES: [&str; 2] = ["release_reservation", "reserve_stock"];
+
+async fn tools_are_listed_with_annotations_and_output_schemas(
+    client: &Client,
+) -> anyhow::Result<()> {
     let tools = client.list_all_tools().await?;
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort_unstable();
@@ -21,12 +26,20 @@ async fn tools_are_listed_read_only_with_output_schemas(client: &Client) -> anyh
             "check_inventory",
             "check_stock",
             "get_product",
-            "get_shipping_status"
+            "get_shipping_status",
+            "release_reservation",
+            "reserve_stock"
         ]
     );
     for tool in &tools {
         let annotations = tool.annotations.as_ref().context("annotations")?;
-        assert_eq!(annotations.read_only_hint, Some(true), "{}", tool.name);
+        if WRITES.contains(&tool.name.as_ref()) {
+            assert_eq!(annotations.read_only_hint, Some(false), "{}", tool.name);
+            assert_eq!(annotations.idempotent_hint, Some(true), "{}", tool.name);
+            assert_eq!(annotations.destructive_hint, Some(false), "{}", tool.name);
+        } else {
+            assert_eq!(annotations.read_only_hint, Some(true), "{}", tool.name);
+        }
         assert_eq!(annotations.open_world_hint, Some(false), "{}", tool.name);
         assert!(
             tool.output_schema.is_some(),
@@ -40,6 +53,12 @@ async fn tools_are_listed_read_only_with_output_schemas(client: &Client) -> anyh
         .context("get_product")?;
     let schema = serde_json::to_value(&product.input_schema)?;
     assert_eq!(schema["required"], json!(["productId"]));
+    let reserve = tools
+        .iter()
+        .find(|t| t.name == "reserve_stock")
+        .context("reserve_stock")?;
+    let schema = serde_json::to_value(&reserve.input_schema)?;
+    assert_eq!(schema["required"], json!(["orderId", "lines"]));
     Ok(())
 }
 
@@ -153,7 +172,7 @@ async fn every_tool_answers_from_the_seed(client: &Client) -> anyhow::Result<()>
 #[tokio::test]
 async fn stdio_serves_every_tool_from_the_bundled_api() -> anyhow::Result<()> {
     let (client, _server) = connect("stdio", &[]).await?;
-    tools_are_listed_read_only_with_output_schemas(&client).await?;
+    tools_are_listed_with_annotations_and_output_schemas(&client).await?;
     every_tool_answers_from_the_seed(&client).await?;
     client.cancel().await?;
     Ok(())
@@ -162,7 +181,7 @@ async fn stdio_serves_every_tool_from_the_bundled_api() -> anyhow::Result<()> {
 #[tokio::test]
 async fn http_serves_every_tool_from_the_bundled_api() -> anyhow::Result<()> {
     let (client, server) = connect("http", &[]).await?;
-    tools_are_listed_read_only_with_output_schemas(&client).await?;
+    tools_are_listed_with_annotations_and_output_schemas(&client).await?;
     every_tool_answers_from_the_seed(&client).await?;
     client.cancel().await?;
     if let Some(server) = server {
@@ -174,7 +193,7 @@ async fn http_serves_every_tool_from_the_bundled_api() -> anyhow::Result<()> {
 #[tokio::test]
 async fn stateless_http_serves_every_tool_from_the_bundled_api() -> anyhow::Result<()> {
     let (client, _server) = connect("http-stateless", &[]).await?;
-    tools_are_listed_read_only_with_output_schemas(&client).await?;
+    tools_are_listed_with_annotations_and_output_schemas(&client).await?;
     every_tool_answers_from_the_seed(&client).await?;
     Ok(())
 }

@@ -59,7 +59,7 @@ pub struct HttpFaultArgs {
     #[arg(long, env = "RETAIL_API_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub failure_rate: f64,
     /// Routes that always answer 503, by first path segment (`inventory`, `stock`, `shipments`,
-    /// `products`, `warehouses`), comma-separated.
+    /// `products`, `warehouses`, `reservations`), comma-separated.
     #[arg(long, env = "RETAIL_API_FAIL_ROUTES", value_delimiter = ',')]
     pub fail_routes: Vec<String>,
     /// Share of requests (0..1) answered `429 Too Many Requests` with `Retry-After`.

@@ -12,26 +12,37 @@
 //! | `GET /inventory`, `GET /inventory/{productId}` | stock per warehouse with reorder levels |
 //! | `GET /stock/low` | product-and-warehouse pairs below their reorder level |
 //! | `GET /shipments/{orderId}` | carrier, tracking, dates, estimated delivery |
+//! | `POST /reservations` | holds stock for an order (`{orderId, lines: [{productId, quantity}]}`): 201 new, 200 the order's existing one |
+//! | `GET /reservations/{reservationId}` | one reservation: state (`reserved`/`released`), lines, warehouses |
+//! | `POST /reservations/{reservationId}/release` | puts its stock back once; `alreadyReleased` says whether an earlier call did |
 //! | `GET /debug/last-traceparent` | the last trace context received (`--debug-endpoints` only) |
 //!
-//! Errors are JSON (`{"error": {"status", "code", "message"}}`): 400 for a malformed id, 404 for
-//! an unknown one (for a shipment: an order not yet handed over for shipping), 429 and 503 with
-//! `Retry-After` when faults are injected.
+//! Errors are JSON (`{"error": {"status", "code", "message", "details"?}}`): 400 for a malformed
+//! id, 404 for an unknown one (for a shipment: an order not yet handed over for shipping), 422 for
+//! a request body it cannot use, 409 for a reservation the stock or the order's earlier
+//! reservation does not allow (`insufficient_stock` with `details` {productId, requested,
+//! available}; `conflict`), 429 and 503 with `Retry-After` when faults are injected.
 //!
 //! # Layout
 //! - [`routes`]: the endpoints and the error answers.
 //! - [`stock`]: warehouses and stock levels, generated from a fixed seed.
+//! - [`reservations`]: stock held for orders, idempotent per order id.
 //! - [`shipping`]: each order's shipment, derived from its status and date.
 //! - [`faults`]: HTTP-level latency, 503s, 429s and a rate limit.
 //! - [`trace`]: trace continuation from `traceparent` and the record of the last one seen.
 
 pub mod faults;
+pub mod reservations;
 pub mod routes;
 pub mod shipping;
 pub mod stock;
 pub mod trace;
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use axum::{Router, middleware, routing::get, serve::ListenerExt};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +51,7 @@ use crate::model::Product;
 
 use self::{
     faults::{HttpFaultArgs, HttpFaults},
+    reservations::Reservations,
     shipping::ShippingBook,
     stock::StockBook,
     trace::TraceLog,
@@ -86,8 +98,8 @@ pub struct ApiConfig {
 pub struct ApiState {
     /// The catalogue by id (ordered, so listings need no sort).
     pub products: BTreeMap<String, Product>,
-    /// Stock levels.
-    pub stock: StockBook,
+    /// Stock levels and the reservations held against them (see [`ApiState::stock`]).
+    pub stock: Mutex<StockStore>,
     /// Shipments by order id.
     pub shipping: ShippingBook,
     /// Injected faults.
@@ -116,12 +128,35 @@ impl ApiState {
             .collect();
         Self {
             products,
-            stock: StockBook::generate(&data.products),
+            stock: Mutex::new(StockStore {
+                book: StockBook::generate(&data.products),
+                reservations: Reservations::default(),
+            }),
             shipping: ShippingBook::generate(&data.orders),
             faults: HttpFaults::new(&config.faults),
             traces: TraceLog::default(),
         }
     }
+}
+
+impl ApiState {
+    /// Locks the stock and its reservations. Handlers hold the guard for one synchronous step,
+    /// never across an `.await`. A poisoned lock only means a panic mid-request; every step
+    /// checks before it changes anything, so the data is still whole.
+    pub fn stock(&self) -> MutexGuard<'_, StockStore> {
+        self.stock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Stock levels and the reservations held against them, behind one lock: a reservation's
+/// check-then-take and a release's put-back each happen in one step, so concurrent requests can
+/// neither oversell nor put stock back twice.
+#[derive(Debug)]
+pub struct StockStore {
+    /// Units on hand and not reserved, per product and warehouse.
+    pub book: StockBook,
+    /// Every reservation, by id and by order.
+    pub reservations: Reservations,
 }
 
 /// The API as an axum router.

@@ -1,22 +1,25 @@
 //! The API's endpoints and its JSON error answers.
 //!
 //! Ids are checked for shape before lookup, so a caller learns the difference between a malformed
-//! id (400, fix the request) and a well-formed one that does not exist (404).
+//! id (400, fix the request) and a well-formed one that does not exist (404). A request body the
+//! API cannot use is 422; a reservation the stock or the order's earlier reservation does not
+//! allow is 409.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, State, rejection::JsonRejection},
     http::{HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 
 use super::ApiState;
 use crate::model::{
     ApiErrorBody, ApiErrorDetail, Health, Inventory, LowStock, Product, ProductInventory,
-    ProductList, Shipment, WarehouseList,
+    ProductList, ReleaseOutcome, Reservation, ReserveOutcome, ReserveStockArgs, Shipment,
+    WarehouseList,
 };
 
 /// An error answer of the API.
@@ -35,7 +38,7 @@ pub enum ApiError {
     /// 404: a well-formed id that does not exist.
     #[error("{what} `{id}` does not exist")]
     NotFound {
-        /// `product` or `order`.
+        /// `product`, `order` or `reservation`.
         what: &'static str,
         /// The id as received.
         id: String,
@@ -48,11 +51,47 @@ pub enum ApiError {
          over for shipping, and orders placed since the seeded history (create_order) have none"
     )]
     NoShipment(String),
+    /// 422: a request body that is not JSON of the expected shape, or asks for nothing sensible.
+    #[error("invalid request: {0}")]
+    Unprocessable(String),
+    /// 409: a line asks for more units than are on hand; nothing was reserved.
+    #[error(
+        "insufficient stock for `{product_id}`: {requested} requested, {available} available; \
+         nothing was reserved"
+    )]
+    InsufficientStock {
+        /// The first product short of stock, in product id order.
+        product_id: String,
+        /// Units asked for.
+        requested: u32,
+        /// Units on hand and not reserved.
+        available: u32,
+    },
+    /// 409: the order already has a reservation, with other lines. The order id is the
+    /// idempotency key, so a second, different reservation for it would be a second truth.
+    #[error(
+        "order `{order_id}` already has reservation `{reservation_id}` with other lines \
+         ({held}; asked {asked}); release it and reserve under a new order, or repeat the same \
+         lines"
+    )]
+    OrderConflict {
+        /// The order.
+        order_id: String,
+        /// Its reservation.
+        reservation_id: String,
+        /// The lines it holds.
+        held: String,
+        /// The lines asked for now.
+        asked: String,
+    },
     /// 404: no such endpoint.
     #[error("no endpoint at `{0}`")]
     NoRoute(String),
     /// 405: the endpoint exists but not with this method.
-    #[error("method not allowed; this API is read-only (GET)")]
+    #[error(
+        "method not allowed; this API reads with GET and writes only reservations \
+         (POST /reservations, POST /reservations/{{reservationId}}/release)"
+    )]
     MethodNotAllowed,
     /// 429 with `Retry-After`.
     #[error("too many requests: {reason}; retry after {retry_after_secs} s")]
@@ -81,6 +120,10 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InsufficientStock { .. } | ApiError::OrderConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -93,8 +136,35 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoShipment(_) => "not_found",
             ApiError::NoRoute(_) => "no_route",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unprocessable(_) => "invalid_request",
+            ApiError::InsufficientStock { .. } => "insufficient_stock",
+            ApiError::OrderConflict { .. } => "conflict",
             ApiError::Throttled { .. } => "throttled",
             ApiError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// Machine-readable facts for the body's `details`, when the error has some.
+    pub fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            ApiError::InsufficientStock {
+                product_id,
+                requested,
+                available,
+            } => Some(serde_json::json!({
+                "productId": product_id,
+                "requested": requested,
+                "available": available,
+            })),
+            ApiError::OrderConflict {
+                order_id,
+                reservation_id,
+                ..
+            } => Some(serde_json::json!({
+                "orderId": order_id,
+                "reservationId": reservation_id,
+            })),
+            _ => None,
         }
     }
 }
@@ -107,6 +177,7 @@ impl IntoResponse for ApiError {
                 status: status.as_u16(),
                 code: self.code().to_owned(),
                 message: self.to_string(),
+                details: self.details(),
             },
         };
         let mut response = (status, Json(body)).into_response();
@@ -137,7 +208,8 @@ pub fn is_order_id(id: &str) -> bool {
         .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn check_product_id(id: &str) -> Result<(), ApiError> {
+/// 400 unless `id` has the shape of a product id.
+pub(crate) fn check_product_id(id: &str) -> Result<(), ApiError> {
     if is_product_id(id) {
         Ok(())
     } else {
@@ -160,6 +232,9 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
         .route("/inventory/{product_id}", get(product_inventory))
         .route("/stock/low", get(low_stock))
         .route("/shipments/{order_id}", get(shipment))
+        .route("/reservations", post(reserve))
+        .route("/reservations/{reservation_id}", get(reservation))
+        .route("/reservations/{reservation_id}/release", post(release))
 }
 
 /// Answers unknown paths with the API's JSON error shape.
@@ -176,7 +251,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         products: state.products.len(),
-        warehouses: state.stock.warehouses().len(),
+        warehouses: state.stock().book.warehouses().len(),
         orders: state.shipping.len(),
     })
 }
@@ -207,12 +282,12 @@ async fn product(
 
 async fn warehouses(State(state): State<Arc<ApiState>>) -> Json<WarehouseList> {
     Json(WarehouseList {
-        items: state.stock.warehouses().to_vec(),
+        items: state.stock().book.warehouses().to_vec(),
     })
 }
 
 async fn inventory(State(state): State<Arc<ApiState>>) -> Json<Inventory> {
-    Json(state.stock.inventory())
+    Json(state.stock().book.inventory())
 }
 
 async fn product_inventory(
@@ -221,7 +296,8 @@ async fn product_inventory(
 ) -> Result<Json<ProductInventory>, ApiError> {
     check_product_id(&product_id)?;
     state
-        .stock
+        .stock()
+        .book
         .product(&product_id)
         .cloned()
         .map(Json)
@@ -232,7 +308,68 @@ async fn product_inventory(
 }
 
 async fn low_stock(State(state): State<Arc<ApiState>>) -> Json<LowStock> {
-    Json(state.stock.low_stock())
+    Json(state.stock().book.low_stock())
+}
+
+/// `201` with a new reservation, `200` with the order's existing one.
+async fn reserve(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Json<ReserveStockArgs>, JsonRejection>,
+) -> Result<(StatusCode, Json<ReserveOutcome>), ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    let outcome = {
+        let mut store = state.stock();
+        let store = &mut *store;
+        store.reservations.reserve(&mut store.book, &request)?
+    };
+    if outcome.created {
+        tracing::info!(
+            reservation_id = %outcome.reservation.reservation_id,
+            order_id = %outcome.reservation.order_id,
+            "stock reserved"
+        );
+    }
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(outcome)))
+}
+
+async fn reservation(
+    State(state): State<Arc<ApiState>>,
+    Path(reservation_id): Path<String>,
+) -> Result<Json<Reservation>, ApiError> {
+    super::reservations::check_reservation_id(&reservation_id)?;
+    state
+        .stock()
+        .reservations
+        .get(&reservation_id)
+        .cloned()
+        .map(Json)
+        .ok_or(ApiError::NotFound {
+            what: "reservation",
+            id: reservation_id,
+        })
+}
+
+/// `200` both when this call put the stock back and when an earlier one did (`alreadyReleased`).
+async fn release(
+    State(state): State<Arc<ApiState>>,
+    Path(reservation_id): Path<String>,
+) -> Result<Json<ReleaseOutcome>, ApiError> {
+    let outcome = {
+        let mut store = state.stock();
+        let store = &mut *store;
+        store
+            .reservations
+            .release(&mut store.book, &reservation_id)?
+    };
+    if !outcome.already_released {
+        tracing::info!(%reservation_id, "reservation released");
+    }
+    Ok(Json(outcome))
 }
 
 async fn shipment(

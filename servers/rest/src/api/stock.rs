@@ -3,6 +3,9 @@
 //! Every seeded product (`retail_seed`) is stocked in every warehouse, with a reorder level per
 //! product and warehouse. A share of the pairs is generated below its level, so `check_stock`
 //! always has something to report, and always the same thing.
+//!
+//! Reservations ([`super::reservations`]) take units out of the book and put them back, so the
+//! quantities every reader sees are the units on hand and not held for an order.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +13,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::{
-    Inventory, LowStock, LowStockItem, ProductInventory, Warehouse, WarehouseStock,
+    Inventory, LowStock, LowStockItem, ProductInventory, Warehouse, WarehouseAllocation,
+    WarehouseStock,
 };
 
 /// The warehouses: id, name, region (one of `retail_seed::REGIONS`).
@@ -100,6 +104,55 @@ impl StockBook {
         self.products.get(product_id)
     }
 
+    /// Units of one product on hand over all warehouses; `None` for an unknown id.
+    pub fn available(&self, product_id: &str) -> Option<u32> {
+        self.products.get(product_id).map(|p| p.total_quantity)
+    }
+
+    /// Takes `quantity` units of a product, emptying warehouses in id order, and says where they
+    /// came from. Takes what there is: the caller checks [`StockBook::available`] first, under
+    /// the same lock.
+    pub fn take(&mut self, product_id: &str, quantity: u32) -> Vec<WarehouseAllocation> {
+        let Some(product) = self.products.get_mut(product_id) else {
+            return Vec::new();
+        };
+        let mut left = quantity;
+        let mut taken = Vec::new();
+        for stock in &mut product.warehouses {
+            if left == 0 {
+                break;
+            }
+            let units = stock.quantity.min(left);
+            if units > 0 {
+                stock.quantity -= units;
+                left -= units;
+                taken.push(WarehouseAllocation {
+                    warehouse_id: stock.warehouse_id.clone(),
+                    quantity: units,
+                });
+            }
+        }
+        refresh(product);
+        taken
+    }
+
+    /// Puts units back where [`StockBook::take`] took them from.
+    pub fn put_back(&mut self, product_id: &str, allocations: &[WarehouseAllocation]) {
+        let Some(product) = self.products.get_mut(product_id) else {
+            return;
+        };
+        for allocation in allocations {
+            if let Some(stock) = product
+                .warehouses
+                .iter_mut()
+                .find(|s| s.warehouse_id == allocation.warehouse_id)
+            {
+                stock.quantity = stock.quantity.saturating_add(allocation.quantity);
+            }
+        }
+        refresh(product);
+    }
+
     /// Stock of every product, in id order.
     pub fn inventory(&self) -> Inventory {
         let items: Vec<ProductInventory> = self.products.values().cloned().collect();
@@ -141,12 +194,48 @@ impl StockBook {
     }
 }
 
+/// Recomputes what a product's figures derive from its per-warehouse quantities.
+fn refresh(product: &mut ProductInventory) {
+    for stock in &mut product.warehouses {
+        stock.below_reorder_level = stock.quantity < stock.reorder_level;
+    }
+    product.total_quantity = product.warehouses.iter().map(|s| s.quantity).sum();
+    product.below_reorder_level = product.warehouses.iter().any(|s| s.below_reorder_level);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn book() -> StockBook {
         StockBook::generate(&retail_seed::dataset().products)
+    }
+
+    #[test]
+    fn take_empties_warehouses_in_order_and_put_back_restores_them() {
+        let mut book = book();
+        let before = book.clone();
+        // PROD-001 holds 47 in WH-CENTRAL, 170 in WH-EAST, 98 in WH-WEST.
+        let taken = book.take("PROD-001", 50);
+        assert_eq!(
+            taken,
+            [
+                WarehouseAllocation {
+                    warehouse_id: "WH-CENTRAL".into(),
+                    quantity: 47
+                },
+                WarehouseAllocation {
+                    warehouse_id: "WH-EAST".into(),
+                    quantity: 3
+                }
+            ]
+        );
+        let p = book.product("PROD-001").expect("stocked");
+        assert_eq!(p.total_quantity, 315 - 50);
+        assert!(p.warehouses[0].below_reorder_level && p.below_reorder_level);
+        assert_eq!(book.available("PROD-001"), Some(265));
+        book.put_back("PROD-001", &taken);
+        assert_eq!(book, before);
     }
 
     #[test]

@@ -92,6 +92,11 @@ impl RetailApi {
         http_get(&format!("{}{path}", self.url)).await
     }
 
+    /// `POST path` on the API with a JSON body: status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        http_post(&format!("{}{path}", self.url), body).await
+    }
+
     /// The API's record of the last `traceparent` it received (needs `--debug-endpoints`).
     pub async fn last_trace(&self) -> anyhow::Result<Value> {
         let (status, _, body) = self.get("/debug/last-traceparent").await?;
@@ -116,6 +121,20 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, Option<String>, Value)>
         retry_after,
         serde_json::from_slice(&body).unwrap_or(Value::Null),
     ))
+}
+
+/// A plain HTTP POST of `body` as JSON (no proxy): status and the JSON body (`null` if not JSON).
+pub async fn http_post(url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body)?)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 /// A base URL where nothing listens: a port that was free a moment ago.
