@@ -165,3 +165,48 @@ async fn upsert_item_lists_its_idempotency_key_and_honours_it() -> anyhow::Resul
     client.cancel().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn per_tool_faults_and_the_ru_budget_refuse_it_before_it_writes() -> anyhow::Result<()> {
+    let dir = TempDir::new("cosmos-record-event-refused")?;
+    let failing = connect_stdio(BIN, &args(&dir, &["--fail-tools", "record_event"])).await?;
+    let refused = call(&failing, "record_event", event("saga-refused", "ORD-02004")).await?;
+    assert_eq!(error_kind(&refused).as_deref(), Some("unavailable"));
+    assert_eq!(charge(&refused)?, 0.0, "it never reached the store");
+    failing.cancel().await?;
+
+    // A 20 RU/s budget is spent by one or two cross-partition pages; the write is throttled too.
+    let tight = connect_stdio(BIN, &args(&dir, &["--ru-per-second", "20"])).await?;
+    let expensive = json!({"container": "userEvents", "limit": 100});
+    let mut spent = false;
+    for _ in 0..5 {
+        let result = call(&tight, "query_items", expensive.clone()).await?;
+        if error_kind(&result).as_deref() == Some("throttled") {
+            spent = true;
+            break;
+        }
+    }
+    assert!(spent, "no throttling within five expensive calls");
+    let throttled = call(&tight, "record_event", event("saga-refused", "ORD-02004")).await?;
+    assert_eq!(
+        error_kind(&throttled).as_deref(),
+        Some("throttled"),
+        "{}",
+        text_of(&throttled)
+    );
+    tight.cancel().await?;
+
+    let healthy = connect_stdio(BIN, &args(&dir, &[])).await?;
+    assert!(
+        events_with_key(&healthy, "saga-refused").await?.is_empty(),
+        "neither refusal wrote"
+    );
+    let (recorded, _) =
+        call_charged(&healthy, "record_event", event("saga-refused", "ORD-02004")).await?;
+    assert_eq!(
+        recorded["replayed"], false,
+        "the first real write: {recorded}"
+    );
+    healthy.cancel().await?;
+    Ok(())
+}

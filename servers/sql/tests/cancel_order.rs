@@ -139,3 +139,28 @@ async fn a_lost_cancellation_happened_and_the_retry_says_already_cancelled() -> 
     healthy.cancel().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tool_configured_to_fail_cancels_nothing() -> anyhow::Result<()> {
+    let dir = TempDir::new("sql-cancel-fail-tools")?;
+    let healthy = connect_stdio("sql-mcp-server", &args(&dir, &[])).await?;
+    let order_id = new_order(&healthy, "cancel-fail-tools").await?;
+    healthy.cancel().await?;
+
+    let failing = connect_stdio(
+        "sql-mcp-server",
+        &args(&dir, &["--fail-tools", "cancel_order"]),
+    )
+    .await?;
+    let refused = call(
+        &failing,
+        "cancel_order",
+        json!({ "orderId": order_id, "reason": "never happens" }),
+    )
+    .await?;
+    assert_eq!(error_kind(&refused).as_deref(), Some("unavailable"));
+    let row = order_row(&failing, &order_id).await?;
+    assert_eq!(row[0], "processing", "nothing was cancelled: {row}");
+    failing.cancel().await?;
+    Ok(())
+}
