@@ -8,6 +8,7 @@
 //! - [`containers`]: the four containers and their partition keys.
 //! - [`store`]: the file, its table, seeding on first run, and the reads and writes.
 //! - [`seed`]: the first-run documents, generated from the shared dataset (`retail-seed`).
+//! - [`events`]: `record_event`, one user event document per idempotency key.
 //! - [`item`]: document validation, system properties, etags and the `ifMatch` rule.
 //! - [`filter`]: the `query_items` filter/sort language and its translation to parameterised SQL.
 //! - [`token`]: opaque, validated continuation tokens.
@@ -18,6 +19,7 @@
 
 pub mod behavior;
 pub mod containers;
+pub mod events;
 pub mod filter;
 pub mod item;
 pub mod model;

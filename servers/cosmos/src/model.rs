@@ -117,6 +117,27 @@ pub struct UpsertItemArgs {
     pub idempotency_key: Option<String>,
 }
 
+/// A user event to record.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordEventArgs {
+    /// The user, e.g. `CUST-0001`: the partition key of `userEvents`.
+    pub user_id: String,
+    /// What happened (1-100 characters): `page_view`, `search`, `add_to_cart`, `purchase`, as the
+    /// behaviour tools count them, or another type of the caller's.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The event's fields (`productId`, `category`, `orderId`, `amount`...), stored at the top
+    /// level of the document as seeded events hold theirs; `id`, `userId`, `type`, `timestamp`,
+    /// `idempotencyKey` and `_` fields are set by the server and refused here.
+    #[serde(default)]
+    pub payload: Map<String, Value>,
+    /// A key unique to this event (1-200 characters): repeating the call with the same key and
+    /// content answers with the stored document (`replayed: true`) and writes nothing; the same
+    /// key with other content is a `conflict`.
+    pub idempotency_key: String,
+}
+
 // ---- results ---------------------------------------------------------------------------------
 
 /// A stored document: the caller's fields plus `_etag` and `_ts`.
@@ -142,6 +163,16 @@ impl JsonSchema for Document {
             "additionalProperties": true
         })
     }
+}
+
+/// The outcome of `record_event`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedEvent {
+    /// The event document as stored, with `_etag` and `_ts`.
+    pub event: Document,
+    /// True when the idempotency key had already recorded this event: nothing was written.
+    pub replayed: bool,
 }
 
 /// A page of query results.

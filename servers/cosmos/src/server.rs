@@ -30,6 +30,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     behavior::{self, Summary},
     containers::{self, PROFILES, SESSIONS, USER_EVENTS},
+    events,
     filter::{Filter, SortKey},
     item::{self, PreconditionFailed},
     model::*,
@@ -562,6 +563,70 @@ impl CosmosServer {
                     err = err.with_meta("currentEtag", Value::from(current));
                 }
                 Err(err.into())
+            }
+        }
+    }
+
+    #[tool(
+        description = "Record one user event in userEvents (partition /userId), exactly once per idempotencyKey (about 5 RU per KB). type: what happened (page_view, search, add_to_cart, purchase are what the behaviour tools count; other types are kept too). payload: the event's fields (productId, category, orderId, amount...), stored at the top level of the document next to id, userId, type and timestamp, which the server sets. Repeating the call with the same key and content answers with the stored document (replayed: true, charged as a read) and writes nothing; the same key with other content is a `conflict`.",
+        annotations(
+            title = "Record event",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn record_event(
+        &self,
+        Parameters(args): Parameters<RecordEventArgs>,
+        Extension(meter): Extension<Meter>,
+    ) -> Result<Json<RecordedEvent>, ToolFailure> {
+        let now = chrono::Utc::now();
+        let write = events::prepare(&args, &retail_seed::timestamp(now))?;
+        let store = self.store.clone();
+        let (pk, id) = (write.item.partition_key.clone(), write.item.id.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            store::upsert_keyed(
+                &mut store.writer(),
+                USER_EVENTS.name,
+                &write.item,
+                None,
+                Some(write.idempotency_key()),
+                now.timestamp(),
+            )
+        })
+        .await
+        .map_err(|e| internal("write task failed", e))?
+        .map_err(db_failure)?;
+        match outcome {
+            UpsertOutcome::Written { doc, .. } => {
+                meter.add(ru::write(doc.bytes()));
+                tracing::info!(pk = %pk, id = %id, "event recorded");
+                Ok(Json(RecordedEvent {
+                    event: document(&doc)?,
+                    replayed: false,
+                }))
+            }
+            UpsertOutcome::Replayed { doc, .. } => {
+                // Looked up, not written: charged as a point read of what it returns.
+                meter.add(ru::point_read(doc.bytes()));
+                tracing::info!(pk = %pk, id = %id, "event replayed for its idempotency key");
+                Ok(Json(RecordedEvent {
+                    event: document(&doc)?,
+                    replayed: true,
+                }))
+            }
+            UpsertOutcome::KeyReused { first_id } => {
+                meter.add(ru::MISS_RU);
+                Err(ToolError::conflict(format!(
+                    "idempotencyKey was already used for a different write (of `{first_id}`); use a new key for a new event"
+                ))
+                .with_retryable(false)
+                .into())
+            }
+            UpsertOutcome::Refused(reason) => {
+                Err(internal("an unconditional event write was refused", reason))
             }
         }
     }

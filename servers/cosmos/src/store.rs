@@ -340,11 +340,38 @@ pub fn upsert(
     key: Option<&str>,
     ts: i64,
 ) -> rusqlite::Result<UpsertOutcome> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let fingerprint =
         serde_json::json!([container, item.partition_key, item.id, item.body, if_match])
             .to_string();
-    if let Some(key) = key {
+    let keyed = key.map(|key| IdempotencyKey {
+        key,
+        fingerprint: &fingerprint,
+    });
+    upsert_keyed(conn, container, item, if_match, keyed, ts)
+}
+
+/// An idempotency key and what it stands for.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    /// The caller's key.
+    pub key: &'a str,
+    /// What a repeat must match to be replayed rather than refused. [`upsert`] takes the whole
+    /// stored write; a tool that adds server-made fields (a timestamp, say) to what it stores
+    /// passes what the caller sent instead, so its retries still match.
+    pub fingerprint: &'a str,
+}
+
+/// [`upsert`] with the caller's own [`IdempotencyKey::fingerprint`].
+pub fn upsert_keyed(
+    conn: &mut Connection,
+    container: &str,
+    item: &NewItem,
+    if_match: Option<&str>,
+    key: Option<IdempotencyKey<'_>>,
+    ts: i64,
+) -> rusqlite::Result<UpsertOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(IdempotencyKey { key, fingerprint }) = key {
         tx.prepare_cached("DELETE FROM idempotency WHERE ts < ?1")?
             .execute([ts.saturating_sub(IDEMPOTENCY_KEY_TTL_SECS)])?;
         let seen = tx
@@ -396,7 +423,7 @@ pub fn upsert(
         etag,
         ts
     ])?;
-    if let Some(key) = key {
+    if let Some(IdempotencyKey { key, fingerprint }) = key {
         tx.prepare_cached(
             "INSERT INTO idempotency (key, fingerprint, container, pk, id, body, etag, ts, created)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

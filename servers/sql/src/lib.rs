@@ -6,11 +6,12 @@
 //! - [`readonly`]: read-only SQL for agents, enforced by the engine.
 //! - [`queries`]: the read tools' SQL.
 //! - [`orders`]: `create_order`, exactly once per idempotency key.
-
+//! - [`cancellation`]: `cancel_order`, once per order.
 //! - [`model`]: tool arguments and results with their JSON Schemas.
 //! - [`prompts`]: ready-made requests naming the tools that answer them.
 //! - [`server`]: the MCP handler.
 
+pub mod cancellation;
 pub mod db;
 pub mod model;
 pub mod orders;

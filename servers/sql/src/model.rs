@@ -122,6 +122,16 @@ pub struct CreateOrderArgs {
     pub idempotency_key: String,
 }
 
+/// An order to cancel.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelOrderArgs {
+    /// Order id, e.g. `ORD-02001`.
+    pub order_id: String,
+    /// Why the order is cancelled (1-500 characters), kept with the order.
+    pub reason: String,
+}
+
 /// A read-only SQL statement.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -291,6 +301,22 @@ pub struct CreatedOrder {
     pub order: Order,
     /// False when the idempotency key had already created this order.
     pub created: bool,
+}
+
+/// The outcome of `cancel_order`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelledOrder {
+    /// The order, now `cancelled`.
+    pub order: Order,
+    /// True when the order was cancelled before this call, which then changed nothing.
+    pub already_cancelled: bool,
+    /// When the order was cancelled (RFC 3339); `null` for orders cancelled before
+    /// `cancel_order` recorded it.
+    pub cancelled_at: Option<String>,
+    /// The reason given by the call that cancelled it (not this call's, if it was already
+    /// cancelled); `null` when none was recorded.
+    pub reason: Option<String>,
 }
 
 /// Rows of a read-only query.

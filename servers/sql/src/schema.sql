@@ -25,7 +25,11 @@ CREATE TABLE IF NOT EXISTS orders (
     -- Set by create_order: the same key never creates a second order.
     idempotency_key         TEXT UNIQUE,
     -- What the key was first used for, so a reused key with other contents is refused.
-    idempotency_fingerprint TEXT
+    idempotency_fingerprint TEXT,
+    -- Set by cancel_order when it cancels the order (NULL on orders cancelled before it existed,
+    -- as the seeded ones were); a repeated cancel_order answers with these, not new ones.
+    cancelled_at            TEXT,
+    cancel_reason           TEXT
 );
 
 CREATE TABLE IF NOT EXISTS order_lines (

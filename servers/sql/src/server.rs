@@ -19,6 +19,7 @@ use rmcp::{
 use rusqlite::Connection;
 
 use crate::{
+    cancellation,
     db::{Database, SCHEMA_SQL},
     model::*,
     orders::{self, db_failure},
@@ -259,6 +260,32 @@ impl SqlServer {
             tracing::info!(order_id = %created.order.order_id, "order created");
         }
         Ok(Json(created))
+    }
+
+    #[tool(
+        description = "Cancel a `processing` order, keeping the reason. Safe to repeat: cancelling an order that is already cancelled changes nothing and answers with the first cancellation (alreadyCancelled: true, its cancelledAt and reason). An unknown order is `not_found`; a shipped or delivered order is a `conflict` (neither is worth retrying).",
+        annotations(
+            title = "Cancel order",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn cancel_order(
+        &self,
+        Parameters(args): Parameters<CancelOrderArgs>,
+    ) -> Result<Json<CancelledOrder>, ToolFailure> {
+        let db = self.db.clone();
+        let cancelled = tokio::task::spawn_blocking(move || {
+            cancellation::cancel_order(&mut db.writer(), &args)
+        })
+        .await
+        .map_err(|e| ToolFailure::from(ToolError::internal(format!("write task failed: {e}"))))??;
+        if !cancelled.already_cancelled {
+            tracing::info!(order_id = %cancelled.order.order_id, "order cancelled");
+        }
+        Ok(Json(cancelled))
     }
 
     #[tool(

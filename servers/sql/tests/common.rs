@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use testkit::{Client, call, call_ok, error_kind, text_of};
 
-pub const TOOLS: [&str; 8] = [
+pub const TOOLS: [&str; 9] = [
     "get_customer",
     "get_customer_orders",
     "get_order_details",
@@ -11,6 +11,7 @@ pub const TOOLS: [&str; 8] = [
     "calculate_metrics",
     "get_sales_by_region",
     "create_order",
+    "cancel_order",
     "query",
 ];
 
@@ -33,7 +34,7 @@ pub async fn check_catalog(client: &Client) -> anyhow::Result<()> {
         let read_only = ann.read_only_hint == Some(true);
         assert_eq!(
             read_only,
-            tool.name != "create_order",
+            !["create_order", "cancel_order"].contains(&tool.name.as_ref()),
             "{} read-only hint",
             tool.name
         );
@@ -48,6 +49,19 @@ pub async fn check_catalog(client: &Client) -> anyhow::Result<()> {
     let props = &create.input_schema["properties"];
     assert!(
         props.get("idempotencyKey").is_some(),
+        "camelCase arguments: {props}"
+    );
+    let cancel = tools
+        .iter()
+        .find(|t| t.name == "cancel_order")
+        .expect("cancel_order");
+    let ann = cancel.annotations.as_ref().expect("annotations");
+    assert_eq!(ann.read_only_hint, Some(false));
+    assert_eq!(ann.destructive_hint, Some(true));
+    assert_eq!(ann.idempotent_hint, Some(true));
+    let props = &cancel.input_schema["properties"];
+    assert!(
+        props.get("orderId").is_some() && props.get("reason").is_some(),
         "camelCase arguments: {props}"
     );
     Ok(())

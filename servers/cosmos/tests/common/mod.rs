@@ -120,7 +120,7 @@ fn customer(id: &str) -> anyhow::Result<&'static retail_seed::Customer> {
 
 /// Calls every tool once (and its main failure modes) and checks the answers.
 pub async fn tour(client: &Client) -> anyhow::Result<()> {
-    // tools/list: seven tools, each with an output schema and the right annotations.
+    // tools/list: eight tools, each with an output schema and the right annotations.
     let tools = client.list_all_tools().await?;
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort_unstable();
@@ -133,6 +133,7 @@ pub async fn tour(client: &Client) -> anyhow::Result<()> {
             "get_user_behavior",
             "query_items",
             "read_item",
+            "record_event",
             "upsert_item"
         ]
     );
@@ -142,6 +143,10 @@ pub async fn tour(client: &Client) -> anyhow::Result<()> {
         if t.name == "upsert_item" {
             assert_eq!(a.read_only_hint, Some(false));
             assert_eq!(a.idempotent_hint, Some(false));
+        } else if t.name == "record_event" {
+            assert_eq!(a.read_only_hint, Some(false));
+            assert_eq!(a.destructive_hint, Some(false));
+            assert_eq!(a.idempotent_hint, Some(true));
         } else {
             assert_eq!(a.read_only_hint, Some(true), "{} is read-only", t.name);
         }
