@@ -1,0 +1,162 @@
+//! The `place_order` saga of the repo's mcp.json against the real servers: SQL `create_order`,
+//! REST `reserve_stock`, Cosmos `record_event`; a failure undoes what already happened
+//! (`release_reservation`, `cancel_order`), so the three systems never disagree.
+
+use std::sync::Arc;
+
+use orchestrator::{config::Config, gateway::Gateway, upstream::CallContext};
+use rmcp::model::CallToolResult;
+use serde_json::{Value, json};
+use testkit::{TempDir, bin_path};
+
+/// The repo's mcp.json with its servers started from `dir`, the Cosmos server given `cosmos`
+/// extra arguments (fault injection).
+fn start(dir: &TempDir, cosmos: &[&str]) -> anyhow::Result<Arc<Gateway>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let mut cosmos_args = vec![
+        "--data-dir".to_owned(),
+        dir.path().join("cosmos").display().to_string(),
+    ];
+    cosmos_args.extend(cosmos.iter().map(|s| s.to_string()));
+    config["mcpServers"] = json!({
+        "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql")] },
+        "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": cosmos_args },
+        "rest": { "command": bin_path("rest-mcp-server")?, "args": [] }
+    });
+    let config = Config::parse(&config.to_string(), std::path::Path::new("."), &|_| None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Gateway::start(config))
+}
+
+async fn call(gw: &Gateway, tool: &str, args: Value) -> anyhow::Result<CallToolResult> {
+    gw.call_tool(tool, args.as_object().cloned(), &CallContext::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{tool}: {e}"))
+}
+
+fn structured(r: &CallToolResult) -> Value {
+    r.structured_content.clone().unwrap_or_default()
+}
+
+/// Units of `product` on hand over every warehouse.
+async fn stock(gw: &Gateway, product: &str) -> anyhow::Result<u64> {
+    let r = call(gw, "rest__check_inventory", json!({ "productId": product })).await?;
+    structured(&r)["items"][0]["totalQuantity"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no stock in {r:?}"))
+}
+
+/// Purchase events recorded for `order`.
+async fn events_of(gw: &Gateway, user: &str, order: &str) -> anyhow::Result<usize> {
+    let r = call(
+        gw,
+        "cosmos__query_items",
+        json!({ "container": "userEvents", "partitionKey": user,
+                "filter": { "type": "purchase", "orderId": order } }),
+    )
+    .await?;
+    Ok(structured(&r)["count"].as_u64().unwrap_or(0) as usize)
+}
+
+async fn order_status(gw: &Gateway, order: &str) -> anyhow::Result<String> {
+    let r = call(gw, "sql__get_order_details", json!({ "orderId": order })).await?;
+    let s = structured(&r);
+    Ok(s["order"]["status"]
+        .as_str()
+        .or_else(|| s["status"].as_str())
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn place(customer: &str, product: &str, quantity: u64) -> Value {
+    json!({ "customerId": customer, "lines": [{ "productId": product, "quantity": quantity }] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_order_exists_in_all_three_systems() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-ok")?;
+    let gw = start(&dir, &[])?;
+    anyhow::ensure!(gw.wait_ready(std::time::Duration::from_secs(30)).await);
+    let before = stock(&gw, "PROD-001").await?;
+    let r = call(&gw, "place_order", place("CUST-0001", "PROD-001", 2)).await?;
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    let out = structured(&r);
+    let order = out["orderId"].as_str().expect("an order id").to_owned();
+    let meta = r.meta.clone().unwrap_or_default();
+    assert_eq!(
+        meta.get("saga").map(|s| s["state"].clone()),
+        Some(json!("completed"))
+    );
+    assert_eq!(order_status(&gw, &order).await?, "processing");
+    assert_eq!(stock(&gw, "PROD-001").await?, before - 2, "stock went down");
+    assert_eq!(
+        events_of(&gw, "CUST-0001", &order).await?,
+        1,
+        "one purchase event"
+    );
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_event_releases_the_stock_and_cancels_the_order() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-undo")?;
+    let gw = start(&dir, &["--fail-tools", "record_event"])?;
+    anyhow::ensure!(gw.wait_ready(std::time::Duration::from_secs(30)).await);
+    let before = stock(&gw, "PROD-002").await?;
+    let r = call(&gw, "place_order", place("CUST-0002", "PROD-002", 3)).await?;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let text = testkit::text_of(&r);
+    assert!(
+        text.contains("`event`") && text.contains("compensated"),
+        "the error names the step and says it was undone: {text}"
+    );
+    let meta = r.meta.clone().unwrap_or_default();
+    assert_eq!(
+        meta.get("saga").map(|s| s["state"].clone()),
+        Some(json!("compensated")),
+        "{meta:?}"
+    );
+    let sources = meta.get("sources").cloned().unwrap_or_default();
+    let line = |step: &str| {
+        sources
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["step"] == step).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        line("stock")["compensation"]["outcome"],
+        "compensated",
+        "{sources}"
+    );
+    assert_eq!(
+        line("order")["compensation"]["outcome"],
+        "compensated",
+        "{sources}"
+    );
+    assert_eq!(
+        stock(&gw, "PROD-002").await?,
+        before,
+        "the reservation was released"
+    );
+    // The order the saga created (found by the idempotency key it derived from its id) is
+    // cancelled, and is the only one.
+    let saga_id = meta
+        .get("saga")
+        .and_then(|s| s["id"].as_str())
+        .expect("a saga id")
+        .to_owned();
+    let orders = call(
+        &gw,
+        "sql__query",
+        json!({ "sql": "SELECT id, status FROM orders WHERE idempotency_key = ?1",
+                "params": [format!("{saga_id}:order")] }),
+    )
+    .await?;
+    let rows = structured(&orders)["rows"].clone();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{orders:?}");
+    assert_eq!(rows[0][1], "cancelled", "{orders:?}");
+    gw.shutdown().await;
+    Ok(())
+}
