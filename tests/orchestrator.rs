@@ -193,7 +193,7 @@ async fn the_catalog_holds_every_server_and_calls_return_the_upstream_result_unc
     }
     let count = |p: &str| exposed.iter().filter(|t| t.name.starts_with(p)).count();
     assert_eq!(count("sql__"), upstream_tools.len());
-    assert_eq!(count("cosmos__"), 7);
+    assert_eq!(count("cosmos__"), 8);
     assert_eq!(count("rest__"), 6);
 
     // Routed calls return what the upstream returns.

@@ -2,10 +2,15 @@
 //! REST `reserve_stock`, Cosmos `record_event`; a failure undoes what already happened
 //! (`release_reservation`, `cancel_order`), so the three systems never disagree.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use orchestrator::{config::Config, gateway::Gateway, upstream::CallContext};
-use rmcp::model::CallToolResult;
+use rmcp::{
+    ServiceExt,
+    model::CallToolResult,
+    transport::{ConfigureCommandExt, TokioChildProcess},
+};
 use serde_json::{Value, json};
 use testkit::{TempDir, bin_path};
 
@@ -159,4 +164,186 @@ async fn a_failed_event_releases_the_stock_and_cancels_the_order() -> anyhow::Re
     assert_eq!(rows[0][1], "cancelled", "{orders:?}");
     gw.shutdown().await;
     Ok(())
+}
+
+/// The repo's mcp.json as a file in `dir` (so the saga log lands in `dir/data/orchestrator`),
+/// its servers keeping their data in `dir`, the Cosmos server answering after `latency_ms`, the
+/// REST server reached over HTTP at `rest` (it runs on its own, as in a deployment: a crash of
+/// the orchestrator does not take it, and its reservations, along).
+fn config_file(dir: &TempDir, latency_ms: &str, rest: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    config["mcpServers"] = json!({
+        "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql")] },
+        "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": ["--data-dir", dir.path().join("cosmos"), "--latency-ms", latency_ms] },
+        "rest": { "type": "http", "url": rest }
+    });
+    config["orchestrator"]["reload"] = json!({ "watch": false });
+    let file = dir.path().join("mcp.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&config)?)?;
+    Ok(file)
+}
+
+/// `mcp-orchestrator serve` over stdio on `config`, and its pid.
+async fn serve(config: &std::path::Path) -> anyhow::Result<(testkit::Client, u32)> {
+    let transport = TokioChildProcess::new(
+        tokio::process::Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
+            c.arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "warn");
+        }),
+    )?;
+    let pid = transport.id().context("a pid")?;
+    Ok((().serve(transport).await?, pid))
+}
+
+/// The status of the orders the sagas created for `customer` (found by the keys they derived).
+async fn saga_orders(client: &testkit::Client, customer: &str) -> anyhow::Result<Vec<String>> {
+    let r = testkit::call(
+        client,
+        "sql__query",
+        json!({ "sql": "SELECT status FROM orders WHERE customer_id = ?1 AND idempotency_key LIKE 'saga-%:order'",
+                "params": [customer] }),
+    )
+    .await?;
+    Ok(structured(&r)["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| row[0].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The orchestrator is killed (`kill -9`) while the saga waits on its last step (the event);
+/// started again, it finds the saga in its log and undoes the order and the reservation without
+/// any agent asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-crash")?;
+    let rest = testkit::HttpServer::start("rest-mcp-server", &[]).await?;
+    let config = config_file(&dir, "5000", &rest.url)?;
+    let (agent, _) = serve(&config).await?;
+    let before = {
+        let r = testkit::call(
+            &agent,
+            "rest__check_inventory",
+            json!({ "productId": "PROD-003" }),
+        )
+        .await?;
+        structured(&r)["items"][0]["totalQuantity"]
+            .as_u64()
+            .context("stock")?
+    };
+    agent.cancel().await?;
+    let (agent, pid) = serve(&config).await?;
+    let peer = testkit::PeerClient(agent.peer().clone());
+    let placing = tokio::spawn(async move {
+        testkit::call(&peer, "place_order", place("CUST-0007", "PROD-003", 1)).await
+    });
+    // The order and the reservation are made at once; the event waits on the slow Cosmos server.
+    let created = eventually(Duration::from_secs(10), || async {
+        saga_orders(&agent, "CUST-0007").await.unwrap_or_default() == ["processing"]
+    })
+    .await;
+    assert!(created, "the saga's order was created");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    assert!(killed.success());
+    let _ = placing.await;
+    drop(agent);
+
+    // Started again (Cosmos answering at once now), nobody calls place_order.
+    let config = config_file(&dir, "0", &rest.url)?;
+    let (agent, _) = serve(&config).await?;
+    let undone = eventually(Duration::from_secs(20), || async {
+        saga_orders(&agent, "CUST-0007").await.unwrap_or_default() == ["cancelled"]
+    })
+    .await;
+    assert!(
+        undone,
+        "the order of the saga cut off is cancelled: {:?}",
+        saga_orders(&agent, "CUST-0007").await
+    );
+    let counted = eventually(Duration::from_secs(10), || async {
+        testkit::read_status(&agent)
+            .await
+            .is_ok_and(|s| s["sagas"]["compensated"] == 1)
+    })
+    .await;
+    assert!(counted, "status counts the recovered saga as compensated");
+    let r = testkit::call(
+        &agent,
+        "rest__check_inventory",
+        json!({ "productId": "PROD-003" }),
+    )
+    .await?;
+    assert_eq!(
+        structured(&r)["items"][0]["totalQuantity"].as_u64(),
+        Some(before),
+        "the reservation was released"
+    );
+    // orchestrator://sagas shows it, read from the log.
+    let read = agent
+        .peer()
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "orchestrator://sagas",
+        ))
+        .await?;
+    let text = match &read.contents[0] {
+        rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
+        other => anyhow::bail!("not text: {other:?}"),
+    };
+    let sagas: Value = serde_json::from_str(&text)?;
+    let saga = &sagas["sagas"][0];
+    assert_eq!(saga["composite"], "place_order", "{sagas}");
+    assert_eq!(saga["state"], "compensated", "{sagas}");
+    let steps: Vec<(String, String)> = saga["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["step"].as_str().unwrap_or_default().to_owned(),
+                        s["state"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let pairs: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("order", "succeeded"),
+            ("stock", "succeeded"),
+            ("stock", "compensated"),
+            ("order", "compensated")
+        ],
+        "{sagas}"
+    );
+    agent.cancel().await?;
+    Ok(())
+}
+
+async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }

@@ -41,7 +41,7 @@ use crate::{
     limits::{client::ClientCalls, result_size},
     lists,
     relay::ListChange,
-    status::{STATUS_URI, StatusReport},
+    status::{RECENT_SAGAS, SAGAS_URI, STATUS_URI, StatusReport},
     subscriptions::{SessionId, Subscribed, Unsubscribed},
     upstream::CallContext,
 };
@@ -288,6 +288,15 @@ impl Frontend {
             .await
     }
 
+    fn sagas_resource() -> Resource {
+        Resource::new(SAGAS_URI, "sagas")
+            .with_title("Recent sagas")
+            .with_description(
+                "The most recent saga composites from the saga log: state, failed step, each step and undo",
+            )
+            .with_mime_type("application/json")
+    }
+
     fn status_resource() -> Resource {
         Resource::new(STATUS_URI, "status")
             .with_title("Orchestrator status")
@@ -487,7 +496,10 @@ impl ServerHandler for Frontend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let own = vec![Self::status_resource()];
+        let mut own = vec![Self::status_resource()];
+        if self.gateway.config().workflows.iter().any(|w| w.is_saga()) {
+            own.push(Self::sagas_resource());
+        }
         Ok(lists::resources(&self.gateway.catalog(), own))
     }
 
@@ -504,10 +516,26 @@ impl ServerHandler for Frontend {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        if request.uri == STATUS_URI {
-            let json = serde_json::to_string_pretty(&StatusReport::of(&self.gateway))
+        if request.uri == STATUS_URI || request.uri == SAGAS_URI {
+            let report = if request.uri == STATUS_URI {
+                serde_json::to_value(StatusReport::of(&self.gateway))
+            } else {
+                let log = self.gateway.calls().composites().existing_saga_log();
+                let sagas = match &log {
+                    Some(log) => log
+                        .recent(RECENT_SAGAS)
+                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?,
+                    None => Vec::new(),
+                };
+                serde_json::to_value(serde_json::json!({
+                    "log": log.as_ref().map(|l| l.path().display().to_string()),
+                    "sagas": sagas,
+                }))
+            };
+            let json = report
+                .and_then(|r| serde_json::to_string_pretty(&r))
                 .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-            let mut contents = ResourceContents::text(json, STATUS_URI);
+            let mut contents = ResourceContents::text(json, request.uri.clone());
             if let ResourceContents::TextResourceContents { mime_type, .. } = &mut contents {
                 *mime_type = Some("application/json".into());
             }
@@ -564,7 +592,7 @@ impl ServerHandler for Frontend {
         if !self.gateway.catalog().offered().subscribe {
             return Err(ErrorData::method_not_found::<SubscribeRequestMethod>());
         }
-        if request.uri == STATUS_URI {
+        if request.uri == STATUS_URI || request.uri == SAGAS_URI {
             return Ok(());
         }
         let generation = self.gateway.current();

@@ -592,6 +592,12 @@ impl Gateway {
         }
     }
 
+    /// Undoes the sagas a previous run of the process left unfinished (see
+    /// [`crate::saga_log`]); returns how many.
+    pub async fn recover_sagas(&self) -> usize {
+        self.calls().composites().recover(self.started).await
+    }
+
     /// Records a reload that was refused, for status; the running configuration stays.
     pub fn record_reload_error(&self, message: String) {
         *self

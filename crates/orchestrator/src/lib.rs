@@ -34,6 +34,8 @@
 //! - [`gateway`]: the running parts started, the catalog kept current, a new configuration put
 //!   in force without dropping agents, shutdown.
 //! - [`reload`]: what triggers a reload (file watcher, SIGHUP, the admin endpoint).
+//! - [`saga_log`]: the SQLite file sagas write their progress to, read back to undo the ones a
+//!   crash left unfinished.
 //! - [`status`]: the `orchestrator://status` report.
 //! - [`lists`]: the front's list and read answers' cache hints, and lists no upstream offers.
 //! - [`frontend`]: the MCP server agents connect to.
@@ -61,6 +63,7 @@ pub mod naming;
 pub mod policy;
 pub mod relay;
 pub mod reload;
+pub mod saga_log;
 pub mod stats;
 pub mod status;
 pub mod subscriptions;

@@ -8,6 +8,12 @@ use crate::{catalog::CatalogProblem, gateway::Gateway};
 /// URI of the status resource.
 pub const STATUS_URI: &str = "orchestrator://status";
 
+/// URI of the recent sagas, read from the saga log (listed when a composite is a saga).
+pub const SAGAS_URI: &str = "orchestrator://sagas";
+
+/// Sagas `orchestrator://sagas` shows, newest first.
+pub const RECENT_SAGAS: usize = 50;
+
 /// One upstream's status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -30,6 +30,20 @@ pub async fn run(
     if !gateway.wait_ready(STARTUP_WAIT).await {
         tracing::warn!("serving without every upstream connected; see orchestrator://status");
     }
+    // Sagas a previous run left half done are undone in the background, through the same
+    // upstream connections agents use (so only once they are connected).
+    tokio::spawn({
+        let gateway = gateway.clone();
+        async move {
+            let recovered = gateway.recover_sagas().await;
+            if recovered > 0 {
+                tracing::warn!(
+                    recovered,
+                    "sagas left unfinished by a previous run were undone"
+                );
+            }
+        }
+    });
     let reloader = Reloader::new(gateway.clone(), path);
     let reload_settings = &gateway.config().reload;
     let stop_reloading = CancellationToken::new();

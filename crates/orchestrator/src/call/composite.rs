@@ -15,6 +15,7 @@ use crate::{
     context::CallContext,
     error::CallError,
     metrics::Metrics,
+    saga_log::SagaLog,
     workflow::{Workflow, definition::Step, executor},
 };
 
@@ -26,6 +27,9 @@ pub struct Composites {
     validators: Vec<jsonschema::Validator>,
     calls: Arc<UpstreamCalls>,
     metrics: Arc<Metrics>,
+    /// The saga log, opened by the first saga that runs (a config without sagas never creates
+    /// the file).
+    saga_log: std::sync::OnceLock<Option<Arc<SagaLog>>>,
 }
 
 impl Composites {
@@ -42,6 +46,7 @@ impl Composites {
             validators,
             calls,
             metrics,
+            saga_log: std::sync::OnceLock::new(),
         }
     }
 
@@ -155,7 +160,15 @@ impl Composites {
             ..cx.clone()
         };
         // The executor keeps the deadline, so a run cut off by it still reports its sources.
-        let run = executor::execute(workflow, input, runner, &step_cx, &on_progress).await;
+        let log = if workflow.is_saga() {
+            self.saga_log()
+        } else {
+            None
+        };
+        let journal = log.as_ref().map(|l| l as &dyn executor::SagaJournal);
+        let run =
+            executor::execute_journaled(workflow, input, runner, &step_cx, &on_progress, journal)
+                .await;
         drop(on_progress);
         if let Some(f) = forwarder {
             let _ = f.await;
@@ -182,6 +195,78 @@ impl Composites {
         }
         let complete = run.is_complete();
         (answer(workflow, run, elapsed), complete)
+    }
+}
+
+impl Composites {
+    /// The saga log, opened on first use; `None` (logged once) when it cannot be: sagas still
+    /// run and undo themselves, but a crash mid-saga is not recovered.
+    fn saga_log(&self) -> Option<Arc<SagaLog>> {
+        self.saga_log
+            .get_or_init(|| match SagaLog::open(&self.config.saga_log) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    tracing::error!(error = %e, "saga log unavailable: sagas are not recovered after a crash");
+                    None
+                }
+            })
+            .clone()
+    }
+
+    /// The saga log, if one was opened or exists on disk.
+    pub fn existing_saga_log(&self) -> Option<Arc<SagaLog>> {
+        if self.saga_log.get().is_none() && !self.config.saga_log.exists() {
+            return None;
+        }
+        self.saga_log()
+    }
+
+    /// Undoes the sagas the log shows as unfinished (the process died mid-saga): each one's
+    /// steps that answered are compensated, last first, as if its critical step had just
+    /// failed. Returns how many were recovered. Runs once at start, once the upstreams are
+    /// connected, without any agent asking; `before` is the process's start.
+    pub async fn recover(&self, before: chrono::DateTime<chrono::Utc>) -> usize {
+        let Some(log) = self.existing_saga_log() else {
+            return 0;
+        };
+        let unfinished = match log.unfinished(before) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the saga log");
+                return 0;
+            }
+        };
+        let cx = CallContext::default();
+        for saga in &unfinished {
+            let Some(workflow) = self
+                .config
+                .workflows
+                .iter()
+                .find(|w| w.name == saga.composite)
+            else {
+                tracing::error!(saga = %saga.id, composite = %saga.composite, "unfinished saga of a composite no longer configured: cannot undo it");
+                let journal: &dyn executor::SagaJournal = &log;
+                journal
+                    .ended(&saga.id, executor::SagaState::CompensationFailed)
+                    .await;
+                self.metrics.saga(&saga.composite, "compensation_failed");
+                continue;
+            };
+            tracing::warn!(saga = %saga.id, composite = %saga.composite, steps = saga.succeeded.len(), "recovering a saga left unfinished: undoing its steps");
+            let (state, _) = executor::compensate_recorded(
+                workflow,
+                &saga.input,
+                &saga.id,
+                &saga.succeeded,
+                &*self.calls,
+                &cx,
+                Some(&log),
+            )
+            .await;
+            self.metrics.saga(&workflow.name, state.as_str());
+            tracing::info!(saga = %saga.id, state = state.as_str(), "saga recovered");
+        }
+        unfinished.len()
     }
 }
 

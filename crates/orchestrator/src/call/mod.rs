@@ -64,6 +64,11 @@ impl Calls {
         }
     }
 
+    /// The composites.
+    pub fn composites(&self) -> &Composites {
+        &self.composites
+    }
+
     /// The codec sealing upstream task ids.
     pub fn task_ids(&self) -> &TaskIds {
         &self.task_ids

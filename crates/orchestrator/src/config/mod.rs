@@ -140,6 +140,17 @@ pub struct OrchestratorSection {
     /// What `/readyz` waits for.
     #[serde(default)]
     pub readiness: readiness::ReadinessConfig,
+    /// Where saga composites write their progress.
+    #[serde(default)]
+    pub sagas: SagasConfig,
+}
+
+/// `orchestrator.sagas`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SagasConfig {
+    /// The saga log, relative to the config file's folder (default `data/orchestrator/sagas.db`).
+    pub log_path: Option<String>,
 }
 
 impl Default for OrchestratorSection {
@@ -156,6 +167,7 @@ impl Default for OrchestratorSection {
             limits: limits::LimitsConfig::default(),
             reload: reload::ReloadConfig::default(),
             readiness: readiness::ReadinessConfig::default(),
+            sagas: SagasConfig::default(),
         }
     }
 }
@@ -386,6 +398,8 @@ pub struct Config {
     pub reload: reload::ReloadSettings,
     /// Servers `/readyz` requires to be connected.
     pub required_servers: Vec<String>,
+    /// The saga log's file.
+    pub saga_log: PathBuf,
     /// SHA-256 of the file's text (hex), so status can tell which version of it is in force.
     pub digest: String,
 }
@@ -587,6 +601,12 @@ impl Config {
             secrets,
             reload,
             required_servers,
+            saga_log: base_dir.join(
+                o.sagas
+                    .log_path
+                    .as_deref()
+                    .unwrap_or("data/orchestrator/sagas.db"),
+            ),
             digest: String::new(),
         })
     }

@@ -163,6 +163,35 @@ pub struct SagaReport {
 /// Attempts at one undo before it is reported failed.
 pub const COMPENSATION_ATTEMPTS: u32 = 5;
 
+/// A journal write in flight.
+pub type JournalWrite<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Where a saga writes down how far it got, each entry before the run goes on, so that a
+/// process that dies mid-saga leaves enough behind to undo it after a restart
+/// ([`compensate_recorded`]). The executor owns no I/O: the orchestrator's is a SQLite file.
+pub trait SagaJournal: Send + Sync {
+    /// The saga started with `input`.
+    fn started<'a>(
+        &'a self,
+        saga: &'a str,
+        composite: &'a str,
+        input: &'a Value,
+    ) -> JournalWrite<'a>;
+    /// `step` answered `value`: it is one to undo if the saga fails.
+    fn succeeded<'a>(&'a self, saga: &'a str, step: &'a str, value: &'a Value) -> JournalWrite<'a>;
+    /// A critical step failed (or the deadline passed): the saga is undoing what succeeded.
+    fn compensating<'a>(&'a self, saga: &'a str, failed_step: &'a str) -> JournalWrite<'a>;
+    /// How one undo went.
+    fn undone<'a>(
+        &'a self,
+        saga: &'a str,
+        step: &'a str,
+        report: &'a Compensation,
+    ) -> JournalWrite<'a>;
+    /// The saga ended.
+    fn ended<'a>(&'a self, saga: &'a str, state: SagaState) -> JournalWrite<'a>;
+}
+
 /// A critical step's failure, which fails the composite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CriticalFailure {
@@ -411,9 +440,24 @@ pub async fn execute(
     cx: &CallContext,
     on_progress: &(dyn Fn(usize, usize) + Send + Sync),
 ) -> Run {
+    execute_journaled(workflow, input, runner, cx, on_progress, None).await
+}
+
+/// [`execute`], a saga writing down its progress in `journal`.
+pub async fn execute_journaled(
+    workflow: &Workflow,
+    input: &Value,
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+    on_progress: &(dyn Fn(usize, usize) + Send + Sync),
+    journal: Option<&dyn SagaJournal>,
+) -> Run {
     let saga_id = format!("saga-{:016x}", rand::random::<u64>());
     if !workflow.is_saga() {
-        return run_plan(workflow, input, runner, cx, on_progress, saga_id).await;
+        return run_plan(workflow, input, runner, cx, on_progress, saga_id, None).await;
+    }
+    if let Some(j) = journal {
+        j.started(&saga_id, &workflow.name, input).await;
     }
     // One span around a saga's steps and undos, carrying its id, so the trace of a saga that
     // was compensated shows what ran, what failed and what was undone under one parent.
@@ -424,11 +468,14 @@ pub async fn execute(
         mcp.workflow.name = %workflow.name,
         mcp.saga.state = Empty,
     );
-    let run = run_plan(workflow, input, runner, cx, on_progress, saga_id)
+    let run = run_plan(workflow, input, runner, cx, on_progress, saga_id, journal)
         .instrument(span.clone())
         .await;
     if let Some(saga) = &run.saga {
         span.record("mcp.saga.state", saga.state.as_str());
+        if let Some(j) = journal {
+            j.ended(&saga.id, saga.state).await;
+        }
     }
     run
 }
@@ -440,6 +487,7 @@ async fn run_plan(
     cx: &CallContext,
     on_progress: &(dyn Fn(usize, usize) + Send + Sync),
     saga_id: String,
+    journal: Option<&dyn SagaJournal>,
 ) -> Run {
     let start = Instant::now();
     // The user's time answering a step's question does not count against the composite.
@@ -594,6 +642,10 @@ async fn run_plan(
                     _ if done.cached => SourceOutcome::Cached,
                     _ => SourceOutcome::Ok,
                 };
+                // Written down before any step that reads it starts.
+                if let Some(j) = journal {
+                    j.succeeded(&saga_id, &step.name, &v).await;
+                }
                 state.value = Some(v);
                 succeeded.push(done.index);
             }
@@ -637,11 +689,21 @@ async fn run_plan(
         let saga = if workflow.is_saga() {
             // A step still running may be a write that lands: wait for every one (each is
             // bounded by its server's timeouts) so that what succeeded is known, then undo it.
+            if let Some(j) = journal {
+                let failed_step = match &failure {
+                    Failure::Critical(f) => f.step.as_str(),
+                    Failure::Deadline { .. } => "deadline",
+                };
+                j.compensating(&saga_id, failed_step).await;
+            }
             while let Some(done) = running.next().await {
                 let step = &workflow.steps[done.index];
                 let mut s = source(step, SourceOutcome::Ok, done.started, done.finished);
                 match done.value {
                     Ok(v) => {
+                        if let Some(j) = journal {
+                            j.succeeded(&saga_id, &step.name, &v).await;
+                        }
                         states[done.index].value = Some(v);
                         succeeded.push(done.index);
                     }
@@ -654,8 +716,17 @@ async fn run_plan(
                 states[done.index].source = Some(s);
                 states[done.index].finished = true;
             }
-            let state =
-                compensate(workflow, input, &saga, &mut states, &succeeded, runner, cx).await;
+            let state = compensate(
+                workflow,
+                input,
+                &saga,
+                &mut states,
+                &succeeded,
+                runner,
+                cx,
+                journal,
+            )
+            .await;
             Some(SagaReport { id: saga_id, state })
         } else {
             None
@@ -695,6 +766,7 @@ async fn run_plan(
 /// Undoes the steps in `succeeded` that declare `compensate`, last first, each retried with
 /// backoff up to [`COMPENSATION_ATTEMPTS`] times (undos must be idempotent: an attempt whose
 /// answer was lost may have applied). Writes each outcome into the step's source line.
+#[allow(clippy::too_many_arguments)]
 async fn compensate(
     workflow: &Workflow,
     input: &Value,
@@ -703,6 +775,7 @@ async fn compensate(
     succeeded: &[usize],
     runner: &dyn StepRunner,
     cx: &CallContext,
+    journal: Option<&dyn SagaJournal>,
 ) -> SagaState {
     let mut all_undone = true;
     // An agent that cancels its call cancels the steps, and so may be why the saga failed; it
@@ -742,6 +815,10 @@ async fn compensate(
             attempts = report.attempts,
             "saga step compensation"
         );
+        if let Some(j) = journal {
+            let id = saga["id"].as_str().unwrap_or_default();
+            j.undone(id, &workflow.steps[i].name, &report).await;
+        }
         if let Some(source) = states[i].source.as_mut() {
             source.compensation = Some(report);
         }
@@ -751,6 +828,85 @@ async fn compensate(
     } else {
         SagaState::CompensationFailed
     }
+}
+
+/// Undoes a saga found unfinished in its journal after a restart: `succeeded` are the steps it
+/// wrote down as answered (by name, with their values, in the order they answered). Returns how
+/// it ended and each undo's report; a step the workflow no longer has cannot be undone and makes
+/// it `compensation_failed`.
+pub async fn compensate_recorded(
+    workflow: &Workflow,
+    input: &Value,
+    saga_id: &str,
+    succeeded: &[(String, Value)],
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+    journal: Option<&dyn SagaJournal>,
+) -> (SagaState, Vec<(String, Compensation)>) {
+    let mut states: Vec<StepState> = workflow
+        .steps
+        .iter()
+        .map(|_| StepState::default())
+        .collect();
+    let mut order = Vec::new();
+    let mut missing = Vec::new();
+    for (name, value) in succeeded {
+        match workflow.steps.iter().position(|s| &s.name == name) {
+            Some(i) => {
+                states[i].value = Some(value.clone());
+                states[i].source = Some(Source {
+                    step: name.clone(),
+                    server: workflow.steps[i].server.clone(),
+                    tool: workflow.steps[i].tool.clone(),
+                    outcome: SourceOutcome::Ok,
+                    error_kind: None,
+                    error: None,
+                    latency_ms: 0.0,
+                    items: None,
+                    failed_items: None,
+                    started_ms: 0.0,
+                    compensation: None,
+                });
+                order.push(i);
+            }
+            None => missing.push(name.clone()),
+        }
+    }
+    let saga = serde_json::json!({ "id": saga_id });
+    let mut state = compensate(
+        workflow,
+        input,
+        &saga,
+        &mut states,
+        &order,
+        runner,
+        cx,
+        journal,
+    )
+    .await;
+    let mut reports: Vec<(String, Compensation)> = states
+        .into_iter()
+        .filter_map(|s| {
+            let source = s.source?;
+            Some((source.step, source.compensation?))
+        })
+        .collect();
+    for name in missing {
+        state = SagaState::CompensationFailed;
+        reports.push((
+            name,
+            Compensation {
+                call: String::new(),
+                outcome: "failed",
+                attempts: 0,
+                error: Some("the composite no longer has this step".into()),
+            },
+        ));
+    }
+    if let Some(j) = journal {
+        j.ended(saga_id, state).await;
+    }
+    (state, reports)
 }
 
 /// One undo, attempted until it succeeds, fails in a way a repeat cannot fix (an `invalid`

@@ -1,0 +1,333 @@
+//! The saga log: an SQLite file in which every saga writes down how far it got before it goes
+//! on (started, each step that answered and its value, compensating, each undo, ended), so that
+//! an orchestrator that dies mid-saga undoes it after a restart, without any agent asking
+//! ([`crate::call::Composites::recover`]). `orchestrator://sagas` reads the recent ones from it.
+//!
+//! The writer runs with `synchronous = FULL`: an entry the saga waited for survives a crash of
+//! the process or the machine. Writes happen on the blocking pool, one at a time.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::workflow::executor::{Compensation, JournalWrite, SagaJournal, SagaState};
+
+/// Why the log could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaLogError {
+    /// Its folder could not be created.
+    #[error("saga log folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// SQLite refused.
+    #[error("saga log {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+/// A saga the log shows as not ended: what recovery needs to undo it.
+#[derive(Debug, Clone)]
+pub struct Unfinished {
+    /// Its id.
+    pub id: String,
+    /// The composite it ran.
+    pub composite: String,
+    /// Its input.
+    pub input: Value,
+    /// The steps that answered, in the order they did, with their values.
+    pub succeeded: Vec<(String, Value)>,
+}
+
+/// One saga as `orchestrator://sagas` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaRecord {
+    /// Its id.
+    pub id: String,
+    /// The composite.
+    pub composite: String,
+    /// `running`, `compensating`, `completed`, `compensated` or `compensation_failed`.
+    pub state: String,
+    /// The step whose failure started the compensation.
+    pub failed_step: Option<String>,
+    /// When it started and last changed (RFC 3339).
+    pub started_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+    /// Each step written down: `succeeded`, then `compensated` or `compensation_failed`.
+    pub steps: Vec<Value>,
+}
+
+/// The log file.
+#[derive(Debug)]
+pub struct SagaLog {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sagas (
+    id          TEXT PRIMARY KEY,
+    composite   TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    failed_step TEXT,
+    started_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS saga_steps (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    saga_id     TEXT NOT NULL REFERENCES sagas(id),
+    step        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    value       TEXT,
+    attempts    INTEGER,
+    error       TEXT,
+    at          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS saga_steps_by_saga ON saga_steps(saga_id, seq);
+CREATE INDEX IF NOT EXISTS sagas_by_state ON sagas(state);
+";
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+impl SagaLog {
+    /// Opens (creating it and its folder if needed) the log at `path`.
+    pub fn open(path: &Path) -> Result<Arc<Self>, SagaLogError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SagaLogError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let sqlite = |source| SagaLogError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(sqlite)?;
+        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        Ok(Arc::new(Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        }))
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, SagaLogError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn).map_err(|source| SagaLogError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Sagas not ended (`running` or `compensating`) that started before `before` (this
+    /// process's start: the ones running in this process are not left over), oldest first.
+    pub fn unfinished(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Unfinished>, SagaLogError> {
+        let before = before.to_rfc3339();
+        self.with(|c| {
+            let mut sagas = c.prepare(
+                "SELECT id, composite, input FROM sagas WHERE state IN ('running', 'compensating') AND started_at < ?1 ORDER BY started_at",
+            )?;
+            let rows: Vec<(String, String, String)> = sagas
+                .query_map([&before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut steps = c.prepare(
+                "SELECT step, value FROM saga_steps WHERE saga_id = ?1 AND state = 'succeeded' ORDER BY seq",
+            )?;
+            let mut out = Vec::new();
+            for (id, composite, input) in rows {
+                let succeeded: Vec<(String, Value)> = steps
+                    .query_map([&id], |r| {
+                        let value: Option<String> = r.get(1)?;
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            value
+                                .and_then(|v| serde_json::from_str(&v).ok())
+                                .unwrap_or(Value::Null),
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                out.push(Unfinished {
+                    id,
+                    composite,
+                    input: serde_json::from_str(&input).unwrap_or(Value::Null),
+                    succeeded,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The `limit` most recent sagas, newest first, with their steps.
+    pub fn recent(&self, limit: usize) -> Result<Vec<SagaRecord>, SagaLogError> {
+        self.with(|c| {
+            let mut sagas = c.prepare(
+                "SELECT id, composite, state, failed_step, started_at, updated_at FROM sagas ORDER BY started_at DESC LIMIT ?1",
+            )?;
+            let mut records: Vec<SagaRecord> = sagas
+                .query_map([limit as i64], |r| {
+                    Ok(SagaRecord {
+                        id: r.get(0)?,
+                        composite: r.get(1)?,
+                        state: r.get(2)?,
+                        failed_step: r.get(3)?,
+                        started_at: r.get(4)?,
+                        updated_at: r.get(5)?,
+                        steps: Vec::new(),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut steps = c.prepare(
+                "SELECT step, state, attempts, error, at FROM saga_steps WHERE saga_id = ?1 ORDER BY seq",
+            )?;
+            for record in &mut records {
+                record.steps = steps
+                    .query_map([&record.id], |r| {
+                        Ok(serde_json::json!({
+                            "step": r.get::<_, String>(0)?,
+                            "state": r.get::<_, String>(1)?,
+                            "attempts": r.get::<_, Option<i64>>(2)?,
+                            "error": r.get::<_, Option<String>>(3)?,
+                            "at": r.get::<_, String>(4)?,
+                        }))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            Ok(records)
+        })
+    }
+
+    /// The state the log shows for saga `id`.
+    pub fn state_of(&self, id: &str) -> Result<Option<String>, SagaLogError> {
+        self.with(|c| {
+            c.query_row("SELECT state FROM sagas WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Runs one write on the blocking pool; a failure is logged, not returned: the saga goes
+    /// on (its undo still runs in this process), only its recovery after a crash is at risk.
+    fn write(
+        self: &Arc<Self>,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<usize> + Send + 'static,
+    ) -> JournalWrite<'static> {
+        let log = self.clone();
+        Box::pin(async move {
+            let done = tokio::task::spawn_blocking(move || log.with(f)).await;
+            match done {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(what, error = %e, "saga log write failed"),
+                Err(e) => tracing::warn!(what, error = %e, "saga log write did not run"),
+            }
+        })
+    }
+}
+
+impl SagaJournal for Arc<SagaLog> {
+    fn started<'a>(
+        &'a self,
+        saga: &'a str,
+        composite: &'a str,
+        input: &'a Value,
+    ) -> JournalWrite<'a> {
+        let (id, composite, input, at) = (
+            saga.to_owned(),
+            composite.to_owned(),
+            input.to_string(),
+            now(),
+        );
+        self.write("started", move |c| {
+            c.execute(
+                "INSERT INTO sagas (id, composite, input, state, started_at, updated_at) VALUES (?1, ?2, ?3, 'running', ?4, ?4)",
+                params![id, composite, input, at],
+            )
+        })
+    }
+
+    fn succeeded<'a>(&'a self, saga: &'a str, step: &'a str, value: &'a Value) -> JournalWrite<'a> {
+        let (id, step, value, at) = (saga.to_owned(), step.to_owned(), value.to_string(), now());
+        self.write("succeeded", move |c| {
+            c.execute(
+                "INSERT INTO saga_steps (saga_id, step, state, value, at) VALUES (?1, ?2, 'succeeded', ?3, ?4)",
+                params![id, step, value, at],
+            )
+        })
+    }
+
+    fn compensating<'a>(&'a self, saga: &'a str, failed_step: &'a str) -> JournalWrite<'a> {
+        let (id, failed, at) = (saga.to_owned(), failed_step.to_owned(), now());
+        self.write("compensating", move |c| {
+            c.execute(
+                "UPDATE sagas SET state = 'compensating', failed_step = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, failed, at],
+            )
+        })
+    }
+
+    fn undone<'a>(
+        &'a self,
+        saga: &'a str,
+        step: &'a str,
+        report: &'a Compensation,
+    ) -> JournalWrite<'a> {
+        let state = if report.outcome == "compensated" {
+            "compensated"
+        } else {
+            "compensation_failed"
+        };
+        let (id, step, attempts, error, at) = (
+            saga.to_owned(),
+            step.to_owned(),
+            i64::from(report.attempts),
+            report.error.clone(),
+            now(),
+        );
+        self.write("undone", move |c| {
+            c.execute(
+                "INSERT INTO saga_steps (saga_id, step, state, attempts, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, step, state, attempts, error, at],
+            )
+        })
+    }
+
+    fn ended<'a>(&'a self, saga: &'a str, state: SagaState) -> JournalWrite<'a> {
+        let (id, state, at) = (saga.to_owned(), state.as_str(), now());
+        self.write("ended", move |c| {
+            c.execute(
+                "UPDATE sagas SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, state, at],
+            )
+        })
+    }
+}
