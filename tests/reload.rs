@@ -102,21 +102,6 @@ async fn tool_names(agent: &impl testkit::ToolCaller) -> anyhow::Result<Vec<Stri
         .collect())
 }
 
-async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 async fn config_status(agent: &impl testkit::ToolCaller) -> Value {
     read_status(agent)
         .await
@@ -169,7 +154,7 @@ async fn an_added_server_connects_and_the_agent_hears_of_its_tools() -> anyhow::
         &path,
         &json!({ "mcpServers": { "sql": sql(&dir, &[])?, "rest": rest()? } }),
     )?;
-    let added = eventually(Duration::from_secs(20), || async {
+    let added = testkit::eventually(Duration::from_secs(20), || async {
         recorder.tools_changed.load(Ordering::SeqCst) > heard
             && tool_names(&agent)
                 .await
@@ -228,7 +213,7 @@ async fn a_removed_server_finishes_its_running_call_then_goes() -> anyhow::Resul
     tokio::time::sleep(Duration::from_millis(500)).await;
     let heard = recorder.tools_changed.load(Ordering::SeqCst);
     write(&path, &json!({ "mcpServers": { "sql": sql(&dir, &[])? } }))?;
-    let gone = eventually(Duration::from_secs(10), || async {
+    let gone = testkit::eventually(Duration::from_secs(10), || async {
         !tool_names(&agent)
             .await
             .unwrap_or_default()
@@ -251,14 +236,14 @@ async fn a_removed_server_finishes_its_running_call_then_goes() -> anyhow::Resul
         "{}",
         text_of(&result)
     );
-    let stopped = eventually(Duration::from_secs(10), || async {
+    let stopped = testkit::eventually(Duration::from_secs(10), || async {
         config_status(&agent).await["draining"] == json!([])
     })
     .await;
     assert!(stopped, "the drained server stops once its call finished");
     // Its child (and that child's watchdog) exited and were reaped: what is left is `sql`'s
     // pair, and no zombie.
-    let reaped = eventually(Duration::from_secs(10), || async {
+    let reaped = testkit::eventually(Duration::from_secs(10), || async {
         let children = children_of(orchestrator);
         children.len() == 2 && !children.iter().any(|s| s == "Z")
     })
@@ -297,7 +282,7 @@ async fn a_broken_file_is_refused_and_the_running_config_stays() -> anyhow::Resu
 
     // Not JSON at all.
     write_text(&path, "{ \"mcpServers\": ")?;
-    let refused = eventually(Duration::from_secs(10), || async {
+    let refused = testkit::eventually(Duration::from_secs(10), || async {
         config_status(&agent).await["lastReloadError"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("not valid JSON"))
@@ -310,7 +295,7 @@ async fn a_broken_file_is_refused_and_the_running_config_stays() -> anyhow::Resu
     let mut bad = good.clone();
     bad["orchestrator"]["limits"] = json!({ "maxResultBytes": 0 });
     write(&path, &bad)?;
-    let named = eventually(Duration::from_secs(10), || async {
+    let named = testkit::eventually(Duration::from_secs(10), || async {
         config_status(&agent).await["lastReloadError"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("orchestrator.limits.maxResultBytes"))
@@ -322,7 +307,7 @@ async fn a_broken_file_is_refused_and_the_running_config_stays() -> anyhow::Resu
     let mut missing = good.clone();
     missing["orchestrator"]["composites"]["card"] = card("name", "sql.no_such_tool");
     write(&path, &missing)?;
-    let named = eventually(Duration::from_secs(10), || async {
+    let named = testkit::eventually(Duration::from_secs(10), || async {
         config_status(&agent).await["lastReloadError"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("orchestrator.composites.card.steps.c.call"))
@@ -340,7 +325,7 @@ async fn a_broken_file_is_refused_and_the_running_config_stays() -> anyhow::Resu
     let mut fixed = good.clone();
     fixed["orchestrator"]["composites"]["card"] = card("customerName", "sql.get_customer");
     write(&path, &fixed)?;
-    let applied = eventually(Duration::from_secs(10), || async {
+    let applied = testkit::eventually(Duration::from_secs(10), || async {
         config_status(&agent).await["reloads"] == 1
     })
     .await;
@@ -431,7 +416,7 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
         "{restarted}"
     );
     let client = server.connect(Some(TOKEN)).await?;
-    let answered = eventually(Duration::from_secs(10), || async {
+    let answered = testkit::eventually(Duration::from_secs(10), || async {
         call_ok(
             &client,
             "sql__get_customer",
@@ -473,13 +458,13 @@ async fn admin_reload_and_sighup_apply_the_file_and_refusals_name_the_field() ->
     write(&path, &unwatched(json!({ "sql": sql(&dir, &[])? })))?;
     server.signal("HUP")?;
     let client = server.connect(Some(TOKEN)).await?;
-    let reloaded = eventually(Duration::from_secs(10), || async {
+    let reloaded = testkit::eventually(Duration::from_secs(10), || async {
         let status = config_status(&client).await;
         status["reloads"] == 3 && status["lastReloadError"].is_null()
     })
     .await;
     assert!(reloaded, "{}", config_status(&client).await);
-    let gone = eventually(Duration::from_secs(10), || async {
+    let gone = testkit::eventually(Duration::from_secs(10), || async {
         !tool_names(&client)
             .await
             .unwrap_or_default()
@@ -544,7 +529,7 @@ async fn readyz_waits_for_required_servers_and_turns_503_while_draining() -> any
     let client = server.connect(Some(TOKEN)).await?;
 
     server.signal("TERM")?;
-    let draining = eventually(Duration::from_secs(2), || async {
+    let draining = testkit::eventually(Duration::from_secs(2), || async {
         http.get(&readyz)
             .send()
             .await

@@ -244,7 +244,7 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
         testkit::call(&peer, "place_order", place("CUST-0007", "PROD-003", 1)).await
     });
     // The order and the reservation are made at once; the event waits on the slow Cosmos server.
-    let created = eventually(Duration::from_secs(10), || async {
+    let created = testkit::eventually(Duration::from_secs(10), || async {
         saga_orders(&agent, "CUST-0007").await.unwrap_or_default() == ["processing"]
     })
     .await;
@@ -260,7 +260,7 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
     // Started again (Cosmos answering at once now), nobody calls place_order.
     let config = config_file(&dir, "0", &rest.url)?;
     let (agent, _) = serve(&config).await?;
-    let undone = eventually(Duration::from_secs(20), || async {
+    let undone = testkit::eventually(Duration::from_secs(20), || async {
         saga_orders(&agent, "CUST-0007").await.unwrap_or_default() == ["cancelled"]
     })
     .await;
@@ -269,7 +269,7 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
         "the order of the saga cut off is cancelled: {:?}",
         saga_orders(&agent, "CUST-0007").await
     );
-    let counted = eventually(Duration::from_secs(10), || async {
+    let counted = testkit::eventually(Duration::from_secs(10), || async {
         testkit::read_status(&agent)
             .await
             .is_ok_and(|s| s["sagas"]["compensated"] == 1)
@@ -331,19 +331,4 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
     );
     agent.cancel().await?;
     Ok(())
-}
-
-async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }

@@ -145,6 +145,23 @@ pub async fn connect_stdio_with(
     Ok(client)
 }
 
+/// Polls `f` every 100 ms until it holds or `limit` has passed; whether it held. For what a
+/// process does on its own after a while (a reload applied, a saga undone), never for timing.
+pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// An rmcp client (protocol 2025-11-25) of the streamable HTTP endpoint at `url` (a server's,
 /// or a load balancer's in front of several).
 pub async fn connect_url(url: &str) -> anyhow::Result<Client> {

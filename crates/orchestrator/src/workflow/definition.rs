@@ -237,23 +237,7 @@ impl Workflow {
                     "step names are A-Z a-z 0-9 _ - and not `input` or `saga`",
                 ));
             }
-            let Some((server, tool)) = s.call.split_once('.') else {
-                return Err(err(format!("{path}.call"), "expected `<server>.<tool>`"));
-            };
-            if !servers.contains(server) {
-                return Err(err(
-                    format!("{path}.call"),
-                    format!("no enabled server `{server}` in mcpServers"),
-                ));
-            }
-            if tool.is_empty() {
-                return Err(err(format!("{path}.call"), "the tool name is empty"));
-            }
-            if !s.args.is_object() {
-                return Err(err(format!("{path}.args"), "expected an object"));
-            }
-            let args = Template::compile(&s.args)
-                .map_err(|e| template_error(e, &format!("{path}.args")))?;
+            let (server, tool, args) = compile_call(&s.call, &s.args, &path, servers)?;
             let item = s.as_name.clone().unwrap_or_else(|| "item".to_owned());
             if s.as_name.is_some() && s.for_each.is_none() {
                 return Err(err(
@@ -433,6 +417,33 @@ impl Workflow {
     }
 }
 
+/// A step's or an undo's `call` and `args` at `path`: `<server>.<tool>` of an enabled server,
+/// and an object template.
+fn compile_call<'c>(
+    call: &'c str,
+    args: &Value,
+    path: &str,
+    servers: &BTreeSet<String>,
+) -> Result<(&'c str, &'c str, Template), ConfigError> {
+    let Some((server, tool)) = call.split_once('.') else {
+        return Err(err(format!("{path}.call"), "expected `<server>.<tool>`"));
+    };
+    if !servers.contains(server) {
+        return Err(err(
+            format!("{path}.call"),
+            format!("no enabled server `{server}` in mcpServers"),
+        ));
+    }
+    if tool.is_empty() {
+        return Err(err(format!("{path}.call"), "the tool name is empty"));
+    }
+    if !args.is_object() {
+        return Err(err(format!("{path}.args"), "expected an object"));
+    }
+    let args = Template::compile(args).map_err(|e| template_error(e, &format!("{path}.args")))?;
+    Ok((server, tool, args))
+}
+
 /// Checks a step's `compensate`: a call to an enabled server whose arguments refer only to
 /// `input`, `saga` and steps. Not on a `forEach` step: undoing some of its items and not others
 /// has no single call.
@@ -450,23 +461,7 @@ fn compile_compensation(
             "a forEach step cannot be compensated by one call; compensate a step per item",
         ));
     }
-    let Some((server, tool)) = c.call.split_once('.') else {
-        return Err(err(format!("{path}.call"), "expected `<server>.<tool>`"));
-    };
-    if !servers.contains(server) {
-        return Err(err(
-            format!("{path}.call"),
-            format!("no enabled server `{server}` in mcpServers"),
-        ));
-    }
-    if tool.is_empty() {
-        return Err(err(format!("{path}.call"), "the tool name is empty"));
-    }
-    if !c.args.is_object() {
-        return Err(err(format!("{path}.args"), "expected an object"));
-    }
-    let args =
-        Template::compile(&c.args).map_err(|e| template_error(e, &format!("{path}.args")))?;
+    let (server, tool, args) = compile_call(&c.call, &c.args, path, servers)?;
     for r in args.references() {
         if r.root != "input" && r.root != "saga" && index_of(&r.root).is_none() {
             return Err(err(
