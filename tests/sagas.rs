@@ -100,6 +100,12 @@ async fn a_placed_order_exists_in_all_three_systems() -> anyhow::Result<()> {
         1,
         "one purchase event"
     );
+    // Every write of the shipped saga can be undone, or runs after every other step.
+    let problems = orchestrator::status::StatusReport::of(&gw).catalog_problems;
+    assert!(
+        !problems.iter().any(|p| p.message.contains("saga")),
+        "{problems:?}"
+    );
     gw.shutdown().await;
     Ok(())
 }
@@ -330,5 +336,103 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
         "{sagas}"
     );
     agent.cancel().await?;
+    Ok(())
+}
+
+/// `f` until it answers without a tool error (the Cosmos server fails a share of calls here).
+async fn until_ok(gw: &Gateway, tool: &str, args: Value) -> anyhow::Result<CallToolResult> {
+    for _ in 0..50 {
+        let r = call(gw, tool, args.clone()).await?;
+        if r.is_error != Some(true) {
+            return Ok(r);
+        }
+    }
+    anyhow::bail!("{tool} failed 50 times in a row")
+}
+
+/// 200 `place_order` sagas at once while the Cosmos server fails a fifth of its calls: every
+/// saga ends whole (order processing, stock taken, one event) or undone (its order, if one was
+/// made, cancelled; no event), and the stock is exactly the initial stock less the units of the
+/// sagas that completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sagas_under_failures_each_end_whole_or_undone() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-load")?;
+    let gw = start(&dir, &["--failure-rate", "0.2"])?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let before = stock(&gw, "PROD-001").await?;
+    let runs = (0..200).map(|i| {
+        let gw = gw.clone();
+        async move {
+            let customer = format!("CUST-{:04}", i % 40 + 1);
+            call(&gw, "place_order", place(&customer, "PROD-001", 1))
+                .await
+                .map(|r| (customer, r))
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    let mut completed = 0u64;
+    for result in results {
+        let (customer, r) = result?;
+        let meta = r.meta.clone().unwrap_or_default();
+        let saga = meta.get("saga").cloned().unwrap_or_default();
+        let id = saga["id"].as_str().context("a saga id")?.to_owned();
+        let orders = until_ok(
+            &gw,
+            "sql__query",
+            json!({ "sql": "SELECT id, status FROM orders WHERE idempotency_key = ?1",
+                    "params": [format!("{id}:order")] }),
+        )
+        .await?;
+        let rows = structured(&orders)["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if r.is_error != Some(true) {
+            completed += 1;
+            assert_eq!(saga["state"], "completed", "{meta:?}");
+            let order = structured(&r)["orderId"]
+                .as_str()
+                .context("order")?
+                .to_owned();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0][1], "processing", "{id}");
+            let events = until_ok(
+                &gw,
+                "cosmos__query_items",
+                json!({ "container": "userEvents", "partitionKey": customer,
+                        "filter": { "type": "purchase", "orderId": order } }),
+            )
+            .await?;
+            assert_eq!(structured(&events)["count"], 1, "{id}: one event");
+        } else {
+            assert_eq!(saga["state"], "compensated", "{id}: {meta:?}");
+            assert!(rows.len() <= 1, "{id}: {rows:?}");
+            if let Some(row) = rows.first() {
+                assert_eq!(row[1], "cancelled", "{id}");
+                let order = row[0].as_str().unwrap_or_default();
+                let events = until_ok(
+                    &gw,
+                    "cosmos__query_items",
+                    json!({ "container": "userEvents", "partitionKey": customer,
+                            "filter": { "type": "purchase", "orderId": order } }),
+                )
+                .await?;
+                assert_eq!(
+                    structured(&events)["count"],
+                    0,
+                    "{id}: no event; {}",
+                    testkit::text_of(&r)
+                );
+            }
+        }
+    }
+    assert!(completed > 0, "some sagas completed");
+    assert!(completed < 200, "some failed and were undone");
+    assert_eq!(
+        stock(&gw, "PROD-001").await?,
+        before - completed,
+        "stock arithmetic is exact"
+    );
+    gw.shutdown().await;
     Ok(())
 }
