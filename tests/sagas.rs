@@ -17,28 +17,48 @@ use testkit::{TempDir, bin_path};
 /// The repo's mcp.json with its servers started from `dir`, the Cosmos server given `cosmos`
 /// extra arguments (fault injection).
 fn start(dir: &TempDir, cosmos: &[&str]) -> anyhow::Result<Arc<Gateway>> {
-    start_with(dir, cosmos, json!({}))
+    let faults = Faults {
+        cosmos,
+        ..Faults::default()
+    };
+    start_with(dir, faults, json!({}))
 }
 
-/// [`start`], with `cosmos_policy` as `orchestrator.servers.cosmos`.
-fn start_with(
-    dir: &TempDir,
-    cosmos: &[&str],
-    cosmos_policy: Value,
-) -> anyhow::Result<Arc<Gateway>> {
+/// Extra arguments (fault injection) for each server.
+#[derive(Default)]
+struct Faults<'a> {
+    sql: &'a [&'a str],
+    rest: &'a [&'a str],
+    cosmos: &'a [&'a str],
+}
+
+/// The repo's mcp.json with its servers started from `dir` with `faults`, and `policies`
+/// merged into `orchestrator.servers` (`{"rest": {"retry": ...}}`).
+fn start_with(dir: &TempDir, faults: Faults<'_>, policies: Value) -> anyhow::Result<Arc<Gateway>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let mut cosmos_args = vec![
-        "--data-dir".to_owned(),
-        dir.path().join("cosmos").display().to_string(),
-    ];
-    cosmos_args.extend(cosmos.iter().map(|s| s.to_string()));
+    let with = |mut args: Vec<String>, extra: &[&str]| {
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let data = |name: &str| {
+        vec![
+            "--data-dir".to_owned(),
+            dir.path().join(name).display().to_string(),
+        ]
+    };
     config["mcpServers"] = json!({
-        "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql")] },
-        "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": cosmos_args },
-        "rest": { "command": bin_path("rest-mcp-server")?, "args": [] }
+        "sql": { "command": bin_path("sql-mcp-server")?, "args": with(data("sql"), faults.sql) },
+        "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": with(data("cosmos"), faults.cosmos) },
+        "rest": { "command": bin_path("rest-mcp-server")?, "args": with(Vec::new(), faults.rest) }
     });
-    config["orchestrator"]["servers"]["cosmos"] = cosmos_policy;
+    if let Some(policies) = policies.as_object() {
+        for (server, policy) in policies {
+            for (field, value) in policy.as_object().into_iter().flatten() {
+                config["orchestrator"]["servers"][server][field] = value.clone();
+            }
+        }
+    }
     let config = Config::parse(&config.to_string(), std::path::Path::new("."), &|_| None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Gateway::start(config))
@@ -183,18 +203,19 @@ async fn a_failed_event_releases_the_stock_and_cancels_the_order() -> anyhow::Re
 }
 
 /// The repo's mcp.json as a file in `dir` (so the saga log lands in `dir/data/orchestrator`),
-/// its servers keeping their data in `dir`, the Cosmos server answering after `latency_ms`, the
-/// REST server reached over HTTP at `rest` (it runs on its own, as in a deployment: a crash of
-/// the orchestrator does not take it, and its reservations, along).
-fn config_file(dir: &TempDir, latency_ms: &str, rest: &str) -> anyhow::Result<std::path::PathBuf> {
+/// its servers keeping their data in `dir`, the REST server reached over HTTP at `rest` (it runs
+/// on its own, as in a deployment: a crash of the orchestrator does not take it, and its
+/// reservations, along), `place_order` recovered as `recovery` says.
+fn config_file(dir: &TempDir, rest: &str, recovery: &str) -> anyhow::Result<std::path::PathBuf> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     config["mcpServers"] = json!({
         "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql")] },
-        "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": ["--data-dir", dir.path().join("cosmos"), "--latency-ms", latency_ms] },
+        "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": ["--data-dir", dir.path().join("cosmos")] },
         "rest": { "type": "http", "url": rest }
     });
     config["orchestrator"]["reload"] = json!({ "watch": false });
+    config["orchestrator"]["composites"]["place_order"]["recovery"] = json!(recovery);
     let file = dir.path().join("mcp.json");
     std::fs::write(&file, serde_json::to_string_pretty(&config)?)?;
     Ok(file)
@@ -233,33 +254,45 @@ async fn saga_orders(client: &testkit::Client, customer: &str) -> anyhow::Result
         .unwrap_or_default())
 }
 
-/// The orchestrator is killed (`kill -9`) while the saga waits on its last step (the event);
-/// started again, it finds the saga in its log and undoes the order and the reservation without
-/// any agent asking.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Result<()> {
-    let dir = TempDir::new("saga-crash")?;
-    let rest = testkit::HttpServer::start("rest-mcp-server", &[]).await?;
-    let config = config_file(&dir, "5000", &rest.url)?;
-    let (agent, _) = serve(&config).await?;
-    let before = {
-        let r = testkit::call(
-            &agent,
-            "rest__check_inventory",
-            json!({ "productId": "PROD-003" }),
-        )
-        .await?;
-        structured(&r)["items"][0]["totalQuantity"]
-            .as_u64()
-            .context("stock")?
-    };
-    agent.cancel().await?;
+/// Stock of `product` through the agent's connection.
+async fn stock_via(client: &testkit::Client, product: &str) -> anyhow::Result<u64> {
+    let r = testkit::call(
+        client,
+        "rest__check_inventory",
+        json!({ "productId": product }),
+    )
+    .await?;
+    structured(&r)["items"][0]["totalQuantity"]
+        .as_u64()
+        .context("stock")
+}
+
+/// Starts a saga of CUST-0007 for one PROD-003 with `recovery`, and kills the orchestrator
+/// (`kill -9`) while the reservation is on its way: the order is made and written down, the
+/// reservation sent and not. The REST server (on its own, over HTTP) holds `reserve_stock` for
+/// 5 s, then is told to stop (SIGUSR1 pauses its faults). Returns the orchestrator started
+/// again, the REST server, and the stock before the saga.
+async fn crash_during_the_reservation(
+    dir: &TempDir,
+    recovery: &str,
+) -> anyhow::Result<(testkit::Client, testkit::HttpServer, u64)> {
+    let rest = testkit::HttpServer::start(
+        "rest-mcp-server",
+        &[
+            "--fault-tools".to_owned(),
+            "reserve_stock".to_owned(),
+            "--latency-ms".to_owned(),
+            "5000".to_owned(),
+        ],
+    )
+    .await?;
+    let config = config_file(dir, &rest.url, recovery)?;
     let (agent, pid) = serve(&config).await?;
+    let before = stock_via(&agent, "PROD-003").await?;
     let peer = testkit::PeerClient(agent.peer().clone());
     let placing = tokio::spawn(async move {
         testkit::call(&peer, "place_order", place("CUST-0007", "PROD-003", 1)).await
     });
-    // The order and the reservation are made at once; the event waits on the slow Cosmos server.
     let created = testkit::eventually(Duration::from_secs(10), || async {
         saga_orders(&agent, "CUST-0007").await.unwrap_or_default() == ["processing"]
     })
@@ -272,10 +305,35 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
     assert!(killed.success());
     let _ = placing.await;
     drop(agent);
-
-    // Started again (Cosmos answering at once now), nobody calls place_order.
-    let config = config_file(&dir, "0", &rest.url)?;
+    rest.signal("USR1")?;
+    // Started again; nobody calls place_order.
     let (agent, _) = serve(&config).await?;
+    Ok((agent, rest, before))
+}
+
+/// The sagas in `orchestrator://sagas`.
+async fn saga_log(agent: &testkit::Client) -> anyhow::Result<Value> {
+    let read = agent
+        .peer()
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "orchestrator://sagas",
+        ))
+        .await?;
+    let text = match &read.contents[0] {
+        rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
+        other => anyhow::bail!("not text: {other:?}"),
+    };
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A crash between two steps, with the default (backward) recovery: after the restart the
+/// orchestrator finds the saga in its log, settles the reservation whose outcome it never
+/// learnt (sent again with the same order id, it answers with the reservation, made once), and
+/// undoes it and the order without any agent asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-crash")?;
+    let (agent, _rest, before) = crash_during_the_reservation(&dir, "backward").await?;
     let undone = testkit::eventually(Duration::from_secs(20), || async {
         saga_orders(&agent, "CUST-0007").await.unwrap_or_default() == ["cancelled"]
     })
@@ -292,29 +350,12 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
     })
     .await;
     assert!(counted, "status counts the recovered saga as compensated");
-    let r = testkit::call(
-        &agent,
-        "rest__check_inventory",
-        json!({ "productId": "PROD-003" }),
-    )
-    .await?;
     assert_eq!(
-        structured(&r)["items"][0]["totalQuantity"].as_u64(),
-        Some(before),
-        "the reservation was released"
+        stock_via(&agent, "PROD-003").await?,
+        before,
+        "the reservation was released, once"
     );
-    // orchestrator://sagas shows it, read from the log.
-    let read = agent
-        .peer()
-        .read_resource(rmcp::model::ReadResourceRequestParams::new(
-            "orchestrator://sagas",
-        ))
-        .await?;
-    let text = match &read.contents[0] {
-        rmcp::model::ResourceContents::TextResourceContents { text, .. } => text.clone(),
-        other => anyhow::bail!("not text: {other:?}"),
-    };
-    let sagas: Value = serde_json::from_str(&text)?;
+    let sagas = saga_log(&agent).await?;
     let saga = &sagas["sagas"][0];
     assert_eq!(saga["composite"], "place_order", "{sagas}");
     assert_eq!(saga["state"], "compensated", "{sagas}");
@@ -338,7 +379,9 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
     assert_eq!(
         pairs,
         [
+            ("order", "launched"),
             ("order", "succeeded"),
+            ("stock", "launched"),
             ("stock", "succeeded"),
             ("stock", "compensated"),
             ("order", "compensated")
@@ -349,12 +392,55 @@ async fn a_saga_cut_off_by_a_crash_is_undone_after_the_restart() -> anyhow::Resu
     Ok(())
 }
 
-/// `f` until it answers without a tool error (the Cosmos server fails a share of calls here).
+/// The same crash with `recovery: "forward"`: the restart runs the steps that had not finished
+/// with the saga's own keys, so the order is reserved once and recorded once, and the saga
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_saga_cut_off_by_a_crash_is_finished_after_the_restart() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-forward")?;
+    let (agent, _rest, before) = crash_during_the_reservation(&dir, "forward").await?;
+    let finished = testkit::eventually(Duration::from_secs(20), || async {
+        testkit::read_status(&agent)
+            .await
+            .is_ok_and(|s| s["sagas"]["completed"] == 1)
+    })
+    .await;
+    assert!(finished, "status counts the recovered saga as completed");
+    assert_eq!(saga_orders(&agent, "CUST-0007").await?, ["processing"]);
+    assert_eq!(
+        stock_via(&agent, "PROD-003").await?,
+        before - 1,
+        "the stock was reserved once"
+    );
+    let sagas = saga_log(&agent).await?;
+    assert_eq!(sagas["sagas"][0]["state"], "completed", "{sagas}");
+    let r = testkit::call(
+        &agent,
+        "sql__query",
+        json!({ "sql": "SELECT id FROM orders WHERE customer_id = 'CUST-0007' AND idempotency_key LIKE 'saga-%:order'" }),
+    )
+    .await?;
+    let order = structured(&r)["rows"][0][0].clone();
+    let r = testkit::call(
+        &agent,
+        "cosmos__query_items",
+        json!({ "container": "userEvents", "partitionKey": "CUST-0007",
+                "filter": { "type": "purchase", "orderId": order } }),
+    )
+    .await?;
+    assert_eq!(structured(&r)["count"], 1, "one purchase event");
+    agent.cancel().await?;
+    Ok(())
+}
+
+/// `f` until it answers without an error (the servers fail a share of calls here).
 async fn until_ok(gw: &Gateway, tool: &str, args: Value) -> anyhow::Result<CallToolResult> {
     // Long enough to outlast an open breaker (5 s in mcp.json).
     for _ in 0..100 {
-        let r = call(gw, tool, args.clone()).await?;
-        if r.is_error != Some(true) {
+        // An open breaker refuses without a tool error; it is waited out the same way.
+        if let Ok(r) = call(gw, tool, args.clone()).await
+            && r.is_error != Some(true)
+        {
             return Ok(r);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -362,19 +448,25 @@ async fn until_ok(gw: &Gateway, tool: &str, args: Value) -> anyhow::Result<CallT
     anyhow::bail!("{tool} failed 100 times in a row")
 }
 
-/// 200 `place_order` sagas at once while the Cosmos server fails a fifth of its calls: every
-/// saga ends whole (order processing, stock taken, one event) or undone (its order, if one was
-/// made, cancelled; no event), and the stock is exactly the initial stock less the units of the
-/// sagas that completed.
+/// 200 `place_order` sagas at once while the REST server fails a fifth of its reservations:
+/// every saga ends whole (order processing, stock taken, one event) or undone (its order, if
+/// one was made, cancelled; no event), and the stock is exactly the initial stock less the
+/// units of the sagas that completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_sagas_under_failures_each_end_whole_or_undone() -> anyhow::Result<()> {
     let dir = TempDir::new("saga-load")?;
-    // Cosmos calls are not retried here, so about a fifth of the event steps fail and their
-    // sagas are undone (with retries nearly all of them would get through).
+    // Reservations are not retried here, so about a fifth of them fail and their sagas are
+    // undone (with retries nearly all of them would get through). A failed reservation may have
+    // been a lost answer: the saga settles it (sent again, the same order id) and releases what
+    // it finds.
+    let faults = Faults {
+        rest: &["--failure-rate", "0.2", "--fault-tools", "reserve_stock"],
+        ..Faults::default()
+    };
     let gw = start_with(
         &dir,
-        &["--failure-rate", "0.2"],
-        json!({ "retry": { "maxAttempts": 1 } }),
+        faults,
+        json!({ "rest": { "retry": { "maxAttempts": 1 } } }),
     )?;
     anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
     let before = stock(&gw, "PROD-001").await?;
@@ -450,6 +542,204 @@ async fn two_hundred_sagas_under_failures_each_end_whole_or_undone() -> anyhow::
         stock(&gw, "PROD-001").await?,
         before - completed,
         "stock arithmetic is exact"
+    );
+    gw.shutdown().await;
+    Ok(())
+}
+
+/// How a batch of sagas ended, checked against the three systems.
+#[derive(Debug, Default)]
+struct Tally {
+    completed: u64,
+    compensated: u64,
+    /// Undo attempts over every saga, and undos.
+    undo_attempts: u64,
+    undos: u64,
+}
+
+/// Runs `n` `place_order` sagas, `at_once` at a time, each of one unit of `product`, and checks
+/// each against the systems: whole (order processing, one event) or undone (order cancelled or
+/// never made, no event), never `compensation_failed`. The caller checks the stock.
+async fn run_and_check(
+    gw: &Arc<Gateway>,
+    product: &str,
+    n: usize,
+    at_once: usize,
+) -> anyhow::Result<Tally> {
+    use futures::StreamExt as _;
+    let results: Vec<anyhow::Result<(String, CallToolResult)>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let gw = gw.clone();
+            async move {
+                let customer = format!("CUST-{:04}", i % 40 + 1);
+                call(&gw, "place_order", place(&customer, product, 1))
+                    .await
+                    .map(|r| (customer, r))
+            }
+        })
+        .buffer_unordered(at_once)
+        .collect()
+        .await;
+    let mut tally = Tally::default();
+    for result in results {
+        let (customer, r) = result?;
+        let meta = r.meta.clone().unwrap_or_default();
+        let saga = meta.get("saga").cloned().unwrap_or_default();
+        let id = saga["id"].as_str().context("a saga id")?.to_owned();
+        let rows = structured(
+            &until_ok(
+                gw,
+                "sql__query",
+                json!({ "sql": "SELECT id, status FROM orders WHERE idempotency_key = ?1",
+                        "params": [format!("{id}:order")] }),
+            )
+            .await?,
+        )["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(rows.len() <= 1, "{id}: one order at most: {rows:?}");
+        let events = match rows.first() {
+            Some(row) => structured(
+                &until_ok(
+                    gw,
+                    "cosmos__query_items",
+                    json!({ "container": "userEvents", "partitionKey": customer,
+                            "filter": { "type": "purchase", "orderId": row[0] } }),
+                )
+                .await?,
+            )["count"]
+                .as_u64()
+                .unwrap_or(0),
+            None => 0,
+        };
+        let sources = meta.get("sources").cloned().unwrap_or_default();
+        for source in sources.as_array().into_iter().flatten() {
+            if let Some(attempts) = source["compensation"]["attempts"].as_u64() {
+                tally.undos += 1;
+                tally.undo_attempts += attempts;
+            }
+        }
+        if r.is_error != Some(true) {
+            tally.completed += 1;
+            assert_eq!(saga["state"], "completed", "{meta:?}");
+            assert_eq!(rows.len(), 1, "{id}");
+            assert_eq!(rows[0][1], "processing", "{id}");
+            assert_eq!(events, 1, "{id}: one event");
+        } else {
+            tally.compensated += 1;
+            assert_eq!(
+                saga["state"],
+                "compensated",
+                "{id}: {}",
+                testkit::text_of(&r)
+            );
+            if let Some(row) = rows.first() {
+                assert_eq!(row[1], "cancelled", "{id}: {meta:?}");
+            }
+            assert_eq!(
+                events,
+                0,
+                "{id}: no event; {}; {meta:?}",
+                testkit::text_of(&r)
+            );
+        }
+    }
+    Ok(tally)
+}
+
+/// Units of `product` on hand, read until the REST server answers.
+async fn stock_until_ok(gw: &Gateway, product: &str) -> anyhow::Result<u64> {
+    let r = until_ok(gw, "rest__check_inventory", json!({ "productId": product })).await?;
+    structured(&r)["items"][0]["totalQuantity"]
+        .as_u64()
+        .context("stock")
+}
+
+/// Every server loses the answer of about a quarter of its calls after doing the work
+/// (`--failure-after-rate`): each write is sent again with the same key (by the policy stack,
+/// then by the saga while settling) and applied once. Every saga ends whole or undone, there is
+/// never a second order, event or reservation, and the stock is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_on_every_step_are_retried_with_the_same_key_and_applied_once()
+-> anyhow::Result<()> {
+    let dir = TempDir::new("saga-lost")?;
+    let lossy: &[&str] = &["--failure-after-rate", "0.25"];
+    let faults = Faults {
+        sql: lossy,
+        rest: lossy,
+        cosmos: lossy,
+    };
+    let gw = start_with(&dir, faults, json!({}))?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let before = stock_until_ok(&gw, "PROD-002").await?;
+    let tally = run_and_check(&gw, "PROD-002", 40, 8).await?;
+    assert!(tally.completed > 0, "{tally:?}");
+    assert_eq!(
+        stock_until_ok(&gw, "PROD-002").await?,
+        before - tally.completed,
+        "stock arithmetic is exact: {tally:?}"
+    );
+    // The answers really were lost, and the work was not done twice for it.
+    let status = orchestrator::status::StatusReport::of(&gw);
+    for server in &status.servers {
+        assert!(
+            server.policy.retries > 0,
+            "{} retried lost answers: {:?}",
+            server.name,
+            server.policy
+        );
+    }
+    gw.shutdown().await;
+    Ok(())
+}
+
+/// Every saga fails at its event (Cosmos refuses it), and the undos themselves fail about half
+/// the time, before or after doing the work (REST `release_reservation`, SQL `cancel_order`;
+/// seeded, and not retried by the policy stack, so the saga's own undo retries are seen). Each
+/// undo is retried until it succeeds and applied once: every order is cancelled and the stock
+/// is back exactly where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_undos_are_retried_until_they_succeed_and_apply_once() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-undo")?;
+    let faults = Faults {
+        sql: &[
+            "--fault-tools",
+            "cancel_order",
+            "--failure-rate",
+            "0.25",
+            "--failure-after-rate",
+            "0.25",
+            "--seed",
+            "21",
+        ],
+        rest: &[
+            "--fault-tools",
+            "release_reservation",
+            "--failure-rate",
+            "0.25",
+            "--failure-after-rate",
+            "0.25",
+            "--seed",
+            "22",
+        ],
+        cosmos: &["--fail-tools", "record_event"],
+    };
+    let once = json!({ "retry": { "maxAttempts": 1 } });
+    let gw = start_with(&dir, faults, json!({ "sql": once, "rest": once }))?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let before = stock(&gw, "PROD-004").await?;
+    let tally = run_and_check(&gw, "PROD-004", 12, 1).await?;
+    assert_eq!(tally.compensated, 12, "{tally:?}");
+    assert_eq!(tally.undos, 24, "two undos a saga: {tally:?}");
+    assert!(
+        tally.undo_attempts > tally.undos,
+        "some undos failed and were retried: {tally:?}"
+    );
+    assert_eq!(
+        stock(&gw, "PROD-004").await?,
+        before,
+        "stock is back, exactly"
     );
     gw.shutdown().await;
     Ok(())

@@ -45,6 +45,10 @@ pub struct FaultArgs {
     /// Tools that always fail (comma-separated names).
     #[arg(long, env = "MCP_FAULT_FAIL_TOOLS", value_delimiter = ',')]
     pub fail_tools: Vec<String>,
+    /// Tools the delays and failure rates apply to (comma-separated names; default: every
+    /// tool), so a test can make one tool flaky (an undo, say) and leave the others healthy.
+    #[arg(long, env = "MCP_FAULT_TOOLS", value_delimiter = ',')]
+    pub fault_tools: Vec<String>,
     /// Seed for the fault generator; the same seed gives the same faults in the same order.
     #[arg(long, env = "MCP_FAULT_SEED")]
     pub seed: Option<u64>,
@@ -95,6 +99,8 @@ pub struct Faults {
     failure_rate: f64,
     failure_after_rate: f64,
     fail_tools: HashSet<String>,
+    /// When not empty, the only tools delays and failure rates apply to.
+    fault_tools: HashSet<String>,
     /// One generator for the process, so a seed fixes the whole sequence of decisions.
     rng: Mutex<StdRng>,
     /// While set, no call is delayed or failed and the generator is not drawn from.
@@ -117,6 +123,12 @@ impl Faults {
             failure_after_rate: args.failure_after_rate,
             fail_tools: args
                 .fail_tools
+                .iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            fault_tools: args
+                .fault_tools
                 .iter()
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
@@ -164,6 +176,17 @@ impl Faults {
     pub fn decide(&self, tool: &str) -> FaultDecision {
         if !self.is_active() || self.is_paused() {
             return FaultDecision::default();
+        }
+        if !self.fault_tools.is_empty() && !self.fault_tools.contains(tool) {
+            // Not drawn from, so the faulty tools keep their seeded sequence.
+            return FaultDecision {
+                failure: self.fail_tools.contains(tool).then(|| {
+                    mark_injected(ToolError::unavailable(format!(
+                        "injected failure: tool `{tool}` is configured to always fail"
+                    )))
+                }),
+                ..FaultDecision::default()
+            };
         }
         // A poisoned lock only means another call panicked mid-draw; the generator is still usable.
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
@@ -328,6 +351,27 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert!(e.retryable);
         assert_eq!(e.extra_meta.get("injected"), Some(&true.into()));
+    }
+
+    #[test]
+    fn fault_tools_limit_delays_and_rates_to_the_named_tools() {
+        let faults = Faults::new(&FaultArgs {
+            failure_rate: 1.0,
+            fault_tools: vec!["release_reservation".into()],
+            ..args(5)
+        });
+        let healthy = faults.decide("reserve_stock");
+        assert_eq!(
+            healthy,
+            FaultDecision::default(),
+            "other tools are untouched"
+        );
+        let flaky = faults.decide("release_reservation");
+        assert!(flaky.failure.is_some() && flaky.delay >= Duration::from_millis(10));
+        // A tool set to always fail still does.
+        let broken = faults.decide("always_broken");
+        assert_injected(broken.failure.as_ref().expect("fails"));
+        assert!(broken.delay.is_zero());
     }
 
     #[test]

@@ -342,6 +342,18 @@ impl Fault {
         }
     }
 
+    /// A fault whose cause is gone with the process that saw it (a step cut off by a restart).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
+            reason: ErrorKind::Unavailable.as_str().to_owned(),
+            message: message.into(),
+            retryable: true,
+            retry_after_ms: None,
+            server: None,
+        }
+    }
+
     fn from_tool_error(e: ToolError) -> Self {
         let text = |key: &str| {
             e.extra_meta

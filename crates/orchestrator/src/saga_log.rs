@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::workflow::executor::{Compensation, JournalWrite, SagaJournal, SagaState};
+use rmcp::model::JsonObject;
+
+use crate::workflow::executor::{Compensation, JournalWrite, Recorded, SagaJournal, SagaState};
 
 /// Why the log could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +49,9 @@ pub struct Unfinished {
     pub composite: String,
     /// Its input.
     pub input: Value,
-    /// The steps that answered, in the order they did, with their values.
-    pub succeeded: Vec<(String, Value)>,
+    /// What its steps got to: the ones that answered, the ones sent without an outcome written
+    /// down, and whether it was already undoing them.
+    pub recorded: Recorded,
 }
 
 /// One saga as `orchestrator://sagas` shows it.
@@ -156,21 +159,22 @@ impl SagaLog {
         let before = before.to_rfc3339();
         self.with(|c| {
             let mut sagas = c.prepare(
-                "SELECT id, composite, input FROM sagas WHERE state IN ('running', 'compensating') AND started_at < ?1 ORDER BY started_at",
+                "SELECT id, composite, input, state FROM sagas WHERE state IN ('running', 'compensating') AND started_at < ?1 ORDER BY started_at",
             )?;
-            let rows: Vec<(String, String, String)> = sagas
-                .query_map([&before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            let rows: Vec<(String, String, String, String)> = sagas
+                .query_map([&before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut steps = c.prepare(
-                "SELECT step, value FROM saga_steps WHERE saga_id = ?1 AND state = 'succeeded' ORDER BY seq",
+                "SELECT step, state, value FROM saga_steps WHERE saga_id = ?1 AND state IN ('launched', 'succeeded', 'not_taken') ORDER BY seq",
             )?;
             let mut out = Vec::new();
-            for (id, composite, input) in rows {
-                let succeeded: Vec<(String, Value)> = steps
+            for (id, composite, input, state) in rows {
+                let entries: Vec<(String, String, Value)> = steps
                     .query_map([&id], |r| {
-                        let value: Option<String> = r.get(1)?;
+                        let value: Option<String> = r.get(2)?;
                         Ok((
                             r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
                             value
                                 .and_then(|v| serde_json::from_str(&v).ok())
                                 .unwrap_or(Value::Null),
@@ -181,7 +185,7 @@ impl SagaLog {
                     id,
                     composite,
                     input: serde_json::from_str(&input).unwrap_or(Value::Null),
-                    succeeded,
+                    recorded: recorded_of(entries, state == "compensating"),
                 });
             }
             Ok(out)
@@ -254,7 +258,62 @@ impl SagaLog {
     }
 }
 
+/// A saga's step entries, oldest first, as recovery needs them: a step's last word counts (a
+/// step settled after a failure has `launched`, then `succeeded` or `not_taken`).
+fn recorded_of(entries: Vec<(String, String, Value)>, compensating: bool) -> Recorded {
+    let mut recorded = Recorded {
+        compensating,
+        ..Recorded::default()
+    };
+    for (step, state, value) in entries {
+        recorded.succeeded.retain(|(s, _)| *s != step);
+        recorded.in_doubt.retain(|(s, _)| *s != step);
+        match state.as_str() {
+            "succeeded" => recorded.succeeded.push((step, value)),
+            "launched" => {
+                let args: JsonObject = match value {
+                    Value::Object(o) => o,
+                    _ => JsonObject::new(),
+                };
+                recorded.in_doubt.push((step, args));
+            }
+            _ => {}
+        }
+    }
+    recorded
+}
+
 impl SagaJournal for Arc<SagaLog> {
+    fn launched<'a>(
+        &'a self,
+        saga: &'a str,
+        step: &'a str,
+        args: &'a JsonObject,
+    ) -> JournalWrite<'a> {
+        let (id, step, args, at) = (
+            saga.to_owned(),
+            step.to_owned(),
+            Value::Object(args.clone()).to_string(),
+            now(),
+        );
+        self.write("launched", move |c| {
+            c.execute(
+                "INSERT INTO saga_steps (saga_id, step, state, value, at) VALUES (?1, ?2, 'launched', ?3, ?4)",
+                params![id, step, args, at],
+            )
+        })
+    }
+
+    fn not_taken<'a>(&'a self, saga: &'a str, step: &'a str) -> JournalWrite<'a> {
+        let (id, step, at) = (saga.to_owned(), step.to_owned(), now());
+        self.write("not_taken", move |c| {
+            c.execute(
+                "INSERT INTO saga_steps (saga_id, step, state, at) VALUES (?1, ?2, 'not_taken', ?3)",
+                params![id, step, at],
+            )
+        })
+    }
+
     fn started<'a>(
         &'a self,
         saga: &'a str,

@@ -39,7 +39,7 @@ pub async fn run(
             if recovered > 0 {
                 tracing::warn!(
                     recovered,
-                    "sagas left unfinished by a previous run were undone"
+                    "sagas left unfinished by a previous run were recovered"
                 );
             }
         }

@@ -252,17 +252,44 @@ impl Composites {
                 self.metrics.saga(&saga.composite, "compensation_failed");
                 continue;
             };
-            tracing::warn!(saga = %saga.id, composite = %saga.composite, steps = saga.succeeded.len(), "recovering a saga left unfinished: undoing its steps");
-            let (state, _) = executor::compensate_recorded(
-                workflow,
-                &saga.input,
-                &saga.id,
-                &saga.succeeded,
-                &*self.calls,
-                &cx,
-                Some(&log),
-            )
-            .await;
+            let recorded = &saga.recorded;
+            let forward = workflow.config.recovery
+                == crate::workflow::definition::Recovery::Forward
+                && !recorded.compensating;
+            tracing::warn!(
+                saga = %saga.id,
+                composite = %saga.composite,
+                succeeded = recorded.succeeded.len(),
+                in_doubt = recorded.in_doubt.len(),
+                recovery = if forward { "forward" } else { "backward" },
+                "recovering a saga left unfinished"
+            );
+            let state = if forward {
+                let run = executor::resume(
+                    workflow,
+                    &saga.input,
+                    &saga.id,
+                    &recorded.succeeded,
+                    &*self.calls,
+                    &cx,
+                    Some(&log),
+                )
+                .await;
+                run.saga
+                    .map_or(executor::SagaState::CompensationFailed, |s| s.state)
+            } else {
+                executor::compensate_recorded(
+                    workflow,
+                    &saga.input,
+                    &saga.id,
+                    recorded,
+                    &*self.calls,
+                    &cx,
+                    Some(&log),
+                )
+                .await
+                .0
+            };
             self.metrics.saga(&workflow.name, state.as_str());
             tracing::info!(saga = %saga.id, state = state.as_str(), "saga recovered");
         }

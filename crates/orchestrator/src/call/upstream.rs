@@ -287,6 +287,9 @@ impl UpstreamCalls {
             report.attempts.extend(round.attempts);
             report.retry_delays_ms.extend(round.retry_delays_ms);
             report.retry_stopped = round.retry_stopped;
+            if round.reach != crate::policy::Reach::NotSent {
+                report.reach = round.reach;
+            }
             let asked = match outcome {
                 Ok(ServerResult::CallToolResult(r)) => return (Ok(r.into()), report),
                 Ok(ServerResult::CreateTaskResult(r)) if tasks => return (Ok(r.into()), report),
@@ -441,13 +444,10 @@ impl StepRunner for UpstreamCalls {
     ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>> {
         Box::pin(async move {
             let Some(server) = self.upstreams.iter().position(|u| u.name() == step.server) else {
-                return StepCall {
-                    outcome: Err(CallError::NotConnected {
-                        server: step.server.clone(),
-                        last_error: None,
-                    }),
-                    cached: false,
-                };
+                return StepCall::unsent(Err(CallError::NotConnected {
+                    server: step.server.clone(),
+                    last_error: None,
+                }));
             };
             let call = self
                 .call_tool(server, &step.tool, Some(args), step.cache.as_ref(), cx)
@@ -455,7 +455,22 @@ impl StepRunner for UpstreamCalls {
             StepCall {
                 outcome: call.outcome,
                 cached: call.cached,
+                reach: call.report.reach,
             }
         })
+    }
+
+    /// The policy stack's own rule for repeating a call, so a saga replays only what a retry
+    /// would repeat.
+    fn replay_safe(&self, step: &Step, args: &JsonObject) -> bool {
+        let Some(upstream) = self.upstreams.iter().find(|u| u.name() == step.server) else {
+            return false;
+        };
+        let offer = upstream.offer();
+        let definition = offer.tools.iter().find(|t| t.name == step.tool);
+        upstream
+            .policy()
+            .plan_tool(&step.tool, definition, Some(args))
+            .safe
     }
 }

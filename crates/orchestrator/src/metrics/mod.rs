@@ -904,6 +904,7 @@ mod tests {
             failed_items: None,
             started_ms: 0.0,
             compensation: None,
+            settled: None,
         };
         let sources = [
             source("orders", SourceOutcome::Ok),

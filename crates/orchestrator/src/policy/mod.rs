@@ -11,7 +11,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -79,6 +79,59 @@ pub struct CallReport {
     /// Why the last failed attempt was not repeated; `None` when the call succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_stopped: Option<RetryStop>,
+    /// How the last attempt that reached the server ended: what a saga needs to know to tell a
+    /// write that failed from one whose outcome is unknown.
+    pub reach: Reach,
+}
+
+/// Whether a call reached its server, and if so whether the server's last word came back.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// No attempt was sent (refused by the breaker, the bulkhead, a hold, or not connected):
+    /// the call had no effect.
+    #[default]
+    NotSent,
+    /// The last attempt sent got an answer, success or error.
+    Answered,
+    /// The last attempt sent got no answer (timed out, the connection was lost, the caller
+    /// cancelled, or the deadline cut it off): it may or may not have taken effect.
+    Silent,
+}
+
+impl Reach {
+    /// Where an attempt that was sent ended; `None` when it was not sent after all.
+    fn of<T>(outcome: &Result<T, CallError>) -> Option<Self> {
+        match outcome {
+            Ok(_) | Err(CallError::Protocol { .. } | CallError::NeedsInput { .. }) => {
+                Some(Reach::Answered)
+            }
+            Err(
+                CallError::NotConnected { .. }
+                | CallError::Unknown { .. }
+                | CallError::CircuitOpen(_)
+                | CallError::BulkheadFull(_)
+                | CallError::Held { .. }
+                | CallError::TooLarge(crate::error::TooLarge {
+                    what: crate::error::Oversize::Request,
+                    ..
+                }),
+            ) => None,
+            Err(_) => Some(Reach::Silent),
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(code: u8) -> Self {
+        match code {
+            1 => Reach::Answered,
+            2 => Reach::Silent,
+            _ => Reach::NotSent,
+        }
+    }
 }
 
 /// Counters of one server's stack, for status.
@@ -298,6 +351,7 @@ impl PolicyStack {
             .with_max_delay(policy.max_delay)
             .with_max_times(policy.max_attempts.saturating_sub(1) as usize);
         let attempts = AtomicU64::new(0);
+        let reach = AtomicU8::new(Reach::NotSent.code());
         let pending: Pending = Mutex::new(None);
         let one = || async {
             let started = Instant::now();
@@ -308,7 +362,7 @@ impl PolicyStack {
             drop(pending.lock().ok().and_then(|mut p| p.take()));
             let (outcome, permit) = match self.wait_for_hold(start, policy.deadline).await {
                 Ok(()) => {
-                    self.attempt(op, policy, plan.wait.clone(), &attempt)
+                    self.attempt(op, policy, plan.wait.clone(), &attempt, &reach)
                         .instrument(span.clone())
                         .await
                 }
@@ -429,7 +483,8 @@ impl PolicyStack {
         if let Some((permit, health)) = pending.into_inner().ok().flatten() {
             settle(permit, health);
         }
-        let report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+        report.reach = Reach::from_code(reach.load(Ordering::SeqCst));
         (outcome, report)
     }
 
@@ -500,6 +555,7 @@ impl PolicyStack {
         policy: &CallPolicy,
         wait: Option<crate::ask::UserWait>,
         attempt: &F,
+        reach: &AtomicU8,
     ) -> (Result<T, CallError>, Option<BreakerPermit>)
     where
         T: Answer,
@@ -515,6 +571,9 @@ impl PolicyStack {
             Err(full) => return (Err(CallError::BulkheadFull(full)), None),
         };
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+        // Silent until the attempt ends: an attempt dropped mid-flight (by the deadline or the
+        // caller) may have reached the server and taken effect.
+        let before = reach.swap(Reach::Silent.code(), Ordering::SeqCst);
         let outcome = match crate::ask::pause::within(policy.timeout, wait, attempt()).await {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -526,6 +585,10 @@ impl PolicyStack {
                 })
             }
         };
+        reach.store(
+            Reach::of(&outcome).map_or(before, Reach::code),
+            Ordering::SeqCst,
+        );
         (outcome, Some(permit))
     }
 
@@ -677,6 +740,75 @@ mod tests {
             (snap.attempts, snap.retries, snap.budget_exhausted),
             (15, 5, 10)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_report_says_whether_the_last_attempt_sent_got_an_answer() {
+        let stack = stack(10.0, 100);
+        let once = policy(1, Duration::from_millis(1), Duration::from_secs(60));
+        let reach = |outcome: Result<CallToolResult, CallError>| {
+            let stack = &stack;
+            let once = &once;
+            async move {
+                let outcome = std::sync::Mutex::new(Some(outcome));
+                let (_, report) = stack
+                    .call(Op::tool("t"), &plan(once, false), || {
+                        let next = outcome.lock().expect("lock").take().expect("one attempt");
+                        async move { next }
+                    })
+                    .await;
+                report.reach
+            }
+        };
+        assert_eq!(reach(ok()).await, Reach::Answered);
+        assert_eq!(reach(unavailable()).await, Reach::Answered);
+        let timeout = CallError::Timeout {
+            server: "s".into(),
+            tool: "t".into(),
+            after: Duration::from_millis(5),
+        };
+        assert_eq!(reach(Err(timeout)).await, Reach::Silent);
+        let refused = CallError::NotConnected {
+            server: "s".into(),
+            last_error: None,
+        };
+        assert_eq!(reach(Err(refused)).await, Reach::NotSent);
+        // A silent attempt followed by one refused before sending leaves the call in doubt.
+        let retrying = policy(2, Duration::from_millis(1), Duration::from_secs(60));
+        let attempts = AtomicUsize::new(0);
+        let (_, report) = stack
+            .call(Op::tool("t"), &plan(&retrying, true), || {
+                let first = attempts.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        Err::<CallToolResult, _>(CallError::ConnectionLost {
+                            server: "s".into(),
+                            detail: "reset".into(),
+                        })
+                    } else {
+                        Err(CallError::NotConnected {
+                            server: "s".into(),
+                            last_error: None,
+                        })
+                    }
+                }
+            })
+            .await;
+        assert_eq!(report.attempts.len(), 2);
+        assert_eq!(report.reach, Reach::Silent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_ends_an_attempt_in_flight_and_it_stays_in_doubt() {
+        let stack = stack(10.0, 100);
+        let policy = policy(1, Duration::from_millis(1), Duration::from_millis(500));
+        let (_, report) = stack
+            .call(Op::tool("t"), &plan(&policy, false), || async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ok()
+            })
+            .await;
+        assert_eq!(report.reach, Reach::Silent);
     }
 
     #[tokio::test(start_paused = true)]

@@ -42,6 +42,28 @@ pub struct CompositeConfig {
     /// Cache the whole result (a tier or `{"ttlMs": n}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// For a saga: what a restart does with a run the process left unfinished.
+    #[serde(default, skip_serializing_if = "Recovery::is_backward")]
+    pub recovery: Recovery,
+}
+
+/// What a restart does with a saga the process left unfinished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Recovery {
+    /// Undo what took effect (the default): the agent never got an answer, so nothing stays.
+    #[default]
+    Backward,
+    /// Run the steps that had not finished, with the same saga id and so the same idempotency
+    /// keys; a step that fails now undoes the saga as usual. For actions that should complete
+    /// once begun (an order the customer was told about).
+    Forward,
+}
+
+impl Recovery {
+    fn is_backward(&self) -> bool {
+        *self == Recovery::Backward
+    }
 }
 
 fn empty_object_schema() -> Value {
@@ -221,6 +243,14 @@ impl Workflow {
             return Err(err(
                 format!("{base}.steps"),
                 "a composite needs at least one step",
+            ));
+        }
+        if config.recovery == Recovery::Forward
+            && !config.steps.values().any(|s| s.compensate.is_some())
+        {
+            return Err(err(
+                format!("{base}.recovery"),
+                "only a saga (a composite with a step that declares `compensate`) is recovered",
             ));
         }
         if config.deadline_ms == Some(0) {

@@ -22,10 +22,18 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{Instrument, field::Empty};
 
-use super::definition::{Step, Workflow};
+pub use super::saga::{
+    COMPENSATION_ATTEMPTS, Compensation, JournalWrite, Recorded, SETTLE_REPLAYS, SagaJournal,
+    SagaReport, SagaState, Settled, Settlement, compensate_recorded,
+};
+use super::{
+    definition::{Step, Workflow},
+    saga,
+};
 use crate::{
     context::CallContext,
     error::{CallError, Fault},
+    policy::Reach,
     template::{Scope, kind_of},
 };
 
@@ -36,6 +44,20 @@ pub struct StepCall {
     pub outcome: Result<CallToolResult, CallError>,
     /// Whether the answer came from the cache.
     pub cached: bool,
+    /// How the last attempt that reached the server ended, so a saga can tell a write that
+    /// failed from one whose outcome is unknown.
+    pub reach: Reach,
+}
+
+impl StepCall {
+    /// An outcome decided without reaching a server (a refusal, an error in the arguments).
+    pub fn unsent(outcome: Result<CallToolResult, CallError>) -> Self {
+        Self {
+            outcome,
+            cached: false,
+            reach: Reach::NotSent,
+        }
+    }
 }
 
 /// Makes the upstream calls of a workflow.
@@ -47,6 +69,14 @@ pub trait StepRunner: Send + Sync {
         args: JsonObject,
         cx: &'a CallContext,
     ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>>;
+
+    /// Whether sending this call of `step` again cannot apply it twice (the tool is read-only or
+    /// idempotent, or the arguments carry an idempotency key): a saga replays a step whose
+    /// outcome is in doubt only then.
+    fn replay_safe(&self, step: &Step, args: &JsonObject) -> bool {
+        let _ = (step, args);
+        false
+    }
 }
 
 /// How one step ended, as reported in `_meta.sources`.
@@ -63,17 +93,6 @@ pub enum SourceOutcome {
     Skipped,
     /// Failed, with no fallback.
     Failed,
-}
-
-impl SagaState {
-    /// The same name as the serialized form, for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SagaState::Completed => "completed",
-            SagaState::Compensated => "compensated",
-            SagaState::CompensationFailed => "compensation_failed",
-        }
-    }
 }
 
 impl SourceOutcome {
@@ -120,76 +139,9 @@ pub struct Source {
     /// How its undo went, when a saga failed after it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compensation: Option<Compensation>,
-}
-
-/// One step's undo, as reported in its `_meta.sources` line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Compensation {
-    /// `server.tool` of the undo.
-    pub call: String,
-    /// `compensated`, or `failed` after every attempt.
-    pub outcome: &'static str,
-    /// Attempts made (each through the server's policy stack, which may retry too).
-    pub attempts: u32,
-    /// The last attempt's error, when it failed.
+    /// How a saga settled it, when it failed without saying whether it took effect.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// How a saga (a composite whose steps declare `compensate`) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SagaState {
-    /// Every step succeeded.
-    Completed,
-    /// A critical step failed and every step that had succeeded was undone.
-    Compensated,
-    /// A critical step failed and at least one undo failed after every attempt: the systems may
-    /// disagree, and a person needs to look.
-    CompensationFailed,
-}
-
-/// A saga's id and how it ended, reported as `_meta.saga`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SagaReport {
-    /// Unique per run; `${saga.id}` in step arguments, so idempotency keys derived from it make a
-    /// retried step or undo apply once.
-    pub id: String,
-    /// How it ended.
-    pub state: SagaState,
-}
-
-/// Attempts at one undo before it is reported failed.
-pub const COMPENSATION_ATTEMPTS: u32 = 5;
-
-/// A journal write in flight.
-pub type JournalWrite<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// Where a saga writes down how far it got, each entry before the run goes on, so that a
-/// process that dies mid-saga leaves enough behind to undo it after a restart
-/// ([`compensate_recorded`]). The executor owns no I/O: the orchestrator's is a SQLite file.
-pub trait SagaJournal: Send + Sync {
-    /// The saga started with `input`.
-    fn started<'a>(
-        &'a self,
-        saga: &'a str,
-        composite: &'a str,
-        input: &'a Value,
-    ) -> JournalWrite<'a>;
-    /// `step` answered `value`: it is one to undo if the saga fails.
-    fn succeeded<'a>(&'a self, saga: &'a str, step: &'a str, value: &'a Value) -> JournalWrite<'a>;
-    /// A critical step failed (or the deadline passed): the saga is undoing what succeeded.
-    fn compensating<'a>(&'a self, saga: &'a str, failed_step: &'a str) -> JournalWrite<'a>;
-    /// How one undo went.
-    fn undone<'a>(
-        &'a self,
-        saga: &'a str,
-        step: &'a str,
-        report: &'a Compensation,
-    ) -> JournalWrite<'a>;
-    /// The saga ended.
-    fn ended<'a>(&'a self, saga: &'a str, state: SagaState) -> JournalWrite<'a>;
+    pub settled: Option<Settled>,
 }
 
 /// A critical step's failure, which fails the composite.
@@ -298,13 +250,21 @@ impl StepRunner for TagCollector<'_> {
             .extend(tags);
         self.inner.call(step, args, cx)
     }
+
+    fn replay_safe(&self, step: &Step, args: &JsonObject) -> bool {
+        self.inner.replay_safe(step, args)
+    }
 }
 
 /// What a step produced.
-struct Done {
+pub(super) struct Done {
     index: usize,
-    value: Result<Value, Fault>,
+    pub(super) value: Result<Value, Fault>,
     cached: bool,
+    /// How its (last) call's last attempt that reached the server ended.
+    pub(super) reach: Reach,
+    /// Set when this is the end of settling a step whose outcome was in doubt.
+    settled: Option<Settled>,
     items: Option<(usize, usize)>,
     started: Instant,
     finished: Instant,
@@ -330,7 +290,7 @@ fn ms(from: Instant, to: Instant) -> f64 {
 }
 
 /// Runs one step (all its items for a `forEach`).
-async fn run_step(
+pub(super) async fn run_step(
     index: usize,
     step: &Step,
     calls: Vec<JsonObject>,
@@ -383,6 +343,8 @@ async fn run_step_inner(
             index,
             value,
             cached: call.cached,
+            reach: call.reach,
+            settled: None,
             items: None,
             started,
             finished: Instant::now(),
@@ -420,6 +382,9 @@ async fn run_step_inner(
         index,
         value,
         cached: all_cached,
+        // A `forEach` is never settled: it cannot be compensated either.
+        reach: Reach::NotSent,
+        settled: None,
         items: Some((total, failed)),
         started,
         finished: Instant::now(),
@@ -454,11 +419,63 @@ pub async fn execute_journaled(
 ) -> Run {
     let saga_id = format!("saga-{:016x}", rand::random::<u64>());
     if !workflow.is_saga() {
-        return run_plan(workflow, input, runner, cx, on_progress, saga_id, None).await;
+        return run_plan(workflow, input, runner, cx, on_progress, saga_id, &[], None).await;
     }
     if let Some(j) = journal {
         j.started(&saga_id, &workflow.name, input).await;
     }
+    run_saga(
+        workflow,
+        input,
+        runner,
+        cx,
+        on_progress,
+        saga_id,
+        &[],
+        journal,
+    )
+    .await
+}
+
+/// Finishes a saga found unfinished after a restart whose composite says
+/// `recovery: "forward"`: the steps written down as succeeded keep their values and are not
+/// sent again; the others run, with the same saga id and so the same idempotency keys, so a
+/// step that was in flight when the process died applies once. If a step fails now, the saga
+/// is undone as usual.
+pub async fn resume(
+    workflow: &Workflow,
+    input: &Value,
+    saga_id: &str,
+    succeeded: &[(String, Value)],
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+    journal: Option<&dyn SagaJournal>,
+) -> Run {
+    let progress = |_: usize, _: usize| {};
+    run_saga(
+        workflow,
+        input,
+        runner,
+        cx,
+        &progress,
+        saga_id.to_owned(),
+        succeeded,
+        journal,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_saga(
+    workflow: &Workflow,
+    input: &Value,
+    runner: &dyn StepRunner,
+    cx: &CallContext,
+    on_progress: &(dyn Fn(usize, usize) + Send + Sync),
+    saga_id: String,
+    preload: &[(String, Value)],
+    journal: Option<&dyn SagaJournal>,
+) -> Run {
     // One span around a saga's steps and undos, carrying its id, so the trace of a saga that
     // was compensated shows what ran, what failed and what was undone under one parent.
     let span = tracing::info_span!(
@@ -468,9 +485,18 @@ pub async fn execute_journaled(
         mcp.workflow.name = %workflow.name,
         mcp.saga.state = Empty,
     );
-    let run = run_plan(workflow, input, runner, cx, on_progress, saga_id, journal)
-        .instrument(span.clone())
-        .await;
+    let run = run_plan(
+        workflow,
+        input,
+        runner,
+        cx,
+        on_progress,
+        saga_id,
+        preload,
+        journal,
+    )
+    .instrument(span.clone())
+    .await;
     if let Some(saga) = &run.saga {
         span.record("mcp.saga.state", saga.state.as_str());
         if let Some(j) = journal {
@@ -480,6 +506,7 @@ pub async fn execute_journaled(
     run
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_plan(
     workflow: &Workflow,
     input: &Value,
@@ -487,6 +514,7 @@ async fn run_plan(
     cx: &CallContext,
     on_progress: &(dyn Fn(usize, usize) + Send + Sync),
     saga_id: String,
+    preload: &[(String, Value)],
     journal: Option<&dyn SagaJournal>,
 ) -> Run {
     let start = Instant::now();
@@ -496,6 +524,12 @@ async fn run_plan(
     tokio::pin!(expiry);
     let n = workflow.steps.len();
     let mut states: Vec<StepState> = (0..n).map(|_| StepState::default()).collect();
+    // Settling a step in doubt must not be cut short by the agent: its answer decides what
+    // is undone.
+    let settle_cx = CallContext {
+        ct: tokio_util::sync::CancellationToken::new(),
+        ..cx.clone()
+    };
     let mut running = FuturesUnordered::new();
     let mut done_count = 0;
     let saga = serde_json::json!({ "id": saga_id });
@@ -514,7 +548,20 @@ async fn run_plan(
         failed_items: None,
         started_ms: ms(start, started),
         compensation: None,
+        settled: None,
     };
+    // A resumed saga's steps that succeeded before the restart: done, not sent again.
+    for (name, value) in preload {
+        if let Some(i) = workflow.steps.iter().position(|s| &s.name == name) {
+            let now = Instant::now();
+            states[i].launched = Some(now);
+            states[i].finished = true;
+            states[i].value = Some(value.clone());
+            states[i].source = Some(source(&workflow.steps[i], SourceOutcome::Ok, now, now));
+            succeeded.push(i);
+            done_count += 1;
+        }
+    }
 
     let failed: Option<(Failure, Ending)> = 'run: loop {
         // Launch every step whose inputs are ready; skipping one may free others, so repeat.
@@ -583,6 +630,14 @@ async fn run_plan(
                 }
                 match render_calls(step, &scope) {
                     Ok(calls) => {
+                        if workflow.is_saga() && step.for_each.is_none() {
+                            let args = calls.first().cloned().unwrap_or_default();
+                            // Written down before it is sent: a restart settles it with these.
+                            if let Some(j) = journal {
+                                j.launched(&saga_id, &step.name, &args).await;
+                            }
+                            states[i].args = Some(args);
+                        }
                         running.push(Box::pin(run_step(
                             i,
                             step,
@@ -600,6 +655,8 @@ async fn run_plan(
                                 index: i,
                                 value: Err(fault),
                                 cached: false,
+                                reach: Reach::NotSent,
+                                settled: None,
                                 items: None,
                                 started: now,
                                 finished: now,
@@ -642,6 +699,7 @@ async fn run_plan(
                     _ if done.cached => SourceOutcome::Cached,
                     _ => SourceOutcome::Ok,
                 };
+                s.settled = done.settled.clone();
                 // Written down before any step that reads it starts.
                 if let Some(j) = journal {
                     j.succeeded(&saga_id, &step.name, &v).await;
@@ -652,6 +710,41 @@ async fn run_plan(
             Err(fault) => {
                 s.error_kind = Some(fault.reason.clone());
                 s.error = Some(fault.message.clone());
+                s.settled = done.settled.clone();
+                // A saga's step without an undo (it runs last) that may have taken effect is
+                // settled forward: if it did, the saga is whole; if not, the others are undone.
+                let unsettled = done.settled.is_none()
+                    && workflow.is_saga()
+                    && step.critical
+                    && step.compensate.is_none()
+                    && saga::in_doubt(&fault, done.reach);
+                if let (true, Some(args)) = (unsettled, state.args.clone()) {
+                    let (index, started, reach) = (done.index, done.started, done.reach);
+                    let settle_cx = &settle_cx;
+                    running.push(Box::pin(async move {
+                        let (value, settled) =
+                            saga::settle(index, step, &args, reach, runner, settle_cx).await;
+                        Done {
+                            index,
+                            value: value.ok_or(fault),
+                            cached: false,
+                            reach,
+                            settled: Some(settled),
+                            items: None,
+                            started,
+                            finished: Instant::now(),
+                        }
+                    })
+                        as Pin<Box<dyn Future<Output = Done> + Send + '_>>);
+                    continue;
+                }
+                if let (true, Some(j)) = (
+                    not_taken(done.settled.as_ref(), done.reach, &fault, state),
+                    journal,
+                ) {
+                    j.not_taken(&saga_id, &step.name).await;
+                }
+                state.failure = Some((fault.clone(), done.reach));
                 if step.critical {
                     s.outcome = SourceOutcome::Failed;
                     state.source = Some(s);
@@ -711,17 +804,30 @@ async fn run_plan(
                         s.outcome = SourceOutcome::Failed;
                         s.error_kind = Some(fault.reason.clone());
                         s.error = Some(fault.message.clone());
+                        s.settled = done.settled.clone();
+                        if let (true, Some(j)) = (
+                            not_taken(
+                                done.settled.as_ref(),
+                                done.reach,
+                                &fault,
+                                &states[done.index],
+                            ),
+                            journal,
+                        ) {
+                            j.not_taken(&saga_id, &step.name).await;
+                        }
+                        states[done.index].failure = Some((fault, done.reach));
                     }
                 }
                 states[done.index].source = Some(s);
                 states[done.index].finished = true;
             }
-            let state = compensate(
+            let state = saga::unwind(
                 workflow,
                 input,
                 &saga,
                 &mut states,
-                &succeeded,
+                &mut succeeded,
                 runner,
                 cx,
                 journal,
@@ -763,215 +869,34 @@ async fn run_plan(
     }
 }
 
-/// Undoes the steps in `succeeded` that declare `compensate`, last first, each retried with
-/// backoff up to [`COMPENSATION_ATTEMPTS`] times (undos must be idempotent: an attempt whose
-/// answer was lost may have applied). Writes each outcome into the step's source line.
-#[allow(clippy::too_many_arguments)]
-async fn compensate(
-    workflow: &Workflow,
-    input: &Value,
-    saga: &Value,
-    states: &mut [StepState],
-    succeeded: &[usize],
-    runner: &dyn StepRunner,
-    cx: &CallContext,
-    journal: Option<&dyn SagaJournal>,
-) -> SagaState {
-    let mut all_undone = true;
-    // An agent that cancels its call cancels the steps, and so may be why the saga failed; it
-    // must not cancel the undos, or the writes that landed would stay.
-    let undo_cx = CallContext {
-        ct: tokio_util::sync::CancellationToken::new(),
-        ..cx.clone()
-    };
-    let cx = &undo_cx;
-    for &i in succeeded.iter().rev() {
-        let Some(undo) = &workflow.steps[i].compensate else {
-            continue;
-        };
-        let rendered = {
-            let mut scope = Scope::new().with("input", input).with("saga", saga);
-            for (state, step) in states.iter().zip(&workflow.steps) {
-                if let Some(v) = &state.value {
-                    scope.insert(&step.name, v);
-                }
-            }
-            render_calls(undo, &scope)
-        };
-        let report = match rendered {
-            Ok(calls) => undo_with_retries(i, undo, calls, runner, cx).await,
-            Err(e) => Compensation {
-                call: format!("{}.{}", undo.server, undo.tool),
-                outcome: "failed",
-                attempts: 0,
-                error: Some(e.to_string()),
-            },
-        };
-        all_undone &= report.outcome == "compensated";
-        tracing::info!(
-            composite = %workflow.name,
-            step = %workflow.steps[i].name,
-            outcome = report.outcome,
-            attempts = report.attempts,
-            "saga step compensation"
-        );
-        if let Some(j) = journal {
-            let id = saga["id"].as_str().unwrap_or_default();
-            j.undone(id, &workflow.steps[i].name, &report).await;
+/// Whether a saga's failed step is known not to have taken effect, so the journal can say so
+/// and a restart does not settle it again.
+fn not_taken(settled: Option<&Settled>, reach: Reach, fault: &Fault, state: &StepState) -> bool {
+    state.args.is_some()
+        && match settled {
+            Some(settled) => settled.outcome == Settlement::DidNotTakeEffect,
+            None => !saga::in_doubt(fault, reach),
         }
-        if let Some(source) = states[i].source.as_mut() {
-            source.compensation = Some(report);
-        }
-    }
-    if all_undone {
-        SagaState::Compensated
-    } else {
-        SagaState::CompensationFailed
-    }
-}
-
-/// Undoes a saga found unfinished in its journal after a restart: `succeeded` are the steps it
-/// wrote down as answered (by name, with their values, in the order they answered). Returns how
-/// it ended and each undo's report; a step the workflow no longer has cannot be undone and makes
-/// it `compensation_failed`.
-pub async fn compensate_recorded(
-    workflow: &Workflow,
-    input: &Value,
-    saga_id: &str,
-    succeeded: &[(String, Value)],
-    runner: &dyn StepRunner,
-    cx: &CallContext,
-    journal: Option<&dyn SagaJournal>,
-) -> (SagaState, Vec<(String, Compensation)>) {
-    let mut states: Vec<StepState> = workflow
-        .steps
-        .iter()
-        .map(|_| StepState::default())
-        .collect();
-    let mut order = Vec::new();
-    let mut missing = Vec::new();
-    for (name, value) in succeeded {
-        match workflow.steps.iter().position(|s| &s.name == name) {
-            Some(i) => {
-                states[i].value = Some(value.clone());
-                states[i].source = Some(Source {
-                    step: name.clone(),
-                    server: workflow.steps[i].server.clone(),
-                    tool: workflow.steps[i].tool.clone(),
-                    outcome: SourceOutcome::Ok,
-                    error_kind: None,
-                    error: None,
-                    latency_ms: 0.0,
-                    items: None,
-                    failed_items: None,
-                    started_ms: 0.0,
-                    compensation: None,
-                });
-                order.push(i);
-            }
-            None => missing.push(name.clone()),
-        }
-    }
-    let saga = serde_json::json!({ "id": saga_id });
-    let mut state = compensate(
-        workflow,
-        input,
-        &saga,
-        &mut states,
-        &order,
-        runner,
-        cx,
-        journal,
-    )
-    .await;
-    let mut reports: Vec<(String, Compensation)> = states
-        .into_iter()
-        .filter_map(|s| {
-            let source = s.source?;
-            Some((source.step, source.compensation?))
-        })
-        .collect();
-    for name in missing {
-        state = SagaState::CompensationFailed;
-        reports.push((
-            name,
-            Compensation {
-                call: String::new(),
-                outcome: "failed",
-                attempts: 0,
-                error: Some("the composite no longer has this step".into()),
-            },
-        ));
-    }
-    if let Some(j) = journal {
-        j.ended(saga_id, state).await;
-    }
-    (state, reports)
-}
-
-/// One undo, attempted until it succeeds, fails in a way a repeat cannot fix (an `invalid`
-/// fault: the arguments are wrong), or has used its attempts.
-async fn undo_with_retries(
-    index: usize,
-    undo: &Step,
-    calls: Vec<JsonObject>,
-    runner: &dyn StepRunner,
-    cx: &CallContext,
-) -> Compensation {
-    use backon::BackoffBuilder;
-    let mut delays = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(COMPENSATION_ATTEMPTS as usize - 1)
-        .with_jitter()
-        .build();
-    let call = format!("{}.{}", undo.server, undo.tool);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let done = run_step(index, undo, calls.clone(), false, runner, cx).await;
-        let fault = match done.value {
-            Ok(_) => {
-                return Compensation {
-                    call,
-                    outcome: "compensated",
-                    attempts,
-                    error: None,
-                };
-            }
-            Err(fault) => fault,
-        };
-        let delay = (fault.kind != kit::ErrorKind::Invalid)
-            .then(|| delays.next())
-            .flatten();
-        match delay {
-            Some(delay) => tokio::time::sleep(delay).await,
-            None => {
-                return Compensation {
-                    call,
-                    outcome: "failed",
-                    attempts,
-                    error: Some(fault.message),
-                };
-            }
-        }
-    }
 }
 
 /// Where one step of a run stands.
 #[derive(Default)]
-struct StepState {
+pub(super) struct StepState {
     /// When it was launched (or skipped); `None` while it waits for the steps it reads.
     launched: Option<Instant>,
     /// Whether it has ended, so the steps reading it may start.
     finished: bool,
     /// What it produced: its result, its fallback, or nothing.
-    value: Option<Value>,
+    pub(super) value: Option<Value>,
     /// Why it produced no value: passed on to the steps skipped because of it, so a critical one
     /// fails with the cause.
     cause: Option<Fault>,
     /// Its line in `_meta.sources`, once it ended.
-    source: Option<Source>,
+    pub(super) source: Option<Source>,
+    /// The arguments it was sent with (a single call's), so a saga can settle it by replaying.
+    pub(super) args: Option<JsonObject>,
+    /// How it failed, and how its last attempt that reached the server ended.
+    pub(super) failure: Option<(Fault, Reach)>,
 }
 
 /// How a run that ended early reports the steps it did not wait for.
@@ -1003,7 +928,7 @@ impl Ending {
 
 /// Why a step's calls could not be built.
 #[derive(Debug, thiserror::Error)]
-enum RenderError {
+pub(super) enum RenderError {
     /// The arguments (or the `forEach` list) did not render, or are not what a call takes.
     #[error("arguments could not be built: {0}")]
     Arguments(String),
@@ -1023,7 +948,7 @@ enum RenderError {
 /// The arguments of each call `step` makes: one set, or one per item of its `forEach` list.
 /// A list longer than the step's item limit fails the step, naming the step, the count, the limit
 /// and the setting; the list is never cut silently.
-fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, RenderError> {
+pub(super) fn render_calls(step: &Step, scope: &Scope<'_>) -> Result<Vec<JsonObject>, RenderError> {
     let built = |e: String| RenderError::Arguments(e);
     let Some((list, item)) = &step.for_each else {
         return step
@@ -1102,6 +1027,7 @@ fn finish_sources(
                     failed_items: None,
                     started_ms: ms(start, started),
                     compensation: None,
+                    settled: None,
                 }
             })
         })
@@ -1150,6 +1076,7 @@ mod tests {
                 StepCall {
                     outcome: Ok(CallToolResult::structured(value)),
                     cached: false,
+                    reach: Reach::Answered,
                 }
             })
         }
@@ -1249,6 +1176,7 @@ mod tests {
                 StepCall {
                     outcome: Ok(outcome),
                     cached: step.tool.starts_with("cached"),
+                    reach: Reach::Answered,
                 }
             })
         }
@@ -1431,7 +1359,16 @@ mod tests {
     #[derive(Default)]
     struct Writes {
         calls: Mutex<Vec<(String, Value)>>,
+        /// Calls of a tool that fail without taking effect, answered `unavailable`.
         failures: Mutex<std::collections::HashMap<String, usize>>,
+        /// Calls of a tool that take effect but whose answer is lost (a timeout).
+        silent: Mutex<std::collections::HashMap<String, usize>>,
+        /// Tools whose calls take effect, then answer `unavailable` (a lost response).
+        lost: Mutex<std::collections::HashMap<String, usize>>,
+        /// Tools a replay could apply twice.
+        unsafe_tools: Mutex<BTreeSet<String>>,
+        /// Tools whose effect happened, once per call that took effect.
+        effects: Mutex<Vec<String>>,
     }
 
     impl Writes {
@@ -1442,6 +1379,23 @@ mod tests {
                 .expect("lock")
                 .insert(tool.to_owned(), times);
             w
+        }
+
+        fn with(
+            self,
+            which: fn(&Self) -> &Mutex<std::collections::HashMap<String, usize>>,
+            tool: &str,
+            times: usize,
+        ) -> Self {
+            which(&self)
+                .lock()
+                .expect("lock")
+                .insert(tool.to_owned(), times);
+            self
+        }
+
+        fn effects(&self) -> Vec<String> {
+            self.effects.lock().expect("lock").clone()
         }
 
         fn tools(&self) -> Vec<String> {
@@ -1472,10 +1426,7 @@ mod tests {
                     cx.ct.cancelled().await;
                 }
                 if cx.ct.is_cancelled() {
-                    return StepCall {
-                        outcome: Err(CallError::Cancelled),
-                        cached: false,
-                    };
+                    return StepCall::unsent(Err(CallError::Cancelled));
                 }
                 if step.tool == "slow_write" {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1484,9 +1435,9 @@ mod tests {
                     .lock()
                     .expect("lock")
                     .push((step.tool.clone(), Value::Object(args)));
-                let fail = {
-                    let mut failures = self.failures.lock().expect("lock");
-                    match failures.get_mut(&step.tool) {
+                let take = |which: &Mutex<std::collections::HashMap<String, usize>>| {
+                    let mut counts = which.lock().expect("lock");
+                    match counts.get_mut(&step.tool) {
                         Some(n) if *n > 0 => {
                             if *n != usize::MAX {
                                 *n -= 1;
@@ -1496,7 +1447,27 @@ mod tests {
                         _ => false,
                     }
                 };
-                let outcome = if fail {
+                let fail = take(&self.failures);
+                if !fail {
+                    // The fake's writes are keyed: a repeat after one took effect does not
+                    // take effect again.
+                    let mut effects = self.effects.lock().expect("lock");
+                    if !effects.contains(&step.tool) {
+                        effects.push(step.tool.clone());
+                    }
+                }
+                if !fail && take(&self.silent) {
+                    return StepCall {
+                        outcome: Err(CallError::Timeout {
+                            server: step.server.clone(),
+                            tool: step.tool.clone(),
+                            after: Duration::from_millis(100),
+                        }),
+                        cached: false,
+                        reach: Reach::Silent,
+                    };
+                }
+                let outcome = if fail || take(&self.lost) {
                     kit::ToolError::unavailable("injected failure").to_call_tool_result()
                 } else {
                     CallToolResult::structured(match step.tool.as_str() {
@@ -1508,8 +1479,13 @@ mod tests {
                 StepCall {
                     outcome: Ok(outcome),
                     cached: false,
+                    reach: Reach::Answered,
                 }
             })
+        }
+
+        fn replay_safe(&self, step: &Step, _args: &JsonObject) -> bool {
+            !self.unsafe_tools.lock().expect("lock").contains(&step.tool)
         }
     }
 
@@ -1557,15 +1533,25 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_saga_undoes_what_succeeded_last_first() {
         let writes = Writes::failing("record", usize::MAX);
         let run = run_saga(&place_order(), &writes).await;
         assert!(matches!(run.result, Err(Failure::Critical(ref f)) if f.step == "event"));
-        // The failed step is not retried by the saga; the undos run newest first.
+        // `unavailable` may be a lost answer: the step without an undo is replayed until the
+        // replays are used up, then taken at its word; the undos run newest first.
         assert_eq!(
             writes.tools(),
-            ["create", "reserve", "record", "release", "cancel"]
+            [
+                "create", "reserve", "record", "record", "record", "record", "release", "cancel"
+            ]
+        );
+        assert_eq!(
+            source(&run, "event").settled,
+            Some(Settled {
+                replays: SETTLE_REPLAYS,
+                outcome: Settlement::DidNotTakeEffect
+            })
         );
         assert_eq!(writes.args_of("release"), json!({ "reservationId": "R-1" }));
         let saga = run.saga.clone().expect("a saga report");
@@ -1674,6 +1660,249 @@ mod tests {
         let (run, ()) = tokio::join!(execute(&w, &input, &writes, &cx, &|_, _| {}), cancel);
         assert_eq!(run.saga.map(|s| s.state), Some(SagaState::Compensated));
         assert_eq!(writes.args_of("cancel"), json!({ "orderId": "O-1" }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_last_step_whose_answer_was_lost_is_settled_forward_and_the_saga_completes() {
+        let writes = Writes::default().with(|w| &w.lost, "record", 1);
+        let run = run_saga(&place_order(), &writes).await;
+        assert_eq!(run.result, Ok(json!({ "orderId": "O-1" })));
+        assert_eq!(
+            run.saga.as_ref().map(|s| s.state),
+            Some(SagaState::Completed)
+        );
+        assert_eq!(writes.tools(), ["create", "reserve", "record", "record"]);
+        assert_eq!(
+            writes.effects(),
+            ["create", "reserve", "record"],
+            "applied once"
+        );
+        let event = source(&run, "event");
+        assert_eq!(event.outcome, SourceOutcome::Ok);
+        assert_eq!(
+            event.settled,
+            Some(Settled {
+                replays: 1,
+                outcome: Settlement::TookEffect
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_that_took_effect_is_found_by_a_replay_and_undone() {
+        // The reservation is made, its answer lost; the saga fails on it. Undoing only what
+        // answered would leave the stock reserved.
+        let writes =
+            Writes::default()
+                .with(|w| &w.silent, "reserve", 1)
+                .with(|w| &w.failures, "record", 0);
+        let mut w = place_order();
+        // No retry in the fake: the lost answer fails the critical step at once.
+        w.steps.iter_mut().for_each(|s| s.critical = true);
+        let run = run_saga(&w, &writes).await;
+        assert!(matches!(run.result, Err(Failure::Critical(ref f)) if f.step == "stock"));
+        assert_eq!(
+            run.saga.as_ref().map(|s| s.state),
+            Some(SagaState::Compensated)
+        );
+        assert_eq!(
+            writes.tools(),
+            ["create", "reserve", "reserve", "release", "cancel"]
+        );
+        let stock = source(&run, "stock");
+        assert_eq!(stock.outcome, SourceOutcome::Failed);
+        assert_eq!(
+            stock.settled.as_ref().map(|s| s.outcome),
+            Some(Settlement::TookEffect)
+        );
+        assert_eq!(
+            stock.compensation.as_ref().map(|c| c.outcome),
+            Some("compensated")
+        );
+        assert_eq!(writes.args_of("release"), json!({ "reservationId": "R-1" }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_whose_outcome_stays_unknown_needs_a_person() {
+        let writes = Writes::default().with(|w| &w.silent, "reserve", usize::MAX);
+        let run = run_saga(&place_order(), &writes).await;
+        assert_eq!(
+            run.saga.as_ref().map(|s| s.state),
+            Some(SagaState::CompensationFailed)
+        );
+        let stock = source(&run, "stock");
+        assert_eq!(
+            stock.settled,
+            Some(Settled {
+                replays: SETTLE_REPLAYS,
+                outcome: Settlement::Unknown
+            })
+        );
+        let c = stock.compensation.clone().expect("reported");
+        assert_eq!(c.outcome, "failed");
+        assert!(
+            c.error.as_deref().is_some_and(|e| e.contains("unknown")),
+            "{c:?}"
+        );
+        // The order, which did answer, is still undone.
+        assert_eq!(
+            source(&run, "order")
+                .compensation
+                .as_ref()
+                .map(|c| c.outcome),
+            Some("compensated")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_is_not_safe_to_repeat_is_never_replayed() {
+        let writes = Writes::default().with(|w| &w.silent, "reserve", 1);
+        writes
+            .unsafe_tools
+            .lock()
+            .expect("lock")
+            .insert("reserve".into());
+        let run = run_saga(&place_order(), &writes).await;
+        assert_eq!(writes.tools(), ["create", "reserve", "cancel"]);
+        assert_eq!(
+            source(&run, "stock").settled,
+            Some(Settled {
+                replays: 0,
+                outcome: Settlement::Unknown
+            })
+        );
+        assert_eq!(
+            run.saga.map(|s| s.state),
+            Some(SagaState::CompensationFailed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_taken_at_its_word() {
+        // `invalid` says the write did not happen: nothing to settle, nothing of it to undo.
+        struct Refuses(Writes);
+        impl StepRunner for Refuses {
+            fn call<'a>(
+                &'a self,
+                step: &'a Step,
+                args: JsonObject,
+                cx: &'a CallContext,
+            ) -> Pin<Box<dyn Future<Output = StepCall> + Send + 'a>> {
+                if step.tool == "reserve" {
+                    self.0
+                        .calls
+                        .lock()
+                        .expect("lock")
+                        .push((step.tool.clone(), Value::Object(args)));
+                    let refusal = kit::ToolError::conflict("out of stock").to_call_tool_result();
+                    return Box::pin(async move {
+                        StepCall {
+                            outcome: Ok(refusal),
+                            cached: false,
+                            reach: Reach::Answered,
+                        }
+                    });
+                }
+                self.0.call(step, args, cx)
+            }
+        }
+        let refuses = Refuses(Writes::default());
+        let run = execute(
+            &place_order(),
+            &json!({}),
+            &refuses,
+            &CallContext::default(),
+            &|_, _| {},
+        )
+        .await;
+        assert_eq!(refuses.0.tools(), ["create", "reserve", "cancel"]);
+        assert!(source(&run, "stock").settled.is_none());
+        assert_eq!(run.saga.map(|s| s.state), Some(SagaState::Compensated));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_saga_runs_only_the_steps_that_had_not_finished() {
+        let writes = Writes::default();
+        let recorded = [("order".to_owned(), json!({ "orderId": "O-7" }))];
+        let run = resume(
+            &place_order(),
+            &json!({}),
+            "saga-0000000000000007",
+            &recorded,
+            &writes,
+            &CallContext::default(),
+            None,
+        )
+        .await;
+        assert_eq!(run.result, Ok(json!({ "orderId": "O-7" })));
+        assert_eq!(
+            writes.tools(),
+            ["reserve", "record"],
+            "the order is not placed again"
+        );
+        assert_eq!(writes.args_of("reserve"), json!({ "orderId": "O-7" }));
+        let saga = run.saga.expect("a saga report");
+        assert_eq!(
+            (saga.id.as_str(), saga.state),
+            ("saga-0000000000000007", SagaState::Completed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_settles_the_steps_it_had_sent_before_undoing() {
+        // The process died with the reservation sent and nothing written down about it.
+        let writes = Writes::default();
+        let recorded = Recorded {
+            succeeded: vec![("order".into(), json!({ "orderId": "O-9" }))],
+            in_doubt: vec![(
+                "stock".into(),
+                json!({ "orderId": "O-9" })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            )],
+            compensating: false,
+        };
+        let (state, reports) = compensate_recorded(
+            &place_order(),
+            &json!({}),
+            "saga-9",
+            &recorded,
+            &writes,
+            &CallContext::default(),
+            None,
+        )
+        .await;
+        assert_eq!(state, SagaState::Compensated);
+        assert_eq!(writes.tools(), ["reserve", "release", "cancel"]);
+        assert_eq!(writes.args_of("cancel")["orderId"], "O-9");
+        assert_eq!(reports.len(), 2, "{reports:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_finishes_a_saga_whose_last_step_took_effect() {
+        let writes = Writes::default();
+        let recorded = Recorded {
+            succeeded: vec![
+                ("order".into(), json!({ "orderId": "O-9" })),
+                ("stock".into(), json!({ "reservationId": "R-9" })),
+            ],
+            in_doubt: vec![("event".into(), JsonObject::new())],
+            compensating: false,
+        };
+        let (state, reports) = compensate_recorded(
+            &place_order(),
+            &json!({}),
+            "saga-9",
+            &recorded,
+            &writes,
+            &CallContext::default(),
+            None,
+        )
+        .await;
+        assert_eq!(state, SagaState::Completed);
+        assert_eq!(writes.tools(), ["record"], "nothing undone");
+        assert!(reports.is_empty());
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! - [`definition`]: the config types and their load-time checks (references, cycles).
 //! - [`executor`]: runs a checked workflow, steps in parallel where the data allows.
+//! - [`saga`]: what a composite whose steps write does when one fails: settle, undo, recover.
 //!
 //! Arguments, `forEach` sources and outputs are written in the [template language](crate::template).
 
 pub mod definition;
 pub mod executor;
+pub mod saga;
 
 pub use definition::{CompositeConfig, Workflow};
