@@ -658,6 +658,91 @@ impl StdioAgent {
     }
 }
 
+/// A saga's state changes (started, compensating, each undo, ended) are logged under the agent
+/// call's correlation id, each naming the saga's id, so one search finds what happened to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saga_logs_each_state_change_under_the_call_s_correlation_id() -> anyhow::Result<()> {
+    let dir = TempDir::new("logs-saga")?;
+    let repo: Value = serde_json::from_str(&std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json"),
+    )?)?;
+    let config = json!({
+        "mcpServers": {
+            "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql")] },
+            "cosmos": {
+                "command": bin_path("cosmos-mcp-server")?,
+                "args": ["--data-dir", ":memory:", "--fail-tools", "record_event"]
+            },
+            "rest": { "command": bin_path("rest-mcp-server")?, "args": [] }
+        },
+        "orchestrator": {
+            "defaults": { "retry": { "maxAttempts": 2, "baseDelayMs": 10, "maxDelayMs": 50 } },
+            "composites": { "place_order": repo["orchestrator"]["composites"]["place_order"] }
+        }
+    });
+    let path = dir.path().join("mcp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    let orchestrator = start_orchestrator(&path).await?;
+    let mut session = RawSession::ready(&orchestrator.url).await?;
+    let placed = session
+        .call(
+            "place_order",
+            json!({ "customerId": "CUST-0003", "lines": [{ "productId": "PROD-005", "quantity": 1 }] }),
+            None,
+            &[("X-Correlation-ID", "saga-corr-1")],
+        )
+        .await?;
+    let result = placed.result()?;
+    assert_eq!(result["isError"], true, "{result}");
+    assert_eq!(result["_meta"]["saga"]["state"], "compensated", "{result}");
+    let saga = result["_meta"]["saga"]["id"]
+        .as_str()
+        .context("a saga id")?
+        .to_owned();
+    let lines = wait_for(&orchestrator, "the saga's end", |lines| {
+        own_lines(lines)
+            .iter()
+            .any(|l| l["fields"]["message"] == "saga ended")
+    })
+    .await?;
+    let changes: Vec<(String, String)> = own_lines(&lines)
+        .iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("saga "))
+        })
+        .map(|l| {
+            assert_eq!(l["correlation_id"], "saga-corr-1", "{l}");
+            assert_eq!(l["fields"]["saga"], saga.as_str(), "{l}");
+            (
+                l["fields"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                l["fields"]["step"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let changes: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|(m, s)| (m.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("saga started", ""),
+            ("saga compensating", ""),
+            ("saga step compensation", "stock"),
+            ("saga step compensation", "order"),
+            ("saga ended", ""),
+        ],
+        "{}",
+        lines.join("\n")
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn control_characters_from_an_agent_never_start_a_line_of_the_text_log() -> anyhow::Result<()>
 {

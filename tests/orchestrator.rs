@@ -20,7 +20,6 @@ use rmcp::{
         ReadResourceRequestParams, RequestMetaObject, ServerNotification, SubscriptionFilter,
     },
     service::{NotificationContext, PeerRequestOptions, RunningService},
-    transport::{ConfigureCommandExt, TokioChildProcess},
 };
 use serde_json::{Value, json};
 use testkit::{TempDir, bin_path, call, call_ok, connect_stdio, error_kind, text_of};
@@ -98,15 +97,7 @@ fn write_config_with(
 
 async fn start_orchestrator(config: &Path) -> anyhow::Result<(Agent, Recorder)> {
     let recorder = Recorder::default();
-    let transport = TokioChildProcess::new(
-        tokio::process::Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
-            c.arg("serve")
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "warn");
-        }),
-    )?;
-    let agent = recorder.clone().serve(transport).await?;
+    let (agent, _) = testkit::serve_orchestrator(recorder.clone(), config).await?;
     Ok((agent, recorder))
 }
 

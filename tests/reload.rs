@@ -11,11 +11,9 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use rmcp::{
-    ClientHandler, RoleClient, ServiceExt,
+    ClientHandler, RoleClient,
     service::{NotificationContext, RunningService},
-    transport::{ConfigureCommandExt, TokioChildProcess},
 };
 use serde_json::{Value, json};
 use testkit::{HttpServer, TempDir, bin_path, call, call_ok, read_status, text_of};
@@ -79,16 +77,7 @@ async fn start_stdio(config: &Path) -> anyhow::Result<(Agent, Recorder)> {
 /// [`start_stdio`], with the orchestrator's pid.
 async fn start_stdio_with_pid(config: &Path) -> anyhow::Result<(Agent, Recorder, u32)> {
     let recorder = Recorder::default();
-    let transport = TokioChildProcess::new(
-        tokio::process::Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
-            c.arg("serve")
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "warn");
-        }),
-    )?;
-    let pid = transport.id().context("the orchestrator has a pid")?;
-    let agent = recorder.clone().serve(transport).await?;
+    let (agent, pid) = testkit::serve_orchestrator(recorder.clone(), config).await?;
     Ok((agent, recorder, pid))
 }
 

@@ -6,11 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use orchestrator::{config::Config, gateway::Gateway, upstream::CallContext};
-use rmcp::{
-    ServiceExt,
-    model::CallToolResult,
-    transport::{ConfigureCommandExt, TokioChildProcess},
-};
+use rmcp::model::CallToolResult;
 use serde_json::{Value, json};
 use testkit::{TempDir, bin_path};
 
@@ -223,16 +219,7 @@ fn config_file(dir: &TempDir, rest: &str, recovery: &str) -> anyhow::Result<std:
 
 /// `mcp-orchestrator serve` over stdio on `config`, and its pid.
 async fn serve(config: &std::path::Path) -> anyhow::Result<(testkit::Client, u32)> {
-    let transport = TokioChildProcess::new(
-        tokio::process::Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
-            c.arg("serve")
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "warn");
-        }),
-    )?;
-    let pid = transport.id().context("a pid")?;
-    Ok((().serve(transport).await?, pid))
+    testkit::serve_orchestrator((), config).await
 }
 
 /// The status of the orders the sagas created for `customer` (found by the keys they derived).

@@ -145,6 +145,27 @@ pub async fn connect_stdio_with(
     Ok(client)
 }
 
+/// Starts `mcp-orchestrator serve --config <config>` over stdio with `agent` handling what the
+/// orchestrator sends its agent; returns the connection and the orchestrator's pid (for the
+/// tests that kill it or signal it).
+pub async fn serve_orchestrator<H: rmcp::ClientHandler>(
+    agent: H,
+    config: &Path,
+) -> anyhow::Result<(RunningService<RoleClient, H>, u32)> {
+    let transport =
+        TokioChildProcess::new(Command::new(bin_path("mcp-orchestrator")?).configure(|c| {
+            c.arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "warn");
+        }))?;
+    let pid = transport.id().context("the orchestrator has a pid")?;
+    let connection = rmcp::ServiceExt::serve(agent, transport)
+        .await
+        .context("connecting to mcp-orchestrator over stdio")?;
+    Ok((connection, pid))
+}
+
 /// Polls `f` every 100 ms until it holds or `limit` has passed; whether it held. For what a
 /// process does on its own after a while (a reload applied, a saga undone), never for timing.
 pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool

@@ -424,6 +424,7 @@ pub async fn execute_journaled(
     if let Some(j) = journal {
         j.started(&saga_id, &workflow.name, input).await;
     }
+    tracing::info!(composite = %workflow.name, saga = %saga_id, "saga started");
     run_saga(
         workflow,
         input,
@@ -782,11 +783,17 @@ async fn run_plan(
         let saga = if workflow.is_saga() {
             // A step still running may be a write that lands: wait for every one (each is
             // bounded by its server's timeouts) so that what succeeded is known, then undo it.
+            let failed_step = match &failure {
+                Failure::Critical(f) => f.step.as_str(),
+                Failure::Deadline { .. } => "deadline",
+            };
+            tracing::warn!(
+                composite = %workflow.name,
+                saga = %saga_id,
+                failed_step,
+                "saga compensating"
+            );
             if let Some(j) = journal {
-                let failed_step = match &failure {
-                    Failure::Critical(f) => f.step.as_str(),
-                    Failure::Deadline { .. } => "deadline",
-                };
                 j.compensating(&saga_id, failed_step).await;
             }
             while let Some(done) = running.next().await {

@@ -361,15 +361,16 @@ async fn compensate(
                 error: Some(e.to_string()),
             },
         };
+        let id = saga["id"].as_str().unwrap_or_default();
         tracing::info!(
             composite = %workflow.name,
+            saga = %id,
             step = %workflow.steps[i].name,
             outcome = report.outcome,
             attempts = report.attempts,
             "saga step compensation"
         );
         if let Some(j) = journal {
-            let id = saga["id"].as_str().unwrap_or_default();
             j.undone(id, &workflow.steps[i].name, &report).await;
         }
         if let Some(source) = states[i].source.as_mut() {
