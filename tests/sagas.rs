@@ -48,6 +48,8 @@ fn start_with(dir: &TempDir, faults: Faults<'_>, policies: Value) -> anyhow::Res
         "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": with(data("cosmos"), faults.cosmos) },
         "rest": { "command": bin_path("rest-mcp-server")?, "args": with(Vec::new(), faults.rest) }
     });
+    // The saga log in the test's folder, not beside the working directory.
+    config["orchestrator"]["sagas"] = json!({ "logPath": dir.path().join("sagas.db") });
     if let Some(policies) = policies.as_object() {
         for (server, policy) in policies {
             for (field, value) in policy.as_object().into_iter().flatten() {
@@ -125,6 +127,37 @@ async fn a_placed_order_exists_in_all_three_systems() -> anyhow::Result<()> {
         events_of(&gw, "CUST-0001", &order).await?,
         1,
         "one purchase event"
+    );
+    // One entry in the saga log, `completed`, its steps written down in order.
+    let log = orchestrator::saga_log::SagaLog::open(&dir.path().join("sagas.db"))?;
+    let sagas = log.recent(10)?;
+    assert_eq!(sagas.len(), 1, "{sagas:?}");
+    assert_eq!(sagas[0].state, "completed");
+    assert_eq!(
+        Some(sagas[0].id.as_str()),
+        meta.get("saga").and_then(|s| s["id"].as_str())
+    );
+    let steps: Vec<String> = sagas[0]
+        .steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["step"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "order launched",
+            "order succeeded",
+            "stock launched",
+            "stock succeeded",
+            "event launched",
+            "event succeeded"
+        ]
     );
     // Every write of the shipped saga can be undone, or runs after every other step.
     let problems = orchestrator::status::StatusReport::of(&gw).catalog_problems;
