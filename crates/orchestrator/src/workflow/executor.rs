@@ -783,19 +783,6 @@ async fn run_plan(
         let saga = if workflow.is_saga() {
             // A step still running may be a write that lands: wait for every one (each is
             // bounded by its server's timeouts) so that what succeeded is known, then undo it.
-            let failed_step = match &failure {
-                Failure::Critical(f) => f.step.as_str(),
-                Failure::Deadline { .. } => "deadline",
-            };
-            tracing::warn!(
-                composite = %workflow.name,
-                saga = %saga_id,
-                failed_step,
-                "saga compensating"
-            );
-            if let Some(j) = journal {
-                j.compensating(&saga_id, failed_step).await;
-            }
             while let Some(done) = running.next().await {
                 let step = &workflow.steps[done.index];
                 let mut s = source(step, SourceOutcome::Ok, done.started, done.finished);
@@ -829,28 +816,58 @@ async fn run_plan(
                 states[done.index].source = Some(s);
                 states[done.index].finished = true;
             }
-            let state = saga::unwind(
-                workflow,
-                input,
-                &saga,
-                &mut states,
-                &mut succeeded,
-                runner,
-                cx,
-                journal,
-            )
-            .await;
-            Some(SagaReport { id: saga_id, state })
+            // The deadline passed while the last steps were finishing, and they all did: the
+            // saga is whole, and undoing it would throw away writes (one may have no undo).
+            let whole = matches!(failure, Failure::Deadline { .. }) && succeeded.len() == n;
+            if whole {
+                tracing::warn!(
+                    composite = %workflow.name,
+                    saga = %saga_id,
+                    "saga completed after its deadline passed"
+                );
+                None
+            } else {
+                let failed_step = match &failure {
+                    Failure::Critical(f) => f.step.as_str(),
+                    Failure::Deadline { .. } => "deadline",
+                };
+                tracing::warn!(
+                    composite = %workflow.name,
+                    saga = %saga_id,
+                    failed_step,
+                    "saga compensating"
+                );
+                if let Some(j) = journal {
+                    j.compensating(&saga_id, failed_step).await;
+                }
+                let state = saga::unwind(
+                    workflow,
+                    input,
+                    &saga,
+                    &mut states,
+                    &mut succeeded,
+                    runner,
+                    cx,
+                    journal,
+                )
+                .await;
+                Some(Some(SagaReport {
+                    id: saga_id.clone(),
+                    state,
+                }))
+            }
         } else {
-            None
+            Some(None)
         };
-        // Dropping `running` cancels the steps still in flight (none, for a saga).
-        drop(running);
-        return Run {
-            result: Err(failure),
-            sources: finish_sources(workflow, states, start, &ending),
-            saga,
-        };
+        if let Some(saga) = saga {
+            // Dropping `running` cancels the steps still in flight (none, for a saga).
+            drop(running);
+            return Run {
+                result: Err(failure),
+                sources: finish_sources(workflow, states, start, &ending),
+                saga,
+            };
+        }
     }
 
     let null = Value::Null;
@@ -1825,6 +1842,27 @@ mod tests {
         assert_eq!(refuses.0.tools(), ["create", "reserve", "cancel"]);
         assert!(source(&run, "stock").settled.is_none());
         assert_eq!(run.saga.map(|s| s.state), Some(SagaState::Compensated));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saga_whose_last_step_lands_after_the_deadline_is_whole_not_undone() {
+        let w = compile(json!({
+            "description": "an order, then a slow last write without an undo",
+            "deadlineMs": 20,
+            "steps": {
+                "order": {
+                    "call": "sql.create", "critical": true,
+                    "compensate": { "call": "sql.cancel", "args": { "orderId": "${order.orderId}" } }
+                },
+                "event": { "call": "cosmos.slow_write", "critical": true, "args": { "o": "${order.orderId}" } }
+            },
+            "output": { "orderId": "${order.orderId}" }
+        }));
+        let writes = Writes::default();
+        let run = run_saga(&w, &writes).await;
+        assert_eq!(run.result, Ok(json!({ "orderId": "O-1" })));
+        assert_eq!(writes.tools(), ["create", "slow_write"], "nothing undone");
+        assert_eq!(run.saga.map(|s| s.state), Some(SagaState::Completed));
     }
 
     #[tokio::test]
