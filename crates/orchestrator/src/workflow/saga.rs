@@ -18,24 +18,12 @@ use serde_json::Value;
 
 use super::{
     definition::{Step, Workflow},
-    executor::{Source, SourceOutcome, StepRunner, StepState, render_calls, run_step},
+    step::{
+        Compensation, Settled, Settlement, Source, SourceOutcome, StepRunner, StepState,
+        render_calls, run_step,
+    },
 };
 use crate::{context::CallContext, error::Fault, policy::Reach, template::Scope};
-
-/// One step's undo, as reported in its `_meta.sources` line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Compensation {
-    /// `server.tool` of the undo.
-    pub call: String,
-    /// `compensated`, or `failed` after every attempt.
-    pub outcome: &'static str,
-    /// Attempts made (each through the server's policy stack, which may retry too).
-    pub attempts: u32,
-    /// The last attempt's error, when it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// How a saga (a composite whose steps declare `compensate`) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,28 +61,6 @@ pub struct SagaReport {
 
 /// Replays of a step whose outcome is in doubt before it is taken as not applied (or unknown).
 pub const SETTLE_REPLAYS: u32 = 3;
-
-/// What settling a step whose outcome was in doubt found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Settlement {
-    /// A replay answered with a result: the write is there (once).
-    TookEffect,
-    /// The server answered that it did not apply it (or was never reached).
-    DidNotTakeEffect,
-    /// No answer could be had: the write may or may not be there, and a person must look.
-    Unknown,
-}
-
-/// How a step whose outcome was in doubt was settled, reported in its `_meta.sources` line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Settled {
-    /// Replays sent (0 when a replay was not safe).
-    pub replays: u32,
-    /// What they found.
-    pub outcome: Settlement,
-}
 
 /// Whether a failed call may have taken effect anyway.
 pub(super) fn in_doubt(fault: &Fault, reach: Reach) -> bool {
