@@ -157,20 +157,21 @@ async fn settled(store: &Store, services: &[&str], limit: Duration) -> Vec<Recei
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result<()> {
-    let (endpoint, store) = start_receiver().await?;
-    let dir = TempDir::new("tracing")?;
-    let config = write_config(&dir)?;
+/// `mcp-orchestrator serve` on `config` exporting to `endpoint` (its children too, since they
+/// inherit its environment), with the three upstreams connected; and its stderr lines.
+async fn start_traced(
+    config: &std::path::Path,
+    endpoint: &str,
+) -> anyhow::Result<(testkit::Client, Arc<Mutex<Vec<String>>>)> {
     let mut command = tokio::process::Command::new(bin_path("mcp-orchestrator")?);
     // Children inherit the orchestrator's environment, so the servers export (and log JSON) too.
     command
         .arg("serve")
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "info,rmcp=warn")
         .env("MCP_LOG_FORMAT", "json")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env_remove("OTEL_SERVICE_NAME")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -208,15 +209,19 @@ async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok((agent, log))
+}
 
+/// Calls `tool` as the agent whose span is [`AGENT_SPAN_ID`] in [`AGENT_TRACE_ID`].
+async fn call_in_agent_trace(
+    agent: &testkit::Client,
+    tool: &str,
+    args: Value,
+) -> anyhow::Result<rmcp::model::CallToolResult> {
     let mut meta = RequestMetaObject::new();
     meta.set_traceparent(format!("00-{AGENT_TRACE_ID}-{AGENT_SPAN_ID}-01"));
-    let params = CallToolRequestParams::new("customer_insights").with_arguments(
-        json!({ "customerId": "CUST-0001" })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-    );
+    let params = CallToolRequestParams::new(tool.to_owned())
+        .with_arguments(args.as_object().cloned().unwrap_or_default());
     let result = agent
         .peer()
         .send_request_with_option(
@@ -226,10 +231,42 @@ async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result
         .await?
         .await_response()
         .await?;
-    let result = match result {
-        rmcp::model::ServerResult::CallToolResult(r) => r,
+    match result {
+        rmcp::model::ServerResult::CallToolResult(r) => Ok(r),
         other => anyhow::bail!("unexpected result {other:?}"),
-    };
+    }
+}
+
+/// One line per span, for failure messages.
+fn summary_of(spans: &[Received]) -> String {
+    spans
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} trace={} id={} parent={}",
+                r.service,
+                r.span.name,
+                r.trace_id(),
+                r.span_id(),
+                r.parent_id()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result<()> {
+    let (endpoint, store) = start_receiver().await?;
+    let dir = TempDir::new("tracing")?;
+    let config = write_config(&dir)?;
+    let (agent, log) = start_traced(&config, &endpoint).await?;
+    let result = call_in_agent_trace(
+        &agent,
+        "customer_insights",
+        json!({ "customerId": "CUST-0001" }),
+    )
+    .await?;
     assert_ne!(result.is_error, Some(true), "composite failed: {result:?}");
 
     // Closing the agent ends the orchestrator, which closes its children; every process flushes
@@ -246,22 +283,7 @@ async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result
         .iter()
         .filter(|r| r.trace_id() == AGENT_TRACE_ID)
         .collect();
-    let summary = || {
-        spans
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} {} trace={} id={} parent={}",
-                    r.service,
-                    r.span.name,
-                    r.trace_id(),
-                    r.span_id(),
-                    r.parent_id()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let summary = || summary_of(&spans);
     for service in services {
         assert!(
             in_trace.iter().any(|r| r.service == service),
@@ -384,6 +406,127 @@ async fn customer_insights_is_one_trace_across_every_process() -> anyhow::Result
     for line in &relayed {
         assert_eq!(line["trace_id"], AGENT_TRACE_ID, "{line}");
         assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    }
+    Ok(())
+}
+
+/// A saga that fails and is undone is one trace too: under the agent's call, one `saga` span
+/// naming the saga's id and how it ended; beneath it every step (the event's settling replays
+/// included) and both undos, each with the server's own handler span under its attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compensated_saga_is_one_trace_with_its_steps_and_undos() -> anyhow::Result<()> {
+    let (endpoint, store) = start_receiver().await?;
+    let dir = TempDir::new("tracing-saga")?;
+    let repo: Value = serde_json::from_str(&std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json"),
+    )?)?;
+    let config = json!({
+        "mcpServers": {
+            "sql": { "command": bin_path("sql-mcp-server")?, "args": ["--data-dir", dir.path().join("sql").display().to_string()] },
+            "cosmos": { "command": bin_path("cosmos-mcp-server")?, "args": ["--data-dir", ":memory:", "--fail-tools", "record_event"] },
+            "rest": { "command": bin_path("rest-mcp-server")?, "args": [] }
+        },
+        "orchestrator": {
+            "defaults": { "retry": { "maxAttempts": 1 } },
+            "composites": { "place_order": repo["orchestrator"]["composites"]["place_order"] }
+        }
+    });
+    let path = dir.path().join("mcp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    let (agent, _log) = start_traced(&path, &endpoint).await?;
+    let result = call_in_agent_trace(
+        &agent,
+        "place_order",
+        json!({ "customerId": "CUST-0002", "lines": [{ "productId": "PROD-006", "quantity": 1 }] }),
+    )
+    .await?;
+    let meta = result.meta.clone().unwrap_or_default();
+    let saga = meta.get("saga").cloned().unwrap_or_default();
+    assert_eq!(saga["state"], "compensated", "{meta:?}");
+    let saga_id = saga["id"].as_str().unwrap_or_default().to_owned();
+    agent.cancel().await?;
+
+    let services = [
+        "mcp-orchestrator",
+        "sql-mcp-server",
+        "cosmos-mcp-server",
+        "rest-mcp-server",
+    ];
+    let spans = settled(&store, &services, Duration::from_secs(10)).await;
+    let summary = || summary_of(&spans);
+    let in_trace: Vec<&Received> = spans
+        .iter()
+        .filter(|r| r.trace_id() == AGENT_TRACE_ID)
+        .collect();
+    let by_id: HashMap<String, &Received> = in_trace.iter().map(|r| (r.span_id(), *r)).collect();
+    let root = in_trace
+        .iter()
+        .find(|r| r.service == "mcp-orchestrator" && r.parent_id() == AGENT_SPAN_ID)
+        .unwrap_or_else(|| panic!("no orchestrator span under the agent's:\n{}", summary()));
+    assert_eq!(root.span.name, "tools/call place_order");
+    let saga_span = in_trace
+        .iter()
+        .find(|r| r.attr("mcp.saga.id").is_some())
+        .unwrap_or_else(|| panic!("no saga span:\n{}", summary()));
+    assert_eq!(
+        saga_span.parent_id(),
+        root.span_id(),
+        "the saga under the call"
+    );
+    assert_eq!(saga_span.attr("mcp.saga.id"), Some(saga_id));
+    assert_eq!(
+        saga_span.attr("mcp.saga.state").as_deref(),
+        Some("compensated")
+    );
+    // Every step and undo span hangs under the saga span.
+    let steps: Vec<String> = in_trace
+        .iter()
+        .filter(|r| r.service == "mcp-orchestrator")
+        .filter_map(|r| Some((r, r.attr("mcp.workflow.step")?)))
+        .map(|(r, step)| {
+            assert_eq!(r.parent_id(), saga_span.span_id(), "{step} under the saga");
+            step
+        })
+        .collect();
+    for step in [
+        "order",
+        "stock",
+        "event",
+        "stock.compensate",
+        "order.compensate",
+    ] {
+        assert!(
+            steps.iter().any(|s| s == step),
+            "a span for {step}: {steps:?}\n{}",
+            summary()
+        );
+    }
+    // The event was sent once, then settled by replays: one span each.
+    assert_eq!(
+        steps.iter().filter(|s| *s == "event").count(),
+        4,
+        "{steps:?}"
+    );
+    // The undos reached their servers inside the trace.
+    for (service, tool) in [
+        ("sql-mcp-server", "cancel_order"),
+        ("rest-mcp-server", "release_reservation"),
+    ] {
+        let handler = in_trace
+            .iter()
+            .find(|r| r.service == service && r.span.name == format!("tools/call {tool}"))
+            .unwrap_or_else(|| panic!("no {tool} handler span:\n{}", summary()));
+        let attempt = by_id
+            .get(&handler.parent_id())
+            .unwrap_or_else(|| panic!("{tool}'s handler has no parent here:\n{}", summary()));
+        let undo = by_id
+            .get(&attempt.parent_id())
+            .unwrap_or_else(|| panic!("{tool}'s attempt has no parent here:\n{}", summary()));
+        assert!(
+            undo.attr("mcp.workflow.step")
+                .is_some_and(|s| s.ends_with(".compensate")),
+            "{tool} runs under an undo span"
+        );
     }
     Ok(())
 }
