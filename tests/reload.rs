@@ -170,6 +170,63 @@ async fn an_added_server_connects_and_the_agent_hears_of_its_tools() -> anyhow::
     Ok(())
 }
 
+/// A 2026-07-28 agent has no session to be notified in: a reload reaches it on its
+/// `subscriptions/listen` stream, like any other change of the tool list.
+#[tokio::test]
+async fn a_2026_agent_hears_of_a_reloads_tools_on_its_listen_stream() -> anyhow::Result<()> {
+    let dir = TempDir::new("reload-listen")?;
+    let path = config_path(&dir);
+    write(&path, &json!({ "mcpServers": { "sql": sql(&dir, &[])? } }))?;
+    let agent = testkit::connect_stdio_with(
+        "mcp-orchestrator",
+        &[
+            "serve".to_owned(),
+            "--config".to_owned(),
+            path.display().to_string(),
+        ],
+        testkit::Lifecycle::Stateless,
+    )
+    .await?;
+    let mut subscription = agent
+        .peer()
+        .listen(
+            rmcp::model::SubscriptionFilter::builder()
+                .tools_list_changed()
+                .build(),
+        )
+        .await?;
+    assert_eq!(subscription.acknowledged().tools_list_changed, Some(true));
+    write(
+        &path,
+        &json!({ "mcpServers": { "sql": sql(&dir, &[])?, "rest": rest()? } }),
+    )?;
+    // A notification may also come from the kept server's own listing; wait for the one after
+    // which the new server's tools are listed.
+    let peer = agent.peer().clone();
+    let heard = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match subscription.next().await {
+                Ok(Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))) => {
+                    let listed = peer.list_all_tools().await.unwrap_or_default();
+                    if listed.iter().any(|t| t.name == "rest__get_product") {
+                        return true;
+                    }
+                }
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        heard,
+        "the listen stream carried tools/list_changed with the added server's tools"
+    );
+    agent.cancel().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_removed_server_finishes_its_running_call_then_goes() -> anyhow::Result<()> {
     let dir = TempDir::new("reload-remove")?;
