@@ -103,6 +103,32 @@ fn the_demo_runs_every_section_and_its_figures_make_sense() -> anyhow::Result<()
     );
     assert_eq!(cache["hitCached"], true, "{cache}");
     assert_eq!(cache["afterCached"], false, "{cache}");
+
+    let whole = &report["saga"]["completed"];
+    assert_eq!(whole["state"], "completed", "{whole}");
+    assert_eq!(whole["orderStatus"], "processing", "{whole}");
+    assert_eq!(
+        whole["stockAfter"]
+            .as_u64()
+            .zip(whole["quantity"].as_u64())
+            .map(|(a, q)| a + q),
+        whole["stockBefore"].as_u64(),
+        "the stock went down by the quantity: {whole}"
+    );
+    let undone = &report["saga"]["compensated"];
+    assert_eq!(undone["state"], "compensated", "{undone}");
+    assert_eq!(undone["isError"], true, "{undone}");
+    assert_eq!(undone["orderStatus"], "cancelled", "{undone}");
+    assert_eq!(
+        undone["stockAfter"], undone["stockBefore"],
+        "stock back: {undone}"
+    );
+    let undos = undone["undos"].as_array().cloned().unwrap_or_default();
+    assert_eq!(undos.len(), 2, "{undone}");
+    assert!(
+        undos.iter().all(|u| u["outcome"] == "compensated"),
+        "{undone}"
+    );
     Ok(())
 }
 

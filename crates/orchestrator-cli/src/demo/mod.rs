@@ -1,15 +1,16 @@
 //! `mcp-orchestrator demo`: the workshop tour. Starts the bundled servers itself (found beside
 //! the running executable, see [`kit::binaries`], with fault flags per section) through
 //! [`Gateway::start`] and shows each pattern with measured figures: parallel vs sequential vs
-//! cached, fan-out, partial failure, the circuit breaker, retry with backoff, and cache
-//! invalidation.
+//! cached, fan-out, partial failure, the circuit breaker, retry with backoff, cache
+//! invalidation, and a saga that is whole or undone.
 //!
 //! `--json` prints one object with every section's figures; `--section NAME` runs one section.
 //!
 //! # Layout
 //! This file is the tour's frame: picking the sections, finding and starting the servers,
 //! calling a tool, reading a result's `_meta`, printing. Each section is its own file, named as
-//! on the command line: [`parallel`], [`fanout`], [`partial`], [`breaker`], [`retry`], [`cache`].
+//! on the command line: [`parallel`], [`fanout`], [`partial`], [`breaker`], [`retry`], [`cache`],
+//! [`saga`].
 
 mod breaker;
 mod cache;
@@ -17,6 +18,7 @@ mod fanout;
 mod parallel;
 mod partial;
 mod retry;
+mod saga;
 
 use std::{
     io::IsTerminal as _,
@@ -34,7 +36,9 @@ use serde_json::{Map, Value, json};
 use crate::output::table;
 
 /// The sections, in the order the tour runs them.
-const SECTIONS: [&str; 6] = ["parallel", "fanout", "partial", "breaker", "retry", "cache"];
+const SECTIONS: [&str; 7] = [
+    "parallel", "fanout", "partial", "breaker", "retry", "cache", "saga",
+];
 
 /// The composites of the repository's `mcp.json` (`customer_insights`, `order_details`, ...),
 /// with its cache rules: the demo runs the same definitions a user starts from.
@@ -73,6 +77,7 @@ pub async fn run(json: bool, section: Option<String>) -> anyhow::Result<i32> {
             "partial" => partial::run(&bins, &out).await,
             "breaker" => breaker::run(&bins, &out).await,
             "retry" => retry::run(&bins, &out).await,
+            "saga" => saga::run(&bins, &out).await,
             _ => cache::run(&bins, &out).await,
         }
         .with_context(|| format!("demo section `{name}`"))?;
