@@ -17,7 +17,7 @@ use rmcp::{
     ClientHandler, RoleClient, ServiceExt,
     model::{
         CallToolRequest, CallToolRequestParams, ClientRequest, ProgressNotificationParam,
-        ReadResourceRequestParams, RequestMetaObject, ServerNotification, SubscriptionFilter,
+        ReadResourceRequestParams, RequestMetaObject, SubscriptionFilter,
     },
     service::{NotificationContext, PeerRequestOptions, RunningService},
 };
@@ -433,25 +433,13 @@ async fn a_stateless_agent_hears_list_changes_through_listen() -> anyhow::Result
     )
     .await?;
     anyhow::ensure!(added.is_error != Some(true), "{}", text_of(&added));
-    // Wait for a notification that comes with the new tool in the list (a notification can
-    // also come from an earlier listing of the same change).
-    let peer = agent.peer().clone();
-    let heard = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match subscription.next().await {
-                Ok(Some(ServerNotification::ToolListChangedNotification(_))) => {
-                    let listed = peer.list_all_tools().await.unwrap_or_default();
-                    if listed.iter().any(|t| t.name == "fixture__zeta") {
-                        return true;
-                    }
-                }
-                Ok(Some(_)) => continue,
-                _ => return false,
-            }
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let heard = testkit::hears_tool_listed(
+        &mut subscription,
+        agent.peer(),
+        "fixture__zeta",
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(
         heard,
         "the listen stream carried tools/list_changed with the new tool listed"

@@ -200,25 +200,13 @@ async fn a_2026_agent_hears_of_a_reloads_tools_on_its_listen_stream() -> anyhow:
         &path,
         &json!({ "mcpServers": { "sql": sql(&dir, &[])?, "rest": rest()? } }),
     )?;
-    // A notification may also come from the kept server's own listing; wait for the one after
-    // which the new server's tools are listed.
-    let peer = agent.peer().clone();
-    let heard = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match subscription.next().await {
-                Ok(Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))) => {
-                    let listed = peer.list_all_tools().await.unwrap_or_default();
-                    if listed.iter().any(|t| t.name == "rest__get_product") {
-                        return true;
-                    }
-                }
-                Ok(Some(_)) => continue,
-                _ => return false,
-            }
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let heard = testkit::hears_tool_listed(
+        &mut subscription,
+        agent.peer(),
+        "rest__get_product",
+        Duration::from_secs(20),
+    )
+    .await;
     assert!(
         heard,
         "the listen stream carried tools/list_changed with the added server's tools"

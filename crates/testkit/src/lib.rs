@@ -166,6 +166,33 @@ pub async fn serve_orchestrator<H: rmcp::ClientHandler>(
     Ok((connection, pid))
 }
 
+/// Reads a 2026-07-28 `subscriptions/listen` stream until a `tools/list_changed` after which
+/// `peer` lists `tool`, or `limit` passes; whether it came. (A notification can also come from
+/// an earlier listing of the same change, so each one is checked against the list.)
+pub async fn hears_tool_listed(
+    subscription: &mut rmcp::service::Subscription,
+    peer: &rmcp::Peer<RoleClient>,
+    tool: &str,
+    limit: Duration,
+) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            match subscription.next().await {
+                Ok(Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))) => {
+                    let listed = peer.list_all_tools().await.unwrap_or_default();
+                    if listed.iter().any(|t| t.name == tool) {
+                        return true;
+                    }
+                }
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// Polls `f` every 100 ms until it holds or `limit` has passed; whether it held. For what a
 /// process does on its own after a while (a reload applied, a saga undone), never for timing.
 pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
