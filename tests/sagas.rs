@@ -31,6 +31,11 @@ struct Faults<'a> {
 /// The repo's mcp.json with its servers started from `dir` with `faults`, and `policies`
 /// merged into `orchestrator.servers` (`{"rest": {"retry": ...}}`).
 fn start_with(dir: &TempDir, faults: Faults<'_>, policies: Value) -> anyhow::Result<Arc<Gateway>> {
+    gateway_of(config_of(dir, faults, policies)?)
+}
+
+/// [`start_with`]'s configuration, to change before it starts.
+fn config_of(dir: &TempDir, faults: Faults<'_>, policies: Value) -> anyhow::Result<Value> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     let with = |mut args: Vec<String>, extra: &[&str]| {
@@ -57,6 +62,10 @@ fn start_with(dir: &TempDir, faults: Faults<'_>, policies: Value) -> anyhow::Res
             }
         }
     }
+    Ok(config)
+}
+
+fn gateway_of(config: Value) -> anyhow::Result<Arc<Gateway>> {
     let config = Config::parse(&config.to_string(), std::path::Path::new("."), &|_| None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Gateway::start(config))
@@ -129,7 +138,11 @@ async fn a_placed_order_exists_in_all_three_systems() -> anyhow::Result<()> {
         "one purchase event"
     );
     // One entry in the saga log, `completed`, its steps written down in order.
-    let log = orchestrator::saga_log::SagaLog::open(&dir.path().join("sagas.db"))?;
+    let log = orchestrator::saga_log::SagaLog::open(
+        &dir.path().join("sagas.db"),
+        10_000,
+        Box::new(|_| {}),
+    )?;
     let sagas = log.recent(10)?;
     assert_eq!(sagas.len(), 1, "{sagas:?}");
     assert_eq!(sagas[0].state, "completed");
@@ -165,6 +178,39 @@ async fn a_placed_order_exists_in_all_three_systems() -> anyhow::Result<()> {
         !problems.iter().any(|p| p.message.contains("saga")),
         "{problems:?}"
     );
+    gw.shutdown().await;
+    Ok(())
+}
+
+/// A service's saga log stays bounded: past `keepEnded`, the oldest sagas that ended well are
+/// deleted with their steps and counted in status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_log_keeps_the_most_recent_ended_sagas() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-keep")?;
+    let mut config = config_of(&dir, Faults::default(), json!({}))?;
+    config["orchestrator"]["sagas"]["keepEnded"] = json!(2);
+    let gw = gateway_of(config)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = call(&gw, "place_order", place("CUST-0002", "PROD-002", 1)).await?;
+        assert_ne!(r.is_error, Some(true), "{r:?}");
+        let meta = r.meta.clone().unwrap_or_default();
+        ids.push(meta["saga"]["id"].as_str().expect("a saga id").to_owned());
+    }
+    // Pruned every 2 ends: after the fifth end, the two latest are left and one more at most.
+    let log = gw
+        .calls()
+        .composites()
+        .existing_saga_log()
+        .context("the saga log is open")?;
+    let shown: Vec<String> = log.recent(10)?.into_iter().map(|s| s.id).collect();
+    assert!(
+        (2..=3).contains(&shown.len()) && shown[..2] == [ids[4].clone(), ids[3].clone()],
+        "{shown:?} of {ids:?}"
+    );
+    let pruned = orchestrator::status::StatusReport::of(&gw).sagas.log_pruned;
+    assert_eq!(pruned as usize, 5 - shown.len());
     gw.shutdown().await;
     Ok(())
 }

@@ -5,10 +5,19 @@
 //!
 //! The writer runs with `synchronous = FULL`: an entry the saga waited for survives a crash of
 //! the process or the machine. Writes happen on the blocking pool, one at a time.
+//!
+//! Sagas that ended well (`completed`, `compensated`) are kept up to `keepEnded`, the most
+//! recent by start; older ones are deleted with their steps, when the log is opened and every
+//! `min(keepEnded, 64)` ends after that, so the file of a service that runs for months stays
+//! bounded. Sagas that need a person (`compensation_failed`) and unfinished ones are never
+//! deleted.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -74,12 +83,39 @@ pub struct SagaRecord {
     pub steps: Vec<Value>,
 }
 
+/// Told how many ended sagas each pruning deleted (the metrics count them).
+pub type PrunedReport = Box<dyn Fn(u64) + Send + Sync>;
+
 /// The log file.
-#[derive(Debug)]
 pub struct SagaLog {
     path: PathBuf,
     conn: Mutex<Connection>,
+    keep_ended: u32,
+    /// Ends written since the last pruning.
+    ends: AtomicU32,
+    pruned: PrunedReport,
 }
+
+impl std::fmt::Debug for SagaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaLog")
+            .field("path", &self.path)
+            .field("keep_ended", &self.keep_ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deletes the steps, then the sagas, of the ended-well sagas past the `?1` most recent.
+const PRUNE: &str = "
+DELETE FROM saga_steps WHERE saga_id IN (
+    SELECT id FROM sagas WHERE state IN ('completed', 'compensated')
+    ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?1
+);
+DELETE FROM sagas WHERE id IN (
+    SELECT id FROM sagas WHERE state IN ('completed', 'compensated')
+    ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?1
+);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sagas (
@@ -110,8 +146,14 @@ fn now() -> String {
 }
 
 impl SagaLog {
-    /// Opens (creating it and its folder if needed) the log at `path`.
-    pub fn open(path: &Path) -> Result<Arc<Self>, SagaLogError> {
+    /// Opens (creating it and its folder if needed) the log at `path`, keeping `keep_ended`
+    /// sagas that ended well (older ones are deleted now and as more end); `pruned` hears how
+    /// many each pruning deleted.
+    pub fn open(
+        path: &Path,
+        keep_ended: u32,
+        pruned: PrunedReport,
+    ) -> Result<Arc<Self>, SagaLogError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| SagaLogError::Folder {
                 path: dir.to_path_buf(),
@@ -128,10 +170,37 @@ impl SagaLog {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
-        Ok(Arc::new(Self {
+        let log = Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
-        }))
+            keep_ended: keep_ended.max(1),
+            ends: AtomicU32::new(0),
+            pruned,
+        };
+        log.with(|c| log.prune(c))?;
+        Ok(Arc::new(log))
+    }
+
+    /// Deletes the ended-well sagas past the `keep_ended` most recent, in one transaction;
+    /// returns how many.
+    fn prune(&self, c: &Connection) -> rusqlite::Result<usize> {
+        let tx = c.unchecked_transaction()?;
+        let mut deleted = 0;
+        for statement in PRUNE.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            deleted = tx.execute(statement, [self.keep_ended])?;
+        }
+        tx.commit()?;
+        if deleted > 0 {
+            (self.pruned)(deleted as u64);
+        }
+        Ok(deleted)
+    }
+
+    /// Whether the end about to be written is the one that prunes: every `min(keep_ended, 64)`
+    /// ends, so the log holds at most that many more than it keeps.
+    fn prune_due(&self) -> bool {
+        let every = self.keep_ended.min(64);
+        self.ends.fetch_add(1, Ordering::Relaxed) % every == every - 1
     }
 
     /// Where it is.
@@ -382,11 +451,99 @@ impl SagaJournal for Arc<SagaLog> {
 
     fn ended<'a>(&'a self, saga: &'a str, state: SagaState) -> JournalWrite<'a> {
         let (id, state, at) = (saga.to_owned(), state.as_str(), now());
+        let log = self.prune_due().then(|| self.clone());
         self.write("ended", move |c| {
-            c.execute(
+            let updated = c.execute(
                 "UPDATE sagas SET state = ?2, updated_at = ?3 WHERE id = ?1",
                 params![id, state, at],
-            )
+            )?;
+            // The end is written either way: a pruning that fails is tried again later.
+            if let Some(log) = log
+                && let Err(e) = log.prune(c)
+            {
+                tracing::warn!(error = %e, "saga log pruning failed");
+            }
+            Ok(updated)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    fn counting(total: &Arc<AtomicU64>) -> PrunedReport {
+        let total = total.clone();
+        Box::new(move |n| {
+            total.fetch_add(n, Ordering::Relaxed);
+        })
+    }
+
+    async fn run(log: &Arc<SagaLog>, id: &str, state: Option<SagaState>) {
+        log.started(id, "place_order", &Value::Null).await;
+        log.succeeded(id, id, &serde_json::json!({"orderId": id}))
+            .await;
+        if let Some(state) = state {
+            log.ended(id, state).await;
+        }
+    }
+
+    fn count(log: &SagaLog, table: &str) -> i64 {
+        log.with(|c| c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn ended_sagas_past_keep_ended_are_deleted_with_their_steps_the_ones_needing_a_person_stay()
+    -> anyhow::Result<()> {
+        let dir = testkit::TempDir::new("saga-log-keep")?;
+        let path = dir.path().join("sagas.db");
+        let pruned = Arc::new(AtomicU64::new(0));
+        let log = SagaLog::open(&path, 3, counting(&pruned))?;
+        run(&log, "unfinished", None).await;
+        run(&log, "needs-a-person", Some(SagaState::CompensationFailed)).await;
+        for i in 0..10 {
+            let state = if i % 2 == 0 {
+                SagaState::Completed
+            } else {
+                SagaState::Compensated
+            };
+            run(&log, &format!("s{i}"), Some(state)).await;
+        }
+        // Pruned every 3 ends: never more than 3 + 2 ended well in between.
+        let kept = log.recent(100)?;
+        assert!(kept.len() <= 2 + 3 + 2, "{kept:?}");
+        drop(log);
+        // Opening prunes to exactly what is kept.
+        let log = SagaLog::open(&path, 3, counting(&pruned))?;
+        let ids: Vec<String> = log.recent(100)?.into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["s9", "s8", "s7", "needs-a-person", "unfinished"]);
+        assert_eq!(pruned.load(Ordering::Relaxed), 7);
+        assert_eq!(count(&log, "sagas"), 5);
+        // One `succeeded` step each: the deleted sagas' steps went with them.
+        assert_eq!(count(&log, "saga_steps"), 5);
+        // What recovery reads is untouched.
+        let unfinished = log.unfinished(chrono::Utc::now())?;
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].id, "unfinished");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_log_within_keep_ended_loses_nothing() -> anyhow::Result<()> {
+        let dir = testkit::TempDir::new("saga-log-within")?;
+        let path = dir.path().join("sagas.db");
+        let pruned = Arc::new(AtomicU64::new(0));
+        let log = SagaLog::open(&path, 64, counting(&pruned))?;
+        for i in 0..64 {
+            run(&log, &format!("s{i:02}"), Some(SagaState::Completed)).await;
+        }
+        drop(log);
+        let log = SagaLog::open(&path, 64, counting(&pruned))?;
+        assert_eq!(log.recent(1000)?.len(), 64);
+        assert_eq!(pruned.load(Ordering::Relaxed), 0);
+        Ok(())
     }
 }

@@ -203,11 +203,16 @@ impl Composites {
     /// run and undo themselves, but a crash mid-saga is not recovered.
     fn saga_log(&self) -> Option<Arc<SagaLog>> {
         self.saga_log
-            .get_or_init(|| match SagaLog::open(&self.config.saga_log) {
-                Ok(log) => Some(log),
-                Err(e) => {
-                    tracing::error!(error = %e, "saga log unavailable: sagas are not recovered after a crash");
-                    None
+            .get_or_init(|| {
+                let settings = &self.config.saga_log;
+                let metrics = self.metrics.clone();
+                let pruned = Box::new(move |n| metrics.saga_log_pruned(n));
+                match SagaLog::open(&settings.path, settings.keep_ended, pruned) {
+                    Ok(log) => Some(log),
+                    Err(e) => {
+                        tracing::error!(error = %e, "saga log unavailable: sagas are not recovered after a crash");
+                        None
+                    }
                 }
             })
             .clone()
@@ -215,7 +220,7 @@ impl Composites {
 
     /// The saga log, if one was opened or exists on disk.
     pub fn existing_saga_log(&self) -> Option<Arc<SagaLog>> {
-        if self.saga_log.get().is_none() && !self.config.saga_log.exists() {
+        if self.saga_log.get().is_none() && !self.config.saga_log.path.exists() {
             return None;
         }
         self.saga_log()

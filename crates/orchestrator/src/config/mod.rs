@@ -146,11 +146,32 @@ pub struct OrchestratorSection {
 }
 
 /// `orchestrator.sagas`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SagasConfig {
     /// The saga log, relative to the config file's folder (default `data/orchestrator/sagas.db`).
     pub log_path: Option<String>,
+    /// How many sagas that ended well (`completed`, `compensated`) the log keeps; older ones
+    /// are deleted. A long-running service would otherwise grow the file by every saga it ran.
+    pub keep_ended: u32,
+}
+
+impl Default for SagasConfig {
+    fn default() -> Self {
+        Self {
+            log_path: None,
+            keep_ended: 10_000,
+        }
+    }
+}
+
+/// The saga log's file and how much of it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaLogSettings {
+    /// The file.
+    pub path: PathBuf,
+    /// `orchestrator.sagas.keepEnded`, checked.
+    pub keep_ended: u32,
 }
 
 impl Default for OrchestratorSection {
@@ -398,8 +419,8 @@ pub struct Config {
     pub reload: reload::ReloadSettings,
     /// Servers `/readyz` requires to be connected.
     pub required_servers: Vec<String>,
-    /// The saga log's file.
-    pub saga_log: PathBuf,
+    /// The saga log's file and retention.
+    pub saga_log: SagaLogSettings,
     /// SHA-256 of the file's text (hex), so status can tell which version of it is in force.
     pub digest: String,
 }
@@ -601,12 +622,19 @@ impl Config {
             secrets,
             reload,
             required_servers,
-            saga_log: base_dir.join(
-                o.sagas
-                    .log_path
-                    .as_deref()
-                    .unwrap_or("data/orchestrator/sagas.db"),
-            ),
+            saga_log: SagaLogSettings {
+                path: base_dir.join(
+                    o.sagas
+                        .log_path
+                        .as_deref()
+                        .unwrap_or("data/orchestrator/sagas.db"),
+                ),
+                keep_ended: limits::within_at(
+                    o.sagas.keep_ended,
+                    &(1..=10_000_000),
+                    "orchestrator.sagas.keepEnded",
+                )?,
+            },
             digest: String::new(),
         })
     }
@@ -829,6 +857,16 @@ mod tests {
                 r#"{ "orchestrator": { "limits": { "maxResultByte": 9000 } } }"#,
                 "orchestrator.limits.maxResultByte",
                 "unknown field",
+            ),
+            (
+                r#"{ "orchestrator": { "sagas": { "keepEnded": 0 } } }"#,
+                "orchestrator.sagas.keepEnded",
+                "must be 1-10000000, got 0",
+            ),
+            (
+                r#"{ "orchestrator": { "sagas": { "keepEnded": -1 } } }"#,
+                "orchestrator.sagas.keepEnded",
+                "invalid value",
             ),
         ];
         for (text, path, message) in cases {

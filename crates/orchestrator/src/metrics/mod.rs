@@ -108,6 +108,7 @@ pub struct Metrics {
     limits_enforced: Counter<u64>,
     config_reloads: Counter<u64>,
     sagas: Counter<u64>,
+    saga_log_pruned: Counter<u64>,
     /// The same saga outcomes as plain counts, for `orchestrator://status`.
     saga_counts: SagaCounters,
     /// The same enforcements as plain counts, for `orchestrator://status` (an OTel counter cannot
@@ -129,6 +130,7 @@ struct SagaCounters {
     completed: AtomicU64,
     compensated: AtomicU64,
     compensation_failed: AtomicU64,
+    log_pruned: AtomicU64,
 }
 
 /// Saga runs by outcome since start, for status: a `compensationFailed` above zero needs a
@@ -142,6 +144,9 @@ pub struct SagaCounts {
     pub compensated: u64,
     /// A step failed and an undo failed after every attempt.
     pub compensation_failed: u64,
+    /// Ended sagas deleted from the saga log past `orchestrator.sagas.keepEnded`.
+    #[serde(default)]
+    pub log_pruned: u64,
 }
 
 /// How many times each limit the front applies took effect since start.
@@ -303,6 +308,13 @@ impl Metrics {
                 )
                 .with_unit("{saga}")
                 .build(),
+            saga_log_pruned: meter
+                .u64_counter("mcp.orchestrator.saga_log.pruned")
+                .with_description(
+                    "Ended sagas deleted from the saga log past orchestrator.sagas.keepEnded",
+                )
+                .with_unit("{saga}")
+                .build(),
             saga_counts: SagaCounters::default(),
             config_reloads: meter
                 .u64_counter("mcp.orchestrator.config.reloads")
@@ -327,7 +339,16 @@ impl Metrics {
             completed: c.completed.load(Ordering::Relaxed),
             compensated: c.compensated.load(Ordering::Relaxed),
             compensation_failed: c.compensation_failed.load(Ordering::Relaxed),
+            log_pruned: c.log_pruned.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts ended sagas deleted from the saga log to keep it within its bound.
+    pub fn saga_log_pruned(&self, sagas: u64) {
+        self.saga_counts
+            .log_pruned
+            .fetch_add(sagas, Ordering::Relaxed);
+        self.saga_log_pruned.add(sagas, &[]);
     }
 
     /// Counts one saga run by how it ended; `compensation_failed` needs a person.
