@@ -810,3 +810,90 @@ async fn failing_undos_are_retried_until_they_succeed_and_apply_once() -> anyhow
     gw.shutdown().await;
     Ok(())
 }
+
+/// `mcp-orchestrator sagas` on the configuration's log.
+fn sagas_cli(config: &std::path::Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new(bin_path("mcp-orchestrator")?)
+        .arg("--config")
+        .arg(config)
+        .arg("sagas")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()?)
+}
+
+/// A saga whose undo fails every attempt waits for a person: `mcp-orchestrator sagas` lists it
+/// with the undo that failed, and `sagas resolve` (only once, and only for such a saga) says
+/// it was put right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_whose_undo_failed_is_listed_for_a_person_until_resolved() -> anyhow::Result<()> {
+    let dir = TempDir::new("saga-person")?;
+    let faults = Faults {
+        rest: &[
+            "--fault-tools",
+            "release_reservation",
+            "--failure-rate",
+            "1.0",
+        ],
+        cosmos: &["--fail-tools", "record_event"],
+        ..Faults::default()
+    };
+    let once = json!({ "retry": { "maxAttempts": 1 } });
+    let config = config_of(&dir, faults, json!({ "rest": once }))?;
+    let path = dir.path().join("mcp.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    let gw = gateway_of(config)?;
+    anyhow::ensure!(gw.wait_ready(Duration::from_secs(30)).await);
+    let r = call(&gw, "place_order", place("CUST-0003", "PROD-005", 1)).await?;
+    let saga = r.meta.clone().unwrap_or_default()["saga"].clone();
+    assert_eq!(saga["state"], "compensation_failed", "{r:?}");
+    let id = saga["id"].as_str().context("a saga id")?.to_owned();
+
+    let out = sagas_cli(&path, &[])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("1 saga(s) whose undo failed")
+            && stdout.contains(&id)
+            && stdout.contains("stock: injected failure on `release_reservation`"),
+        "{stdout}"
+    );
+    let out = sagas_cli(&path, &["--json"])?;
+    let listed: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(listed["counts"]["compensation_failed"], 1, "{listed}");
+    assert_eq!(listed["compensationFailed"][0]["id"], id.as_str());
+    let undos: Vec<&Value> = listed["compensationFailed"][0]["steps"]
+        .as_array()
+        .context("steps")?
+        .iter()
+        .filter(|s| s["state"] == "compensation_failed")
+        .collect();
+    assert_eq!(
+        undos.len(),
+        1,
+        "only the reservation's undo failed: {listed}"
+    );
+    assert_eq!(undos[0]["step"], "stock");
+
+    let out = sagas_cli(&path, &["resolve", &id, "--note", "released by hand"])?;
+    assert!(out.status.success(), "{out:?}");
+    let out = sagas_cli(&path, &["--json"])?;
+    let listed: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(listed["counts"]["resolved"], 1, "{listed}");
+    assert_eq!(listed["compensationFailed"], json!([]), "{listed}");
+    let out = sagas_cli(&path, &[])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no saga waits for a person"),
+        "{out:?}"
+    );
+    let out = sagas_cli(&path, &["resolve", &id, "--note", "again"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is resolved"),
+        "{out:?}"
+    );
+    let out = sagas_cli(&path, &["resolve", "no-such-saga", "--note", "x"])?;
+    assert_eq!(out.status.code(), Some(1));
+    gw.shutdown().await;
+    Ok(())
+}

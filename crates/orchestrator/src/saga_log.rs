@@ -6,11 +6,11 @@
 //! The writer runs with `synchronous = FULL`: an entry the saga waited for survives a crash of
 //! the process or the machine. Writes happen on the blocking pool, one at a time.
 //!
-//! Sagas that ended well (`completed`, `compensated`) are kept up to `keepEnded`, the most
-//! recent by start; older ones are deleted with their steps, when the log is opened and every
-//! `min(keepEnded, 64)` ends after that, so the file of a service that runs for months stays
-//! bounded. Sagas that need a person (`compensation_failed`) and unfinished ones are never
-//! deleted.
+//! Sagas that ended well (`completed`, `compensated`, or `resolved` by a person) are kept up to
+//! `keepEnded`, the most recent by start; older ones are deleted with their steps, when the log
+//! is opened and every `min(keepEnded, 64)` ends after that, so the file of a service that runs
+//! for months stays bounded. Sagas that need a person (`compensation_failed`) and unfinished ones
+//! are never deleted: `mcp-orchestrator sagas resolve` is how a person says one is dealt with.
 
 use std::{
     path::{Path, PathBuf},
@@ -47,6 +47,17 @@ pub enum SagaLogError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// No saga has this id.
+    #[error("no saga `{0}` in the saga log")]
+    Unknown(String),
+    /// Only a saga whose undo failed waits for a person.
+    #[error("saga `{id}` is {state}: only a compensation_failed saga is resolved by hand")]
+    NotFailed {
+        /// The saga.
+        id: String,
+        /// Its state.
+        state: String,
+    },
 }
 
 /// A saga the log shows as not ended: what recovery needs to undo it.
@@ -71,7 +82,8 @@ pub struct SagaRecord {
     pub id: String,
     /// The composite.
     pub composite: String,
-    /// `running`, `compensating`, `completed`, `compensated` or `compensation_failed`.
+    /// `running`, `compensating`, `completed`, `compensated`, `compensation_failed`, or
+    /// `resolved` (a `compensation_failed` one a person has dealt with).
     pub state: String,
     /// The step whose failure started the compensation.
     pub failed_step: Option<String>,
@@ -108,11 +120,11 @@ impl std::fmt::Debug for SagaLog {
 /// Deletes the steps, then the sagas, of the ended-well sagas past the `?1` most recent.
 const PRUNE: &str = "
 DELETE FROM saga_steps WHERE saga_id IN (
-    SELECT id FROM sagas WHERE state IN ('completed', 'compensated')
+    SELECT id FROM sagas WHERE state IN ('completed', 'compensated', 'resolved')
     ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?1
 );
 DELETE FROM sagas WHERE id IN (
-    SELECT id FROM sagas WHERE state IN ('completed', 'compensated')
+    SELECT id FROM sagas WHERE state IN ('completed', 'compensated', 'resolved')
     ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?1
 );
 ";
@@ -263,12 +275,75 @@ impl SagaLog {
 
     /// The `limit` most recent sagas, newest first, with their steps.
     pub fn recent(&self, limit: usize) -> Result<Vec<SagaRecord>, SagaLogError> {
+        self.records("", limit)
+    }
+
+    /// The sagas in `state` (`compensation_failed`: the ones waiting for a person), newest
+    /// first, at most `limit`.
+    pub fn in_state(&self, state: &str, limit: usize) -> Result<Vec<SagaRecord>, SagaLogError> {
+        self.records(state, limit)
+    }
+
+    /// How many sagas the log holds in each state.
+    pub fn counts(&self) -> Result<Vec<(String, u64)>, SagaLogError> {
+        self.with(|c| {
+            let mut counts =
+                c.prepare("SELECT state, count(*) FROM sagas GROUP BY state ORDER BY state")?;
+            counts
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.unsigned_abs())))?
+                .collect()
+        })
+    }
+
+    /// Marks a `compensation_failed` saga `resolved`: a person has put right what its failed
+    /// undo left, and says how in `note` (kept as the saga's last step entry). A resolved saga
+    /// is kept and pruned like one that ended well.
+    pub fn resolve(&self, id: &str, note: &str) -> Result<(), SagaLogError> {
+        let state = self
+            .state_of(id)?
+            .ok_or_else(|| SagaLogError::Unknown(id.to_owned()))?;
+        if state != SagaState::CompensationFailed.as_str() {
+            return Err(SagaLogError::NotFailed {
+                id: id.to_owned(),
+                state,
+            });
+        }
+        let at = now();
+        let resolved = self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let updated = tx.execute(
+                "UPDATE sagas SET state = 'resolved', updated_at = ?2 WHERE id = ?1 AND state = 'compensation_failed'",
+                params![id, at],
+            )?;
+            if updated == 1 {
+                tx.execute(
+                    "INSERT INTO saga_steps (saga_id, step, state, value, at) VALUES (?1, '(operator)', 'resolved', ?2, ?3)",
+                    params![id, note, at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(updated == 1)
+        })?;
+        if resolved {
+            Ok(())
+        } else {
+            // Resolved by someone else between the two reads.
+            let state = self.state_of(id)?.unwrap_or_default();
+            Err(SagaLogError::NotFailed {
+                id: id.to_owned(),
+                state,
+            })
+        }
+    }
+
+    /// Sagas (in `state`, or all when it is empty), newest first, with their steps.
+    fn records(&self, state: &str, limit: usize) -> Result<Vec<SagaRecord>, SagaLogError> {
         self.with(|c| {
             let mut sagas = c.prepare(
-                "SELECT id, composite, state, failed_step, started_at, updated_at FROM sagas ORDER BY started_at DESC LIMIT ?1",
+                "SELECT id, composite, state, failed_step, started_at, updated_at FROM sagas WHERE ?2 = '' OR state = ?2 ORDER BY started_at DESC LIMIT ?1",
             )?;
             let mut records: Vec<SagaRecord> = sagas
-                .query_map([limit as i64], |r| {
+                .query_map(params![limit as i64, state], |r| {
                     Ok(SagaRecord {
                         id: r.get(0)?,
                         composite: r.get(1)?,
@@ -281,18 +356,22 @@ impl SagaLog {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut steps = c.prepare(
-                "SELECT step, state, attempts, error, at FROM saga_steps WHERE saga_id = ?1 ORDER BY seq",
+                "SELECT step, state, attempts, error, at, CASE WHEN state = 'resolved' THEN value END FROM saga_steps WHERE saga_id = ?1 ORDER BY seq",
             )?;
             for record in &mut records {
                 record.steps = steps
                     .query_map([&record.id], |r| {
-                        Ok(serde_json::json!({
+                        let mut step = serde_json::json!({
                             "step": r.get::<_, String>(0)?,
                             "state": r.get::<_, String>(1)?,
                             "attempts": r.get::<_, Option<i64>>(2)?,
                             "error": r.get::<_, Option<String>>(3)?,
                             "at": r.get::<_, String>(4)?,
-                        }))
+                        });
+                        if let Some(note) = r.get::<_, Option<String>>(5)? {
+                            step["note"] = Value::String(note);
+                        }
+                        Ok(step)
                     })?
                     .collect::<rusqlite::Result<_>>()?;
             }
@@ -528,6 +607,56 @@ mod tests {
         let unfinished = log.unfinished(chrono::Utc::now())?;
         assert_eq!(unfinished.len(), 1);
         assert_eq!(unfinished[0].id, "unfinished");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_person_resolves_only_a_saga_whose_undo_failed_and_it_is_then_pruned_like_the_others()
+    -> anyhow::Result<()> {
+        let dir = testkit::TempDir::new("saga-log-resolve")?;
+        let path = dir.path().join("sagas.db");
+        let pruned = Arc::new(AtomicU64::new(0));
+        let log = SagaLog::open(&path, 1, counting(&pruned))?;
+        run(&log, "failed", Some(SagaState::CompensationFailed)).await;
+        run(&log, "done", Some(SagaState::Completed)).await;
+        run(&log, "unfinished", None).await;
+        assert_eq!(log.in_state("compensation_failed", 10)?.len(), 1);
+
+        log.resolve("failed", "released RES-1 by hand")?;
+        assert_eq!(log.state_of("failed")?.as_deref(), Some("resolved"));
+        assert!(log.in_state("compensation_failed", 10)?.is_empty());
+        let record = log.in_state("resolved", 10)?;
+        let last = record[0].steps.last().cloned().unwrap_or_default();
+        assert_eq!(last["state"], "resolved");
+        assert_eq!(last["note"], "released RES-1 by hand");
+
+        let again = log.resolve("failed", "twice").map_err(|e| e.to_string());
+        assert_eq!(
+            again,
+            Err(
+                "saga `failed` is resolved: only a compensation_failed saga is resolved by hand"
+                    .into()
+            )
+        );
+        assert!(matches!(
+            log.resolve("done", "x"),
+            Err(SagaLogError::NotFailed { state, .. }) if state == "completed"
+        ));
+        assert!(matches!(log.resolve("nope", "x"), Err(SagaLogError::Unknown(id)) if id == "nope"));
+        assert!(matches!(
+            log.resolve("unfinished", "x"),
+            Err(SagaLogError::NotFailed { state, .. }) if state == "running"
+        ));
+
+        // Resolved, it counts as ended well: keeping one, the older of the two goes.
+        drop(log);
+        let log = SagaLog::open(&path, 1, counting(&pruned))?;
+        let states = log.counts()?;
+        assert_eq!(
+            states,
+            [("completed".to_owned(), 1), ("running".to_owned(), 1)],
+            "{states:?}"
+        );
         Ok(())
     }
 

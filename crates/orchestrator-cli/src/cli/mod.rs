@@ -6,6 +6,7 @@ mod admin;
 mod call;
 mod check;
 mod health;
+mod sagas;
 mod serve;
 mod status;
 mod tools;
@@ -94,6 +95,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The saga log: counts by state and the sagas whose undo failed, which wait for a person.
+    Sagas {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// What to do; default: list.
+        #[command(subcommand)]
+        action: Option<SagasAction>,
+    },
     /// The workshop tour: starts the bundled servers and shows each pattern with measured figures.
     Demo {
         /// Print every section's figures as one JSON object instead of tables.
@@ -102,6 +112,20 @@ pub enum Command {
         /// Run one section: parallel, fanout, partial, breaker, retry or cache.
         #[arg(long)]
         section: Option<String>,
+    },
+}
+
+/// `sagas` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SagasAction {
+    /// Mark a `compensation_failed` saga resolved, once its systems have been put right by hand
+    /// (it is then kept and deleted like the sagas that ended well).
+    Resolve {
+        /// The saga's id, as `sagas` or the failed call's `_meta.saga.id` shows it.
+        id: String,
+        /// What was done to put the systems right; kept in the log with the saga.
+        #[arg(long)]
+        note: String,
     },
 }
 
@@ -162,6 +186,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tools { json } => tools::run(&cli.config, json).await,
         Command::Call { tool, args } => call::run(&cli.config, &tool, &args).await,
         Command::Status { url, token, json } => status::run(&cli.config, url, token, json).await,
+        Command::Sagas { json, action } => match action {
+            None => sagas::list(&cli.config, json),
+            Some(SagasAction::Resolve { id, note }) => sagas::resolve(&cli.config, &id, &note),
+        },
         Command::Demo { json, section } => crate::demo::run(json, section).await,
     };
     telemetry.shutdown().await;
