@@ -32,7 +32,7 @@ use std::pin::Pin;
 use futures::{Sink, SinkExt, Stream};
 use rmcp::{
     RoleServer,
-    model::JsonRpcMessage,
+    model::{JsonRpcMessage, ServerResult},
     service::{RxJsonRpcMessage, TxJsonRpcMessage},
 };
 use serde_json::{Value, json};
@@ -185,8 +185,23 @@ where
 /// Lines queued for the writer, and messages queued for the handler, at most.
 pub const QUEUED_FRAMES: usize = 256;
 
-/// One message as one line.
+/// One message as one line; a tool result relayed raw is spliced in as the upstream wrote it
+/// ([`crate::raw_result`]).
 fn encode(message: &TxJsonRpcMessage<RoleServer>) -> Result<Vec<u8>, FrameError> {
+    if let JsonRpcMessage::Response(response) = message
+        && let ServerResult::CallToolResult(result) = &response.result
+        && let Some(members) = crate::raw_result::members(result)
+    {
+        let mut line = Vec::with_capacity(members.len() + 256);
+        line.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+        serde_json::to_writer(&mut line, &response.id)?;
+        line.extend_from_slice(b",\"result\":");
+        if let Some(written) = crate::raw_result::write_result(&mut line, result) {
+            written?;
+        }
+        line.extend_from_slice(b"}\n");
+        return Ok(line);
+    }
     let mut line = serde_json::to_vec(message)?;
     line.push(b'\n');
     Ok(line)

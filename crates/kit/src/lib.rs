@@ -22,6 +22,7 @@
 //!   demos and tests, paused and resumed at run time by SIGUSR1/SIGUSR2.
 //! - [`tool_error`]: the error convention (`errorKind`, `retryable`, `retryAfterMs` in `_meta`).
 //! - [`in_flight`]: counts running calls so shutdown can wait for them.
+//! - [`raw_result`]: a tool result relayed as the upstream wrote it (the raw pass-through path).
 
 pub mod args;
 pub mod arguments;
@@ -34,6 +35,7 @@ pub mod framing;
 pub mod in_flight;
 pub mod json_size;
 pub mod log_fields;
+pub mod raw_result;
 pub mod serve;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -27,4 +27,7 @@ pub struct CallContext {
     pub hands_on_input: bool,
     /// The answers and upstream state a resumed call carries to its first request.
     pub resume: Option<(rmcp::model::InputResponses, Option<String>)>,
+    /// The front writes a tool result relayed raw itself ([`kit::raw_result`], the stdio
+    /// front): a pass-through answer may stay raw. Everyone else gets typed results.
+    pub raw_results: bool,
 }

@@ -57,6 +57,8 @@ pub struct Frontend {
     /// Who this session is to the subscriptions; shared by clones of the handler, so its
     /// subscriptions are let go when the last clone (the session) is dropped.
     session: Arc<AgentSession>,
+    /// Whether the front writes raw tool results ([`kit::raw_result`]) itself.
+    raw_results: bool,
 }
 
 /// One agent session's identity; dropping it ends the session's resource subscriptions.
@@ -141,6 +143,7 @@ pub fn call_context_for(
         ct: context.ct.clone(),
         hands_on_input: false,
         resume: None,
+        raw_results: false,
         origin: Some(Arc::new(Origin {
             agent: context.peer.clone(),
             request: context.id.clone(),
@@ -168,13 +171,23 @@ impl Frontend {
             in_flight,
             calls,
             session,
+            raw_results: false,
         }
+    }
+
+    /// For a front whose writer splices tool results relayed raw ([`kit::framing`] over
+    /// stdio): pass-through answers reach it as the upstream wrote them, unparsed. A front that
+    /// serializes rmcp's types itself (streamable HTTP) gets them typed.
+    pub fn writing_raw_results(mut self) -> Self {
+        self.raw_results = true;
+        self
     }
 
     /// A finished call's answer to the agent: logged, its correlation id set, cut to
     /// `maxResultBytes`.
     fn answer(
         &self,
+        tool: &str,
         outcome: Result<CallToolResponse, CallError>,
         span: &tracing::Span,
         started: Instant,
@@ -201,6 +214,13 @@ impl Frontend {
             kit::correlation::set_in_meta(&mut result.meta, correlation);
             mark_complete(&mut result.result_type);
             let limit = self.gateway.config().limits.max_result_bytes;
+            // A raw result over the limit is cut as the typed result it stands for.
+            if kit::raw_result::written_len(result).is_some_and(|n| n > limit) {
+                match crate::call::typed(tool, std::mem::take(result)) {
+                    Ok(typed) => *result = typed,
+                    Err(e) => return e.into_tool_answer().map(Into::into),
+                }
+            }
             if let Some(cut) = result_size::truncate(result, limit) {
                 let metrics = self.gateway.metrics();
                 metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
@@ -247,7 +267,7 @@ impl Frontend {
                 ));
                 Ok(asked.into())
             }
-            Step::Finished(outcome) => self.answer(outcome, span, started, correlation),
+            Step::Finished(outcome) => self.answer(tool, outcome, span, started, correlation),
         }
     }
 
@@ -396,7 +416,8 @@ impl ServerHandler for Frontend {
         let _in_flight = self.in_flight.enter();
         let started = Instant::now();
         let correlation = kit::correlation::of_request(&context);
-        let cx = call_context_for(&context, &correlation, self.session.id);
+        let mut cx = call_context_for(&context, &correlation, self.session.id);
+        cx.raw_results = self.raw_results;
         let span = tracing::info_span!(
             "tools/call",
             otel.name = %format!("tools/call {}", request.name),
@@ -412,7 +433,6 @@ impl ServerHandler for Frontend {
         // A 2026-07-28 agent is asked through its call's result: its call may be held between
         // requests, and a retry with `requestState` resumes it.
         let request_scoped = cx.origin.as_ref().is_some_and(|o| o.is_request_scoped());
-        let mut cx = cx;
         let tool = request.name.to_string();
         let agent_caps = cx.origin.as_ref().and_then(|o| o.capabilities.clone());
         if request_scoped {
@@ -488,7 +508,7 @@ impl ServerHandler for Frontend {
                 Ok(full.to_tool_error().to_call_tool_result().into())
             }
         };
-        self.answer(outcome, &span, started, &correlation)
+        self.answer(&tool, outcome, &span, started, &correlation)
     }
 
     async fn list_resources(

@@ -33,6 +33,7 @@ use tokio::{
 
 pub mod haproxy;
 pub mod redis;
+pub mod stdio_peer;
 pub mod tasks;
 pub mod write_stream;
 

@@ -56,10 +56,19 @@ pub async fn run(
     let gw = gateway.clone();
     let calls = in_flight.clone();
     let draining = CancellationToken::new();
+    let stdio = serve.http.is_none();
     let served = kit::serve::serve_with(
         &serve,
         in_flight,
-        move || Frontend::new(gw.clone(), calls.clone()),
+        move || {
+            let front = Frontend::new(gw.clone(), calls.clone());
+            // Over stdio, kit's framing writes raw tool results itself.
+            if stdio {
+                front.writing_raw_results()
+            } else {
+                front
+            }
+        },
         kit::serve::Front {
             routes: metrics_route(metrics.clone())
                 .merge(admin::routes(reloader, serve.token.is_some())),

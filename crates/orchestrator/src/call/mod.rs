@@ -20,6 +20,8 @@ pub mod tasks;
 mod tests;
 pub mod upstream;
 
+pub use upstream::typed;
+
 use std::sync::Arc;
 
 use rmcp::model::{CallToolResponse, CallToolResult, JsonObject};

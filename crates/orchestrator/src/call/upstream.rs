@@ -189,6 +189,17 @@ impl UpstreamCalls {
         {
             self.invalidate_after_write(&call_name, &args_value).await;
         }
+        // Raw only to a front that writes it itself; typed for everyone else.
+        let mut call = call;
+        if !cx.raw_results
+            && let Ok(CallToolResponse::Complete(result)) = &mut call.outcome
+            && kit::raw_result::members(result).is_some()
+        {
+            match typed(upstream.name(), std::mem::take(result)) {
+                Ok(typed) => *result = typed,
+                Err(e) => call.outcome = Err(e),
+            }
+        }
         call
     }
 
@@ -419,9 +430,23 @@ pub(super) fn completed(
     response: CallToolResponse,
 ) -> Result<CallToolResult, CallError> {
     match response {
-        CallToolResponse::Complete(r) => Ok(r),
+        CallToolResponse::Complete(r) => typed(server, r),
         other => Err(unexpected(server, ServerResult::from(other))),
     }
+}
+
+/// `result` as rmcp's typed result: a tool result relayed raw ([`kit::raw_result`]) is read
+/// now, for whoever needs its content; `server` (or the tool it was called as) names the
+/// sender of one that does not parse, which fails the call as it would have failed on the
+/// typed path.
+pub fn typed(server: &str, result: CallToolResult) -> Result<CallToolResult, CallError> {
+    kit::raw_result::materialize(result).map_err(|e| CallError::Protocol {
+        server: server.to_owned(),
+        error: rmcp::ErrorData::internal_error(
+            format!("server `{server}` sent a tool result that does not parse: {e}"),
+            None,
+        ),
+    })
 }
 
 fn unexpected(server: &str, other: ServerResult) -> CallError {

@@ -246,6 +246,21 @@ pub struct ServerOptions {
     /// Which protocol era to speak to it (default `auto`: the newest it supports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Era>,
+    /// How its tool results are relayed (default `raw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_results: Option<ToolResults>,
+}
+
+/// `orchestrator.servers.<name>.toolResults`: how a stdio server's tool results are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolResults {
+    /// Kept as the server wrote them, only `_meta` and `resultType` parsed
+    /// ([`kit::raw_result`]): the least work per byte, and fields newer than rmcp's types kept.
+    #[default]
+    Raw,
+    /// Parsed into rmcp's `CallToolResult` and written out again.
+    Typed,
 }
 
 /// `orchestrator.servers.<name>.protocol`: the protocol era the orchestrator speaks to a server.
@@ -390,6 +405,8 @@ pub struct ServerSpec {
     pub limits: crate::limits::UpstreamLimits,
     /// Which protocol era to speak to it.
     pub era: Era,
+    /// How its tool results are read.
+    pub tool_results: ToolResults,
 }
 
 /// The whole configuration, validated.
@@ -591,6 +608,7 @@ impl Config {
                     ..limits.upstream
                 },
                 era: options.protocol.unwrap_or_default(),
+                tool_results: options.tool_results.unwrap_or_default(),
             });
         }
         let enabled: std::collections::BTreeSet<String> =

@@ -154,6 +154,12 @@ impl std::fmt::Debug for ChildTransport {
 }
 
 impl ChildTransport {
+    /// Tool results read raw ([`kit::raw_result`]) when `raw`, typed otherwise.
+    pub fn reading_tool_results(mut self, raw: bool) -> Self {
+        self.tool_calls = Arc::new(super::decode::ToolCallsInFlight::new(raw));
+        self
+    }
+
     /// The transport over `child` (spawned by [`spawn`]), reading lines of at most `max_line`
     /// bytes; also returns its stderr, for the log relay.
     pub fn new(

@@ -26,11 +26,23 @@ use serde::{Deserialize, de::IgnoredAny};
 /// use is speed, so forgetting costs a slower read of those answers, never a wrong one.
 const MAX_TRACKED: usize = 65_536;
 
-/// The ids of this connection's tool calls that await their answer.
+/// The ids of this connection's tool calls that await their answer, and whether their results
+/// are relayed raw ([`kit::raw_result`]).
 #[derive(Debug, Default)]
-pub struct ToolCallsInFlight(Mutex<HashSet<RequestId>>);
+pub struct ToolCallsInFlight {
+    ids: Mutex<HashSet<RequestId>>,
+    raw: bool,
+}
 
 impl ToolCallsInFlight {
+    /// Tool results read raw when `raw` (`orchestrator.servers.<name>.toolResults`).
+    pub fn new(raw: bool) -> Self {
+        Self {
+            ids: Mutex::default(),
+            raw,
+        }
+    }
+
     /// Notes a message about to be written to the upstream: a tool call starts awaiting its
     /// answer; a cancellation ends the wait of the call it names.
     pub fn sent(&self, message: &TxJsonRpcMessage<RoleClient>) {
@@ -56,12 +68,26 @@ impl ToolCallsInFlight {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<RequestId>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads one line from the upstream: a tool call's complete answer as its result type,
     /// anything else as rmcp reads it.
     pub fn decode(&self, line: &[u8]) -> serde_json::Result<RxJsonRpcMessage<RoleClient>> {
+        if self.raw
+            && !self.lock().is_empty()
+            && let Ok(answer) = serde_json::from_slice::<RawToolAnswer>(line)
+            && answer.method.is_none()
+            && answer.error.is_none()
+            && let Some(carrier) = kit::raw_result::relay(answer.result.get())
+            && self.lock().remove(&answer.id)
+        {
+            return Ok(JsonRpcMessage::Response(JsonRpcResponse {
+                jsonrpc: answer.jsonrpc,
+                id: answer.id,
+                result: ServerResult::CallToolResult(carrier),
+            }));
+        }
         if !self.lock().is_empty()
             && let Ok(answer) = serde_json::from_slice::<ToolAnswer>(line)
             && answer.method.is_none()
@@ -102,6 +128,17 @@ struct ToolAnswer {
     jsonrpc: JsonRpcVersion2_0,
     id: RequestId,
     result: CallToolResult,
+    method: Option<IgnoredAny>,
+    error: Option<IgnoredAny>,
+}
+
+/// A response whose result is kept as its text, for [`kit::raw_result::relay`].
+#[derive(Deserialize)]
+struct RawToolAnswer<'a> {
+    jsonrpc: JsonRpcVersion2_0,
+    id: RequestId,
+    #[serde(borrow)]
+    result: &'a serde_json::value::RawValue,
     method: Option<IgnoredAny>,
     error: Option<IgnoredAny>,
 }

@@ -16,7 +16,8 @@
 //! | `--note-lists` | writes `unruly: tools/list #N` to stderr at each tools listing |
 //!
 //! Tools: `echo` answers `received N bytes`; `big` answers with `{"bytes": N}` characters of
-//! text on one line. With `prompts`: the prompt `greet` (argument `name`) says `Hello, <name>`.
+//! text on one line; `answer` answers with its argument `result` as the whole tool result,
+//! exactly as given (fields no protocol version has included), so a test can relay any result. With `prompts`: the prompt `greet` (argument `name`) says `Hello, <name>`.
 //! With `completions`: `alpha`, `beta`, `gamma`, those starting with the argument's value. With
 //! `resources`: `unruly://note`, whose text is `read N` at its Nth read (so a test can tell a
 //! stored read from a fresh one); with `resources.subscribe`, subscriptions are accepted. With
@@ -88,6 +89,10 @@ fn tools(f: &Flags) -> Vec<Value> {
     let mut list = vec![
         tool("echo", "Says how many bytes its arguments were"),
         tool("big", "Answers with `bytes` characters of text"),
+        tool(
+            "answer",
+            "Answers with its `result` argument as the tool result",
+        ),
         tool(
             "progress",
             "Reports `steps` progress notifications (to the call's progressToken), then answers",
@@ -220,6 +225,10 @@ fn answer(request: &Value, f: &Flags, counts: &mut Counts) -> Option<Value> {
         }
         "tools/call" => {
             let params = &request["params"];
+            if params["name"] == "answer" {
+                let result = params["arguments"]["result"].clone();
+                return Some(json!({ "jsonrpc": "2.0", "id": id, "result": result }));
+            }
             let text = match params["name"].as_str() {
                 Some("progress") => {
                     let steps = params["arguments"]["steps"].as_u64().unwrap_or(5);
