@@ -218,7 +218,11 @@ fn steady(mut value: Value) -> Value {
                 map.retain(|k, _| {
                     !matches!(
                         k.as_str(),
-                        "ms" | "elapsedMs" | "latencyMs" | "durationMs" | "startedMs" | "retryDelaysMs"
+                        "ms" | "elapsedMs"
+                            | "latencyMs"
+                            | "durationMs"
+                            | "startedMs"
+                            | "retryDelaysMs"
                     )
                 });
                 map.values_mut().for_each(walk);

@@ -29,7 +29,9 @@
 //! round at each concurrency (16000), `PASSTHROUGH_ROUNDS` (3), `PASSTHROUGH_SIZE_CALLS`
 //! sequential calls per answer size and round (500), `PASSTHROUGH_COMPOSITE_CALLS` sequential
 //! calls per composite or pass-through row and round (500), `PASSTHROUGH_STARTS` cold starts
-//! (5), `PASSTHROUGH_IDLE_MS` idle time before RSS is read (500). Without `--bench` (`cargo test
+//! (5), `PASSTHROUGH_IDLE_MS` idle time before RSS is read (500), `PASSTHROUGH_TOOL_RESULTS`
+//! how the orchestrator reads tool results (`raw`, the default, or `typed`: the path before raw
+//! relaying, with the same binaries). Without `--bench` (`cargo test
 //! --benches`) it runs one tiny smoke round of every section instead.
 
 mod composite;

@@ -94,12 +94,31 @@ fn server(bins: &Binaries, bin: &str, args: &[&str]) -> Value {
     })
 }
 
+/// How the orchestrator reads its servers' tool results: `PASSTHROUGH_TOOL_RESULTS` (`raw`, the
+/// default, or `typed`), so both paths can be measured with the same binaries.
+fn tool_results() -> String {
+    std::env::var("PASSTHROUGH_TOOL_RESULTS").unwrap_or_else(|_| "raw".to_owned())
+}
+
+/// `orchestrator.servers` for `names`, each reading tool results as [`tool_results`] says.
+fn servers(names: &[&str]) -> Value {
+    let mode = tool_results();
+    names
+        .iter()
+        .map(|n| ((*n).to_owned(), json!({ "toolResults": mode })))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// An orchestrator naming only the SQL server, for the pass-through paths. One client keeps up
 /// to `in_flight` calls in flight, over the default per-client cap, so the cap is raised to it.
 pub fn sql_only(bins: &Binaries, in_flight: usize) -> Value {
     json!({
         "mcpServers": { "sql": server(bins, SQL_BIN, &["--data-dir", ":memory:"]) },
-        "orchestrator": { "limits": { "maxConcurrentCallsPerClient": in_flight } }
+        "orchestrator": {
+            "limits": { "maxConcurrentCallsPerClient": in_flight },
+            "servers": servers(&["sql"])
+        }
     })
 }
 
@@ -113,7 +132,7 @@ pub fn three_servers(bins: &Binaries, composites: Value) -> Value {
             "cosmos": server(bins, COSMOS_BIN, &["--data-dir", ":memory:", "--ru-per-second", "1000000"]),
             "rest": server(bins, REST_BIN, &[])
         },
-        "orchestrator": { "composites": composites }
+        "orchestrator": { "composites": composites, "servers": servers(&["sql", "cosmos", "rest"]) }
     })
 }
 

@@ -206,6 +206,44 @@ mod tests {
         assert!(calls.lock().is_empty());
     }
 
+    /// Raw: a tool call's complete answer is carried as written; once read typed it is what
+    /// rmcp reads; anything the typed path must read still goes the way rmcp reads it.
+    #[test]
+    fn a_raw_connection_carries_a_tool_result_as_written_and_the_rest_as_rmcp_reads_it() {
+        let calls = ToolCallsInFlight::new(true);
+        calls.sent(&call(7));
+        let result = json!({
+            "content": [{"type": "text", "text": "hi", "newField": 1}],
+            "structuredContent": {"a": [1, 2.5, null, "x"]},
+            "_meta": {"k": "v"}
+        });
+        let answer = calls
+            .decode(&line(json!({"jsonrpc": "2.0", "id": 7, "result": result})))
+            .expect("decodes");
+        let JsonRpcMessage::Response(JsonRpcResponse {
+            result: ServerResult::CallToolResult(carried),
+            id,
+            ..
+        }) = answer
+        else {
+            panic!("a tool result: {answer:?}");
+        };
+        assert_eq!(id, NumberOrString::Number(7));
+        assert!(kit::raw_result::members(&carried).is_some_and(|m| m.contains("newField")));
+        let typed = kit::raw_result::materialize(carried).expect("parses");
+        let rmcp: CallToolResult = serde_json::from_value(result).expect("rmcp reads it");
+        assert_eq!(typed, rmcp);
+        assert!(calls.lock().is_empty());
+
+        calls.sent(&call(8));
+        same_as_rmcp(
+            &calls,
+            json!({"jsonrpc": "2.0", "id": 8, "result": {
+                "content": [{"type": "text", "text": "boom"}], "isError": true }}),
+        );
+        assert!(calls.lock().is_empty());
+    }
+
     #[test]
     fn answers_that_are_no_complete_tool_result_take_rmcps_path() {
         let calls = ToolCallsInFlight::default();
