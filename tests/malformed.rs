@@ -24,7 +24,6 @@
 use std::{
     collections::HashMap,
     path::Path,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -34,12 +33,7 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
-use testkit::{HttpServer, TempDir, bin_path, call_ok};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    process::{ChildStdin, Command},
-    sync::mpsc,
-};
+use testkit::{HttpServer, TempDir, bin_path, call_ok, stdio_peer::StdioPeer};
 
 const BIN: &str = "mcp-orchestrator";
 /// The limit both fronts are served with; the corpus's oversized case is just over it.
@@ -254,53 +248,11 @@ fn lists_sql(answer: &Value) -> bool {
 
 // --- stdio -----------------------------------------------------------------------------------
 
-/// A raw stdio peer: writes bytes, and keeps every line the server wrote until a test takes it.
-struct StdioPeer {
-    stdin: ChildStdin,
-    lines: mpsc::UnboundedReceiver<String>,
-    /// Answers read but not yet taken.
-    pending: Vec<Value>,
-}
-
-impl StdioPeer {
-    async fn send(&mut self, frame: &[u8]) -> anyhow::Result<()> {
-        self.stdin.write_all(frame).await?;
-        self.stdin.write_all(b"\n").await?;
-        self.stdin.flush().await?;
-        Ok(())
-    }
-
-    async fn send_json(&mut self, message: &Value) -> anyhow::Result<()> {
-        self.send(message.to_string().as_bytes()).await
-    }
-
-    /// Takes the first answer (already read or still to come) whose `id` is `id`.
-    async fn take(&mut self, id: &Value) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
-        loop {
-            if let Some(i) = self.pending.iter().position(|m| m.get("id") == Some(id)) {
-                return Ok(self.pending.remove(i));
-            }
-            let line = tokio::time::timeout_at(deadline.into(), self.lines.recv())
-                .await
-                .with_context(|| format!("no answer with id {id} within {ANSWER_TIMEOUT:?}"))?
-                .context("the server closed stdout")?;
-            let message: Value = serde_json::from_str(&line)
-                .with_context(|| format!("the server wrote a line that is not JSON: {line}"))?;
-            // Notifications (tools/list_changed when sql connects) are not answers.
-            if message.get("method").is_none() {
-                self.pending.push(message);
-            }
-        }
-    }
-
-    /// Sends `ping` with `id` and waits for its empty result.
-    async fn ping(&mut self, id: &str) -> anyhow::Result<()> {
-        self.send_json(&request(id, "ping", json!({}))).await?;
-        let answer = self.take(&json!(id)).await?;
-        ensure!(answer["result"] == json!({}), "ping {id}: {answer}");
-        Ok(())
-    }
+/// Sends `ping` with `id` and waits for its empty result.
+async fn ping(peer: &mut StdioPeer, id: &str) -> anyhow::Result<()> {
+    let answer = peer.request(id, "ping", json!({})).await?;
+    ensure!(answer["result"] == json!({}), "ping {id}: {answer}");
+    Ok(())
 }
 
 #[tokio::test]
@@ -308,34 +260,16 @@ async fn every_malformed_line_gets_its_answer_and_stdio_keeps_serving() -> anyho
     let cases = load_corpus()?;
     let dir = TempDir::new("malformed-stdio")?;
     let config = write_config(&dir)?;
-    let mut child = Command::new(bin_path(BIN)?)
-        .args([
+    let mut peer = StdioPeer::spawn(
+        &bin_path(BIN)?,
+        &[
             "serve",
             "--config",
             &config,
             "--max-body-bytes",
             MAX_BODY_BYTES,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let (tx, lines) = mpsc::unbounded_channel();
-    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stdout.next_line().await {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut peer = StdioPeer {
-        stdin: child.stdin.take().context("stdin")?,
-        lines,
-        pending: Vec::new(),
-    };
+        ],
+    )?;
 
     peer.send_json(&initialize("init")).await?;
     let init = peer.take(&json!("init")).await?;
@@ -384,13 +318,13 @@ async fn every_malformed_line_gets_its_answer_and_stdio_keeps_serving() -> anyho
             Err(e) => bail!("{}: the ping after it got no answer: {e:#}", case.name),
         }
         // Framing answers come before the ping's; anything else left over was not expected.
-        for extra in peer.pending.drain(..) {
+        for extra in peer.drain_unclaimed() {
             failures.push(format!("{}: unexpected answer {extra}", case.name));
         }
     }
     // Late answers (to a case expecting none) would arrive by now.
-    peer.ping("last").await?;
-    for extra in peer.pending.drain(..) {
+    ping(&mut peer, "last").await?;
+    for extra in peer.drain_unclaimed() {
         failures.push(format!("unexpected late answer {extra}"));
     }
     ensure!(
@@ -400,15 +334,9 @@ async fn every_malformed_line_gets_its_answer_and_stdio_keeps_serving() -> anyho
         failures.join("\n")
     );
     eprintln!("{run} stdio cases answered right");
-    ensure!(
-        child.try_wait()?.is_none(),
-        "the orchestrator exited during the corpus"
-    );
+    ensure!(peer.running()?, "the orchestrator exited during the corpus");
     // Still a well-behaved process: EOF on stdin ends it cleanly.
-    drop(peer);
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .context("no exit after stdin closed")??;
+    let status = peer.close(Duration::from_secs(20)).await?;
     ensure!(status.success(), "exit status {status}");
     Ok(())
 }

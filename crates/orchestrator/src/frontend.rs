@@ -214,14 +214,20 @@ impl Frontend {
             kit::correlation::set_in_meta(&mut result.meta, correlation);
             mark_complete(&mut result.result_type);
             let limit = self.gateway.config().limits.max_result_bytes;
-            // A raw result over the limit is cut as the typed result it stands for.
-            if kit::raw_result::written_len(result).is_some_and(|n| n > limit) {
-                match crate::call::typed(tool, std::mem::take(result)) {
-                    Ok(typed) => *result = typed,
+            // A raw result's size is known exactly; one over the limit is cut as the typed
+            // result it stands for.
+            let fits = match kit::raw_result::written_len(result) {
+                Some(len) if len <= limit => true,
+                Some(_) => match crate::call::typed(tool, std::mem::take(result)) {
+                    Ok(typed) => {
+                        *result = typed;
+                        false
+                    }
                     Err(e) => return e.into_tool_answer().map(Into::into),
-                }
-            }
-            if let Some(cut) = result_size::truncate(result, limit) {
+                },
+                None => false,
+            };
+            if !fits && let Some(cut) = result_size::truncate(result, limit) {
                 let metrics = self.gateway.metrics();
                 metrics.limit_enforced(crate::metrics::LimitEvent::ResultBytes);
                 span.in_scope(|| {

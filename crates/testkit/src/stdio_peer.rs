@@ -19,7 +19,7 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A process spoken to line by line; killed when dropped.
 #[derive(Debug)]
 pub struct StdioPeer {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<String>,
     /// Answers read but not yet taken.
@@ -51,7 +51,7 @@ impl StdioPeer {
         });
         Ok(Self {
             stdin: child.stdin.take().context("stdin")?,
-            _child: child,
+            child,
             lines,
             pending: Vec::new(),
             notes: Vec::new(),
@@ -108,5 +108,27 @@ impl StdioPeer {
     /// The notifications and requests read so far, oldest first; forgets them.
     pub fn drain_notes(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.notes)
+    }
+
+    /// The answers read but not taken (none was asked for by id), oldest first; forgets them.
+    pub fn drain_unclaimed(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> anyhow::Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
+    }
+
+    /// Closes its stdin (EOF, as a client that leaves) and waits up to `limit` for it to exit.
+    pub async fn close(self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let Self {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        tokio::time::timeout(limit, child.wait())
+            .await
+            .context("no exit after stdin closed")?
+            .context("waiting for the process")
     }
 }

@@ -138,6 +138,17 @@ impl Calls {
             }
             Route::Composite(index) => {
                 let read_only = catalog.is_read_only(name);
+                // A composite reads its steps' results: they come typed.
+                let typed_cx;
+                let cx = if cx.raw_results {
+                    typed_cx = CallContext {
+                        raw_results: false,
+                        ..cx.clone()
+                    };
+                    &typed_cx
+                } else {
+                    cx
+                };
                 let result = self.composites.run(index, arguments, read_only, cx).await;
                 (Ok(result.into()), CallReport::default())
             }

@@ -273,6 +273,8 @@ impl UpstreamCalls {
         } else {
             cx
         };
+        // Asked for raw only by a front that writes it, and of a server read line by line.
+        let raw = cx.raw_results && upstream.relays_raw();
         let mut report = CallReport::default();
         // An upstream that needs input answers `input_required`; each round is a request of its
         // own through the stack (a retry repeats the round, not the questions already answered).
@@ -285,13 +287,17 @@ impl UpstreamCalls {
                     if let Some(args) = arguments.clone() {
                         params = params.with_arguments(args);
                     }
+
                     if let Some((answers, state)) = resume.clone() {
                         params = params.with_input_responses(answers);
                         if let Some(state) = state {
                             params = params.with_request_state(state);
                         }
                     }
-                    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                    let mut request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+                    if raw {
+                        crate::upstream::want_raw(&mut request);
+                    }
                     upstream.send(request, cx)
                 })
                 .await;

@@ -154,12 +154,6 @@ impl std::fmt::Debug for ChildTransport {
 }
 
 impl ChildTransport {
-    /// Tool results read raw ([`kit::raw_result`]) when `raw`, typed otherwise.
-    pub fn reading_tool_results(mut self, raw: bool) -> Self {
-        self.tool_calls = Arc::new(super::decode::ToolCallsInFlight::new(raw));
-        self
-    }
-
     /// The transport over `child` (spawned by [`spawn`]), reading lines of at most `max_line`
     /// bytes; also returns its stderr, for the log relay.
     pub fn new(
@@ -238,7 +232,8 @@ impl Transport<RoleClient> for ChildTransport {
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let writer = self.writer.clone();
-        self.tool_calls.sent(&item);
+        let mut item = item;
+        self.tool_calls.sent(&mut item);
         let line = serde_json::to_vec(&item).map(|mut v| {
             v.push(b'\n');
             v

@@ -114,8 +114,6 @@ async fn connect_inner(
             let (transport, stderr) =
                 ChildTransport::new(&spec.name, process, spec.limits.max_message_bytes, over_cap)
                     .map_err(spawn_error)?;
-            let transport = transport
-                .reading_tool_results(spec.tool_results == crate::config::ToolResults::Raw);
             if let Some(stderr) = stderr {
                 crate::limits::stderr::spawn_relay(spec.name.clone(), stderr, spec.stderr);
             }

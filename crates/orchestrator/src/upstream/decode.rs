@@ -10,13 +10,13 @@
 //! `Deserialize`, not a codec of ours. Anything else, and any answer that does not read as a
 //! complete tool result (an error, `input_required`, a task), takes rmcp's path unchanged.
 
-use std::{collections::HashSet, sync::Mutex};
+use std::{collections::HashMap, sync::Mutex};
 
 use rmcp::{
     RoleClient,
     model::{
-        CallToolResult, ClientNotification, ClientRequest, JsonRpcMessage, JsonRpcResponse,
-        JsonRpcVersion2_0, RequestId, ServerResult,
+        CallToolResult, ClientNotification, ClientRequest, GetMeta, JsonRpcMessage,
+        JsonRpcResponse, JsonRpcVersion2_0, RequestId, ServerResult,
     },
     service::{RxJsonRpcMessage, TxJsonRpcMessage},
 };
@@ -26,35 +26,67 @@ use serde::{Deserialize, de::IgnoredAny};
 /// use is speed, so forgetting costs a slower read of those answers, never a wrong one.
 const MAX_TRACKED: usize = 65_536;
 
-/// The ids of this connection's tool calls that await their answer, and whether their results
-/// are relayed raw ([`kit::raw_result`]).
+/// The `_meta` key a tool call is sent down with when its caller takes the result raw
+/// ([`kit::raw_result`]: a pass-through call of the stdio front). The transport takes it off
+/// before the request is written, so the server never sees it.
+pub const WANTS_RAW: &str = "io.github.mcp-orchestrator/wantsRawResult";
+
+/// Marks `request` (a `tools/call`) as taking its result raw.
+pub fn want_raw(request: &mut ClientRequest) {
+    request
+        .get_meta_mut()
+        .0
+        .insert(WANTS_RAW.to_owned(), serde_json::Value::Bool(true));
+}
+
+/// The ids of this connection's tool calls that await their answer, each with whether its
+/// caller takes the result raw.
 #[derive(Debug, Default)]
-pub struct ToolCallsInFlight {
-    ids: Mutex<HashSet<RequestId>>,
-    raw: bool,
+pub struct ToolCallsInFlight(Mutex<Awaited>);
+
+/// The calls awaited, and how many of them take their result raw (so a connection without any
+/// reads its lines as before, with one parse).
+#[derive(Debug, Default)]
+struct Awaited {
+    ids: HashMap<RequestId, bool>,
+    raw: usize,
+}
+
+impl Awaited {
+    fn insert(&mut self, id: RequestId, raw: bool) {
+        if self.ids.len() >= MAX_TRACKED {
+            self.ids.clear();
+            self.raw = 0;
+        }
+        if let Some(was_raw) = self.ids.insert(id, raw) {
+            self.raw -= usize::from(was_raw);
+        }
+        self.raw += usize::from(raw);
+    }
+
+    /// Ends the wait for `id`; whether it was awaited.
+    fn remove(&mut self, id: &RequestId) -> bool {
+        match self.ids.remove(id) {
+            Some(raw) => {
+                self.raw -= usize::from(raw);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl ToolCallsInFlight {
-    /// Tool results read raw when `raw` (`orchestrator.servers.<name>.toolResults`).
-    pub fn new(raw: bool) -> Self {
-        Self {
-            ids: Mutex::default(),
-            raw,
-        }
-    }
-
     /// Notes a message about to be written to the upstream: a tool call starts awaiting its
-    /// answer; a cancellation ends the wait of the call it names.
-    pub fn sent(&self, message: &TxJsonRpcMessage<RoleClient>) {
+    /// answer (raw when its `_meta` says [`WANTS_RAW`], which is taken off here); a
+    /// cancellation ends the wait of the call it names.
+    pub fn sent(&self, message: &mut TxJsonRpcMessage<RoleClient>) {
         match message {
             JsonRpcMessage::Request(r)
                 if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
             {
-                let mut ids = self.lock();
-                if ids.len() >= MAX_TRACKED {
-                    ids.clear();
-                }
-                ids.insert(r.id.clone());
+                let raw = r.request.get_meta_mut().0.remove(WANTS_RAW).is_some();
+                self.lock().insert(r.id.clone(), raw);
             }
             JsonRpcMessage::Notification(n) => {
                 if let ClientNotification::CancelledNotification(c) = &n.notification
@@ -67,18 +99,18 @@ impl ToolCallsInFlight {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<RequestId>> {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Awaited> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads one line from the upstream: a tool call's complete answer as its result type,
     /// anything else as rmcp reads it.
     pub fn decode(&self, line: &[u8]) -> serde_json::Result<RxJsonRpcMessage<RoleClient>> {
-        if self.raw
-            && !self.lock().is_empty()
+        if self.lock().raw > 0
             && let Ok(answer) = serde_json::from_slice::<RawToolAnswer>(line)
             && answer.method.is_none()
             && answer.error.is_none()
+            && self.lock().ids.get(&answer.id) == Some(&true)
             && let Some(carrier) = kit::raw_result::relay(answer.result.get())
             && self.lock().remove(&answer.id)
         {
@@ -88,7 +120,7 @@ impl ToolCallsInFlight {
                 result: ServerResult::CallToolResult(carrier),
             }));
         }
-        if !self.lock().is_empty()
+        if !self.lock().ids.is_empty()
             && let Ok(answer) = serde_json::from_slice::<ToolAnswer>(line)
             && answer.method.is_none()
             && answer.error.is_none()
@@ -195,7 +227,7 @@ mod tests {
     #[test]
     fn a_tool_calls_answer_reads_as_rmcp_reads_it_and_ends_the_wait() {
         let calls = ToolCallsInFlight::default();
-        calls.sent(&call(7));
+        calls.sent(&mut call(7));
         let answer = json!({"jsonrpc": "2.0", "id": 7, "result": {
             "content": [{"type": "text", "text": "hi", "annotations": {"priority": 0.5}}],
             "structuredContent": {"a": [1, 2.5, null, "x"]},
@@ -203,15 +235,27 @@ mod tests {
             "_meta": {"k": "v"}
         }});
         same_as_rmcp(&calls, answer);
-        assert!(calls.lock().is_empty());
+        assert!(calls.lock().ids.is_empty());
     }
 
-    /// Raw: a tool call's complete answer is carried as written; once read typed it is what
-    /// rmcp reads; anything the typed path must read still goes the way rmcp reads it.
+    /// A call sent wanting its result raw: its complete answer is carried as written, and once
+    /// read typed it is what rmcp reads; anything the typed path must read (an error result,
+    /// any call sent without the marker) still goes the way rmcp reads it.
     #[test]
-    fn a_raw_connection_carries_a_tool_result_as_written_and_the_rest_as_rmcp_reads_it() {
-        let calls = ToolCallsInFlight::new(true);
-        calls.sent(&call(7));
+    fn a_call_sent_wanting_raw_gets_its_result_as_written_and_the_rest_as_rmcp_reads_it() {
+        let calls = ToolCallsInFlight::default();
+        let mut asked = call(7);
+        if let JsonRpcMessage::Request(r) = &mut asked {
+            want_raw(&mut r.request);
+        }
+        calls.sent(&mut asked);
+        let JsonRpcMessage::Request(r) = &mut asked else {
+            panic!("a request");
+        };
+        assert!(
+            !r.request.get_meta_mut().0.contains_key(WANTS_RAW),
+            "the server never sees the marker"
+        );
         let result = json!({
             "content": [{"type": "text", "text": "hi", "newField": 1}],
             "structuredContent": {"a": [1, 2.5, null, "x"]},
@@ -233,22 +277,22 @@ mod tests {
         let typed = kit::raw_result::materialize(carried).expect("parses");
         let rmcp: CallToolResult = serde_json::from_value(result).expect("rmcp reads it");
         assert_eq!(typed, rmcp);
-        assert!(calls.lock().is_empty());
+        assert!(calls.lock().ids.is_empty());
 
-        calls.sent(&call(8));
+        calls.sent(&mut call(8));
         same_as_rmcp(
             &calls,
             json!({"jsonrpc": "2.0", "id": 8, "result": {
                 "content": [{"type": "text", "text": "boom"}], "isError": true }}),
         );
-        assert!(calls.lock().is_empty());
+        assert!(calls.lock().ids.is_empty());
     }
 
     #[test]
     fn answers_that_are_no_complete_tool_result_take_rmcps_path() {
         let calls = ToolCallsInFlight::default();
         for id in 1..=4 {
-            calls.sent(&call(id));
+            calls.sent(&mut call(id));
         }
         same_as_rmcp(
             &calls,
@@ -266,13 +310,13 @@ mod tests {
         );
         // A result with no tool result field at all.
         same_as_rmcp(&calls, json!({"jsonrpc": "2.0", "id": 4, "result": {}}));
-        assert!(calls.lock().is_empty(), "every answer ended its wait");
+        assert!(calls.lock().ids.is_empty(), "every answer ended its wait");
     }
 
     #[test]
     fn answers_to_other_requests_and_notifications_are_untouched() {
         let calls = ToolCallsInFlight::default();
-        calls.sent(&call(1));
+        calls.sent(&mut call(1));
         // Looks like a tool result, but answers a request that was no tool call.
         same_as_rmcp(
             &calls,
@@ -287,27 +331,26 @@ mod tests {
             &calls,
             json!({"jsonrpc": "2.0", "id": 3, "method": "roots/list"}),
         );
-        assert!(calls.lock().contains(&NumberOrString::Number(1)));
+        assert!(calls.lock().ids.contains_key(&NumberOrString::Number(1)));
     }
 
     #[test]
     fn a_cancelled_call_stops_being_awaited() {
         let calls = ToolCallsInFlight::default();
-        calls.sent(&call(5));
-        let cancel = ClientJsonRpcMessage::notification(ClientNotification::CancelledNotification(
-            CancelledNotification::new(CancelledNotificationParam::new(
-                Some(NumberOrString::Number(5)),
-                None,
+        calls.sent(&mut call(5));
+        let mut cancel = ClientJsonRpcMessage::notification(
+            ClientNotification::CancelledNotification(CancelledNotification::new(
+                CancelledNotificationParam::new(Some(NumberOrString::Number(5)), None),
             )),
-        ));
-        calls.sent(&cancel);
-        assert!(calls.lock().is_empty());
+        );
+        calls.sent(&mut cancel);
+        assert!(calls.lock().ids.is_empty());
     }
 
     #[test]
     fn lines_that_are_no_message_are_refused_as_rmcp_refuses_them() {
         let calls = ToolCallsInFlight::default();
-        calls.sent(&call(1));
+        calls.sent(&mut call(1));
         assert!(calls.decode(b"{not json").is_err());
         assert!(calls.decode(b"[1,2]").is_err());
     }

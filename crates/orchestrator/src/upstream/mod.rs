@@ -9,6 +9,8 @@ pub mod child;
 pub mod client;
 pub mod connect;
 mod decode;
+
+pub(crate) use decode::want_raw;
 pub mod http;
 pub mod listen;
 #[cfg(test)]
@@ -148,6 +150,14 @@ impl Upstream {
             link: link.clone(),
         };
         (upstream, link)
+    }
+
+    /// Whether its tool results can be relayed raw: a stdio server (its lines are read by
+    /// [`decode`]) whose `toolResults` is `raw`.
+    pub fn relays_raw(&self) -> bool {
+        let spec = self.spec();
+        spec.tool_results == crate::config::ToolResults::Raw
+            && matches!(spec.transport, crate::config::Transport::Stdio { .. })
     }
 
     /// Its configuration.
