@@ -32,8 +32,10 @@ use serde_json::{Value, value::RawValue};
 /// materializes first.
 pub const RAW_KEY: &str = "io.github.mcp-orchestrator/rawMembers";
 
-/// A result object's members, each kept as its text.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+/// A result object's members, each kept as its text: read in the same pass as the message
+/// around it (a JSON-RPC response's `result`), so a relayed answer is scanned once.
+#[derive(Debug)]
+pub struct Members<'a>(Vec<(String, &'a RawValue)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -60,8 +62,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
 /// The carrier of `result` (a tool result object's text) for the raw path, or `None` when it
 /// must be read typed (see the module's rules) or is not a well-formed object.
 pub fn relay(result: &str) -> Option<CallToolResult> {
-    let Members(members) = serde_json::from_str(result).ok()?;
-    let mut verbatim = String::with_capacity(result.len());
+    relay_members(serde_json::from_str(result).ok()?)
+}
+
+/// [`relay`] of a result already read as its members.
+pub fn relay_members(Members(members): Members<'_>) -> Option<CallToolResult> {
+    let size = members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+    let mut verbatim = String::with_capacity(size);
     let mut meta: Option<JsonObject> = None;
     let mut result_type = None;
     let mut known = false;

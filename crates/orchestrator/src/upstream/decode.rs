@@ -111,7 +111,7 @@ impl ToolCallsInFlight {
             && answer.method.is_none()
             && answer.error.is_none()
             && self.lock().ids.get(&answer.id) == Some(&true)
-            && let Some(carrier) = kit::raw_result::relay(answer.result.get())
+            && let Some(carrier) = kit::raw_result::relay_members(answer.result)
             && self.lock().remove(&answer.id)
         {
             return Ok(JsonRpcMessage::Response(JsonRpcResponse {
@@ -164,13 +164,14 @@ struct ToolAnswer {
     error: Option<IgnoredAny>,
 }
 
-/// A response whose result is kept as its text, for [`kit::raw_result::relay`].
+/// A response whose result is kept as its members' text, for [`kit::raw_result`], in one pass
+/// over the line.
 #[derive(Deserialize)]
 struct RawToolAnswer<'a> {
     jsonrpc: JsonRpcVersion2_0,
     id: RequestId,
     #[serde(borrow)]
-    result: &'a serde_json::value::RawValue,
+    result: kit::raw_result::Members<'a>,
     method: Option<IgnoredAny>,
     error: Option<IgnoredAny>,
 }
