@@ -67,7 +67,10 @@ pub fn relay(result: &str) -> Option<CallToolResult> {
 
 /// [`relay`] of a result already read as its members.
 pub fn relay_members(Members(members): Members<'_>) -> Option<CallToolResult> {
-    let size = members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+    let size = members
+        .iter()
+        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .sum();
     let mut verbatim = String::with_capacity(size);
     let mut meta: Option<JsonObject> = None;
     let mut result_type = None;
