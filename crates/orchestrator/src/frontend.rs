@@ -175,6 +175,16 @@ impl Frontend {
         }
     }
 
+    /// The name of the server `tool` leads to, for errors about its answers (the tool's own
+    /// name if it leads to none now).
+    fn server_of(&self, tool: &str) -> String {
+        let generation = self.gateway.current();
+        match generation.catalog().route(tool) {
+            Ok(Route::Upstream(target)) => generation.upstreams()[target.server].name().to_owned(),
+            _ => tool.to_owned(),
+        }
+    }
+
     /// For a front whose writer splices tool results relayed raw ([`kit::framing`] over
     /// stdio): pass-through answers reach it as the upstream wrote them, unparsed. A front that
     /// serializes rmcp's types itself (streamable HTTP) gets them typed.
@@ -218,13 +228,15 @@ impl Frontend {
             // result it stands for.
             let fits = match kit::raw_result::written_len(result) {
                 Some(len) if len <= limit => true,
-                Some(_) => match crate::call::typed(tool, std::mem::take(result)) {
-                    Ok(typed) => {
-                        *result = typed;
-                        false
+                Some(_) => {
+                    match crate::call::typed(&self.server_of(tool), std::mem::take(result)) {
+                        Ok(typed) => {
+                            *result = typed;
+                            false
+                        }
+                        Err(e) => return e.into_tool_answer().map(Into::into),
                     }
-                    Err(e) => return e.into_tool_answer().map(Into::into),
-                },
+                }
                 None => false,
             };
             if !fits && let Some(cut) = result_size::truncate(result, limit) {

@@ -287,7 +287,6 @@ impl UpstreamCalls {
                     if let Some(args) = arguments.clone() {
                         params = params.with_arguments(args);
                     }
-
                     if let Some((answers, state)) = resume.clone() {
                         params = params.with_input_responses(answers);
                         if let Some(state) = state {
@@ -442,9 +441,8 @@ pub(super) fn completed(
 }
 
 /// `result` as rmcp's typed result: a tool result relayed raw ([`kit::raw_result`]) is read
-/// now, for whoever needs its content; `server` (or the tool it was called as) names the
-/// sender of one that does not parse, which fails the call as it would have failed on the
-/// typed path.
+/// now, for whoever needs its content; `server` names the sender of one that does not parse,
+/// which fails the call as it would have failed on the typed path.
 pub fn typed(server: &str, result: CallToolResult) -> Result<CallToolResult, CallError> {
     kit::raw_result::materialize(result).map_err(|e| CallError::Protocol {
         server: server.to_owned(),

@@ -9,13 +9,13 @@ pub mod child;
 pub mod client;
 pub mod connect;
 mod decode;
-
-pub(crate) use decode::want_raw;
 pub mod http;
 pub mod listen;
 #[cfg(test)]
 pub mod scripted;
 pub mod supervisor;
+
+pub(crate) use decode::want_raw;
 
 use std::{collections::HashMap, sync::Arc};
 
