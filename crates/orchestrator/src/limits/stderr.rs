@@ -54,7 +54,7 @@ impl LineSplitter {
     /// Takes `bytes`, handing each line they complete to `emit`.
     pub fn feed(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(String)) {
         while !bytes.is_empty() {
-            let (part, rest, ended) = match bytes.iter().position(|&b| b == b'\n') {
+            let (part, rest, ended) = match memchr::memchr(b'\n', bytes) {
                 Some(i) => (&bytes[..i], &bytes[i + 1..], true),
                 None => (bytes, &[][..], false),
             };

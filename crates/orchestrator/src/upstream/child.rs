@@ -395,7 +395,7 @@ impl<R: tokio::io::AsyncRead + Unpin> LineReader<R> {
             if available.is_empty() {
                 return Read::Eof;
             }
-            let newline = available.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', available);
             let chunk = &available[..newline.unwrap_or(available.len())];
             let used = chunk.len() + usize::from(newline.is_some());
             match &mut self.skipping {
