@@ -95,14 +95,19 @@ fn server(bins: &Binaries, bin: &str, args: &[&str]) -> Value {
 }
 
 /// How the orchestrator reads its servers' tool results: `PASSTHROUGH_TOOL_RESULTS` (`raw`, the
-/// default, or `typed`), so both paths can be measured with the same binaries.
+/// default, or `typed`), so both paths can be measured with the same binaries; or `default`, which
+/// writes no setting.
 fn tool_results() -> String {
     std::env::var("PASSTHROUGH_TOOL_RESULTS").unwrap_or_else(|_| "raw".to_owned())
 }
 
-/// `orchestrator.servers` for `names`, each reading tool results as [`tool_results`] says.
+/// `orchestrator.servers` for `names`, each reading tool results as [`tool_results`] says;
+/// `default` leaves the setting out, so binaries from before it existed can be measured too.
 fn servers(names: &[&str]) -> Value {
     let mode = tool_results();
+    if mode == "default" {
+        return json!({});
+    }
     names
         .iter()
         .map(|n| ((*n).to_owned(), json!({ "toolResults": mode })))
