@@ -31,8 +31,9 @@
 //! calls per composite or pass-through row and round (500), `PASSTHROUGH_STARTS` cold starts
 //! (5), `PASSTHROUGH_IDLE_MS` idle time before RSS is read (500), `PASSTHROUGH_TOOL_RESULTS`
 //! how the orchestrator reads tool results (`raw`, the default, or `typed`: the path before raw
-//! relaying, with the same binaries; `default` writes no setting, for binaries from before it). Without `--bench` (`cargo test
-//! --benches`) it runs one tiny smoke round of every section instead.
+//! relaying, with the same binaries; `default` writes no setting, for binaries from before it).
+//! Without `--bench` (`cargo test --benches`) it runs one tiny smoke round of every section
+//! instead.
 
 mod composite;
 mod endpoint;
