@@ -59,14 +59,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
     }
 }
 
-/// The carrier of `result` (a tool result object's text) for the raw path, or `None` when it
-/// must be read typed (see the module's rules) or is not a well-formed object.
-pub fn relay(result: &str) -> Option<CallToolResult> {
-    relay_members(serde_json::from_str(result).ok()?)
-}
-
-/// [`relay`] of a result already read as its members.
-pub fn relay_members(Members(members): Members<'_>) -> Option<CallToolResult> {
+/// The carrier of a tool result object, read as its [`Members`], for the raw path; `None` when
+/// it must be read typed (see the module's rules).
+pub fn relay(Members(members): Members<'_>) -> Option<CallToolResult> {
     let size = members
         .iter()
         .map(|(k, v)| k.len() + v.get().len() + 4)
@@ -216,6 +211,11 @@ mod tests {
 
     use super::*;
 
+    /// The carrier of a tool result object's text; `None` also when it is not an object.
+    fn relay_text(result: &str) -> Option<CallToolResult> {
+        relay(serde_json::from_str(result).ok()?)
+    }
+
     /// What the typed path gives an agent for `result`, as JSON.
     fn typed(result: &Value) -> Value {
         let parsed: CallToolResult = serde_json::from_value(result.clone()).expect("typed");
@@ -223,7 +223,7 @@ mod tests {
     }
 
     fn raw(result: &Value) -> Value {
-        let carrier = relay(&result.to_string()).expect("relayed raw");
+        let carrier = relay_text(&result.to_string()).expect("relayed raw");
         let mut out = Vec::new();
         write_result(&mut out, &carrier)
             .expect("a carrier")
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn edits_to_meta_and_result_type_are_written() {
         let mut carrier =
-            relay(r#"{"content":[],"_meta":{"up":1},"resultType":"complete"}"#).expect("raw");
+            relay_text(r#"{"content":[],"_meta":{"up":1},"resultType":"complete"}"#).expect("raw");
         let meta = carrier.meta.as_mut().expect("meta");
         meta.insert("cached".into(), Value::Bool(true));
         carrier.result_type = None;
@@ -292,7 +292,7 @@ mod tests {
             r#"[1]"#,
             r#"{"content":[]"#,
         ] {
-            assert!(relay(result).is_none(), "{result}");
+            assert!(relay_text(result).is_none(), "{result}");
         }
     }
 

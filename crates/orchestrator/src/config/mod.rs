@@ -151,8 +151,9 @@ pub struct OrchestratorSection {
 pub struct SagasConfig {
     /// The saga log, relative to the config file's folder (default `data/orchestrator/sagas.db`).
     pub log_path: Option<String>,
-    /// How many sagas that ended well (`completed`, `compensated`, `resolved`) the log keeps; older ones
-    /// are deleted. A long-running service would otherwise grow the file by every saga it ran.
+    /// How many sagas that ended well (`completed`, `compensated`, `resolved`) the log keeps;
+    /// older ones are deleted. A long-running service would otherwise grow the file by every
+    /// saga it ran.
     pub keep_ended: u32,
 }
 

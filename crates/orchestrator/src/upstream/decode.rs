@@ -111,7 +111,7 @@ impl ToolCallsInFlight {
             && answer.method.is_none()
             && answer.error.is_none()
             && self.lock().ids.get(&answer.id) == Some(&true)
-            && let Some(carrier) = kit::raw_result::relay_members(answer.result)
+            && let Some(carrier) = kit::raw_result::relay(answer.result)
             && self.lock().remove(&answer.id)
         {
             return Ok(JsonRpcMessage::Response(JsonRpcResponse {
