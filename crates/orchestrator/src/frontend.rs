@@ -13,6 +13,7 @@ use std::{sync::Arc, time::Instant};
 
 use kit::correlation::CorrelationId;
 
+use futures::FutureExt as _;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
@@ -343,6 +344,10 @@ impl Frontend {
     }
 }
 
+// Each handler's upstream request is awaited boxed (`.boxed()`): rmcp holds every request's
+// handler future in one type, as large as the largest handler's, and moves it into a task per
+// request. Inline, the rare handlers' state machines (tasks, prompts, completion, subscriptions)
+// made each `tools/call` copy kilobytes several times.
 impl ServerHandler for Frontend {
     /// What the upstreams offer now and what the orchestrator serves itself
     /// ([`crate::capabilities`]): computed per call, so each new session (and each 2026-07-28
@@ -402,7 +407,7 @@ impl ServerHandler for Frontend {
                         ServerNotification::PromptListChangedNotification(Default::default())
                     }
                 };
-                match subscription.sink().send(notification).await {
+                match subscription.sink().send(notification).boxed().await {
                     Ok(()) | Err(SubscriptionSendError::NotificationNotAccepted(_)) => {}
                     Err(_) => return Ok(()),
                 }
@@ -463,6 +468,7 @@ impl ServerHandler for Frontend {
                     let step = suspensions
                         .resume(id, request.input_responses.as_ref(), &context.ct)
                         .instrument(span.clone())
+                        .boxed()
                         .await?;
                     return self.finish_scoped(
                         &tool,
@@ -498,7 +504,10 @@ impl ServerHandler for Frontend {
         // Refused at once, never queued: a queue would let one agent hold the others' turn.
         let outcome = match self.calls.try_enter() {
             Ok(slot) if request_scoped => {
-                let step = self.start_held(request, cx, slot, &span, &context.ct).await;
+                let step = self
+                    .start_held(request, cx, slot, &span, &context.ct)
+                    .boxed()
+                    .await;
                 return self.finish_scoped(
                     &tool,
                     agent_caps.as_ref(),
@@ -600,6 +609,7 @@ impl ServerHandler for Frontend {
         let mut result = calls
             .read_resource(target.server, &target.name, from, &cx)
             .instrument(span)
+            .boxed()
             .await
             .map_err(CallError::into_error_data)?;
         let upstream = &calls.upstreams()[target.server];
@@ -677,6 +687,7 @@ impl ServerHandler for Frontend {
             .upstream()
             .subscribe(target.server, &target.name, true, &cx)
             .instrument(span)
+            .boxed()
             .await;
         if let Err(e) = subscribed {
             // The upstream refused; the session holds no subscription it does not have.
@@ -710,6 +721,7 @@ impl ServerHandler for Frontend {
             );
             release_upstream(&self.gateway, &request.uri, &cx)
                 .instrument(span)
+                .boxed()
                 .await;
         }
         Ok(())
@@ -743,6 +755,7 @@ impl ServerHandler for Frontend {
             .upstream()
             .get_prompt(target.server, request, &target.name, &cx)
             .instrument(span)
+            .boxed()
             .await
             .map_err(CallError::into_error_data)?;
         mark_complete(&mut result.result_type);
@@ -796,6 +809,7 @@ impl ServerHandler for Frontend {
             .upstream()
             .complete(server, request, &cx)
             .instrument(span)
+            .boxed()
             .await
             .map_err(CallError::into_error_data)?;
         mark_complete(&mut result.result_type);
@@ -836,7 +850,7 @@ impl ServerHandler for Frontend {
             let legacy = upstream.protocol().as_deref() == Some("2025-11-25");
             if logs
                 && legacy
-                && let Err(e) = calls.set_level(server, wanted, &cx).await
+                && let Err(e) = calls.set_level(server, wanted, &cx).boxed().await
             {
                 tracing::info!(server = %upstream.name(), error = %e, "upstream setLevel failed");
             }
@@ -857,6 +871,7 @@ impl ServerHandler for Frontend {
             .calls()
             .get_task(request, &cx)
             .instrument(span)
+            .boxed()
             .await?;
         let limit = self.gateway.config().limits.max_result_bytes;
         if crate::tasks::limit_result(&mut result, limit).is_some() {
@@ -874,7 +889,11 @@ impl ServerHandler for Frontend {
     ) -> Result<(), ErrorData> {
         let (span, cx) = request_span("tasks/update", &request.task_id, &context, self.session.id);
         let calls = self.gateway.calls();
-        calls.update_task(request, &cx).instrument(span).await
+        calls
+            .update_task(request, &cx)
+            .instrument(span)
+            .boxed()
+            .await
     }
 
     /// `tasks/cancel`: passed to the task's upstream, whose cancellation is cooperative.
@@ -885,7 +904,11 @@ impl ServerHandler for Frontend {
     ) -> Result<(), ErrorData> {
         let (span, cx) = request_span("tasks/cancel", &request.task_id, &context, self.session.id);
         let calls = self.gateway.calls();
-        calls.cancel_task(request, &cx).instrument(span).await
+        calls
+            .cancel_task(request, &cx)
+            .instrument(span)
+            .boxed()
+            .await
     }
 
     /// rmcp hands over a request it could not type: an unknown method (`-32601`), or a method it

@@ -149,15 +149,18 @@ impl Calls {
                 } else {
                     cx
                 };
-                let result = self.composites.run(index, arguments, read_only, cx).await;
+                // Boxed: a composite's state machine is several times a pass-through call's, and
+                // held inline it would make every call's future that size, copied on each move.
+                let result = Box::pin(self.composites.run(index, arguments, read_only, cx)).await;
                 (Ok(result.into()), CallReport::default())
             }
             Route::Builtin(Builtin::InvalidateCache) => (
-                Ok(
-                    builtin::invalidate_cache(self.upstream.cache(), arguments.as_ref())
-                        .await
-                        .into(),
-                ),
+                Ok(Box::pin(builtin::invalidate_cache(
+                    self.upstream.cache(),
+                    arguments.as_ref(),
+                ))
+                .await
+                .into()),
                 CallReport::default(),
             ),
         }

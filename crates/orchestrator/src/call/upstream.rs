@@ -154,9 +154,18 @@ impl UpstreamCalls {
         // shared another caller's load (that caller counts the request).
         let (call, sent) = match self.cache_spec(&call_name, cache, definition) {
             Some(spec) => {
-                let (call, sent) = self
-                    .cached_call(upstream, tool, &plan, arguments, spec, &args_value, cx)
-                    .await;
+                // Boxed: the cache's single-flight load is a large state machine that the
+                // uncached calls should not carry.
+                let (call, sent) = Box::pin(self.cached_call(
+                    upstream,
+                    tool,
+                    &plan,
+                    arguments,
+                    spec,
+                    &args_value,
+                    cx,
+                ))
+                .await;
                 let call = ToolCall {
                     outcome: call.outcome.map(Into::into),
                     report: call.report,
@@ -321,7 +330,8 @@ impl UpstreamCalls {
             };
             let state = asked.request_state.clone();
             let limit = upstream.spec().limits.user_input_timeout;
-            match crate::ask::rounds::answer(asked, cx, limit).await {
+            // Boxed: a rare path, kept out of every call's future.
+            match Box::pin(crate::ask::rounds::answer(asked, cx, limit)).await {
                 Ok(answers) => resume = Some((answers, state)),
                 Err(error) => {
                     let server = upstream.name().to_owned();
