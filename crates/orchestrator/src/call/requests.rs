@@ -48,8 +48,8 @@ impl UpstreamCalls {
                 target: uri,
             };
             self.request(server, op, request, cx, |r| match r {
-                ServerResult::ReadResourceResult(r) => Some(r),
-                _ => None,
+                ServerResult::ReadResourceResult(r) => Ok(r),
+                other => Err(Box::new(other)),
             })
             .await
         };
@@ -96,8 +96,8 @@ impl UpstreamCalls {
             target: name,
         };
         self.request(server, op, request, cx, |r| match r {
-            ServerResult::GetPromptResult(r) => Some(r),
-            _ => None,
+            ServerResult::GetPromptResult(r) => Ok(r),
+            other => Err(Box::new(other)),
         })
         .await
     }
@@ -115,8 +115,8 @@ impl UpstreamCalls {
             target: "",
         };
         self.request(server, op, request, cx, |r| match r {
-            ServerResult::CompleteResult(r) => Some(r),
-            _ => None,
+            ServerResult::CompleteResult(r) => Ok(r),
+            other => Err(Box::new(other)),
         })
         .await
     }
@@ -152,7 +152,7 @@ impl UpstreamCalls {
             method,
             target: uri,
         };
-        self.request(server, op, request, cx, |_| Some(())).await
+        self.request(server, op, request, cx, |_| Ok(())).await
     }
 
     /// `logging/setLevel` of upstream `server`: asks it for messages at `level` and above.
@@ -171,6 +171,6 @@ impl UpstreamCalls {
             method: "logging/setLevel",
             target: "",
         };
-        self.request(server, op, request, cx, |_| Some(())).await
+        self.request(server, op, request, cx, |_| Ok(())).await
     }
 }

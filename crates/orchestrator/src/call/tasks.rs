@@ -36,8 +36,8 @@ impl Calls {
         let request = ClientRequest::GetTaskRequest(GetTaskRequest::new(upstream_params));
         let mut result = self
             .task_request(&owner, "tasks/get", request, &exposed, cx, |r| match r {
-                ServerResult::GetTaskResult(r) => Some(r),
-                _ => None,
+                ServerResult::GetTaskResult(r) => Ok(r),
+                other => Err(Box::new(other)),
             })
             .await?;
         let task = &mut result.task.task;
@@ -106,7 +106,7 @@ impl Calls {
         request: ClientRequest,
         exposed: &str,
         cx: &CallContext,
-        pick: fn(ServerResult) -> Option<T>,
+        pick: fn(ServerResult) -> Result<T, Box<ServerResult>>,
     ) -> Result<T, ErrorData> {
         let op = Op {
             method,
@@ -127,12 +127,11 @@ impl Calls {
 
 /// The acknowledgement `tasks/update` and `tasks/cancel` answer with (`resultType: "complete"`
 /// and nothing else; an older server's `{}` means the same).
-fn acknowledged(answer: ServerResult) -> Option<()> {
-    matches!(
-        answer,
-        ServerResult::TaskAckResult(_) | ServerResult::EmptyResult(_)
-    )
-    .then_some(())
+fn acknowledged(answer: ServerResult) -> Result<(), Box<ServerResult>> {
+    match answer {
+        ServerResult::TaskAckResult(_) | ServerResult::EmptyResult(_) => Ok(()),
+        other => Err(Box::new(other)),
+    }
 }
 
 #[cfg(test)]

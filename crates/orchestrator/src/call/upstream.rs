@@ -222,7 +222,7 @@ impl UpstreamCalls {
         op: Op<'_>,
         request: ClientRequest,
         cx: &CallContext,
-        pick: fn(ServerResult) -> Option<T>,
+        pick: fn(ServerResult) -> Result<T, Box<ServerResult>>,
     ) -> Result<T, CallError> {
         let upstream = &self.upstreams[server];
         let plan = upstream.policy().plan_read().waiting_on(cx);
@@ -232,15 +232,14 @@ impl UpstreamCalls {
             .call(op, &plan, || upstream.send(request.clone(), cx))
             .await;
         self.record(upstream, op.method, started, &outcome);
-        let answer = outcome?;
-        let unexpected = format!("{answer:?}");
-        pick(answer).ok_or_else(|| CallError::Protocol {
+        pick(outcome?).map_err(|other| CallError::Protocol {
             server: upstream.name().to_owned(),
             error: rmcp::ErrorData::internal_error(
                 format!(
-                    "server `{}` answered `{}` with an unexpected kind of result: {unexpected}",
+                    "server `{}` answered `{}` with an unexpected kind of result: {}",
                     upstream.name(),
-                    op.method
+                    op.method,
+                    describe(&other)
                 ),
                 None,
             ),
@@ -464,13 +463,41 @@ pub fn typed(server: &str, result: CallToolResult) -> Result<CallToolResult, Cal
 }
 
 fn unexpected(server: &str, other: ServerResult) -> CallError {
+    // rmcp could not type it as a tool result: say why, as the raw path does.
+    let message = match &other {
+        ServerResult::CustomResult(custom) => {
+            match serde_json::from_value::<CallToolResult>(custom.0.clone()) {
+                Err(e) => format!("server `{server}` sent a tool result that does not parse: {e}"),
+                Ok(_) => format!(
+                    "server `{server}` sent an unexpected kind of result: {}",
+                    describe(&other)
+                ),
+            }
+        }
+        _ => format!(
+            "server `{server}` sent an unexpected kind of result: {}",
+            describe(&other)
+        ),
+    };
     CallError::Protocol {
         server: server.to_owned(),
-        error: rmcp::ErrorData::internal_error(
-            format!("server `{server}` sent an unexpected kind of result: {other:?}"),
-            None,
-        ),
+        error: rmcp::ErrorData::internal_error(message, None),
     }
+}
+
+/// The most of an unexpected answer an error message quotes: an answer may be megabytes, and the
+/// message goes to the agent, the log and the span.
+const DESCRIBED_CHARS: usize = 200;
+
+/// An unexpected answer as an error message names it: its kind and how it starts.
+fn describe(result: &ServerResult) -> String {
+    let mut text = format!("{result:?}");
+    if let Some((cut, _)) = text.char_indices().nth(DESCRIBED_CHARS) {
+        let total = text.len();
+        text.truncate(cut);
+        text.push_str(&format!("… ({total} bytes in all)"));
+    }
+    text
 }
 
 /// A composite's steps call down through the same path as a pass-through call.
@@ -511,5 +538,64 @@ impl StepRunner for UpstreamCalls {
             .policy()
             .plan_tool(&step.tool, definition, Some(args))
             .safe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::{CustomResult, ServerResult};
+    use serde_json::json;
+
+    use super::{DESCRIBED_CHARS, describe, unexpected};
+    use crate::error::CallError;
+
+    fn message(error: CallError) -> String {
+        match error {
+            CallError::Protocol { error, .. } => error.message.to_string(),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    /// A malformed tool result of 40 KB: the message says why it does not parse, and quotes
+    /// none of it.
+    #[test]
+    fn a_tool_result_that_does_not_parse_is_named_not_quoted() {
+        let text = "x".repeat(40_000);
+        let answer = ServerResult::CustomResult(CustomResult(json!({
+            "content": [{"type": "hologram", "text": text}],
+        })));
+        let message = message(unexpected("unruly", answer));
+        assert!(
+            message.starts_with("server `unruly` sent a tool result that does not parse: "),
+            "{message}"
+        );
+        assert!(message.contains("hologram"), "{message}");
+        assert!(message.len() < 1_000, "{} bytes", message.len());
+    }
+
+    /// Another kind of result where a tool result was due: named by its start and size.
+    #[test]
+    fn an_unexpected_kind_of_result_is_cut_short() {
+        let text = "y".repeat(40_000);
+        let answer = ServerResult::ReadResourceResult(rmcp::model::ReadResourceResult::new(vec![
+            rmcp::model::ResourceContents::text(text, "mem://big"),
+        ]));
+        let message = message(unexpected("unruly", answer));
+        assert!(
+            message.starts_with("server `unruly` sent an unexpected kind of result: ReadResource"),
+            "{message}"
+        );
+        assert!(message.ends_with(" bytes in all)"), "{message}");
+        assert!(
+            message.len() < DESCRIBED_CHARS + 200,
+            "{} bytes",
+            message.len()
+        );
+    }
+
+    #[test]
+    fn a_short_answer_is_described_whole() {
+        let answer = ServerResult::empty(());
+        assert_eq!(describe(&answer), format!("{answer:?}"));
     }
 }
