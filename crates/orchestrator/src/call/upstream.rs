@@ -467,7 +467,11 @@ fn unexpected(server: &str, other: ServerResult) -> CallError {
     let message = match &other {
         ServerResult::CustomResult(custom) => {
             match serde_json::from_value::<CallToolResult>(custom.0.clone()) {
-                Err(e) => format!("server `{server}` sent a tool result that does not parse: {e}"),
+                // Bounded too: serde quotes a string of the wrong type whole.
+                Err(e) => format!(
+                    "server `{server}` sent a tool result that does not parse: {}",
+                    bounded(e.to_string())
+                ),
                 Ok(_) => format!(
                     "server `{server}` sent an unexpected kind of result: {}",
                     describe(&other)
@@ -491,7 +495,11 @@ const DESCRIBED_CHARS: usize = 200;
 
 /// An unexpected answer as an error message names it: its kind and how it starts.
 fn describe(result: &ServerResult) -> String {
-    let mut text = format!("{result:?}");
+    bounded(format!("{result:?}"))
+}
+
+/// `text` cut to [`DESCRIBED_CHARS`], saying how long it was.
+fn bounded(mut text: String) -> String {
     if let Some((cut, _)) = text.char_indices().nth(DESCRIBED_CHARS) {
         let total = text.len();
         text.truncate(cut);
@@ -583,6 +591,25 @@ mod tests {
         let message = message(unexpected("unruly", answer));
         assert!(
             message.starts_with("server `unruly` sent an unexpected kind of result: ReadResource"),
+            "{message}"
+        );
+        assert!(message.ends_with(" bytes in all)"), "{message}");
+        assert!(
+            message.len() < DESCRIBED_CHARS + 200,
+            "{} bytes",
+            message.len()
+        );
+    }
+
+    /// serde quotes a string of the wrong type in its error: a 40 KB one is cut short too.
+    #[test]
+    fn a_parse_error_that_quotes_the_result_is_cut_short() {
+        let answer = ServerResult::CustomResult(CustomResult(json!({
+            "content": "z".repeat(40_000),
+        })));
+        let message = message(unexpected("unruly", answer));
+        assert!(
+            message.starts_with("server `unruly` sent a tool result that does not parse: "),
             "{message}"
         );
         assert!(message.ends_with(" bytes in all)"), "{message}");
