@@ -463,22 +463,20 @@ pub fn typed(server: &str, result: CallToolResult) -> Result<CallToolResult, Cal
 }
 
 fn unexpected(server: &str, other: ServerResult) -> CallError {
-    // rmcp could not type it as a tool result: say why, as the raw path does.
-    let message = match &other {
+    // rmcp could not type it as a tool result: say why, as the raw path does. Bounded too: serde
+    // quotes a string of the wrong type whole.
+    let why = match &other {
         ServerResult::CustomResult(custom) => {
-            match serde_json::from_value::<CallToolResult>(custom.0.clone()) {
-                // Bounded too: serde quotes a string of the wrong type whole.
-                Err(e) => format!(
-                    "server `{server}` sent a tool result that does not parse: {}",
-                    bounded(e.to_string())
-                ),
-                Ok(_) => format!(
-                    "server `{server}` sent an unexpected kind of result: {}",
-                    describe(&other)
-                ),
-            }
+            serde_json::from_value::<CallToolResult>(custom.0.clone()).err()
         }
-        _ => format!(
+        _ => None,
+    };
+    let message = match why {
+        Some(e) => format!(
+            "server `{server}` sent a tool result that does not parse: {}",
+            bounded(e.to_string())
+        ),
+        None => format!(
             "server `{server}` sent an unexpected kind of result: {}",
             describe(&other)
         ),
@@ -581,6 +579,14 @@ mod tests {
         assert!(message.len() < 1_000, "{} bytes", message.len());
     }
 
+    /// `message` starts with `start`, and is cut short where it quoted a long answer.
+    fn assert_cut_short(message: &str, start: &str) {
+        assert!(message.starts_with(start), "{message}");
+        assert!(message.ends_with(" bytes in all)"), "{message}");
+        let most = DESCRIBED_CHARS + 200;
+        assert!(message.len() < most, "{} bytes", message.len());
+    }
+
     /// Another kind of result where a tool result was due: named by its start and size.
     #[test]
     fn an_unexpected_kind_of_result_is_cut_short() {
@@ -588,16 +594,9 @@ mod tests {
         let answer = ServerResult::ReadResourceResult(rmcp::model::ReadResourceResult::new(vec![
             rmcp::model::ResourceContents::text(text, "mem://big"),
         ]));
-        let message = message(unexpected("unruly", answer));
-        assert!(
-            message.starts_with("server `unruly` sent an unexpected kind of result: ReadResource"),
-            "{message}"
-        );
-        assert!(message.ends_with(" bytes in all)"), "{message}");
-        assert!(
-            message.len() < DESCRIBED_CHARS + 200,
-            "{} bytes",
-            message.len()
+        assert_cut_short(
+            &message(unexpected("unruly", answer)),
+            "server `unruly` sent an unexpected kind of result: ReadResource",
         );
     }
 
@@ -607,16 +606,9 @@ mod tests {
         let answer = ServerResult::CustomResult(CustomResult(json!({
             "content": "z".repeat(40_000),
         })));
-        let message = message(unexpected("unruly", answer));
-        assert!(
-            message.starts_with("server `unruly` sent a tool result that does not parse: "),
-            "{message}"
-        );
-        assert!(message.ends_with(" bytes in all)"), "{message}");
-        assert!(
-            message.len() < DESCRIBED_CHARS + 200,
-            "{} bytes",
-            message.len()
+        assert_cut_short(
+            &message(unexpected("unruly", answer)),
+            "server `unruly` sent a tool result that does not parse: ",
         );
     }
 
